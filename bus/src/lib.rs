@@ -1,7 +1,14 @@
-//! `bus`: the msgbus — routing between comets, Redis online state and RabbitMQ uploads.
+//! `bus`: the msgbus — routing between comets, online state, device uploads.
 //!
-//! Runs as a threaded sidecar behind bounded channels inside a comet, or as the standalone
-//! `cloudsocket msgbus` server. It does not hold terminal connections (the edge does) and
-//! does not do ZooKeeper registration (the keeper does).
+//! Inside a node it runs as a **sidecar thread behind bounded channels**: shards send it
+//! [`messages::ToBus`] requests and receive [`messages::FromBus`] answers in their inbox,
+//! woken through [`messages::Wake`]. The embedded backend ([`embedded`]) keeps online
+//! state, mobile ids and bindings in memory and appends uploads to a log file; the
+//! cluster backend (Redis, RabbitMQ, msgbus links) is not built yet.
 //!
-//! Not built yet beyond the service smoke tests; see the README's status table.
+//! It does not hold terminal connections (the edge does) and does not do ZooKeeper
+//! registration (the keeper does).
+
+pub mod embedded;
+pub mod messages;
+pub mod sidecar;

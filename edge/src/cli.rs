@@ -1,6 +1,11 @@
-//! The command line of `cloudsocket` (clap derive).
+//! The command line of `cloudsocket` (clap derive), including the original comet's flag
+//! names and its `-name=value` config files.
+//!
+//! Parsing only: validation into a [`crate::config::Config`] happens in `config`.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 /// cloudsocket: an edge proxy for smart-device fleets.
 #[derive(Debug, Parser)]
@@ -12,30 +17,198 @@ pub struct Cli {
 }
 
 /// The programs in the `cloudsocket` binary.
-#[derive(Debug, Default, Subcommand)]
+#[derive(Debug, Subcommand)]
 pub enum Command {
-    /// A complete single node: no Redis, RabbitMQ or ZooKeeper needed.
-    #[default]
-    Run,
-    /// The comet, configured by the original's flags (cluster mode).
-    Comet,
-    /// The message bus between comets.
+    /// A complete single node: no Redis, RabbitMQ or ZooKeeper needed (the default).
+    Run(NodeArgs),
+    /// The comet, configured by the original's flags (`--conf comet.conf` works too).
+    Comet(NodeArgs),
+    /// The message bus between comets (not built yet).
     Msgbus,
-    /// The RabbitMQ keeper.
+    /// The RabbitMQ keeper (not built yet).
     Rmqkeeper,
     /// Report (and apply) host tuning for a dense edge.
-    Tune,
+    Tune(TuneArgs),
 }
 
-impl Command {
-    /// The subcommand's name on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Run => "run",
-            Command::Comet => "comet",
-            Command::Msgbus => "msgbus",
-            Command::Rmqkeeper => "rmqkeeper",
-            Command::Tune => "tune",
+/// Flags of a node (`run` and `comet`); the original comet's names are kept.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Read flags from an original `comet.conf` (`-name=value` words); the command line wins.
+    #[arg(long, value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+    /// Cores to run shards on: `0-3`, `0,2,4-7` or `all`.
+    #[arg(long, default_value = "all", env = "CLOUDSOCKET_CORES")]
+    pub cores: String,
+    /// Comet kind(s): `ws`, `udp` or `ws,udp`.
+    #[arg(long = "type", default_value = "ws,udp")]
+    pub kind: String,
+    /// This node's IP: bind address of the WebSocket listeners and its name in Redis.
+    #[arg(long, default_value = "")]
+    pub lip: String,
+    /// WebSocket listen addresses; only the port is used (the IP comes from --lip).
+    #[arg(long, default_value = ":1234,:1235")]
+    pub ports: String,
+    /// Status and admin HTTP address (loopback by default: the admin endpoints change state).
+    #[arg(long, default_value = "127.0.0.1:29999")]
+    pub sh: String,
+    /// UDP listen address for devices.
+    #[arg(long, default_value = ":7999")]
+    pub hudp: String,
+    /// Address of the small HTTP server with `/api/device/udpaddr`.
+    #[arg(long, default_value = ":8081")]
+    pub hhttp: String,
+    /// Root URL of the HTTP device platform; empty = the builtin platform.
+    #[arg(long, default_value = "")]
+    pub hurl: String,
+    /// UDP session lifetime without traffic, seconds.
+    #[arg(long, default_value_t = 40)]
+    pub uto: u32,
+    /// Redis address (cluster mode).
+    #[arg(long)]
+    pub rh: Option<String>,
+    /// ZooKeeper servers, comma separated (cluster mode).
+    #[arg(long)]
+    pub zks: Option<String>,
+    /// ZooKeeper root where msgbus nodes are listed.
+    #[arg(long, default_value = "MsgBusServers")]
+    pub zkroot: String,
+    /// ZooKeeper root where this comet registers.
+    #[arg(long, default_value = "CometServers")]
+    pub zkrootc: String,
+    /// Force this UDP comet to deliver pushes to devices (else elected).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub up: bool,
+    /// Accepted for compatibility: every comet follows binding changes.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub us: bool,
+    /// Login signature salt (the original's is the default, with a warning).
+    #[arg(long, env = "CLOUDSOCKET_SALT", hide_env_values = true)]
+    pub salt: Option<String>,
+    /// Accept login timestamp 0 (the original's never-expiring tokens).
+    #[arg(long)]
+    pub allow_zero_timestamp: bool,
+    /// Send messages to terminals as text frames, like the original.
+    #[arg(long)]
+    pub text_frames: bool,
+    /// Largest WebSocket frame accepted, bytes (larger: close 1009).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_message: usize,
+    /// Largest outbound queue of one connection, bytes (beyond: close 1008).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_outbound: usize,
+    /// Where the embedded node appends device uploads.
+    #[arg(long, default_value = "./uploads.log")]
+    pub upload_log: PathBuf,
+    /// Bind a device to a user at start (`<device>:<user>`, repeatable; embedded node).
+    #[arg(long = "bind", value_name = "DEVICE:USER")]
+    pub binds: Vec<String>,
+}
+
+/// Flags of `cloudsocket tune`.
+#[derive(Debug, Clone, Args)]
+pub struct TuneArgs {
+    /// Connections the host should be ready for.
+    #[arg(long, default_value_t = 100_000)]
+    pub connections: u64,
+    /// Set what can be set (as root) and say what could not.
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// Long names of the original comet's flags, which it spelled with one dash.
+const ORIGINAL_FLAGS: &[&str] = &[
+    "type", "lip", "ports", "rh", "zks", "hudp", "hhttp", "hurl", "uto", "up", "us", "sh", "zkroot",
+    "zkrootc", "conf",
+];
+
+/// Rewrites the original's single-dash flags (`-lip=1.2.3.4`, `-up`) to clap's `--lip`.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .map(|arg| {
+            let single = arg.strip_prefix('-').filter(|rest| !rest.starts_with('-'));
+            match single {
+                Some(rest) if ORIGINAL_FLAGS.contains(&rest.split('=').next().unwrap_or("")) => {
+                    format!("-{arg}")
+                }
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
+/// Reads an original `comet.conf`: the `-name=value` words of its `args="..."` line (or
+/// of the whole file), skipping glog flags and the ones we do not know.
+pub fn conf_file_args(text: &str) -> Vec<String> {
+    let body = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("args=").map(str::to_owned))
+        .unwrap_or_else(|| text.to_owned());
+    body.split_whitespace()
+        .map(|w| w.trim_matches(|c| c == '"' || c == '\''))
+        .filter_map(|w| {
+            let rest = w.strip_prefix("--").or_else(|| w.strip_prefix('-'))?;
+            let name = rest.split('=').next()?;
+            ORIGINAL_FLAGS.contains(&name).then(|| format!("--{rest}"))
+        })
+        .collect()
+}
+
+impl Cli {
+    /// The flags of `run` with every default (what a bare `cloudsocket` runs).
+    pub fn try_parse_from_defaults() -> NodeArgs {
+        match Cli::parse_from(["cloudsocket", "run"]).command {
+            Some(Command::Run(args)) => args,
+            _ => unreachable!("`run` parses to Command::Run"),
+        }
+    }
+}
+
+/// Applies a `comet.conf` under the command line: values from the file are used only for
+/// flags the command line left at their defaults.
+pub fn merge_conf(args: NodeArgs, conf: &str) -> Result<NodeArgs, clap::Error> {
+    let defaults = Cli::try_parse_from_defaults();
+    let mut words = vec!["cloudsocket".to_owned(), "run".to_owned()];
+    words.extend(conf_file_args(conf));
+    let from_file = match Cli::try_parse_from(words)?.command {
+        Some(Command::Run(file)) => file,
+        _ => unreachable!("`run` parses to Command::Run"),
+    };
+    macro_rules! pick {
+        ($($f:ident),*) => { NodeArgs { $($f: if args.$f == defaults.$f { from_file.$f } else { args.$f },)* ..args } };
+    }
+    Ok(pick!(kind, lip, ports, sh, hudp, hhttp, hurl, uto, rh, zks, zkroot, zkrootc, up, us))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_single_dash_flags_become_long() {
+        let args = normalize_args(["cloudsocket", "comet", "-lip=10.0.0.1", "-up", "--uto", "5", "-x"].map(String::from));
+        assert_eq!(args, ["cloudsocket", "comet", "--lip=10.0.0.1", "--up", "--uto", "5", "-x"]);
+    }
+
+    #[test]
+    fn conf_file_words() {
+        let conf = "args=\"-hhttp=:8081 -hudp=:7999 -hurl= -lip= -logtostderr=true -ports=:1234,:1235 -rh=127.0.0.1:6379 -sh=:29999 -type=ws -up=false -v=0\"\n";
+        let words = conf_file_args(conf);
+        assert!(words.contains(&"--ports=:1234,:1235".to_owned()));
+        assert!(words.contains(&"--up=false".to_owned()));
+        assert!(!words.iter().any(|w| w.contains("logtostderr")));
+    }
+
+    #[test]
+    fn parses_run_with_defaults() {
+        let cli = Cli::try_parse_from(["cloudsocket", "run"]).unwrap();
+        match cli.command {
+            Some(Command::Run(args)) => {
+                assert_eq!(args.ports, ":1234,:1235");
+                assert_eq!(args.sh, "127.0.0.1:29999");
+                assert_eq!(args.uto, 40);
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

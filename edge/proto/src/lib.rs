@@ -11,3 +11,14 @@
 //! sidecars, which drive these codecs.
 #![warn(missing_docs)]
 #![deny(clippy::disallowed_methods)]
+
+pub mod crc;
+pub mod device;
+pub mod frame;
+pub mod id;
+pub mod link;
+pub mod login;
+pub mod pubsub;
+pub mod status;
+pub mod ws;
+pub mod zk;

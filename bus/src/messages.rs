@@ -1,0 +1,172 @@
+//! The messages between the edge's shards and the bus sidecar, over bounded
+//! `crossbeam-channel`s: owned data moved by value, no shared mutable state. The enums
+//! are closed: a new kind of work is a new variant, handled where the compiler points.
+//!
+//! The sidecar wakes a shard through [`Wake`] after each send (the shard parks on one
+//! eventfd and never polls a channel in a loop).
+
+use std::sync::Arc;
+
+/// Names a connection across threads: shard, slot and the slot's generation (a reply for
+/// a connection that has since closed finds a different generation and is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    /// The shard that owns the connection.
+    pub shard: u16,
+    /// Slot index in that shard's connection slab.
+    pub slot: u32,
+    /// The slot's generation when the reference was made.
+    pub generation: u32,
+}
+
+/// What a message delivered to terminals carries.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Bytes relayed unchanged (terminal → terminal, server-built status messages).
+    Raw(Vec<u8>),
+    /// A push (§11.1): a direct message with this message id, built per destination id
+    /// (the destination field is the id it is delivered to).
+    Push {
+        /// Message id of the built direct message.
+        msg_id: u16,
+        /// The body, shared by every destination.
+        body: Arc<[u8]>,
+    },
+}
+
+/// What the bus granted a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginGrant {
+    /// The session id: the mobile id (user + k) for phones, the device id for devices.
+    pub session: i64,
+    /// Phones: the mobile sub-id k (1..=15) allocated; devices: 0.
+    pub mobile: u8,
+    /// Phones: the devices of the user; devices: the users (base ids) of the device.
+    pub bound: Vec<i64>,
+}
+
+/// Shard → bus sidecar.
+#[derive(Debug)]
+pub enum ToBus {
+    /// Allocate what a login needs (mobile id, bound list) for terminal `id`.
+    Login {
+        /// The connection waiting for the answer.
+        conn: ConnRef,
+        /// The login id (user id for phones, device id for devices).
+        id: i64,
+    },
+    /// A session ended: release what its login took.
+    Logout {
+        /// The session id (mobile id for phones, device id for devices).
+        session: i64,
+    },
+    /// A device message for the data consumers (§12.1): store it, then ack the device.
+    Upload {
+        /// The device's connection (its ack goes there).
+        conn: ConnRef,
+        /// The device id.
+        src: i64,
+        /// The message, unchanged.
+        message: Vec<u8>,
+    },
+}
+
+/// Bus sidecar (and admin endpoints) → shard, over the shard's inbox.
+#[derive(Debug)]
+pub enum FromBus {
+    /// The answer to a [`ToBus::Login`].
+    LoginDone {
+        /// The connection that asked.
+        conn: ConnRef,
+        /// The grant, or the reply code to refuse with.
+        result: Result<LoginGrant, u8>,
+    },
+    /// The upload was stored: send this ack to the device.
+    UploadAck {
+        /// The device's connection.
+        conn: ConnRef,
+        /// The ack bytes (the message with the ACK flag set).
+        ack: Vec<u8>,
+    },
+    /// A binding changed: update live sessions; the status goes out from shard 0 only.
+    Binding {
+        /// The device.
+        device: i64,
+        /// The (base) user.
+        user: i64,
+        /// Bound (true) or unbound (false).
+        bound: bool,
+    },
+    /// Deliver to every local session of these ids (pushes are broadcast to all shards,
+    /// each delivers what it holds).
+    Deliver {
+        /// Destination ids (already expanded).
+        ids: Arc<[i64]>,
+        /// What to deliver.
+        payload: Payload,
+    },
+    /// Stop accepting, close terminals with 1001, flush, and end the shard.
+    Shutdown,
+}
+
+/// Wakes a shard after something was put in its inbox.
+pub trait Wake: Send + Sync {
+    /// Wakes the shard if it is parked; cheap when it is not.
+    fn wake(&self);
+}
+
+/// The way into one shard: its bounded inbox and its waker.
+#[derive(Clone)]
+pub struct ShardInbox {
+    /// The shard's bounded inbox.
+    pub tx: crossbeam_channel::Sender<FromBus>,
+    /// Wakes the shard after a send.
+    pub waker: Arc<dyn Wake>,
+}
+
+impl ShardInbox {
+    /// Puts `msg` in the inbox and wakes the shard; gives the message back when the inbox
+    /// is full (the caller counts the drop or retries).
+    pub fn send(&self, msg: FromBus) -> Result<(), FromBus> {
+        let result = self.tx.try_send(msg).map_err(|e| e.into_inner());
+        self.waker.wake();
+        result
+    }
+}
+
+/// A request from the admin endpoints (`/admin/bind`, `/admin/unbind`, `/admin/push`).
+#[derive(Debug)]
+pub enum Admin {
+    /// Bind a device to a user.
+    Bind {
+        /// The device (negative id).
+        device: i64,
+        /// The user (positive multiple of 16).
+        user: i64,
+    },
+    /// Unbind a device from a user.
+    Unbind {
+        /// The device.
+        device: i64,
+        /// The user.
+        user: i64,
+    },
+    /// Push a direct message with `msg_id` and `body` to `ids` (§11.1 semantics).
+    Push {
+        /// Destination ids as given (users are expanded to their mobile ids).
+        ids: Vec<i64>,
+        /// Message id of the pushed message.
+        msg_id: u16,
+        /// The body.
+        body: Vec<u8>,
+    },
+}
+
+/// An admin request and where to send its one-line answer.
+#[derive(Debug)]
+pub struct AdminRequest {
+    /// What to do.
+    pub admin: Admin,
+    /// Receives `Ok(summary)` or `Err(reason)`.
+    pub reply: crossbeam_channel::Sender<Result<String, String>>,
+}

@@ -1,0 +1,215 @@
+//! The validated configuration of a node, built once from the command line and passed
+//! down (shards get an `Rc` of it); nothing reads flags or the environment later.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::cli::NodeArgs;
+
+/// A flag that does not make sense.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// An address flag could not be read.
+    #[error("--{flag}: `{value}` is not an address (`host:port` or `:port`)")]
+    Address {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// `--type` named something other than `ws` and `udp`.
+    #[error("--type: `{0}` is not `ws`, `udp` or `ws,udp`")]
+    Kind(String),
+    /// `--bind` was not `<device>:<user>` with a negative device and a user multiple of 16.
+    #[error("--bind: `{0}` is not `<device>:<user>` (device negative, user a positive multiple of 16)")]
+    Bind(String),
+    /// `--cores` could not be used.
+    #[error("--cores: {0}")]
+    Cores(String),
+    /// A numeric limit is out of range.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// Everything a node needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Cores to run one shard on each.
+    pub cores: Vec<usize>,
+    /// Serve WebSocket terminals.
+    pub ws: bool,
+    /// Serve UDP devices.
+    pub udp: bool,
+    /// WebSocket listen addresses.
+    pub ws_addrs: Vec<SocketAddr>,
+    /// Status and admin HTTP address.
+    pub status_addr: SocketAddr,
+    /// UDP device address.
+    pub udp_addr: SocketAddr,
+    /// `udpaddr` HTTP address.
+    pub udpaddr_http: SocketAddr,
+    /// UDP session lifetime without traffic, seconds.
+    pub udp_timeout_secs: u32,
+    /// This node's name in the cluster (`--lip`), `127.0.0.1` when not given.
+    pub node_ip: String,
+    /// Login signature salt.
+    pub salt: Vec<u8>,
+    /// True when the salt is the original's public one.
+    pub default_salt: bool,
+    /// Accept login timestamp 0.
+    pub allow_zero_timestamp: bool,
+    /// Send text frames to terminals (original behaviour) instead of binary.
+    pub text_frames: bool,
+    /// Largest WebSocket frame accepted.
+    pub max_message: usize,
+    /// Largest outbound queue of one connection, bytes.
+    pub max_outbound: usize,
+    /// Embedded node: where uploads are appended.
+    pub upload_log: PathBuf,
+    /// Embedded node: bindings made at start, `(device, user)`.
+    pub binds: Vec<(i64, i64)>,
+}
+
+/// Reads `:port` (all interfaces, or `ip` when given) or `host:port`.
+pub fn parse_addr(flag: &'static str, value: &str, ip: Option<IpAddr>) -> Result<SocketAddr, ConfigError> {
+    let err = || ConfigError::Address { flag, value: value.to_owned() };
+    if let Some(port) = value.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| err())?;
+        return Ok(SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port));
+    }
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = value.rsplit_once(':').ok_or_else(err)?;
+    let port: u16 = port.parse().map_err(|_| err())?;
+    let ip = match host {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        other => other.parse().map_err(|_| err())?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn parse_bind(text: &str) -> Result<(i64, i64), ConfigError> {
+    let err = || ConfigError::Bind(text.to_owned());
+    let (device, user) = text.split_once(':').ok_or_else(err)?;
+    let device: i64 = device.trim().parse().map_err(|_| err())?;
+    let user: i64 = user.trim().parse().map_err(|_| err())?;
+    if device >= 0 || user <= 0 || user % 16 != 0 {
+        return Err(err());
+    }
+    Ok((device, user))
+}
+
+impl Config {
+    /// Validates the flags of `run`/`comet`.
+    pub fn from_args(args: &NodeArgs) -> Result<Config, ConfigError> {
+        let (mut ws, mut udp) = (false, false);
+        for kind in args.kind.split(',').map(str::trim) {
+            match kind {
+                "ws" => ws = true,
+                "udp" => udp = true,
+                _ => return Err(ConfigError::Kind(args.kind.clone())),
+            }
+        }
+        let lip: Option<IpAddr> = if args.lip.is_empty() {
+            None
+        } else {
+            Some(args.lip.parse().map_err(|_| ConfigError::Address { flag: "lip", value: args.lip.clone() })?)
+        };
+        let ws_addrs = args
+            .ports
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                let addr = parse_addr("ports", p.trim(), lip)?;
+                Ok(SocketAddr::new(lip.unwrap_or(addr.ip()), addr.port()))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let cores = tuning_cores(&args.cores)?;
+        if args.max_message < 16 || args.max_message > 16 << 20 {
+            return Err(ConfigError::Limit("--max-message must be between 16 B and 16 MiB".into()));
+        }
+        if args.max_outbound < args.max_message {
+            return Err(ConfigError::Limit("--max-outbound must be at least --max-message".into()));
+        }
+        let salt = args.salt.clone();
+        Ok(Config {
+            cores,
+            ws,
+            udp,
+            ws_addrs,
+            status_addr: parse_addr("sh", &args.sh, None)?,
+            udp_addr: parse_addr("hudp", &args.hudp, lip)?,
+            udpaddr_http: parse_addr("hhttp", &args.hhttp, lip)?,
+            udp_timeout_secs: args.uto.max(1),
+            node_ip: lip.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
+            default_salt: salt.is_none(),
+            salt: salt.unwrap_or_else(|| edge_proto::login::DEFAULT_SALT.to_owned()).into_bytes(),
+            allow_zero_timestamp: args.allow_zero_timestamp,
+            text_frames: args.text_frames,
+            max_message: args.max_message,
+            max_outbound: args.max_outbound,
+            upload_log: args.upload_log.clone(),
+            binds: args.binds.iter().map(|b| parse_bind(b)).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// A configuration for tests: `shards` shards, every listener on an ephemeral
+    /// loopback port (the caller fills in real ports).
+    pub fn for_tests(shards: usize) -> Config {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Config {
+            cores: (0..shards).collect(),
+            ws: true,
+            udp: true,
+            ws_addrs: vec![any],
+            status_addr: any,
+            udp_addr: any,
+            udpaddr_http: any,
+            udp_timeout_secs: 40,
+            node_ip: "127.0.0.1".into(),
+            salt: edge_proto::login::DEFAULT_SALT.as_bytes().to_vec(),
+            default_salt: true,
+            allow_zero_timestamp: false,
+            text_frames: false,
+            max_message: 64 * 1024,
+            max_outbound: 256 * 1024,
+            upload_log: std::env::temp_dir().join(format!("cloudsocket-uploads-{}.log", std::process::id())),
+            binds: Vec::new(),
+        }
+    }
+}
+
+fn tuning_cores(text: &str) -> Result<Vec<usize>, ConfigError> {
+    use tuning::cores::{CoreList, CoreSpec};
+    let err = |e: &dyn std::fmt::Display| ConfigError::Cores(e.to_string());
+    let online = CoreList::online().map_err(|e| err(&e))?;
+    let spec: CoreSpec = text.parse().map_err(|e| err(&e))?;
+    let plan = tuning::cores::plan(&spec.resolve(&online), &online, 1).map_err(|e| err(&e))?;
+    Ok(plan.shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr("x", ":1234", None).unwrap().to_string(), "0.0.0.0:1234");
+        assert_eq!(parse_addr("x", "localhost:9", None).unwrap().to_string(), "127.0.0.1:9");
+        assert_eq!(parse_addr("x", "10.1.2.3:80", None).unwrap().to_string(), "10.1.2.3:80");
+        assert!(parse_addr("x", "nonsense", None).is_err());
+        assert!(parse_addr("x", ":99999", None).is_err());
+    }
+
+    #[test]
+    fn binds() {
+        assert_eq!(parse_bind("-1:16").unwrap(), (-1, 16));
+        assert!(parse_bind("1:16").is_err());
+        assert!(parse_bind("-1:17").is_err());
+        assert!(parse_bind("-1").is_err());
+    }
+}

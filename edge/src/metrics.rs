@@ -1,0 +1,193 @@
+//! Counters of a node: one [`ShardMetrics`] per shard (written only by its shard, with
+//! relaxed atomics: no lock, no contention) and the renderers that read them all for the
+//! status endpoints (`/stat?type=app` with the original's names, `/metrics` in the
+//! Prometheus text format).
+//!
+//! This module decides nothing; it counts.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($(#[doc = $doc:literal] $name:ident),* $(,)?) => {
+        /// The counters of one shard.
+        #[derive(Debug, Default)]
+        pub struct ShardMetrics {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+            /// Open WebSocket connections (any state).
+            pub ws_open: AtomicI64,
+            /// Logged-in WebSocket sessions.
+            pub ws_online: AtomicI64,
+            /// Bytes held in outbound queues of blocked writers.
+            pub outbound_queued_bytes: AtomicI64,
+        }
+
+        /// Every counter name with its help text, in declaration order.
+        pub const COUNTERS: &[(&str, &str)] = &[$((stringify!($name), $doc)),*];
+
+        impl ShardMetrics {
+            fn values(&self) -> Vec<u64> {
+                vec![$(self.$name.load(Ordering::Relaxed)),*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// WebSocket connections accepted.
+    ws_accepted,
+    /// WebSocket upgrades completed.
+    ws_upgraded,
+    /// Upgrade requests refused (bad method, path, version or headers).
+    ws_upgrade_refused,
+    /// Logins accepted.
+    login_ok,
+    /// Logins refused: wrong parameters (reply 1).
+    login_wrong_params,
+    /// Logins refused: bad id or no free mobile id (reply 3).
+    login_wrong_id,
+    /// Logins refused: timestamp expired, in the future or zero (reply 4).
+    login_wrong_timestamp,
+    /// Logins refused: wrong signature (reply 6).
+    login_wrong_md5,
+    /// Logins refused: server error (reply 9).
+    login_server_error,
+    /// Connections closed for not upgrading within 10 s.
+    handshake_timeout,
+    /// Connections closed for not logging in within 60 s.
+    login_timeout,
+    /// Sessions closed for silence beyond three heartbeat periods.
+    read_timeout,
+    /// Heartbeats (`p`) answered.
+    heartbeats,
+    /// Terminal messages received (not heartbeats): the original's UpStreamIn.
+    msgs_in,
+    /// Messages written to terminals: the original's DownStreamOut.
+    msgs_out,
+    /// Messages handed to another shard.
+    cross_shard_out,
+    /// Messages received from another shard.
+    cross_shard_in,
+    /// Messages with no live destination.
+    drop_no_destination,
+    /// Messages dropped because a shard's mesh queue was full.
+    drop_peer_queue_full,
+    /// Requests dropped because the bus queue was full.
+    drop_bus_queue_full,
+    /// Terminal messages shorter than 16 bytes (connection closed).
+    drop_short_message,
+    /// Malformed WebSocket frames (connection closed with 1002).
+    malformed_frames,
+    /// Frames above --max-message (connection closed with 1009).
+    oversized_frames,
+    /// Readers too slow for their outbound queue (closed with 1008).
+    slow_reader_closed,
+    /// Uploads handed to the bus.
+    uploads,
+    /// Pushes delivered to terminals.
+    pushes_out,
+}
+
+/// All shards' counters, shared read-only with the status endpoints.
+#[derive(Debug, Clone)]
+pub struct NodeMetrics {
+    /// One entry per shard, by shard index.
+    pub shards: Arc<[Arc<ShardMetrics>]>,
+}
+
+impl NodeMetrics {
+    /// Fresh counters for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        NodeMetrics { shards: (0..shards).map(|_| Arc::new(ShardMetrics::default())).collect() }
+    }
+
+    fn totals(&self) -> (Vec<u64>, i64, i64, i64) {
+        let mut sum = vec![0u64; COUNTERS.len()];
+        let (mut open, mut online, mut queued) = (0, 0, 0);
+        for shard in self.shards.iter() {
+            for (s, v) in sum.iter_mut().zip(shard.values()) {
+                *s += v;
+            }
+            open += shard.ws_open.load(Ordering::Relaxed);
+            online += shard.ws_online.load(Ordering::Relaxed);
+            queued += shard.outbound_queued_bytes.load(Ordering::Relaxed);
+        }
+        (sum, open, online, queued)
+    }
+
+    fn total(&self, name: &str) -> u64 {
+        let (sum, ..) = self.totals();
+        COUNTERS.iter().position(|(n, _)| *n == name).map_or(0, |i| sum[i])
+    }
+
+    /// `/stat?type=app`: the original's counter names (§13) plus ours.
+    pub fn render_app_json(&self) -> String {
+        let (sum, _open, online, _) = self.totals();
+        let mut out = String::from("{");
+        let _ = write!(
+            out,
+            "\"ConnTotal\":{},\"ConnOnline\":{},\"UpStreamIn\":{},\"DownStreamOut\":{}",
+            self.total("login_ok"),
+            online,
+            self.total("msgs_in"),
+            self.total("msgs_out"),
+        );
+        for ((name, _), value) in COUNTERS.iter().zip(&sum) {
+            let _ = write!(out, ",\"{name}\":{value}");
+        }
+        out.push('}');
+        out
+    }
+
+    /// `/metrics` in the Prometheus text format: node totals and per-shard figures.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        for (i, (name, help)) in COUNTERS.iter().enumerate() {
+            let _ = writeln!(out, "# HELP cloudsocket_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE cloudsocket_{name}_total counter");
+            for (shard, m) in self.shards.iter().enumerate() {
+                let _ = writeln!(out, "cloudsocket_{name}_total{{shard=\"{shard}\"}} {}", m.values()[i]);
+            }
+        }
+        let gauges: [(&str, &str, fn(&ShardMetrics) -> i64); 3] = [
+            ("ws_connections", "Open WebSocket connections.", |m| m.ws_open.load(Ordering::Relaxed)),
+            ("ws_sessions", "Logged-in WebSocket sessions.", |m| m.ws_online.load(Ordering::Relaxed)),
+            ("outbound_queued_bytes", "Bytes queued for blocked writers.", |m| {
+                m.outbound_queued_bytes.load(Ordering::Relaxed)
+            }),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP cloudsocket_{name} {help}");
+            let _ = writeln!(out, "# TYPE cloudsocket_{name} gauge");
+            for (shard, m) in self.shards.iter().enumerate() {
+                let _ = writeln!(out, "cloudsocket_{name}{{shard=\"{shard}\"}} {}", get(m));
+            }
+        }
+        out
+    }
+}
+
+/// Adds one to a counter.
+#[inline]
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_shards_and_render() {
+        let m = NodeMetrics::new(2);
+        bump(&m.shards[0].msgs_in);
+        bump(&m.shards[1].msgs_in);
+        bump(&m.shards[1].login_ok);
+        let app = m.render_app_json();
+        assert!(app.contains("\"UpStreamIn\":2"), "{app}");
+        assert!(app.contains("\"ConnTotal\":1"), "{app}");
+        let prom = m.render_prometheus();
+        assert!(prom.contains("cloudsocket_msgs_in_total{shard=\"1\"} 1"), "{prom}");
+    }
+}

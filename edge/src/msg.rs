@@ -1,0 +1,36 @@
+//! Messages between shards, over glommio's channel mesh: owned data moved by value.
+//! (Shard ↔ bus messages are `bus::messages`.)
+
+use bus::messages::Payload;
+
+/// Shard → shard, over the glommio channel mesh.
+#[derive(Debug)]
+pub enum PeerMsg {
+    /// To the directory owner of `key`: find the shards holding it and deliver.
+    Route {
+        /// Directory key (a base user id, or a device id).
+        key: i64,
+        /// Destination ids under that key.
+        ids: Vec<i64>,
+        /// What to deliver.
+        payload: Payload,
+    },
+    /// To a shard holding sessions of these ids: deliver to every local session.
+    Deliver {
+        /// Destination ids.
+        ids: Vec<i64>,
+        /// What to deliver.
+        payload: Payload,
+    },
+    /// To the directory owner of `key`: shard `shard` now holds (or no longer holds)
+    /// sessions under `key`.
+    Directory {
+        /// Directory key.
+        key: i64,
+        /// The reporting shard.
+        shard: u16,
+        /// Whether it holds sessions under `key` now.
+        present: bool,
+    },
+}
+

@@ -1,0 +1,155 @@
+//! Starting and stopping a node: listeners, the bus sidecar, one glommio executor per
+//! core, and the signal-driven drain.
+//!
+//! Order: bind every socket first (so a bad address fails before anything runs, and a
+//! port 0 in tests is resolved once for all shards), then the sidecar, then the shards.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bus::messages::{AdminRequest, FromBus, ShardInbox, Wake};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::metrics::NodeMetrics;
+use crate::poller::{Poller, Waker};
+use crate::shard::{self, ShardParts, Startup};
+use crate::status::{self, StatusServer};
+
+/// Bound of every shard inbox and of the bus request queue.
+const QUEUE: usize = 64 * 1024;
+/// Bound of each shard → shard channel.
+const MESH_QUEUE: usize = 4096;
+
+impl Wake for Waker {
+    fn wake(&self) {
+        Waker::wake(self);
+    }
+}
+
+/// A running node.
+pub struct Node {
+    /// WebSocket addresses actually bound (port 0 resolved).
+    pub ws_addrs: Vec<SocketAddr>,
+    /// Status address actually bound.
+    pub status_addr: SocketAddr,
+    /// Every shard's counters.
+    pub metrics: NodeMetrics,
+    inboxes: Vec<ShardInbox>,
+    shards: Vec<JoinHandle<()>>,
+    sidecar: Option<JoinHandle<()>>,
+    admin: Sender<AdminRequest>,
+    stop: Option<Sender<()>>,
+}
+
+fn bind_all(addr: SocketAddr, shards: usize) -> std::io::Result<(SocketAddr, Vec<OwnedFd>)> {
+    let first = shard::tcp_listener(addr, 4096)?;
+    let bound = shard::local_addr(first.as_raw_fd())?;
+    let mut all = vec![first];
+    for _ in 1..shards {
+        all.push(shard::tcp_listener(bound, 4096)?);
+    }
+    Ok((bound, all))
+}
+
+impl Node {
+    /// Binds, starts the sidecar and the shards; returns once they run.
+    pub fn start(config: Config) -> anyhow::Result<Node> {
+        let config = Arc::new(config);
+        let n = config.cores.len();
+        anyhow::ensure!(n > 0 && n <= 64, "between 1 and 64 shards are supported (got {n})");
+        let metrics = NodeMetrics::new(n);
+        let mut per_shard: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
+        let mut ws_addrs = Vec::new();
+        if config.ws {
+            for &addr in &config.ws_addrs {
+                let (bound, fds) = bind_all(addr, n).map_err(|e| anyhow::anyhow!("WebSocket listener {addr}: {e}"))?;
+                ws_addrs.push(bound);
+                for (i, fd) in fds.into_iter().enumerate() {
+                    per_shard[i].push(fd);
+                }
+            }
+        }
+        let status_fd = status::bind(config.status_addr).map_err(|e| anyhow::anyhow!("status listener {}: {e}", config.status_addr))?;
+        let status_addr = shard::local_addr(status_fd.as_raw_fd())?;
+
+        let (bus_tx, bus_rx) = bounded(QUEUE);
+        let (admin_tx, admin_rx) = bounded(64);
+        let mut parts = Vec::new();
+        let mut inboxes = Vec::new();
+        for (i, listeners) in per_shard.into_iter().enumerate() {
+            let poller = Poller::new(4096)?;
+            let (tx, rx): (Sender<FromBus>, Receiver<FromBus>) = bounded(QUEUE);
+            inboxes.push(ShardInbox { tx, waker: Arc::new(poller.waker()) });
+            parts.push(Some(ShardParts {
+                index: i,
+                count: n,
+                config: config.clone(),
+                poller,
+                inbox: rx,
+                bus: bus_tx.clone(),
+                metrics: metrics.shards[i].clone(),
+                listeners,
+            }));
+        }
+        drop(bus_tx);
+        let uploads = bus::embedded::UploadLog::open(&config.upload_log)
+            .map_err(|e| anyhow::anyhow!("upload log {}: {e}", config.upload_log.display()))?;
+        let (stop_tx, stop_rx) = bounded(0);
+        let sidecar = bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
+            stop: stop_rx,
+            shards: inboxes.clone(),
+            requests: bus_rx,
+            admin: admin_rx,
+            uploads,
+            binds: config.binds.clone(),
+        })?;
+        let startup = Arc::new(Startup {
+            parts: Mutex::new(parts),
+            status: Mutex::new(Some(StatusServer { listener: status_fd, metrics: metrics.clone(), admin: admin_tx.clone() })),
+        });
+        let mesh = MeshBuilder::full(n, MESH_QUEUE);
+        let mut shards = Vec::new();
+        for (i, &core) in config.cores.iter().enumerate() {
+            let startup = startup.clone();
+            let mesh = mesh.clone();
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+                .name(&format!("shard-{i}"))
+                .io_memory(1 << 20)
+                .spawn(move || shard::run(startup, mesh))
+                .map_err(|e| anyhow::anyhow!("shard {i} on core {core}: {e}"))?;
+            shards.push(std::thread::spawn(move || {
+                if let Err(e) = handle.join() {
+                    eprintln!("shard {i} ended with an error: {e:?}");
+                }
+            }));
+        }
+        Ok(Node { ws_addrs, status_addr, metrics, inboxes, shards, sidecar: Some(sidecar), admin: admin_tx, stop: Some(stop_tx) })
+    }
+
+    /// A sender for admin requests (what `/admin/*` uses).
+    pub fn admin(&self) -> Sender<AdminRequest> {
+        self.admin.clone()
+    }
+
+    /// Drains: every shard stops accepting, closes its terminals with 1001 and ends; then
+    /// the sidecar ends. Returns when all threads are gone.
+    pub fn shutdown(mut self) {
+        for inbox in &self.inboxes {
+            let _ = inbox.send(FromBus::Shutdown);
+        }
+        for shard in self.shards.drain(..) {
+            let _ = shard.join();
+        }
+        self.inboxes.clear();
+        drop(self.admin);
+        drop(self.stop.take());
+        if let Some(sidecar) = self.sidecar.take() {
+            let _ = sidecar.join();
+        }
+    }
+}

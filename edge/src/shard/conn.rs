@@ -1,0 +1,190 @@
+//! A shard's connection records: the slab they live in and the per-shard session index.
+//!
+//! A connection is a small plain record (`Conn`, under a hundred bytes) in a slab; an
+//! idle connection owns no buffer (the optional boxes are only filled while a partial
+//! frame or a blocked write is pending). Sessions with the same id (several logins of one
+//! device, say) are chained through the records, so the index is one map entry per id.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::os::fd::RawFd;
+
+use crate::wheel::Secs;
+
+/// Where a WebSocket connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for the HTTP upgrade request (10 s).
+    Handshake,
+    /// Upgraded; waiting for the login string (60 s).
+    Login,
+    /// Login sent to the bus; reading paused until it answers.
+    LoginPending,
+    /// Logged in.
+    Online,
+}
+
+/// One terminal connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket (owned: closed when the record is released).
+    pub fd: RawFd,
+    /// Life stage.
+    pub state: State,
+    /// A one-shot write poll is armed.
+    pub write_armed: bool,
+    /// When the current deadline (handshake, login or read) passes.
+    pub deadline: Secs,
+    /// The earliest time a wheel entry for this record is due (0: none).
+    pub scheduled: Secs,
+    /// Heartbeat period from the login string, seconds (read deadline = 3×).
+    pub timeout_secs: u32,
+    /// Login id before login; session id after (mobile id for phones, device id for devices).
+    pub id: i64,
+    /// Next record with the same session id (`NONE` ends the chain).
+    pub next: u32,
+    /// Phones: bound devices; devices: bound users (base ids).
+    pub bound: Box<[i64]>,
+    /// Bytes of an incomplete request or frame, kept between reads.
+    pub carry: Option<Box<Vec<u8>>>,
+    /// Bytes a blocked socket has not taken yet.
+    pub outbox: Option<Box<Vec<u8>>>,
+}
+
+/// The end of a session chain.
+pub const NONE: u32 = u32::MAX;
+
+impl Conn {
+    /// A fresh connection waiting for its upgrade.
+    pub fn new(fd: RawFd, deadline: Secs) -> Self {
+        Conn {
+            fd,
+            state: State::Handshake,
+            write_armed: false,
+            deadline,
+            scheduled: 0,
+            timeout_secs: 0,
+            id: 0,
+            next: NONE,
+            bound: Box::new([]),
+            carry: None,
+            outbox: None,
+        }
+    }
+}
+
+/// Slot storage with generations, so a stale reference never reaches a new occupant.
+pub struct Slab<T> {
+    entries: Vec<(u32, Option<T>)>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab { entries: Vec::new(), free: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Slab<T> {
+    /// Stores `value`; returns its slot and generation.
+    pub fn insert(&mut self, value: T) -> (u32, u32) {
+        self.len += 1;
+        if let Some(slot) = self.free.pop() {
+            let entry = &mut self.entries[slot as usize];
+            entry.1 = Some(value);
+            return (slot, entry.0);
+        }
+        self.entries.push((0, Some(value)));
+        ((self.entries.len() - 1) as u32, 0)
+    }
+
+    /// The value in `slot`, if occupied.
+    pub fn get(&self, slot: u32) -> Option<&T> {
+        self.entries.get(slot as usize)?.1.as_ref()
+    }
+
+    /// The value in `slot`, if occupied.
+    pub fn get_mut(&mut self, slot: u32) -> Option<&mut T> {
+        self.entries.get_mut(slot as usize)?.1.as_mut()
+    }
+
+    /// The value in `slot` if it is still of `generation`.
+    pub fn get_gen_mut(&mut self, slot: u32, generation: u32) -> Option<&mut T> {
+        let entry = self.entries.get_mut(slot as usize)?;
+        if entry.0 != generation {
+            return None;
+        }
+        entry.1.as_mut()
+    }
+
+    /// The generation of `slot` (of its current or next occupant).
+    pub fn generation(&self, slot: u32) -> u32 {
+        self.entries.get(slot as usize).map_or(0, |e| e.0)
+    }
+
+    /// Frees `slot`, bumping its generation.
+    pub fn remove(&mut self, slot: u32) -> Option<T> {
+        let entry = self.entries.get_mut(slot as usize)?;
+        let value = entry.1.take()?;
+        entry.0 = (entry.0 + 1) & GENERATION_MASK;
+        self.free.push(slot);
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Every occupied slot index.
+    pub fn slots(&self) -> Vec<u32> {
+        self.entries.iter().enumerate().filter(|(_, e)| e.1.is_some()).map(|(i, _)| i as u32).collect()
+    }
+}
+
+/// Generations fit in 30 bits so a readiness token keeps two bits for its kind.
+pub const GENERATION_MASK: u32 = (1 << 30) - 1;
+
+/// A fast hasher for terminal ids (multiplicative; ids are authenticated, not free input).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i64(&mut self, id: i64) {
+        self.0 = (self.0 ^ id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.write_i64(id as i64);
+    }
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 31)
+    }
+}
+
+/// A map keyed by terminal id.
+pub type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_generations_guard_reuse() {
+        let mut slab = Slab::default();
+        let (a, ga) = slab.insert("a");
+        assert_eq!(slab.remove(a), Some("a"));
+        let (b, gb) = slab.insert("b");
+        assert_eq!(a, b);
+        assert_ne!(ga, gb);
+        assert!(slab.get_gen_mut(a, ga).is_none());
+        assert_eq!(slab.get_gen_mut(b, gb), Some(&mut "b"));
+        assert_eq!(slab.len, 1);
+    }
+
+    #[test]
+    fn conn_record_is_small() {
+        assert!(std::mem::size_of::<Conn>() <= 96, "{}", std::mem::size_of::<Conn>());
+    }
+}

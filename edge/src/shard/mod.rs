@@ -1,0 +1,367 @@
+//! One shard: the event loop of one core and everything it owns — its listeners, its
+//! connections and sessions, its slice of the routing directory, its timer wheel.
+//!
+//! The loop is the only place that waits: on the readiness eventfd (socket readiness,
+//! sidecar messages), on the mesh receivers (other shards) and on a one-second tick.
+//! Each wake drains a batch and runs the synchronous handlers in `ws` and `route`; no
+//! handler awaits, so the `RefCell` around the shard is never borrowed across a wait.
+//!
+//! Invariants: a connection belongs to exactly one shard for its whole life; nothing here
+//! is shared with another thread except through the mesh, the inbox and the counters.
+
+mod conn;
+mod net;
+mod route;
+mod ws;
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bus::messages::{FromBus, ToBus};
+use crossbeam_channel::{Receiver, Sender};
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::io::BufferedFile;
+
+use crate::config::Config;
+use crate::metrics::ShardMetrics;
+use crate::msg::PeerMsg;
+use crate::poller::{Poller, Readiness};
+use crate::wheel::{Entry, Secs, Wheel};
+pub use conn::IdMap;
+use conn::{Conn, Slab};
+
+/// Token kinds in the top bits of a readiness token (bit 63 is the poller's).
+const KIND_SHIFT: u32 = 60;
+const KIND_CONN: u64 = 0;
+const KIND_LISTENER: u64 = 1;
+
+fn conn_token(slot: u32, generation: u32) -> u64 {
+    (KIND_CONN << KIND_SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
+}
+
+/// What a shard is given at start.
+pub struct ShardParts {
+    /// This shard's index (its place in the mesh).
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+    /// The node's configuration.
+    pub config: Arc<Config>,
+    /// The readiness ring (created before the thread, so sidecars hold its waker).
+    pub poller: Poller,
+    /// Messages from the bus sidecar.
+    pub inbox: Receiver<FromBus>,
+    /// Requests to the bus sidecar.
+    pub bus: Sender<ToBus>,
+    /// This shard's counters.
+    pub metrics: Arc<ShardMetrics>,
+    /// Bound listening sockets, one per WebSocket address.
+    pub listeners: Vec<OwnedFd>,
+}
+
+/// The state of one shard.
+pub struct Shard {
+    index: usize,
+    count: usize,
+    config: Arc<Config>,
+    poller: Poller,
+    inbox: Receiver<FromBus>,
+    bus: Sender<ToBus>,
+    metrics: Arc<ShardMetrics>,
+    peers: Option<Senders<PeerMsg>>,
+    /// Directory updates a full mesh queue refused; retried every turn (never dropped).
+    peer_backlog: Vec<(usize, PeerMsg)>,
+    listeners: Vec<OwnedFd>,
+    conns: Slab<Conn>,
+    /// Session id → first record of its chain.
+    sessions: IdMap<u32>,
+    /// Directory key → local sessions under it.
+    keys: IdMap<u32>,
+    /// For the keys this shard is the directory of: key → bitmask of shards holding it.
+    directory: IdMap<u64>,
+    wheel: Wheel,
+    epoch: Instant,
+    /// Read buffer shared by every connection of the shard.
+    scratch: Vec<u8>,
+    /// Assembly buffer for outgoing frames and server-built messages.
+    out: Vec<u8>,
+    ready: Vec<Readiness>,
+    due: Vec<Entry>,
+    /// Descriptors to close once their polls are removed (after the next submit).
+    closing: Vec<OwnedFd>,
+    draining: bool,
+    done: bool,
+}
+
+impl Shard {
+    /// Builds the shard's state (no IO yet).
+    pub fn new(parts: ShardParts) -> Self {
+        let scratch_len = (2 * (parts.config.max_message + 14)).max(64 * 1024);
+        Shard {
+            index: parts.index,
+            count: parts.count,
+            config: parts.config,
+            poller: parts.poller,
+            inbox: parts.inbox,
+            bus: parts.bus,
+            metrics: parts.metrics,
+            peers: None,
+            peer_backlog: Vec::new(),
+            listeners: parts.listeners,
+            conns: Slab::default(),
+            sessions: IdMap::default(),
+            keys: IdMap::default(),
+            directory: IdMap::default(),
+            wheel: Wheel::new(),
+            epoch: Instant::now(),
+            scratch: vec![0; scratch_len],
+            out: Vec::with_capacity(4096),
+            ready: Vec::with_capacity(256),
+            due: Vec::new(),
+            closing: Vec::new(),
+            draining: false,
+            done: false,
+        }
+    }
+
+    fn now(&self) -> Secs {
+        self.epoch.elapsed().as_secs() as Secs
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    /// One batch: readiness, inbox, backlog, then hand registrations to the kernel and
+    /// close what was closed.
+    fn turn(&mut self) {
+        self.poller.drain(&mut self.ready);
+        let ready = std::mem::take(&mut self.ready);
+        for r in &ready {
+            self.on_ready(*r);
+        }
+        self.ready = ready;
+        for _ in 0..1024 {
+            match self.inbox.try_recv() {
+                Ok(msg) => self.on_bus(msg),
+                Err(_) => break,
+            }
+        }
+        self.flush_peer_backlog();
+        self.flush_registrations();
+    }
+
+    fn flush_registrations(&mut self) {
+        if let Err(e) = self.poller.submit() {
+            eprintln!("shard {}: readiness ring submit failed: {e}", self.index);
+        }
+        self.closing.clear();
+    }
+
+    fn on_ready(&mut self, r: Readiness) {
+        let kind = (r.token >> KIND_SHIFT) & 0x7;
+        if kind == KIND_LISTENER {
+            let i = (r.token & 0xffff) as usize;
+            self.on_listener_ready(i, r.still_armed);
+            return;
+        }
+        let slot = r.token as u32;
+        let generation = ((r.token >> 32) as u32) & conn::GENERATION_MASK;
+        if self.conns.get_gen_mut(slot, generation).is_none() {
+            return;
+        }
+        if r.write {
+            self.on_writable(slot);
+        } else {
+            if !r.still_armed {
+                // The multishot poll ended (overflow or error): re-arm before reading.
+                let fd = self.conns.get(slot).map(|c| c.fd);
+                if let Some(fd) = fd {
+                    let _ = self.poller.watch(fd, conn_token(slot, generation));
+                }
+            }
+            self.on_readable(slot);
+        }
+    }
+
+    fn on_bus(&mut self, msg: FromBus) {
+        match msg {
+            FromBus::LoginDone { conn, result } => self.on_login_done(conn, result),
+            FromBus::UploadAck { conn, ack } => {
+                if self.conns.get_gen_mut(conn.slot, conn.generation).is_some() {
+                    self.send_message(conn.slot, &ack);
+                }
+            }
+            FromBus::Binding { device, user, bound } => self.on_binding(device, user, bound),
+            FromBus::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
+            FromBus::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    /// The one-second tick: deadlines.
+    fn on_tick(&mut self) {
+        let now = self.now();
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now, &mut due);
+        for entry in due.drain(..) {
+            let Some(conn) = self.conns.get_gen_mut(entry.slot, entry.generation) else { continue };
+            if conn.deadline <= now {
+                conn.scheduled = 0;
+                self.on_deadline(entry.slot);
+            } else {
+                conn.scheduled = conn.deadline;
+                let at = conn.deadline;
+                self.wheel.insert(at, entry);
+            }
+        }
+        self.due = due;
+        self.flush_peer_backlog();
+        self.flush_registrations();
+    }
+
+    /// Moves a connection's deadline; only an earlier one costs a wheel insert.
+    fn set_deadline(&mut self, slot: u32, at: Secs) {
+        let generation = self.conns.generation(slot);
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        conn.deadline = at;
+        if conn.scheduled == 0 || at < conn.scheduled {
+            conn.scheduled = at;
+            self.wheel.insert(at, Entry { slot, generation });
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        for (i, listener) in self.listeners.drain(..).enumerate() {
+            let _ = self.poller.unwatch(listener_token(i), false);
+            self.closing.push(listener);
+        }
+        for slot in self.conns.slots() {
+            self.close(slot, Some(edge_proto::ws::CLOSE_GOING_AWAY));
+        }
+        self.flush_registrations();
+        self.done = true;
+    }
+}
+
+fn listener_token(i: usize) -> u64 {
+    (KIND_LISTENER << KIND_SHIFT) | i as u64
+}
+
+/// What every shard thread is handed: the parts of all shards, taken by mesh position
+/// (glommio numbers mesh peers itself), and what only shard 0 runs.
+pub struct Startup {
+    /// `parts[i]` is taken by the shard that becomes mesh peer `i`.
+    pub parts: Mutex<Vec<Option<ShardParts>>>,
+    /// The status server, run by shard 0.
+    pub status: Mutex<Option<crate::status::StatusServer>>,
+}
+
+/// Runs a shard until shutdown: joins the mesh, takes its parts, arms the listeners, loops.
+pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
+    let (senders, receivers): (Senders<PeerMsg>, Receivers<PeerMsg>) = match mesh.join().await {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("cannot join the shard mesh: {e:?}");
+            return;
+        }
+    };
+    let index = senders.peer_id();
+    let parts = startup.parts.lock().ok().and_then(|mut p| p.get_mut(index).and_then(Option::take));
+    let Some(parts) = parts else {
+        eprintln!("shard {index}: no parts");
+        return;
+    };
+    let mut tasks = Vec::new();
+    if index == 0 {
+        if let Some(status) = startup.status.lock().ok().and_then(|mut s| s.take()) {
+            tasks.push(glommio::spawn_local(status.serve()));
+        }
+    }
+    let mut shard = Shard::new(parts);
+    shard.peers = Some(senders);
+    for i in 0..shard.listeners.len() {
+        let fd = shard.listeners[i].as_raw_fd();
+        if let Err(e) = shard.poller.watch(fd, listener_token(i)) {
+            eprintln!("shard {}: cannot watch listener: {e}", shard.index);
+        }
+    }
+    shard.flush_registrations();
+    let eventfd = match shard.poller.eventfd_dup() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("shard {}: {e}", shard.index);
+            return;
+        }
+    };
+    // SAFETY: a fresh descriptor we own, handed to glommio which closes it.
+    let wake_file = unsafe { BufferedFile::from_raw_fd(into_raw(eventfd)) };
+    let shard = Rc::new(RefCell::new(shard));
+    tasks.extend(spawn_peer_receivers(&shard, receivers));
+    tasks.push({
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                let mut s = shard.borrow_mut();
+                if s.done {
+                    break;
+                }
+                s.on_tick();
+            }
+        })
+    });
+    loop {
+        {
+            let mut s = shard.borrow_mut();
+            s.turn();
+            if s.done {
+                break;
+            }
+            s.poller.set_parked(true);
+            s.turn();
+        }
+        if let Err(e) = wake_file.read_at(0, 8).await {
+            eprintln!("shard {}: wait failed: {e}", shard.borrow().index);
+            break;
+        }
+        shard.borrow().poller.set_parked(false);
+    }
+    if let Some(peers) = shard.borrow().peers.as_ref() {
+        peers.close();
+    }
+    // Cancelling drops the tasks' futures, and with them their handles on the shard, so
+    // the shard (its ring, sockets and channel ends) is dropped here.
+    for task in tasks {
+        task.cancel().await;
+    }
+}
+
+fn into_raw(fd: OwnedFd) -> RawFd {
+    use std::os::fd::IntoRawFd;
+    fd.into_raw_fd()
+}
+
+fn spawn_peer_receivers(shard: &Rc<RefCell<Shard>>, mut receivers: Receivers<PeerMsg>) -> Vec<glommio::Task<()>> {
+    let mut tasks = Vec::new();
+    for (_, rx) in receivers.streams() {
+        let shard = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                let mut s = shard.borrow_mut();
+                s.on_peer(msg);
+                // Drain what else is queued before registering changes.
+                s.flush_registrations();
+            }
+        }));
+    }
+    tasks
+}
+
+pub use net::{local_addr, tcp_listener};

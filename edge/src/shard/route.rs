@@ -1,0 +1,337 @@
+//! Where messages go: destination rules (§8.1), the id → shard directory, delivery to
+//! local sessions, and binding updates of live sessions.
+//!
+//! The directory is partitioned: the shard `dir_shard(key)` owns the entry of `key` (a
+//! base user id for phones, the device id for devices) — a bitmask of the shards holding
+//! sessions under it. A message for a key goes to its directory shard (in place when that
+//! is us), which hands it to each holder: at most two hops, O(1), no shared lock. Shards
+//! report 0 → 1 and 1 → 0 transitions of their local sessions per key; those reports are
+//! never dropped (a full mesh queue parks them in a backlog, in order).
+
+use bus::messages::Payload;
+use edge_proto::id;
+use edge_proto::status::StatusType;
+
+use super::Shard;
+use super::conn::NONE;
+use crate::metrics::bump;
+use crate::msg::PeerMsg;
+
+/// The directory key of a terminal id: phones are found through their user.
+pub fn route_key(id: i64) -> i64 {
+    if id > 0 { id - id % 16 } else { id }
+}
+
+/// The shard that owns the directory entry of `key`, among `count`.
+pub fn dir_shard(key: i64, count: usize) -> usize {
+    (((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % count as u64) as usize
+}
+
+impl Shard {
+    /// A terminal sent a message (not a heartbeat): upload it or relay it.
+    pub(super) fn on_message(&mut self, slot: u32, payload: &[u8]) -> bool {
+        if payload == b"p" {
+            bump(&self.metrics.heartbeats);
+            return self.send_frame(slot, edge_proto::ws::OpCode::Text, b"P");
+        }
+        bump(&self.metrics.msgs_in);
+        if payload.len() < 16 {
+            bump(&self.metrics.drop_short_message);
+            self.close(slot, Some(edge_proto::ws::CLOSE_PROTOCOL));
+            return false;
+        }
+        let Some(conn) = self.conns.get(slot) else { return false };
+        let mut dst = [0u8; 8];
+        dst.copy_from_slice(&payload[8..16]);
+        let dst = i64::from_le_bytes(dst);
+        let src = conn.id;
+        if src < 0 && payload[0] & 0x07 != 3 {
+            return self.upload(slot, src, payload);
+        }
+        let mut ids = Vec::new();
+        if src < 0 {
+            id::device_destinations(dst, &conn.bound, &mut ids);
+        } else {
+            id::phone_destinations(dst, &conn.bound, &mut ids);
+        }
+        self.route(&ids, payload);
+        true
+    }
+
+    fn upload(&mut self, slot: u32, src: i64, payload: &[u8]) -> bool {
+        let conn = self.conn_ref(slot);
+        let request = bus::messages::ToBus::Upload { conn, src, message: payload.to_vec() };
+        if self.bus.try_send(request).is_err() {
+            bump(&self.metrics.drop_bus_queue_full);
+        } else {
+            bump(&self.metrics.uploads);
+        }
+        true
+    }
+
+    /// Sends `payload` to every session of `ids`, wherever it is.
+    pub(super) fn route(&mut self, ids: &[i64], payload: &[u8]) {
+        if ids.is_empty() {
+            bump(&self.metrics.drop_no_destination);
+            return;
+        }
+        let mut start = 0;
+        while start < ids.len() {
+            let key = route_key(ids[start]);
+            let end = ids[start..].iter().position(|&i| route_key(i) != key).map_or(ids.len(), |n| start + n);
+            let dir = dir_shard(key, self.count);
+            if dir == self.index {
+                self.resolve(key, &ids[start..end], payload);
+            } else {
+                let msg = PeerMsg::Route { key, ids: ids[start..end].to_vec(), payload: Payload::Raw(payload.to_vec()) };
+                self.send_peer(dir, msg);
+            }
+            start = end;
+        }
+    }
+
+    /// At the directory shard of `key`: hand the message to each holder.
+    fn resolve(&mut self, key: i64, ids: &[i64], payload: &[u8]) {
+        let mask = self.directory.get(&key).copied().unwrap_or(0);
+        if mask == 0 {
+            bump(&self.metrics.drop_no_destination);
+            return;
+        }
+        for shard in (0..self.count).filter(|s| mask & (1 << s) != 0) {
+            if shard == self.index {
+                self.deliver_raw(ids, payload);
+            } else {
+                let msg = PeerMsg::Deliver { ids: ids.to_vec(), payload: Payload::Raw(payload.to_vec()) };
+                self.send_peer(shard, msg);
+            }
+        }
+    }
+
+    fn send_peer(&mut self, shard: usize, msg: PeerMsg) {
+        let ordered = matches!(msg, PeerMsg::Directory { .. });
+        if ordered && !self.peer_backlog.is_empty() {
+            self.peer_backlog.push((shard, msg));
+            return;
+        }
+        let Some(peers) = self.peers.as_ref() else { return };
+        match peers.try_send_to(shard, msg) {
+            Ok(()) => bump(&self.metrics.cross_shard_out),
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) if ordered => {
+                self.peer_backlog.push((shard, msg));
+            }
+            Err(_) => bump(&self.metrics.drop_peer_queue_full),
+        }
+    }
+
+    pub(super) fn flush_peer_backlog(&mut self) {
+        if self.peer_backlog.is_empty() {
+            return;
+        }
+        let backlog = std::mem::take(&mut self.peer_backlog);
+        let mut iter = backlog.into_iter();
+        for (shard, msg) in iter.by_ref() {
+            let Some(peers) = self.peers.as_ref() else { return };
+            if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) = peers.try_send_to(shard, msg) {
+                self.peer_backlog.push((shard, msg));
+                break;
+            }
+        }
+        self.peer_backlog.extend(iter);
+    }
+
+    /// A message from another shard.
+    pub(super) fn on_peer(&mut self, msg: PeerMsg) {
+        bump(&self.metrics.cross_shard_in);
+        match msg {
+            PeerMsg::Route { key, ids, payload: Payload::Raw(bytes) } => self.resolve(key, &ids, &bytes),
+            PeerMsg::Route { ids, payload, .. } | PeerMsg::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
+            PeerMsg::Directory { key, shard, present } => self.apply_directory(key, shard as usize, present),
+        }
+    }
+
+    fn apply_directory(&mut self, key: i64, shard: usize, present: bool) {
+        let bit = 1u64 << shard;
+        if present {
+            *self.directory.entry(key).or_default() |= bit;
+        } else if let Some(mask) = self.directory.get_mut(&key) {
+            *mask &= !bit;
+            if *mask == 0 {
+                self.directory.remove(&key);
+            }
+        }
+    }
+
+    fn report_directory(&mut self, key: i64, present: bool) {
+        let dir = dir_shard(key, self.count);
+        if dir == self.index {
+            self.apply_directory(key, self.index, present);
+        } else {
+            self.send_peer(dir, PeerMsg::Directory { key, shard: self.index as u16, present });
+        }
+    }
+
+    /// Adds a logged-in connection to the session index (and the directory).
+    pub(super) fn register_session(&mut self, slot: u32, session: i64) {
+        let head = self.sessions.insert(session, slot).unwrap_or(NONE);
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.next = head;
+        }
+        let key = route_key(session);
+        let count = self.keys.entry(key).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.report_directory(key, true);
+        }
+    }
+
+    /// Removes a connection from the session index (and the directory).
+    pub(super) fn unregister_session(&mut self, slot: u32, session: i64) {
+        let next = self.conns.get(slot).map_or(NONE, |c| c.next);
+        let head = self.sessions.get(&session).copied().unwrap_or(NONE);
+        if head == slot {
+            if next == NONE {
+                self.sessions.remove(&session);
+            } else {
+                self.sessions.insert(session, next);
+            }
+        } else {
+            let mut at = head;
+            while at != NONE {
+                let Some(conn) = self.conns.get_mut(at) else { break };
+                if conn.next == slot {
+                    conn.next = next;
+                    break;
+                }
+                at = conn.next;
+            }
+        }
+        let key = route_key(session);
+        if let Some(count) = self.keys.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.keys.remove(&key);
+                self.report_directory(key, false);
+            }
+        }
+    }
+
+    fn session_slots(&self, session: i64, out: &mut Vec<u32>) {
+        let mut at = self.sessions.get(&session).copied().unwrap_or(NONE);
+        while at != NONE {
+            out.push(at);
+            at = self.conns.get(at).map_or(NONE, |c| c.next);
+        }
+    }
+
+    fn deliver_raw(&mut self, ids: &[i64], bytes: &[u8]) {
+        let mut slots = Vec::new();
+        for &id in ids {
+            slots.clear();
+            self.session_slots(id, &mut slots);
+            for &slot in &slots {
+                self.send_message(slot, bytes);
+            }
+        }
+    }
+
+    /// Delivers to this shard's sessions of `ids`.
+    pub(super) fn deliver_local(&mut self, ids: &[i64], payload: &Payload) {
+        match payload {
+            Payload::Raw(bytes) => self.deliver_raw(ids, bytes),
+            Payload::Push { msg_id, body } => {
+                let mut slots = Vec::new();
+                let mut message = Vec::with_capacity(36 + body.len());
+                for &id in ids {
+                    slots.clear();
+                    self.session_slots(id, &mut slots);
+                    if slots.is_empty() {
+                        continue;
+                    }
+                    message.clear();
+                    let spec = edge_proto::frame::DirectSpec {
+                        seq: 0,
+                        timestamp: Self::unix_now() as u32,
+                        dst: id,
+                        src: 0,
+                        msg_id: *msg_id,
+                        body,
+                    };
+                    if edge_proto::frame::write_direct(&mut message, &spec).is_err() {
+                        bump(&self.metrics.drop_no_destination);
+                        return;
+                    }
+                    for &slot in &slots {
+                        if self.send_message(slot, &message) {
+                            bump(&self.metrics.pushes_out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a device status (online, offline, bound, unbound) to every mobile id of `users`.
+    pub(super) fn send_device_status(&mut self, device: i64, users: &[i64], kind: StatusType) {
+        if users.is_empty() {
+            return;
+        }
+        let mut message = Vec::with_capacity(48);
+        edge_proto::status::write_status_message(&mut message, Self::unix_now() as u32, 0, device, kind, device);
+        let ids: Vec<i64> = users.iter().flat_map(|&u| id::mobile_ids(u)).collect();
+        self.route(&ids, &message);
+    }
+
+    /// A binding changed: update live sessions; shard 0 tells the user's phones.
+    pub(super) fn on_binding(&mut self, device: i64, user: i64, bound: bool) {
+        let mut slots = Vec::new();
+        for mobile in id::mobile_ids(user) {
+            self.session_slots(mobile, &mut slots);
+        }
+        for &slot in &slots {
+            update_bound(&mut self.conns.get_mut(slot).map(|c| &mut c.bound), device, bound);
+        }
+        slots.clear();
+        self.session_slots(device, &mut slots);
+        for &slot in &slots {
+            update_bound(&mut self.conns.get_mut(slot).map(|c| &mut c.bound), user, bound);
+        }
+        if self.index == 0 {
+            let kind = if bound { StatusType::DeviceBound } else { StatusType::DeviceUnbound };
+            self.send_device_status(device, &[user], kind);
+        }
+    }
+}
+
+fn update_bound(list: &mut Option<&mut Box<[i64]>>, id: i64, bound: bool) {
+    let Some(list) = list else { return };
+    let mut ids: Vec<i64> = list.to_vec();
+    if bound && !ids.contains(&id) {
+        ids.push(id);
+    } else if !bound {
+        ids.retain(|&x| x != id);
+    }
+    **list = ids.into_boxed_slice();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_group_phones_by_user() {
+        assert_eq!(route_key(17), 16);
+        assert_eq!(route_key(31), 16);
+        assert_eq!(route_key(32), 32);
+        assert_eq!(route_key(-5), -5);
+    }
+
+    #[test]
+    fn directory_shards_spread_and_stay_in_range() {
+        let mut hits = [0usize; 4];
+        for user in 1..4000i64 {
+            hits[dir_shard(user * 16, 4)] += 1;
+        }
+        assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
+        assert_eq!(dir_shard(i64::MIN, 3) < 3, true);
+    }
+}

@@ -1,0 +1,451 @@
+//! The WebSocket terminal side of a shard: reading, the upgrade, frames, login,
+//! heartbeats, writing with a bounded outbox, deadlines and closing (§7).
+//!
+//! Bytes are read into the shard's shared scratch buffer and parsed in place by
+//! `edge_proto::ws`; only an incomplete tail is copied into the connection (`carry`), and
+//! only a blocked write keeps an `outbox`. Decisions about where a message goes are in
+//! `route`; wire formats are in `edge-proto`.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use bus::messages::{ConnRef, LoginGrant, ToBus};
+use edge_proto::login::{LoginReject, LoginReply, LoginRequest};
+use edge_proto::ws::{self, OpCode};
+
+use super::conn::State;
+use super::net::{self, send2};
+use super::{Shard, conn_token};
+use crate::metrics::bump;
+
+/// Longest upgrade request accepted.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Reads per readiness event before yielding to other connections.
+const READ_BUDGET: usize = 16;
+/// Heartbeat period assumed when the login says 0, and the longest honoured (seconds).
+const DEFAULT_TIMEOUT: u32 = 150;
+const MAX_TIMEOUT: u32 = 300;
+
+impl Shard {
+    pub(super) fn conn_ref(&self, slot: u32) -> ConnRef {
+        ConnRef { shard: self.index as u16, slot, generation: self.conns.generation(slot) }
+    }
+
+    /// Reads what the socket has and processes it.
+    pub(super) fn on_readable(&mut self, slot: u32) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(slot) else { return };
+            if conn.state == State::LoginPending {
+                return;
+            }
+            let fd = conn.fd;
+            let carry = conn.carry.take();
+            let mut buf = std::mem::take(&mut self.scratch);
+            let mut len = 0;
+            if let Some(carry) = carry {
+                buf[..carry.len()].copy_from_slice(&carry);
+                len = carry.len();
+            }
+            let space = buf.len() - len;
+            match net::recv(fd, &mut buf[len..]) {
+                Ok(0) => {
+                    self.scratch = buf;
+                    self.close(slot, None);
+                    return;
+                }
+                Ok(n) => {
+                    let alive = self.process(slot, &mut buf, len + n);
+                    self.scratch = buf;
+                    if !alive || n < space {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                    if len > 0 {
+                        self.keep_carry(slot, &buf[..len]);
+                    }
+                    self.scratch = buf;
+                    return;
+                }
+                Err(_) => {
+                    self.scratch = buf;
+                    self.close(slot, None);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Processes bytes carried over (after a login answer resumed reading).
+    fn process_carry(&mut self, slot: u32) -> bool {
+        let Some(carry) = self.conns.get_mut(slot).and_then(|c| c.carry.take()) else { return true };
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf[..carry.len()].copy_from_slice(&carry);
+        let alive = self.process(slot, &mut buf, carry.len());
+        self.scratch = buf;
+        alive
+    }
+
+    fn keep_carry(&mut self, slot: u32, bytes: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.carry = Some(Box::new(bytes.to_vec()));
+        }
+    }
+
+    /// Handles `buf[..len]`; keeps an incomplete tail. False when the connection closed.
+    fn process(&mut self, slot: u32, buf: &mut [u8], len: usize) -> bool {
+        let mut pos = 0;
+        if self.conns.get(slot).map(|c| c.state) == Some(State::Handshake) {
+            match self.on_upgrade_bytes(slot, &buf[..len]) {
+                Some(0) => {
+                    self.keep_carry(slot, &buf[..len]);
+                    return true;
+                }
+                Some(consumed) => pos = consumed,
+                None => return false,
+            }
+        }
+        let max = self.config.max_message;
+        while pos < len {
+            match self.conns.get(slot).map(|c| c.state) {
+                Some(State::Login | State::Online) => {}
+                Some(_) => break,
+                None => return false,
+            }
+            match ws::next_frame(&mut buf[pos..len], max) {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    let payload = pos + frame.payload.start..pos + frame.payload.end;
+                    pos += frame.consumed;
+                    if !self.on_frame(slot, frame.opcode, &buf[payload]) {
+                        return false;
+                    }
+                }
+                Err(ws::WsError::TooBig { .. }) => {
+                    bump(&self.metrics.oversized_frames);
+                    self.close(slot, Some(ws::CLOSE_TOO_BIG));
+                    return false;
+                }
+                Err(_) => {
+                    bump(&self.metrics.malformed_frames);
+                    self.close(slot, Some(ws::CLOSE_PROTOCOL));
+                    return false;
+                }
+            }
+        }
+        if pos < len {
+            self.keep_carry(slot, &buf[pos..len]);
+        }
+        true
+    }
+
+    /// The HTTP upgrade: `Some(0)` = incomplete, `Some(n)` = done after n bytes, `None` = refused.
+    fn on_upgrade_bytes(&mut self, slot: u32, bytes: &[u8]) -> Option<usize> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let result = match ws::parse_upgrade(bytes) {
+            Ok(None) if bytes.len() < MAX_REQUEST => return Some(0),
+            Ok(None) => {
+                ws::write_http_error(&mut out, ws::HandshakeError::TooLarge);
+                None
+            }
+            Ok(Some(upgrade)) => {
+                ws::write_accept(&mut out, upgrade.key.as_bytes(), upgrade.protocol);
+                Some(upgrade.consumed)
+            }
+            Err(e) => {
+                ws::write_http_error(&mut out, e);
+                None
+            }
+        };
+        let fd = self.conns.get(slot).map(|c| c.fd)?;
+        let sent = send2(fd, &out, &[]);
+        self.out = out;
+        match result {
+            Some(consumed) if sent.is_ok() => {
+                bump(&self.metrics.ws_upgraded);
+                if let Some(conn) = self.conns.get_mut(slot) {
+                    conn.state = State::Login;
+                }
+                let at = self.now() + 60;
+                self.set_deadline(slot, at);
+                Some(consumed)
+            }
+            _ => {
+                bump(&self.metrics.ws_upgrade_refused);
+                self.close(slot, None);
+                None
+            }
+        }
+    }
+
+    /// One frame; false when the connection closed.
+    fn on_frame(&mut self, slot: u32, opcode: OpCode, payload: &[u8]) -> bool {
+        match opcode {
+            OpCode::Close => {
+                let code = ws::parse_close_payload(payload).unwrap_or(ws::CLOSE_NORMAL);
+                let code = if code == ws::CLOSE_NORMAL || code == ws::CLOSE_GOING_AWAY { code } else { ws::CLOSE_NORMAL };
+                self.close(slot, Some(code));
+                false
+            }
+            OpCode::Ping => self.send_frame(slot, OpCode::Pong, payload),
+            OpCode::Pong => true,
+            _ => match self.conns.get(slot).map(|c| c.state) {
+                Some(State::Login) => self.on_login(slot, payload),
+                Some(State::Online) => {
+                    let window = self.read_window(slot);
+                    let now = self.now();
+                    if let Some(conn) = self.conns.get_mut(slot) {
+                        conn.deadline = now + window;
+                    }
+                    self.on_message(slot, payload)
+                }
+                _ => true,
+            },
+        }
+    }
+
+    fn read_window(&self, slot: u32) -> u32 {
+        3 * self.conns.get(slot).map_or(DEFAULT_TIMEOUT, |c| c.timeout_secs)
+    }
+
+    fn on_login(&mut self, slot: u32, payload: &[u8]) -> bool {
+        let request = match LoginRequest::parse(payload) {
+            Ok(request) => request,
+            Err(_) => {
+                bump(&self.metrics.login_wrong_params);
+                return self.refuse(slot, LoginReply::WrongParams);
+            }
+        };
+        let config = self.config.clone();
+        if let Err(reject) = request.verify(&config.salt, Self::unix_now(), config.allow_zero_timestamp) {
+            return match reject {
+                LoginReject::WrongMd5 => {
+                    bump(&self.metrics.login_wrong_md5);
+                    self.refuse(slot, LoginReply::WrongMd5)
+                }
+                _ => {
+                    bump(&self.metrics.login_wrong_timestamp);
+                    self.refuse(slot, LoginReply::WrongTimestamp)
+                }
+            };
+        }
+        let id = request.id;
+        if id == 0 || (id > 0 && id % 16 != 0) {
+            bump(&self.metrics.login_wrong_id);
+            return self.refuse(slot, LoginReply::WrongId);
+        }
+        let conn_ref = self.conn_ref(slot);
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.id = id;
+            let timeout = u32::try_from(request.timeout).unwrap_or(MAX_TIMEOUT);
+            conn.timeout_secs = if timeout == 0 { DEFAULT_TIMEOUT } else { timeout.min(MAX_TIMEOUT) };
+            conn.state = State::LoginPending;
+        }
+        if self.bus.try_send(ToBus::Login { conn: conn_ref, id }).is_err() {
+            bump(&self.metrics.drop_bus_queue_full);
+            bump(&self.metrics.login_server_error);
+            return self.refuse(slot, LoginReply::ServerError);
+        }
+        true
+    }
+
+    /// Sends a login reply code, then closes.
+    fn refuse(&mut self, slot: u32, reply: LoginReply) -> bool {
+        let mut bytes = Vec::with_capacity(2);
+        reply.write_to(&mut bytes);
+        self.send_frame(slot, OpCode::Binary, &bytes);
+        self.close(slot, Some(ws::CLOSE_NORMAL));
+        false
+    }
+
+    /// The bus answered a login.
+    pub(super) fn on_login_done(&mut self, conn: ConnRef, result: Result<LoginGrant, u8>) {
+        let alive = self.conns.get_gen_mut(conn.slot, conn.generation).is_some_and(|c| c.state == State::LoginPending);
+        let slot = conn.slot;
+        let grant = match result {
+            Ok(grant) if alive => grant,
+            Ok(grant) => {
+                // The connection went away meanwhile: give the mobile id back.
+                if self.bus.try_send(ToBus::Logout { session: grant.session }).is_err() {
+                    bump(&self.metrics.drop_bus_queue_full);
+                }
+                return;
+            }
+            Err(code) if alive => {
+                if code == 3 {
+                    bump(&self.metrics.login_wrong_id);
+                } else {
+                    bump(&self.metrics.login_server_error);
+                }
+                self.refuse(slot, LoginReply::decode(&[code]).unwrap_or(LoginReply::ServerError));
+                return;
+            }
+            Err(_) => return,
+        };
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        let login_id = c.id;
+        let session = grant.session;
+        c.id = session;
+        c.state = State::Online;
+        c.bound = grant.bound.into_boxed_slice();
+        let reply = if login_id > 0 { LoginReply::PhoneOk(grant.mobile) } else { LoginReply::DeviceOk };
+        let mut bytes = Vec::with_capacity(2);
+        reply.write_to(&mut bytes);
+        if !self.send_frame(slot, OpCode::Binary, &bytes) {
+            return;
+        }
+        bump(&self.metrics.login_ok);
+        self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);
+        self.register_session(slot, session);
+        let at = self.now() + self.read_window(slot);
+        self.set_deadline(slot, at);
+        if session < 0 {
+            let users = self.conns.get(slot).map(|c| c.bound.to_vec()).unwrap_or_default();
+            self.send_device_status(session, &users, edge_proto::status::StatusType::DeviceOnline);
+        }
+        if self.process_carry(slot) {
+            self.on_readable(slot);
+        }
+    }
+
+    /// The opcode for messages to terminals (binary, or text like the original).
+    fn terminal_opcode(&self) -> OpCode {
+        if self.config.text_frames { OpCode::Text } else { OpCode::Binary }
+    }
+
+    /// Sends an application message to a terminal. False when the connection closed.
+    pub(super) fn send_message(&mut self, slot: u32, message: &[u8]) -> bool {
+        let opcode = self.terminal_opcode();
+        let sent = self.send_frame(slot, opcode, message);
+        if sent {
+            bump(&self.metrics.msgs_out);
+        }
+        sent
+    }
+
+    /// Writes one frame, queueing what the socket does not take (bounded: a reader that
+    /// falls `--max-outbound` bytes behind is closed with 1008). False when it closed.
+    pub(super) fn send_frame(&mut self, slot: u32, opcode: OpCode, payload: &[u8]) -> bool {
+        let max_outbound = self.config.max_outbound;
+        let Some(conn) = self.conns.get_mut(slot) else { return false };
+        let (head, head_len) = ws::encode_head(opcode, payload.len() as u64);
+        let head = &head[..head_len];
+        let total = head.len() + payload.len();
+        if let Some(outbox) = conn.outbox.as_mut() {
+            if outbox.len() + total > max_outbound {
+                bump(&self.metrics.slow_reader_closed);
+                self.close(slot, Some(ws::CLOSE_POLICY));
+                return false;
+            }
+            outbox.extend_from_slice(head);
+            outbox.extend_from_slice(payload);
+            self.metrics.outbound_queued_bytes.fetch_add(total as i64, Ordering::Relaxed);
+            return true;
+        }
+        let sent = match send2(conn.fd, head, payload) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => {
+                self.close(slot, None);
+                return false;
+            }
+        };
+        if sent == total {
+            return true;
+        }
+        let mut rest = Vec::with_capacity(total - sent);
+        if sent < head.len() {
+            rest.extend_from_slice(&head[sent..]);
+            rest.extend_from_slice(payload);
+        } else {
+            rest.extend_from_slice(&payload[sent - head.len()..]);
+        }
+        self.metrics.outbound_queued_bytes.fetch_add(rest.len() as i64, Ordering::Relaxed);
+        conn.outbox = Some(Box::new(rest));
+        self.arm_write(slot);
+        true
+    }
+
+    fn arm_write(&mut self, slot: u32) {
+        let generation = self.conns.generation(slot);
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if !conn.write_armed {
+            conn.write_armed = true;
+            let _ = self.poller.watch_writable(conn.fd, conn_token(slot, generation));
+        }
+    }
+
+    /// A blocked socket can take more: flush its outbox.
+    pub(super) fn on_writable(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        conn.write_armed = false;
+        let Some(mut outbox) = conn.outbox.take() else { return };
+        match send2(conn.fd, &outbox, &[]) {
+            Ok(n) => {
+                outbox.drain(..n);
+                self.metrics.outbound_queued_bytes.fetch_sub(n as i64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                conn.outbox = Some(outbox);
+                self.close(slot, None);
+                return;
+            }
+        }
+        if !outbox.is_empty() {
+            conn.outbox = Some(outbox);
+            self.arm_write(slot);
+        }
+    }
+
+    /// A deadline passed: the upgrade, the login or the read window.
+    pub(super) fn on_deadline(&mut self, slot: u32) {
+        match self.conns.get(slot).map(|c| c.state) {
+            Some(State::Handshake) => {
+                bump(&self.metrics.handshake_timeout);
+                self.close(slot, None);
+            }
+            Some(State::Login | State::LoginPending) => {
+                bump(&self.metrics.login_timeout);
+                self.refuse(slot, LoginReply::LoginTimeout);
+            }
+            Some(State::Online) => {
+                bump(&self.metrics.read_timeout);
+                self.close(slot, Some(ws::CLOSE_NORMAL));
+            }
+            None => {}
+        }
+    }
+
+    /// Ends a connection: optional close frame, logout if logged in, disarm, release.
+    pub(super) fn close(&mut self, slot: u32, code: Option<u16>) {
+        let generation = self.conns.generation(slot);
+        let Some(conn) = self.conns.get(slot) else { return };
+        if let (Some(code), true) = (code, conn.state != State::Handshake) {
+            let mut frame = Vec::with_capacity(4);
+            ws::write_close(&mut frame, code);
+            let _ = send2(conn.fd, &frame, &[]);
+        }
+        if conn.state == State::Online {
+            let session = conn.id;
+            let bound = conn.bound.to_vec();
+            self.unregister_session(slot, session);
+            if self.bus.try_send(ToBus::Logout { session }).is_err() {
+                bump(&self.metrics.drop_bus_queue_full);
+            }
+            self.metrics.ws_online.fetch_sub(1, Ordering::Relaxed);
+            if session < 0 {
+                self.send_device_status(session, &bound, edge_proto::status::StatusType::DeviceOffline);
+            }
+        }
+        let Some(conn) = self.conns.remove(slot) else { return };
+        if let Some(outbox) = &conn.outbox {
+            self.metrics.outbound_queued_bytes.fetch_sub(outbox.len() as i64, Ordering::Relaxed);
+        }
+        let _ = self.poller.unwatch(conn_token(slot, generation), conn.write_armed);
+        // SAFETY: the record owned the descriptor; it is closed after the removal is submitted.
+        self.closing.push(unsafe { std::os::fd::FromRawFd::from_raw_fd(conn.fd) });
+        self.metrics.ws_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

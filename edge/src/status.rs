@@ -1,0 +1,301 @@
+//! The status and admin HTTP endpoint (`--sh`, loopback by default), run as glommio
+//! tasks on shard 0: `/stat` (the original's index and `type=app` counters), `/metrics`
+//! (Prometheus), and the admin calls `/admin/bind`, `/admin/unbind`, `/admin/push` that
+//! go to the bus sidecar.
+//!
+//! It is a deliberately small HTTP/1.1 server: one request per connection, bounded head
+//! and body, `Connection: close`. It reads counters and sends admin requests; it holds no
+//! node state.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::time::Duration;
+
+use bus::messages::{Admin, AdminRequest};
+use crossbeam_channel::Sender;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::metrics::NodeMetrics;
+
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_BODY: usize = 1024 * 1024;
+
+/// The status endpoint, ready to serve on shard 0.
+pub struct StatusServer {
+    /// The bound listening socket.
+    pub listener: OwnedFd,
+    /// Every shard's counters.
+    pub metrics: NodeMetrics,
+    /// Where admin requests go.
+    pub admin: Sender<AdminRequest>,
+}
+
+/// A parsed request: method, path, query and body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path without the query.
+    pub path: String,
+    /// Decoded query pairs.
+    pub query: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a request head; `Ok(None)` while incomplete. Returns the request (body empty)
+/// and the head length and declared body length.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize, usize)>, &'static str> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > MAX_HEAD { Err("request head too large") } else { Ok(None) };
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_owned();
+    let target = first.next().ok_or("no request target")?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let mut body_len = 0;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                body_len = value.trim().parse().map_err(|_| "bad Content-Length")?;
+            }
+        }
+    }
+    if body_len > MAX_BODY {
+        return Err("body too large");
+    }
+    let request = Request { method, path: path.to_owned(), query, body: Vec::new() };
+    Ok(Some((request, end + 4, body_len)))
+}
+
+/// Reads a message id with automatic base detection (`0x36`, `54`, `066`), like the
+/// `PubCommonMsg:<id>` channel names.
+pub fn parse_msg_id(text: &str) -> Option<u16> {
+    let text = text.trim();
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        u16::from_str_radix(hex, 16).ok()
+    } else if text.len() > 1 && text.starts_with('0') {
+        u16::from_str_radix(&text[1..], 8).ok()
+    } else {
+        text.parse().ok()
+    }
+}
+
+/// What to do for a request: an immediate answer, or an admin request for the bus.
+pub enum Route {
+    /// Status code, content type, body.
+    Answer(u16, &'static str, String),
+    /// Forward to the bus and answer with its reply.
+    Admin(Admin),
+}
+
+/// Routes a request (pure, for tests).
+pub fn route(request: &Request, metrics: &NodeMetrics) -> Route {
+    let bad = |why: &str| Route::Answer(400, "text/plain", format!("{why}\n"));
+    let pair = || -> Option<(i64, i64)> {
+        Some((request.param("device")?.parse().ok()?, request.param("user")?.parse().ok()?))
+    };
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/stat") => match request.param("type") {
+            None => Route::Answer(200, "text/html", "<html><body><a href=\"/stat?type=app\">app</a> <a href=\"/metrics\">metrics</a></body></html>\n".into()),
+            Some("app") => Route::Answer(200, "application/json", metrics.render_app_json()),
+            Some(_) => Route::Answer(404, "text/plain", "unknown type\n".into()),
+        },
+        ("GET", "/metrics") => Route::Answer(200, "text/plain; version=0.0.4", metrics.render_prometheus()),
+        ("POST", "/admin/bind") => match pair() {
+            Some((device, user)) => Route::Admin(Admin::Bind { device, user }),
+            None => bad("need device=<id>&user=<id>"),
+        },
+        ("POST", "/admin/unbind") => match pair() {
+            Some((device, user)) => Route::Admin(Admin::Unbind { device, user }),
+            None => bad("need device=<id>&user=<id>"),
+        },
+        ("POST", "/admin/push") => {
+            let ids: Option<Vec<i64>> = request.param("ids").map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect());
+            match (ids, request.param("msgid").and_then(parse_msg_id)) {
+                (Some(ids), Some(msg_id)) if !ids.is_empty() => {
+                    Route::Admin(Admin::Push { ids, msg_id, body: request.body.clone() })
+                }
+                _ => bad("need ids=<id,id,...>&msgid=<n> and the body to push"),
+            }
+        }
+        (_, "/stat" | "/metrics" | "/admin/bind" | "/admin/unbind" | "/admin/push") => {
+            Route::Answer(405, "text/plain", "method not allowed\n".into())
+        }
+        _ => Route::Answer(404, "text/plain", "not found\n".into()),
+    }
+}
+
+impl StatusServer {
+    /// Serves until the listener fails.
+    pub async fn serve(self) {
+        // SAFETY: the descriptor is a bound, listening TCP socket we own.
+        let listener = unsafe { TcpListener::from_raw_fd(self.listener.into_raw_fd()) };
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let metrics = self.metrics.clone();
+                    let admin = self.admin.clone();
+                    glommio::spawn_local(async move {
+                        let _ = handle(stream, metrics, admin).await;
+                    })
+                    .detach();
+                }
+                Err(e) => {
+                    eprintln!("status endpoint: accept: {e}");
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, metrics: NodeMetrics, admin: Sender<AdminRequest>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let (mut request, head_len, body_len) = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_head(&buf) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => continue,
+            Err(why) => return respond(&mut stream, 400, "text/plain", &format!("{why}\n")).await,
+        }
+    };
+    while buf.len() < head_len + body_len {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    request.body = buf[head_len..head_len + body_len].to_vec();
+    match route(&request, &metrics) {
+        Route::Answer(code, kind, body) => respond(&mut stream, code, kind, &body).await,
+        Route::Admin(a) => {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if admin.try_send(AdminRequest { admin: a, reply: tx }).is_err() {
+                return respond(&mut stream, 503, "text/plain", "bus busy\n").await;
+            }
+            for _ in 0..5000 {
+                match rx.try_recv() {
+                    Ok(Ok(text)) => return respond(&mut stream, 200, "text/plain", &format!("{text}\n")).await,
+                    Ok(Err(text)) => return respond(&mut stream, 400, "text/plain", &format!("{text}\n")).await,
+                    Err(_) => glommio::timer::sleep(Duration::from_millis(1)).await,
+                }
+            }
+            respond(&mut stream, 504, "text/plain", "bus did not answer\n").await
+        }
+    }
+}
+
+async fn respond(stream: &mut TcpStream, code: u16, kind: &str, body: &str) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.close().await
+}
+
+/// Binds the status listener (one socket: only shard 0 serves it).
+pub fn bind(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    // SAFETY: sole ownership of the descriptor moves into the OwnedFd.
+    Ok(unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(text: &str) -> Request {
+        parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn heads_and_queries() {
+        let r = req("POST /admin/push?ids=16%2C-1&msgid=0x36 HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(r.path, "/admin/push");
+        assert_eq!(r.param("ids"), Some("16,-1"));
+        assert!(parse_head(b"GET / HTTP/1.1\r\n").unwrap().is_none());
+        assert!(parse_head(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn msg_ids_with_bases() {
+        assert_eq!(parse_msg_id("0x36"), Some(0x36));
+        assert_eq!(parse_msg_id("54"), Some(54));
+        assert_eq!(parse_msg_id("066"), Some(54));
+        assert_eq!(parse_msg_id("0"), Some(0));
+        assert_eq!(parse_msg_id("70000"), None);
+    }
+
+    #[test]
+    fn routes() {
+        let m = NodeMetrics::new(1);
+        assert!(matches!(route(&req("POST /admin/bind?device=-1&user=16 HTTP/1.1\r\n\r\n"), &m), Route::Admin(Admin::Bind { device: -1, user: 16 })));
+        assert!(matches!(route(&req("POST /admin/bind?device=x HTTP/1.1\r\n\r\n"), &m), Route::Answer(400, ..)));
+        assert!(matches!(route(&req("GET /stat?type=app HTTP/1.1\r\n\r\n"), &m), Route::Answer(200, ..)));
+        assert!(matches!(route(&req("GET /nope HTTP/1.1\r\n\r\n"), &m), Route::Answer(404, ..)));
+        assert!(matches!(route(&req("GET /admin/push HTTP/1.1\r\n\r\n"), &m), Route::Answer(405, ..)));
+    }
+}

@@ -1,0 +1,88 @@
+//! Phones and devices on WebSocket through a two-shard node: login, heartbeat, relay
+//! both ways across shards, device status, admin bind and push.
+
+mod support;
+
+use support::*;
+use tungstenite::Message;
+
+#[test]
+fn phone_and_device_login_and_exchange_messages() {
+    let node = node();
+    let ws = node.ws_addrs[0];
+    let (code, text) = http(node.status_addr, "POST", "/admin/bind?device=-1&user=16", b"");
+    assert_eq!(code, 200, "{text}");
+
+    let (mut phone, reply) = login(ws, 16);
+    assert_eq!(reply, vec![0, 1], "phone gets mobile id 16+1");
+    let (mut device, reply) = login(ws, -1);
+    assert_eq!(reply, vec![0]);
+
+    // The device's login reaches the phone as a status message (type 9, id -1).
+    let status = next_data(&mut phone).expect("online status");
+    assert_eq!(status.len(), 46);
+    assert_eq!(u16::from_le_bytes([status[28], status[29]]), 0x36);
+    assert_eq!(status[36], 9);
+    assert_eq!(i64::from_le_bytes(status[37..45].try_into().unwrap()), -1);
+
+    // Heartbeat.
+    phone.send(Message::text("p")).unwrap();
+    assert_eq!(next_data(&mut phone).unwrap(), b"P");
+
+    // Phone -> device.
+    let to_device = message(3, -1, b"phone->device");
+    phone.send(Message::binary(to_device.clone())).unwrap();
+    assert_eq!(next_data(&mut device).unwrap(), to_device);
+
+    // Device -> phones (dst 0 = every bound user).
+    let to_phone = message(3, 0, b"device->phone");
+    device.send(Message::binary(to_phone.clone())).unwrap();
+    assert_eq!(next_data(&mut phone).unwrap(), to_phone);
+    node.shutdown();
+}
+
+#[test]
+fn messages_cross_shards() {
+    let node = node();
+    let ws = node.ws_addrs[0];
+    let mut phones = Vec::new();
+    let mut devices = Vec::new();
+    // Eight users, each with one device; the kernel spreads connections over both shards.
+    for u in 1..=8i64 {
+        http(node.status_addr, "POST", &format!("/admin/bind?device=-{u}&user={}", u * 16), b"");
+        phones.push(login(ws, u * 16).0);
+        devices.push(login(ws, -u).0);
+    }
+    for p in phones.iter_mut() {
+        next_data(p).expect("device online status");
+    }
+    for (u, (p, d)) in phones.iter_mut().zip(devices.iter_mut()).enumerate() {
+        let m = message(3, -(u as i64 + 1), format!("to device {u}").as_bytes());
+        p.send(Message::binary(m.clone())).unwrap();
+        assert_eq!(next_data(d).unwrap(), m);
+        let back = message(3, 0, format!("to phone {u}").as_bytes());
+        d.send(Message::binary(back.clone())).unwrap();
+        assert_eq!(next_data(p).unwrap(), back);
+    }
+    let cross: u64 = node.metrics.shards.iter().map(|s| s.cross_shard_in.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    assert!(cross > 0, "some traffic crossed shards");
+    node.shutdown();
+}
+
+#[test]
+fn admin_push_reaches_phones_and_devices() {
+    let node = node();
+    let ws = node.ws_addrs[0];
+    let (mut phone, _) = login(ws, 32);
+    let (mut device, _) = login(ws, -7);
+    assert!(eventually(|| node.metrics.render_app_json().contains("\"ConnOnline\":2")));
+    let (code, text) = http(node.status_addr, "POST", "/admin/push?ids=32,-7&msgid=0x36", b"hello");
+    assert_eq!(code, 200, "{text}");
+    for (ws, id) in [(&mut phone, 33i64), (&mut device, -7)] {
+        let m = next_data(ws).unwrap();
+        assert_eq!(m.len(), 36 + 5);
+        assert_eq!(i64::from_le_bytes(m[8..16].try_into().unwrap()), id, "destination is the receiving id");
+        assert_eq!(&m[36..], b"hello");
+    }
+    node.shutdown();
+}
