@@ -30,13 +30,23 @@ impl State {
     pub fn login(&mut self, id: i64) -> Result<LoginGrant, u8> {
         if id > 0 && id % 16 == 0 {
             let used = self.mobiles.entry(id).or_default();
-            let k = (1..=15u8).find(|k| *used & (1 << k) == 0).ok_or(REPLY_WRONG_ID)?;
+            let k = (1..=15u8)
+                .find(|k| *used & (1 << k) == 0)
+                .ok_or(REPLY_WRONG_ID)?;
             *used |= 1 << k;
             let bound = self.user_devices.get(&id).cloned().unwrap_or_default();
-            Ok(LoginGrant { session: id + i64::from(k), mobile: k, bound })
+            Ok(LoginGrant {
+                session: id + i64::from(k),
+                mobile: k,
+                bound,
+            })
         } else if id < 0 {
             let bound = self.device_users.get(&id).cloned().unwrap_or_default();
-            Ok(LoginGrant { session: id, mobile: 0, bound })
+            Ok(LoginGrant {
+                session: id,
+                mobile: 0,
+                bound,
+            })
         } else {
             Err(REPLY_WRONG_ID)
         }
@@ -73,7 +83,9 @@ impl State {
 
     /// Unbinds `device` from `user`; false if it was not bound.
     pub fn unbind(&mut self, device: i64, user: i64) -> bool {
-        let Some(users) = self.device_users.get_mut(&device) else { return false };
+        let Some(users) = self.device_users.get_mut(&device) else {
+            return false;
+        };
         let before = users.len();
         users.retain(|u| *u != user);
         if users.len() == before {
@@ -107,12 +119,16 @@ impl UploadLog {
     /// Opens (creating) the log for appending.
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(UploadLog { out: BufWriter::new(file) })
+        Ok(UploadLog {
+            out: BufWriter::new(file),
+        })
     }
 
     /// Appends one upload (not yet flushed).
     pub fn append(&mut self, unix_secs: u64, src: i64, message: &[u8]) -> io::Result<()> {
-        let msg_id = message.get(28..30).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        let msg_id = message
+            .get(28..30)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         write!(self.out, "{unix_secs} {src} {msg_id} ")?;
         for b in message {
             write!(self.out, "{b:02x}")?;

@@ -35,11 +35,15 @@ pub struct Embedded {
 /// Starts the embedded sidecar thread; it ends when `stop` closes or every request
 /// sender is gone.
 pub fn spawn_embedded(side: Embedded) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("bus-sidecar".into()).spawn(move || run(side))
+    std::thread::Builder::new()
+        .name("bus-sidecar".into())
+        .spawn(move || run(side))
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn run(mut side: Embedded) {
@@ -77,17 +81,21 @@ fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(us
     match msg {
         ToBus::Login { conn, id } => {
             let result = state.login(id);
-            if let Some(shard) = side.shards.get(conn.shard as usize) {
-                if let Err(FromBus::LoginDone { result: Ok(grant), .. }) =
-                    shard.send(FromBus::LoginDone { conn, result })
-                {
-                    // The shard could not take the answer: give the mobile id back.
-                    state.logout(grant.session);
-                }
+            if let Some(shard) = side.shards.get(conn.shard as usize)
+                && let Err(FromBus::LoginDone {
+                    result: Ok(grant), ..
+                }) = shard.send(FromBus::LoginDone { conn, result })
+            {
+                // The shard could not take the answer: give the mobile id back.
+                state.logout(grant.session);
             }
         }
         ToBus::Logout { session } => state.logout(session),
-        ToBus::Upload { conn, src, mut message } => {
+        ToBus::Upload {
+            conn,
+            src,
+            mut message,
+        } => {
             if side.uploads.append(unix_now(), src, &message).is_ok() {
                 if let Some(flags) = message.get_mut(24) {
                     *flags |= 0x40;
@@ -96,7 +104,10 @@ fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(us
                     // Not a well-formed packet: stored, but there is nothing to ack.
                     return;
                 }
-                acks.push((conn.shard as usize, FromBus::UploadAck { conn, ack: message }));
+                acks.push((
+                    conn.shard as usize,
+                    FromBus::UploadAck { conn, ack: message },
+                ));
             }
         }
     }
@@ -143,21 +154,33 @@ fn admin(state: &mut State, shards: &[ShardInbox], admin: Admin) -> Result<Strin
         missed
     };
     match admin {
-        Admin::Bind { device, user } | Admin::Unbind { device, user } if device >= 0 || user <= 0 || user % 16 != 0 => {
-            Err(format!("device must be negative and user a positive multiple of 16 (got {device}, {user})"))
+        Admin::Bind { device, user } | Admin::Unbind { device, user }
+            if device >= 0 || user <= 0 || user % 16 != 0 =>
+        {
+            Err(format!(
+                "device must be negative and user a positive multiple of 16 (got {device}, {user})"
+            ))
         }
         Admin::Bind { device, user } => {
             if !state.bind(device, user) {
                 return Ok(format!("device {device} already bound to user {user}"));
             }
-            broadcast(&|| FromBus::Binding { device, user, bound: true });
+            broadcast(&|| FromBus::Binding {
+                device,
+                user,
+                bound: true,
+            });
             Ok(format!("bound device {device} to user {user}"))
         }
         Admin::Unbind { device, user } => {
             if !state.unbind(device, user) {
                 return Err(format!("device {device} is not bound to user {user}"));
             }
-            broadcast(&|| FromBus::Binding { device, user, bound: false });
+            broadcast(&|| FromBus::Binding {
+                device,
+                user,
+                bound: false,
+            });
             Ok(format!("unbound device {device} from user {user}"))
         }
         Admin::Push { ids, msg_id, body } => {
@@ -168,12 +191,20 @@ fn admin(state: &mut State, shards: &[ShardInbox], admin: Admin) -> Result<Strin
             let body: Arc<[u8]> = body.into();
             let missed = broadcast(&|| FromBus::Deliver {
                 ids: ids.clone(),
-                payload: Payload::Push { msg_id, body: body.clone() },
+                payload: Payload::Push {
+                    msg_id,
+                    body: body.clone(),
+                },
             });
             if missed > 0 {
-                return Err(format!("{missed} shard inbox(es) full: push not delivered everywhere"));
+                return Err(format!(
+                    "{missed} shard inbox(es) full: push not delivered everywhere"
+                ));
             }
-            Ok(format!("push of message {msg_id:#x} to {} id(s) queued", ids.len()))
+            Ok(format!(
+                "push of message {msg_id:#x} to {} id(s) queued",
+                ids.len()
+            ))
         }
     }
 }

@@ -2,7 +2,7 @@
 //! routes a confirmed publish through a topic exchange to a bound queue, with `lapin` on
 //! `async-global-executor`.
 
-#[path = "../../tests/support/testenv.rs"]
+#[path = "support/testenv.rs"]
 mod testenv;
 
 use std::time::Duration;

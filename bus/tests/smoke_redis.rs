@@ -1,7 +1,7 @@
 //! Smoke test: the Redis that `scripts/test` starts (or `CLOUDSOCKET_TEST_REDIS` names)
 //! answers PING and round-trips a key through the sync `redis` client.
 
-#[path = "../../tests/support/testenv.rs"]
+#[path = "support/testenv.rs"]
 mod testenv;
 
 use std::time::Duration;

@@ -118,8 +118,8 @@ pub struct TuneArgs {
 
 /// Long names of the original comet's flags, which it spelled with one dash.
 const ORIGINAL_FLAGS: &[&str] = &[
-    "type", "lip", "ports", "rh", "zks", "hudp", "hhttp", "hurl", "uto", "up", "us", "sh", "zkroot",
-    "zkrootc", "conf",
+    "type", "lip", "ports", "rh", "zks", "hudp", "hhttp", "hurl", "uto", "up", "us", "sh",
+    "zkroot", "zkrootc", "conf",
 ];
 
 /// Rewrites the original's single-dash flags (`-lip=1.2.3.4`, `-up`) to clap's `--lip`.
@@ -177,7 +177,9 @@ pub fn merge_conf(args: NodeArgs, conf: &str) -> Result<NodeArgs, clap::Error> {
     macro_rules! pick {
         ($($f:ident),*) => { NodeArgs { $($f: if args.$f == defaults.$f { from_file.$f } else { args.$f },)* ..args } };
     }
-    Ok(pick!(kind, lip, ports, sh, hudp, hhttp, hurl, uto, rh, zks, zkroot, zkrootc, up, us))
+    Ok(pick!(
+        kind, lip, ports, sh, hudp, hhttp, hurl, uto, rh, zks, zkroot, zkrootc, up, us
+    ))
 }
 
 #[cfg(test)]
@@ -186,8 +188,30 @@ mod tests {
 
     #[test]
     fn original_single_dash_flags_become_long() {
-        let args = normalize_args(["cloudsocket", "comet", "-lip=10.0.0.1", "-up", "--uto", "5", "-x"].map(String::from));
-        assert_eq!(args, ["cloudsocket", "comet", "--lip=10.0.0.1", "--up", "--uto", "5", "-x"]);
+        let args = normalize_args(
+            [
+                "cloudsocket",
+                "comet",
+                "-lip=10.0.0.1",
+                "-up",
+                "--uto",
+                "5",
+                "-x",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(
+            args,
+            [
+                "cloudsocket",
+                "comet",
+                "--lip=10.0.0.1",
+                "--up",
+                "--uto",
+                "5",
+                "-x"
+            ]
+        );
     }
 
     #[test]

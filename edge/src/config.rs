@@ -23,7 +23,9 @@ pub enum ConfigError {
     #[error("--type: `{0}` is not `ws`, `udp` or `ws,udp`")]
     Kind(String),
     /// `--bind` was not `<device>:<user>` with a negative device and a user multiple of 16.
-    #[error("--bind: `{0}` is not `<device>:<user>` (device negative, user a positive multiple of 16)")]
+    #[error(
+        "--bind: `{0}` is not `<device>:<user>` (device negative, user a positive multiple of 16)"
+    )]
     Bind(String),
     /// `--cores` could not be used.
     #[error("--cores: {0}")]
@@ -73,11 +75,21 @@ pub struct Config {
 }
 
 /// Reads `:port` (all interfaces, or `ip` when given) or `host:port`.
-pub fn parse_addr(flag: &'static str, value: &str, ip: Option<IpAddr>) -> Result<SocketAddr, ConfigError> {
-    let err = || ConfigError::Address { flag, value: value.to_owned() };
+pub fn parse_addr(
+    flag: &'static str,
+    value: &str,
+    ip: Option<IpAddr>,
+) -> Result<SocketAddr, ConfigError> {
+    let err = || ConfigError::Address {
+        flag,
+        value: value.to_owned(),
+    };
     if let Some(port) = value.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| err())?;
-        return Ok(SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port));
+        return Ok(SocketAddr::new(
+            ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            port,
+        ));
     }
     if let Ok(addr) = value.parse::<SocketAddr>() {
         return Ok(addr);
@@ -117,7 +129,10 @@ impl Config {
         let lip: Option<IpAddr> = if args.lip.is_empty() {
             None
         } else {
-            Some(args.lip.parse().map_err(|_| ConfigError::Address { flag: "lip", value: args.lip.clone() })?)
+            Some(args.lip.parse().map_err(|_| ConfigError::Address {
+                flag: "lip",
+                value: args.lip.clone(),
+            })?)
         };
         let ws_addrs = args
             .ports
@@ -130,10 +145,14 @@ impl Config {
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let cores = tuning_cores(&args.cores)?;
         if args.max_message < 16 || args.max_message > 16 << 20 {
-            return Err(ConfigError::Limit("--max-message must be between 16 B and 16 MiB".into()));
+            return Err(ConfigError::Limit(
+                "--max-message must be between 16 B and 16 MiB".into(),
+            ));
         }
         if args.max_outbound < args.max_message {
-            return Err(ConfigError::Limit("--max-outbound must be at least --max-message".into()));
+            return Err(ConfigError::Limit(
+                "--max-outbound must be at least --max-message".into(),
+            ));
         }
         let salt = args.salt.clone();
         Ok(Config {
@@ -147,13 +166,19 @@ impl Config {
             udp_timeout_secs: args.uto.max(1),
             node_ip: lip.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
             default_salt: salt.is_none(),
-            salt: salt.unwrap_or_else(|| edge_proto::login::DEFAULT_SALT.to_owned()).into_bytes(),
+            salt: salt
+                .unwrap_or_else(|| edge_proto::login::DEFAULT_SALT.to_owned())
+                .into_bytes(),
             allow_zero_timestamp: args.allow_zero_timestamp,
             text_frames: args.text_frames,
             max_message: args.max_message,
             max_outbound: args.max_outbound,
             upload_log: args.upload_log.clone(),
-            binds: args.binds.iter().map(|b| parse_bind(b)).collect::<Result<_, _>>()?,
+            binds: args
+                .binds
+                .iter()
+                .map(|b| parse_bind(b))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -177,7 +202,8 @@ impl Config {
             text_frames: false,
             max_message: 64 * 1024,
             max_outbound: 256 * 1024,
-            upload_log: std::env::temp_dir().join(format!("cloudsocket-uploads-{}.log", std::process::id())),
+            upload_log: std::env::temp_dir()
+                .join(format!("cloudsocket-uploads-{}.log", std::process::id())),
             binds: Vec::new(),
         }
     }
@@ -198,9 +224,18 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(parse_addr("x", ":1234", None).unwrap().to_string(), "0.0.0.0:1234");
-        assert_eq!(parse_addr("x", "localhost:9", None).unwrap().to_string(), "127.0.0.1:9");
-        assert_eq!(parse_addr("x", "10.1.2.3:80", None).unwrap().to_string(), "10.1.2.3:80");
+        assert_eq!(
+            parse_addr("x", ":1234", None).unwrap().to_string(),
+            "0.0.0.0:1234"
+        );
+        assert_eq!(
+            parse_addr("x", "localhost:9", None).unwrap().to_string(),
+            "127.0.0.1:9"
+        );
+        assert_eq!(
+            parse_addr("x", "10.1.2.3:80", None).unwrap().to_string(),
+            "10.1.2.3:80"
+        );
         assert!(parse_addr("x", "nonsense", None).is_err());
         assert!(parse_addr("x", ":99999", None).is_err());
     }

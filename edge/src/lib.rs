@@ -37,7 +37,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
             let checks = tuning::report(args.connections);
             print!("{}", tuning::host::render_table(&checks));
             if args.apply {
-                print!("{}", tuning::host::render_apply(&tuning::apply(&checks, false)));
+                print!(
+                    "{}",
+                    tuning::host::render_apply(&tuning::apply(&checks, false))
+                );
             }
             Ok(0)
         }
@@ -47,7 +50,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
                 Command::Rmqkeeper => "rmqkeeper",
                 _ => "this command",
             };
-            eprintln!("cloudsocket {}: `{name}` is not built yet (see the README's status table)", env!("CARGO_PKG_VERSION"));
+            eprintln!(
+                "cloudsocket {}: `{name}` is not built yet (see the README's status table)",
+                env!("CARGO_PKG_VERSION")
+            );
             Ok(2)
         }
     }
@@ -55,27 +61,47 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
 
 fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     if let Some(path) = args.conf.clone() {
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("--conf {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("--conf {}: {e}", path.display()))?;
         args = cli::merge_conf(args, &text)?;
     }
     if args.rh.is_some() || args.zks.as_deref().is_some_and(|z| !z.is_empty()) {
-        eprintln!("cloudsocket: cluster mode (--rh, --zks) is not built yet; run without them for the embedded node");
+        eprintln!(
+            "cloudsocket: cluster mode (--rh, --zks) is not built yet; run without them for the embedded node"
+        );
         return Ok(2);
     }
     let config = config::Config::from_args(&args)?;
-    for report in [tuning::limits::raise_nofile(), tuning::limits::raise_memlock(tuning::limits::GLOMMIO_MEMLOCK_MIN_BYTES)] {
+    for report in [
+        tuning::limits::raise_nofile(),
+        tuning::limits::raise_memlock(tuning::limits::GLOMMIO_MEMLOCK_MIN_BYTES),
+    ] {
         println!("limits: {report}");
     }
     let signals = block_signals();
     let node = node::Node::start(config.clone())?;
-    let mode = if comet { "comet (embedded bus)" } else { "embedded node" };
-    println!("cloudsocket {} {mode}: {} shard(s) on cores {:?}", env!("CARGO_PKG_VERSION"), config.cores.len(), config.cores);
+    let mode = if comet {
+        "comet (embedded bus)"
+    } else {
+        "embedded node"
+    };
+    println!(
+        "cloudsocket {} {mode}: {} shard(s) on cores {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.cores.len(),
+        config.cores
+    );
     for addr in &node.ws_addrs {
         println!("listening: WebSocket ws://{addr}/ws");
     }
-    println!("listening: status http://{}/stat  /metrics  /admin/{{bind,unbind,push}}", node.status_addr);
+    println!(
+        "listening: status http://{}/stat  /metrics  /admin/{{bind,unbind,push}}",
+        node.status_addr
+    );
     if config.default_salt {
-        println!("warning: the login salt is the original's public default; set --salt or CLOUDSOCKET_SALT in production");
+        println!(
+            "warning: the login salt is the original's public default; set --salt or CLOUDSOCKET_SALT in production"
+        );
     }
     let signal = wait_signal(signals);
     println!("signal {signal}: draining");

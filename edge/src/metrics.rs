@@ -99,7 +99,11 @@ pub struct NodeMetrics {
 impl NodeMetrics {
     /// Fresh counters for `shards` shards.
     pub fn new(shards: usize) -> Self {
-        NodeMetrics { shards: (0..shards).map(|_| Arc::new(ShardMetrics::default())).collect() }
+        NodeMetrics {
+            shards: (0..shards)
+                .map(|_| Arc::new(ShardMetrics::default()))
+                .collect(),
+        }
     }
 
     fn totals(&self) -> (Vec<u64>, i64, i64, i64) {
@@ -118,7 +122,10 @@ impl NodeMetrics {
 
     fn total(&self, name: &str) -> u64 {
         let (sum, ..) = self.totals();
-        COUNTERS.iter().position(|(n, _)| *n == name).map_or(0, |i| sum[i])
+        COUNTERS
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map_or(0, |i| sum[i])
     }
 
     /// `/stat?type=app`: the original's counter names (§13) plus ours.
@@ -147,15 +154,26 @@ impl NodeMetrics {
             let _ = writeln!(out, "# HELP cloudsocket_{name}_total {help}");
             let _ = writeln!(out, "# TYPE cloudsocket_{name}_total counter");
             for (shard, m) in self.shards.iter().enumerate() {
-                let _ = writeln!(out, "cloudsocket_{name}_total{{shard=\"{shard}\"}} {}", m.values()[i]);
+                let _ = writeln!(
+                    out,
+                    "cloudsocket_{name}_total{{shard=\"{shard}\"}} {}",
+                    m.values()[i]
+                );
             }
         }
-        let gauges: [(&str, &str, fn(&ShardMetrics) -> i64); 3] = [
-            ("ws_connections", "Open WebSocket connections.", |m| m.ws_open.load(Ordering::Relaxed)),
-            ("ws_sessions", "Logged-in WebSocket sessions.", |m| m.ws_online.load(Ordering::Relaxed)),
-            ("outbound_queued_bytes", "Bytes queued for blocked writers.", |m| {
-                m.outbound_queued_bytes.load(Ordering::Relaxed)
+        type Gauge = (&'static str, &'static str, fn(&ShardMetrics) -> i64);
+        let gauges: [Gauge; 3] = [
+            ("ws_connections", "Open WebSocket connections.", |m| {
+                m.ws_open.load(Ordering::Relaxed)
             }),
+            ("ws_sessions", "Logged-in WebSocket sessions.", |m| {
+                m.ws_online.load(Ordering::Relaxed)
+            }),
+            (
+                "outbound_queued_bytes",
+                "Bytes queued for blocked writers.",
+                |m| m.outbound_queued_bytes.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, get) in gauges {
             let _ = writeln!(out, "# HELP cloudsocket_{name} {help}");
@@ -188,6 +206,9 @@ mod tests {
         assert!(app.contains("\"UpStreamIn\":2"), "{app}");
         assert!(app.contains("\"ConnTotal\":1"), "{app}");
         let prom = m.render_prometheus();
-        assert!(prom.contains("cloudsocket_msgs_in_total{shard=\"1\"} 1"), "{prom}");
+        assert!(
+            prom.contains("cloudsocket_msgs_in_total{shard=\"1\"} 1"),
+            "{prom}"
+        );
     }
 }

@@ -33,4 +33,3 @@ pub enum PeerMsg {
         present: bool,
     },
 }
-

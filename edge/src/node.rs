@@ -61,20 +61,25 @@ impl Node {
     pub fn start(config: Config) -> anyhow::Result<Node> {
         let config = Arc::new(config);
         let n = config.cores.len();
-        anyhow::ensure!(n > 0 && n <= 64, "between 1 and 64 shards are supported (got {n})");
+        anyhow::ensure!(
+            n > 0 && n <= 64,
+            "between 1 and 64 shards are supported (got {n})"
+        );
         let metrics = NodeMetrics::new(n);
         let mut per_shard: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
         let mut ws_addrs = Vec::new();
         if config.ws {
             for &addr in &config.ws_addrs {
-                let (bound, fds) = bind_all(addr, n).map_err(|e| anyhow::anyhow!("WebSocket listener {addr}: {e}"))?;
+                let (bound, fds) = bind_all(addr, n)
+                    .map_err(|e| anyhow::anyhow!("WebSocket listener {addr}: {e}"))?;
                 ws_addrs.push(bound);
                 for (i, fd) in fds.into_iter().enumerate() {
                     per_shard[i].push(fd);
                 }
             }
         }
-        let status_fd = status::bind(config.status_addr).map_err(|e| anyhow::anyhow!("status listener {}: {e}", config.status_addr))?;
+        let status_fd = status::bind(config.status_addr)
+            .map_err(|e| anyhow::anyhow!("status listener {}: {e}", config.status_addr))?;
         let status_addr = shard::local_addr(status_fd.as_raw_fd())?;
 
         let (bus_tx, bus_rx) = bounded(QUEUE);
@@ -84,7 +89,10 @@ impl Node {
         for (i, listeners) in per_shard.into_iter().enumerate() {
             let poller = Poller::new(4096)?;
             let (tx, rx): (Sender<FromBus>, Receiver<FromBus>) = bounded(QUEUE);
-            inboxes.push(ShardInbox { tx, waker: Arc::new(poller.waker()) });
+            inboxes.push(ShardInbox {
+                tx,
+                waker: Arc::new(poller.waker()),
+            });
             parts.push(Some(ShardParts {
                 index: i,
                 count: n,
@@ -110,7 +118,11 @@ impl Node {
         })?;
         let startup = Arc::new(Startup {
             parts: Mutex::new(parts),
-            status: Mutex::new(Some(StatusServer { listener: status_fd, metrics: metrics.clone(), admin: admin_tx.clone() })),
+            status: Mutex::new(Some(StatusServer {
+                listener: status_fd,
+                metrics: metrics.clone(),
+                admin: admin_tx.clone(),
+            })),
         });
         let mesh = MeshBuilder::full(n, MESH_QUEUE);
         let mut shards = Vec::new();
@@ -128,7 +140,16 @@ impl Node {
                 }
             }));
         }
-        Ok(Node { ws_addrs, status_addr, metrics, inboxes, shards, sidecar: Some(sidecar), admin: admin_tx, stop: Some(stop_tx) })
+        Ok(Node {
+            ws_addrs,
+            status_addr,
+            metrics,
+            inboxes,
+            shards,
+            sidecar: Some(sidecar),
+            admin: admin_tx,
+            stop: Some(stop_tx),
+        })
     }
 
     /// A sender for admin requests (what `/admin/*` uses).

@@ -91,7 +91,12 @@ impl Poller {
             // SAFETY: dup is a fresh descriptor we own.
             _owner: unsafe { OwnedFd::from_raw_fd(dup) },
         });
-        Ok(Poller { ring, eventfd, waker, pending: 0 })
+        Ok(Poller {
+            ring,
+            eventfd,
+            waker,
+            pending: 0,
+        })
     }
 
     /// A handle other threads use to wake this shard.
@@ -134,7 +139,11 @@ impl Poller {
     pub fn unwatch(&mut self, token: u64, write_armed: bool) -> io::Result<()> {
         self.push(opcode::PollRemove::new(token).build().user_data(u64::MAX))?;
         if write_armed {
-            self.push(opcode::PollRemove::new(token | WRITE_BIT).build().user_data(u64::MAX))?;
+            self.push(
+                opcode::PollRemove::new(token | WRITE_BIT)
+                    .build()
+                    .user_data(u64::MAX),
+            )?;
         }
         Ok(())
     }
@@ -176,7 +185,11 @@ impl Poller {
                 token: data & !WRITE_BIT,
                 // A negative result (e.g. -ECANCELED) means the poll ended: report it as an
                 // error event so the owner re-arms or closes.
-                events: if result < 0 { libc::POLLERR as u32 } else { result as u32 },
+                events: if result < 0 {
+                    libc::POLLERR as u32
+                } else {
+                    result as u32
+                },
                 still_armed: io_uring::cqueue::more(cqe.flags()),
                 write: data & WRITE_BIT != 0,
             });

@@ -46,7 +46,10 @@ pub struct Request {
 
 impl Request {
     fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -55,19 +58,18 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
             }
-            b'+' => out.push(b' '),
-            b => out.push(b),
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
         }
         i += 1;
     }
@@ -78,7 +80,11 @@ fn percent_decode(text: &str) -> String {
 /// and the head length and declared body length.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize, usize)>, &'static str> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD { Err("request head too large") } else { Ok(None) };
+        return if buf.len() > MAX_HEAD {
+            Err("request head too large")
+        } else {
+            Ok(None)
+        };
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not UTF-8")?;
     let mut lines = head.split("\r\n");
@@ -96,16 +102,21 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize, usize)>, &'stati
         .collect();
     let mut body_len = 0;
     for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                body_len = value.trim().parse().map_err(|_| "bad Content-Length")?;
-            }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-length")
+        {
+            body_len = value.trim().parse().map_err(|_| "bad Content-Length")?;
         }
     }
     if body_len > MAX_BODY {
         return Err("body too large");
     }
-    let request = Request { method, path: path.to_owned(), query, body: Vec::new() };
+    let request = Request {
+        method,
+        path: path.to_owned(),
+        query,
+        body: Vec::new(),
+    };
     Ok(Some((request, end + 4, body_len)))
 }
 
@@ -134,7 +145,10 @@ pub enum Route {
 pub fn route(request: &Request, metrics: &NodeMetrics) -> Route {
     let bad = |why: &str| Route::Answer(400, "text/plain", format!("{why}\n"));
     let pair = || -> Option<(i64, i64)> {
-        Some((request.param("device")?.parse().ok()?, request.param("user")?.parse().ok()?))
+        Some((
+            request.param("device")?.parse().ok()?,
+            request.param("user")?.parse().ok()?,
+        ))
     };
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/stat") => match request.param("type") {
@@ -191,7 +205,11 @@ impl StatusServer {
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: NodeMetrics, admin: Sender<AdminRequest>) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    metrics: NodeMetrics,
+    admin: Sender<AdminRequest>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
@@ -219,13 +237,23 @@ async fn handle(mut stream: TcpStream, metrics: NodeMetrics, admin: Sender<Admin
         Route::Answer(code, kind, body) => respond(&mut stream, code, kind, &body).await,
         Route::Admin(a) => {
             let (tx, rx) = crossbeam_channel::bounded(1);
-            if admin.try_send(AdminRequest { admin: a, reply: tx }).is_err() {
+            if admin
+                .try_send(AdminRequest {
+                    admin: a,
+                    reply: tx,
+                })
+                .is_err()
+            {
                 return respond(&mut stream, 503, "text/plain", "bus busy\n").await;
             }
             for _ in 0..5000 {
                 match rx.try_recv() {
-                    Ok(Ok(text)) => return respond(&mut stream, 200, "text/plain", &format!("{text}\n")).await,
-                    Ok(Err(text)) => return respond(&mut stream, 400, "text/plain", &format!("{text}\n")).await,
+                    Ok(Ok(text)) => {
+                        return respond(&mut stream, 200, "text/plain", &format!("{text}\n")).await;
+                    }
+                    Ok(Err(text)) => {
+                        return respond(&mut stream, 400, "text/plain", &format!("{text}\n")).await;
+                    }
                     Err(_) => glommio::timer::sleep(Duration::from_millis(1)).await,
                 }
             }
@@ -254,7 +282,11 @@ async fn respond(stream: &mut TcpStream, code: u16, kind: &str, body: &str) -> s
 
 /// Binds the status listener (one socket: only shard 0 serves it).
 pub fn bind(addr: SocketAddr) -> std::io::Result<OwnedFd> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -273,9 +305,11 @@ mod tests {
 
     #[test]
     fn heads_and_queries() {
-        let r = req("POST /admin/push?ids=16%2C-1&msgid=0x36 HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
+        let r =
+            req("POST /admin/push?ids=16%2C-1&msgid=0x36 HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(r.path, "/admin/push");
         assert_eq!(r.param("ids"), Some("16,-1"));
+        assert_eq!(percent_decode("a%2cb%zz+%4"), "a,b%zz %4");
         assert!(parse_head(b"GET / HTTP/1.1\r\n").unwrap().is_none());
         assert!(parse_head(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").is_err());
     }
@@ -292,10 +326,31 @@ mod tests {
     #[test]
     fn routes() {
         let m = NodeMetrics::new(1);
-        assert!(matches!(route(&req("POST /admin/bind?device=-1&user=16 HTTP/1.1\r\n\r\n"), &m), Route::Admin(Admin::Bind { device: -1, user: 16 })));
-        assert!(matches!(route(&req("POST /admin/bind?device=x HTTP/1.1\r\n\r\n"), &m), Route::Answer(400, ..)));
-        assert!(matches!(route(&req("GET /stat?type=app HTTP/1.1\r\n\r\n"), &m), Route::Answer(200, ..)));
-        assert!(matches!(route(&req("GET /nope HTTP/1.1\r\n\r\n"), &m), Route::Answer(404, ..)));
-        assert!(matches!(route(&req("GET /admin/push HTTP/1.1\r\n\r\n"), &m), Route::Answer(405, ..)));
+        assert!(matches!(
+            route(
+                &req("POST /admin/bind?device=-1&user=16 HTTP/1.1\r\n\r\n"),
+                &m
+            ),
+            Route::Admin(Admin::Bind {
+                device: -1,
+                user: 16
+            })
+        ));
+        assert!(matches!(
+            route(&req("POST /admin/bind?device=x HTTP/1.1\r\n\r\n"), &m),
+            Route::Answer(400, ..)
+        ));
+        assert!(matches!(
+            route(&req("GET /stat?type=app HTTP/1.1\r\n\r\n"), &m),
+            Route::Answer(200, ..)
+        ));
+        assert!(matches!(
+            route(&req("GET /nope HTTP/1.1\r\n\r\n"), &m),
+            Route::Answer(404, ..)
+        ));
+        assert!(matches!(
+            route(&req("GET /admin/push HTTP/1.1\r\n\r\n"), &m),
+            Route::Answer(405, ..)
+        ));
     }
 }

@@ -41,7 +41,11 @@ impl Default for Wheel {
 impl Wheel {
     /// An empty wheel at time 0.
     pub fn new() -> Self {
-        Wheel { buckets: (0..SLOTS).map(|_| Vec::new()).collect(), now: 0, len: 0 }
+        Wheel {
+            buckets: (0..SLOTS).map(|_| Vec::new()).collect(),
+            now: 0,
+            len: 0,
+        }
     }
 
     /// The wheel's current time.
@@ -95,7 +99,10 @@ mod tests {
     use super::*;
 
     fn e(slot: u32) -> Entry {
-        Entry { slot, generation: 0 }
+        Entry {
+            slot,
+            generation: 0,
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Smoke test: the ZooKeeper that `scripts/test` starts (or `CLOUDSOCKET_TEST_ZK` names)
 //! keeps an ephemeral-sequential node for exactly as long as the session that made it.
 
-#[path = "../../tests/support/testenv.rs"]
+#[path = "../../bus/tests/support/testenv.rs"]
 mod testenv;
 
 use std::time::Duration;

@@ -132,7 +132,9 @@ impl Shard {
     }
 
     fn unix_now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     /// One batch: readiness, inbox, backlog, then hand registrations to the kernel and
@@ -195,7 +197,11 @@ impl Shard {
                     self.send_message(conn.slot, &ack);
                 }
             }
-            FromBus::Binding { device, user, bound } => self.on_binding(device, user, bound),
+            FromBus::Binding {
+                device,
+                user,
+                bound,
+            } => self.on_binding(device, user, bound),
             FromBus::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
             FromBus::Shutdown => self.begin_shutdown(),
         }
@@ -207,7 +213,9 @@ impl Shard {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now, &mut due);
         for entry in due.drain(..) {
-            let Some(conn) = self.conns.get_gen_mut(entry.slot, entry.generation) else { continue };
+            let Some(conn) = self.conns.get_gen_mut(entry.slot, entry.generation) else {
+                continue;
+            };
             if conn.deadline <= now {
                 conn.scheduled = 0;
                 self.on_deadline(entry.slot);
@@ -225,7 +233,9 @@ impl Shard {
     /// Moves a connection's deadline; only an earlier one costs a wheel insert.
     fn set_deadline(&mut self, slot: u32, at: Secs) {
         let generation = self.conns.generation(slot);
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         conn.deadline = at;
         if conn.scheduled == 0 || at < conn.scheduled {
             conn.scheduled = at;
@@ -273,16 +283,20 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         }
     };
     let index = senders.peer_id();
-    let parts = startup.parts.lock().ok().and_then(|mut p| p.get_mut(index).and_then(Option::take));
+    let parts = startup
+        .parts
+        .lock()
+        .ok()
+        .and_then(|mut p| p.get_mut(index).and_then(Option::take));
     let Some(parts) = parts else {
         eprintln!("shard {index}: no parts");
         return;
     };
     let mut tasks = Vec::new();
-    if index == 0 {
-        if let Some(status) = startup.status.lock().ok().and_then(|mut s| s.take()) {
-            tasks.push(glommio::spawn_local(status.serve()));
-        }
+    if index == 0
+        && let Some(status) = startup.status.lock().ok().and_then(|mut s| s.take())
+    {
+        tasks.push(glommio::spawn_local(status.serve()));
     }
     let mut shard = Shard::new(parts);
     shard.peers = Some(senders);
@@ -348,7 +362,10 @@ fn into_raw(fd: OwnedFd) -> RawFd {
     fd.into_raw_fd()
 }
 
-fn spawn_peer_receivers(shard: &Rc<RefCell<Shard>>, mut receivers: Receivers<PeerMsg>) -> Vec<glommio::Task<()>> {
+fn spawn_peer_receivers(
+    shard: &Rc<RefCell<Shard>>,
+    mut receivers: Receivers<PeerMsg>,
+) -> Vec<glommio::Task<()>> {
     let mut tasks = Vec::new();
     for (_, rx) in receivers.streams() {
         let shard = shard.clone();

@@ -29,18 +29,30 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
 pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     // SAFETY: we borrow the descriptor only for the call; ManuallyDrop keeps it open.
     let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
-    socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an inet socket"))
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an inet socket"))
 }
 
 fn cvt(ret: isize) -> io::Result<usize> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
 }
 
 /// Accepts one connection, non-blocking and close-on-exec, with `TCP_NODELAY` set.
 pub fn accept(listener: RawFd) -> io::Result<RawFd> {
     // SAFETY: accept4 with null address pointers is valid.
     let fd = unsafe {
-        libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -68,8 +80,14 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// Sends `head` then `body` in one call without blocking (no SIGPIPE); returns bytes sent.
 pub fn send2(fd: RawFd, head: &[u8], body: &[u8]) -> io::Result<usize> {
     let iov = [
-        libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() },
-        libc::iovec { iov_base: body.as_ptr() as *mut _, iov_len: body.len() },
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut _,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut _,
+            iov_len: body.len(),
+        },
     ];
     // SAFETY: a zeroed msghdr is valid; the iovecs outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -88,7 +106,9 @@ pub fn close(fd: RawFd) {
 impl Shard {
     /// Accepts every pending connection of listener `i`.
     pub(super) fn on_listener_ready(&mut self, i: usize, still_armed: bool) {
-        let Some(listener) = self.listeners.get(i).map(|l| std::os::fd::AsRawFd::as_raw_fd(l)) else { return };
+        let Some(listener) = self.listeners.get(i).map(std::os::fd::AsRawFd::as_raw_fd) else {
+            return;
+        };
         if !still_armed {
             let _ = self.poller.watch(listener, super::listener_token(i));
         }
@@ -113,13 +133,19 @@ impl Shard {
         }
         let deadline = self.now() + 10;
         let (slot, generation) = self.conns.insert(Conn::new(fd, deadline));
-        if self.poller.watch(fd, super::conn_token(slot, generation)).is_err() {
+        if self
+            .poller
+            .watch(fd, super::conn_token(slot, generation))
+            .is_err()
+        {
             self.conns.remove(slot);
             close(fd);
             return;
         }
         crate::metrics::bump(&self.metrics.ws_accepted);
-        self.metrics.ws_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .ws_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.set_deadline(slot, deadline);
     }
 }

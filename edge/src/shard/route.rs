@@ -40,7 +40,9 @@ impl Shard {
             self.close(slot, Some(edge_proto::ws::CLOSE_PROTOCOL));
             return false;
         }
-        let Some(conn) = self.conns.get(slot) else { return false };
+        let Some(conn) = self.conns.get(slot) else {
+            return false;
+        };
         let mut dst = [0u8; 8];
         dst.copy_from_slice(&payload[8..16]);
         let dst = i64::from_le_bytes(dst);
@@ -60,7 +62,11 @@ impl Shard {
 
     fn upload(&mut self, slot: u32, src: i64, payload: &[u8]) -> bool {
         let conn = self.conn_ref(slot);
-        let request = bus::messages::ToBus::Upload { conn, src, message: payload.to_vec() };
+        let request = bus::messages::ToBus::Upload {
+            conn,
+            src,
+            message: payload.to_vec(),
+        };
         if self.bus.try_send(request).is_err() {
             bump(&self.metrics.drop_bus_queue_full);
         } else {
@@ -78,12 +84,19 @@ impl Shard {
         let mut start = 0;
         while start < ids.len() {
             let key = route_key(ids[start]);
-            let end = ids[start..].iter().position(|&i| route_key(i) != key).map_or(ids.len(), |n| start + n);
+            let end = ids[start..]
+                .iter()
+                .position(|&i| route_key(i) != key)
+                .map_or(ids.len(), |n| start + n);
             let dir = dir_shard(key, self.count);
             if dir == self.index {
                 self.resolve(key, &ids[start..end], payload);
             } else {
-                let msg = PeerMsg::Route { key, ids: ids[start..end].to_vec(), payload: Payload::Raw(payload.to_vec()) };
+                let msg = PeerMsg::Route {
+                    key,
+                    ids: ids[start..end].to_vec(),
+                    payload: Payload::Raw(payload.to_vec()),
+                };
                 self.send_peer(dir, msg);
             }
             start = end;
@@ -101,7 +114,10 @@ impl Shard {
             if shard == self.index {
                 self.deliver_raw(ids, payload);
             } else {
-                let msg = PeerMsg::Deliver { ids: ids.to_vec(), payload: Payload::Raw(payload.to_vec()) };
+                let msg = PeerMsg::Deliver {
+                    ids: ids.to_vec(),
+                    payload: Payload::Raw(payload.to_vec()),
+                };
                 self.send_peer(shard, msg);
             }
         }
@@ -113,10 +129,14 @@ impl Shard {
             self.peer_backlog.push((shard, msg));
             return;
         }
-        let Some(peers) = self.peers.as_ref() else { return };
+        let Some(peers) = self.peers.as_ref() else {
+            return;
+        };
         match peers.try_send_to(shard, msg) {
             Ok(()) => bump(&self.metrics.cross_shard_out),
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) if ordered => {
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg)))
+                if ordered =>
+            {
                 self.peer_backlog.push((shard, msg));
             }
             Err(_) => bump(&self.metrics.drop_peer_queue_full),
@@ -130,8 +150,12 @@ impl Shard {
         let backlog = std::mem::take(&mut self.peer_backlog);
         let mut iter = backlog.into_iter();
         for (shard, msg) in iter.by_ref() {
-            let Some(peers) = self.peers.as_ref() else { return };
-            if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) = peers.try_send_to(shard, msg) {
+            let Some(peers) = self.peers.as_ref() else {
+                return;
+            };
+            if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) =
+                peers.try_send_to(shard, msg)
+            {
                 self.peer_backlog.push((shard, msg));
                 break;
             }
@@ -143,9 +167,19 @@ impl Shard {
     pub(super) fn on_peer(&mut self, msg: PeerMsg) {
         bump(&self.metrics.cross_shard_in);
         match msg {
-            PeerMsg::Route { key, ids, payload: Payload::Raw(bytes) } => self.resolve(key, &ids, &bytes),
-            PeerMsg::Route { ids, payload, .. } | PeerMsg::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
-            PeerMsg::Directory { key, shard, present } => self.apply_directory(key, shard as usize, present),
+            PeerMsg::Route {
+                key,
+                ids,
+                payload: Payload::Raw(bytes),
+            } => self.resolve(key, &ids, &bytes),
+            PeerMsg::Route { ids, payload, .. } | PeerMsg::Deliver { ids, payload } => {
+                self.deliver_local(&ids, &payload)
+            }
+            PeerMsg::Directory {
+                key,
+                shard,
+                present,
+            } => self.apply_directory(key, shard as usize, present),
         }
     }
 
@@ -166,7 +200,14 @@ impl Shard {
         if dir == self.index {
             self.apply_directory(key, self.index, present);
         } else {
-            self.send_peer(dir, PeerMsg::Directory { key, shard: self.index as u16, present });
+            self.send_peer(
+                dir,
+                PeerMsg::Directory {
+                    key,
+                    shard: self.index as u16,
+                    present,
+                },
+            );
         }
     }
 
@@ -197,7 +238,9 @@ impl Shard {
         } else {
             let mut at = head;
             while at != NONE {
-                let Some(conn) = self.conns.get_mut(at) else { break };
+                let Some(conn) = self.conns.get_mut(at) else {
+                    break;
+                };
                 if conn.next == slot {
                     conn.next = next;
                     break;
@@ -276,7 +319,14 @@ impl Shard {
             return;
         }
         let mut message = Vec::with_capacity(48);
-        edge_proto::status::write_status_message(&mut message, Self::unix_now() as u32, 0, device, kind, device);
+        edge_proto::status::write_status_message(
+            &mut message,
+            Self::unix_now() as u32,
+            0,
+            device,
+            kind,
+            device,
+        );
         let ids: Vec<i64> = users.iter().flat_map(|&u| id::mobile_ids(u)).collect();
         self.route(&ids, &message);
     }
@@ -288,15 +338,27 @@ impl Shard {
             self.session_slots(mobile, &mut slots);
         }
         for &slot in &slots {
-            update_bound(&mut self.conns.get_mut(slot).map(|c| &mut c.bound), device, bound);
+            update_bound(
+                &mut self.conns.get_mut(slot).map(|c| &mut c.bound),
+                device,
+                bound,
+            );
         }
         slots.clear();
         self.session_slots(device, &mut slots);
         for &slot in &slots {
-            update_bound(&mut self.conns.get_mut(slot).map(|c| &mut c.bound), user, bound);
+            update_bound(
+                &mut self.conns.get_mut(slot).map(|c| &mut c.bound),
+                user,
+                bound,
+            );
         }
         if self.index == 0 {
-            let kind = if bound { StatusType::DeviceBound } else { StatusType::DeviceUnbound };
+            let kind = if bound {
+                StatusType::DeviceBound
+            } else {
+                StatusType::DeviceUnbound
+            };
             self.send_device_status(device, &[user], kind);
         }
     }
@@ -332,6 +394,6 @@ mod tests {
             hits[dir_shard(user * 16, 4)] += 1;
         }
         assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
-        assert_eq!(dir_shard(i64::MIN, 3) < 3, true);
+        assert!(dir_shard(i64::MIN, 3) < 3);
     }
 }

@@ -28,13 +28,19 @@ const MAX_TIMEOUT: u32 = 300;
 
 impl Shard {
     pub(super) fn conn_ref(&self, slot: u32) -> ConnRef {
-        ConnRef { shard: self.index as u16, slot, generation: self.conns.generation(slot) }
+        ConnRef {
+            shard: self.index as u16,
+            slot,
+            generation: self.conns.generation(slot),
+        }
     }
 
     /// Reads what the socket has and processes it.
     pub(super) fn on_readable(&mut self, slot: u32) {
         for _ in 0..READ_BUDGET {
-            let Some(conn) = self.conns.get_mut(slot) else { return };
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
             if conn.state == State::LoginPending {
                 return;
             }
@@ -60,7 +66,10 @@ impl Shard {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
                     if len > 0 {
                         self.keep_carry(slot, &buf[..len]);
                     }
@@ -78,7 +87,9 @@ impl Shard {
 
     /// Processes bytes carried over (after a login answer resumed reading).
     fn process_carry(&mut self, slot: u32) -> bool {
-        let Some(carry) = self.conns.get_mut(slot).and_then(|c| c.carry.take()) else { return true };
+        let Some(carry) = self.conns.get_mut(slot).and_then(|c| c.carry.take()) else {
+            return true;
+        };
         let mut buf = std::mem::take(&mut self.scratch);
         buf[..carry.len()].copy_from_slice(&carry);
         let alive = self.process(slot, &mut buf, carry.len());
@@ -184,7 +195,11 @@ impl Shard {
         match opcode {
             OpCode::Close => {
                 let code = ws::parse_close_payload(payload).unwrap_or(ws::CLOSE_NORMAL);
-                let code = if code == ws::CLOSE_NORMAL || code == ws::CLOSE_GOING_AWAY { code } else { ws::CLOSE_NORMAL };
+                let code = if code == ws::CLOSE_NORMAL || code == ws::CLOSE_GOING_AWAY {
+                    code
+                } else {
+                    ws::CLOSE_NORMAL
+                };
                 self.close(slot, Some(code));
                 false
             }
@@ -206,7 +221,10 @@ impl Shard {
     }
 
     fn read_window(&self, slot: u32) -> u32 {
-        3 * self.conns.get(slot).map_or(DEFAULT_TIMEOUT, |c| c.timeout_secs)
+        3 * self
+            .conns
+            .get(slot)
+            .map_or(DEFAULT_TIMEOUT, |c| c.timeout_secs)
     }
 
     fn on_login(&mut self, slot: u32, payload: &[u8]) -> bool {
@@ -218,7 +236,9 @@ impl Shard {
             }
         };
         let config = self.config.clone();
-        if let Err(reject) = request.verify(&config.salt, Self::unix_now(), config.allow_zero_timestamp) {
+        if let Err(reject) =
+            request.verify(&config.salt, Self::unix_now(), config.allow_zero_timestamp)
+        {
             return match reject {
                 LoginReject::WrongMd5 => {
                     bump(&self.metrics.login_wrong_md5);
@@ -239,10 +259,18 @@ impl Shard {
         if let Some(conn) = self.conns.get_mut(slot) {
             conn.id = id;
             let timeout = u32::try_from(request.timeout).unwrap_or(MAX_TIMEOUT);
-            conn.timeout_secs = if timeout == 0 { DEFAULT_TIMEOUT } else { timeout.min(MAX_TIMEOUT) };
+            conn.timeout_secs = if timeout == 0 {
+                DEFAULT_TIMEOUT
+            } else {
+                timeout.min(MAX_TIMEOUT)
+            };
             conn.state = State::LoginPending;
         }
-        if self.bus.try_send(ToBus::Login { conn: conn_ref, id }).is_err() {
+        if self
+            .bus
+            .try_send(ToBus::Login { conn: conn_ref, id })
+            .is_err()
+        {
             bump(&self.metrics.drop_bus_queue_full);
             bump(&self.metrics.login_server_error);
             return self.refuse(slot, LoginReply::ServerError);
@@ -261,13 +289,22 @@ impl Shard {
 
     /// The bus answered a login.
     pub(super) fn on_login_done(&mut self, conn: ConnRef, result: Result<LoginGrant, u8>) {
-        let alive = self.conns.get_gen_mut(conn.slot, conn.generation).is_some_and(|c| c.state == State::LoginPending);
+        let alive = self
+            .conns
+            .get_gen_mut(conn.slot, conn.generation)
+            .is_some_and(|c| c.state == State::LoginPending);
         let slot = conn.slot;
         let grant = match result {
             Ok(grant) if alive => grant,
             Ok(grant) => {
                 // The connection went away meanwhile: give the mobile id back.
-                if self.bus.try_send(ToBus::Logout { session: grant.session }).is_err() {
+                if self
+                    .bus
+                    .try_send(ToBus::Logout {
+                        session: grant.session,
+                    })
+                    .is_err()
+                {
                     bump(&self.metrics.drop_bus_queue_full);
                 }
                 return;
@@ -278,18 +315,27 @@ impl Shard {
                 } else {
                     bump(&self.metrics.login_server_error);
                 }
-                self.refuse(slot, LoginReply::decode(&[code]).unwrap_or(LoginReply::ServerError));
+                self.refuse(
+                    slot,
+                    LoginReply::decode(&[code]).unwrap_or(LoginReply::ServerError),
+                );
                 return;
             }
             Err(_) => return,
         };
-        let Some(c) = self.conns.get_mut(slot) else { return };
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
         let login_id = c.id;
         let session = grant.session;
         c.id = session;
         c.state = State::Online;
         c.bound = grant.bound.into_boxed_slice();
-        let reply = if login_id > 0 { LoginReply::PhoneOk(grant.mobile) } else { LoginReply::DeviceOk };
+        let reply = if login_id > 0 {
+            LoginReply::PhoneOk(grant.mobile)
+        } else {
+            LoginReply::DeviceOk
+        };
         let mut bytes = Vec::with_capacity(2);
         reply.write_to(&mut bytes);
         if !self.send_frame(slot, OpCode::Binary, &bytes) {
@@ -301,8 +347,16 @@ impl Shard {
         let at = self.now() + self.read_window(slot);
         self.set_deadline(slot, at);
         if session < 0 {
-            let users = self.conns.get(slot).map(|c| c.bound.to_vec()).unwrap_or_default();
-            self.send_device_status(session, &users, edge_proto::status::StatusType::DeviceOnline);
+            let users = self
+                .conns
+                .get(slot)
+                .map(|c| c.bound.to_vec())
+                .unwrap_or_default();
+            self.send_device_status(
+                session,
+                &users,
+                edge_proto::status::StatusType::DeviceOnline,
+            );
         }
         if self.process_carry(slot) {
             self.on_readable(slot);
@@ -311,7 +365,11 @@ impl Shard {
 
     /// The opcode for messages to terminals (binary, or text like the original).
     fn terminal_opcode(&self) -> OpCode {
-        if self.config.text_frames { OpCode::Text } else { OpCode::Binary }
+        if self.config.text_frames {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        }
     }
 
     /// Sends an application message to a terminal. False when the connection closed.
@@ -328,7 +386,9 @@ impl Shard {
     /// falls `--max-outbound` bytes behind is closed with 1008). False when it closed.
     pub(super) fn send_frame(&mut self, slot: u32, opcode: OpCode, payload: &[u8]) -> bool {
         let max_outbound = self.config.max_outbound;
-        let Some(conn) = self.conns.get_mut(slot) else { return false };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
         let (head, head_len) = ws::encode_head(opcode, payload.len() as u64);
         let head = &head[..head_len];
         let total = head.len() + payload.len();
@@ -340,12 +400,19 @@ impl Shard {
             }
             outbox.extend_from_slice(head);
             outbox.extend_from_slice(payload);
-            self.metrics.outbound_queued_bytes.fetch_add(total as i64, Ordering::Relaxed);
+            self.metrics
+                .outbound_queued_bytes
+                .fetch_add(total as i64, Ordering::Relaxed);
             return true;
         }
         let sent = match send2(conn.fd, head, payload) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                0
+            }
             Err(_) => {
                 self.close(slot, None);
                 return false;
@@ -361,7 +428,9 @@ impl Shard {
         } else {
             rest.extend_from_slice(&payload[sent - head.len()..]);
         }
-        self.metrics.outbound_queued_bytes.fetch_add(rest.len() as i64, Ordering::Relaxed);
+        self.metrics
+            .outbound_queued_bytes
+            .fetch_add(rest.len() as i64, Ordering::Relaxed);
         conn.outbox = Some(Box::new(rest));
         self.arm_write(slot);
         true
@@ -369,24 +438,36 @@ impl Shard {
 
     fn arm_write(&mut self, slot: u32) {
         let generation = self.conns.generation(slot);
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         if !conn.write_armed {
             conn.write_armed = true;
-            let _ = self.poller.watch_writable(conn.fd, conn_token(slot, generation));
+            let _ = self
+                .poller
+                .watch_writable(conn.fd, conn_token(slot, generation));
         }
     }
 
     /// A blocked socket can take more: flush its outbox.
     pub(super) fn on_writable(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         conn.write_armed = false;
-        let Some(mut outbox) = conn.outbox.take() else { return };
+        let Some(mut outbox) = conn.outbox.take() else {
+            return;
+        };
         match send2(conn.fd, &outbox, &[]) {
             Ok(n) => {
                 outbox.drain(..n);
-                self.metrics.outbound_queued_bytes.fetch_sub(n as i64, Ordering::Relaxed);
+                self.metrics
+                    .outbound_queued_bytes
+                    .fetch_sub(n as i64, Ordering::Relaxed);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
                 conn.outbox = Some(outbox);
                 self.close(slot, None);
@@ -421,7 +502,9 @@ impl Shard {
     /// Ends a connection: optional close frame, logout if logged in, disarm, release.
     pub(super) fn close(&mut self, slot: u32, code: Option<u16>) {
         let generation = self.conns.generation(slot);
-        let Some(conn) = self.conns.get(slot) else { return };
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
         if let (Some(code), true) = (code, conn.state != State::Handshake) {
             let mut frame = Vec::with_capacity(4);
             ws::write_close(&mut frame, code);
@@ -436,16 +519,27 @@ impl Shard {
             }
             self.metrics.ws_online.fetch_sub(1, Ordering::Relaxed);
             if session < 0 {
-                self.send_device_status(session, &bound, edge_proto::status::StatusType::DeviceOffline);
+                self.send_device_status(
+                    session,
+                    &bound,
+                    edge_proto::status::StatusType::DeviceOffline,
+                );
             }
         }
-        let Some(conn) = self.conns.remove(slot) else { return };
+        let Some(conn) = self.conns.remove(slot) else {
+            return;
+        };
         if let Some(outbox) = &conn.outbox {
-            self.metrics.outbound_queued_bytes.fetch_sub(outbox.len() as i64, Ordering::Relaxed);
+            self.metrics
+                .outbound_queued_bytes
+                .fetch_sub(outbox.len() as i64, Ordering::Relaxed);
         }
-        let _ = self.poller.unwatch(conn_token(slot, generation), conn.write_armed);
+        let _ = self
+            .poller
+            .unwatch(conn_token(slot, generation), conn.write_armed);
         // SAFETY: the record owned the descriptor; it is closed after the removal is submitted.
-        self.closing.push(unsafe { std::os::fd::FromRawFd::from_raw_fd(conn.fd) });
+        self.closing
+            .push(unsafe { std::os::fd::FromRawFd::from_raw_fd(conn.fd) });
         self.metrics.ws_open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -111,3 +111,162 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The sum over shards of one counter.
+pub fn counter(node: &Node, f: impl Fn(&edge::metrics::ShardMetrics) -> &std::sync::atomic::AtomicU64) -> u64 {
+    node.metrics.shards.iter().map(|s| f(s).load(std::sync::atomic::Ordering::Relaxed)).sum()
+}
+
+/// An upgrade request with a chosen method, path and version.
+pub fn upgrade_request(method: &str, path: &str, version: u8) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+    )
+}
+
+/// A hand-driven WebSocket client over a raw `TcpStream`: frames built with
+/// `edge_proto::ws`, masked or not, and server frames parsed by hand.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A server frame as the raw client sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Got {
+    Frame(u8, Vec<u8>),
+    Close(Option<u16>),
+    /// The connection ended (EOF, reset or timeout) without a close frame.
+    End,
+}
+
+impl Raw {
+    /// Connects and upgrades.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        Raw::upgrade(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Upgrades an already connected stream.
+    pub fn upgrade(mut stream: TcpStream) -> Raw {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(upgrade_request("GET", "/ws", 13).as_bytes()).unwrap();
+        let mut raw = Raw { stream, buf: Vec::new() };
+        let head = raw.read_http_head();
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade answered {head:?}");
+        raw
+    }
+
+    /// Reads up to the end of an HTTP head; keeps what follows.
+    pub fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 4);
+                return head;
+            }
+            if !self.fill() {
+                return String::from_utf8_lossy(&self.buf).into_owned();
+            }
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends one masked frame (as a browser would).
+    pub fn send_masked(&mut self, opcode: edge_proto::ws::OpCode, payload: &[u8]) {
+        let mut out = Vec::new();
+        edge_proto::ws::write_client_frame(&mut out, opcode, payload, [0x12, 0x34, 0x56, 0x78]);
+        self.send_raw(&out);
+    }
+
+    /// Sends one unmasked frame (tolerated, like the original).
+    pub fn send_unmasked(&mut self, opcode: edge_proto::ws::OpCode, payload: &[u8]) {
+        let mut out = Vec::new();
+        edge_proto::ws::write_frame(&mut out, opcode, payload);
+        self.send_raw(&out);
+    }
+
+    /// The next server frame.
+    pub fn next(&mut self) -> Got {
+        loop {
+            match edge_proto::ws::next_frame(&mut self.buf, usize::MAX >> 1) {
+                Ok(Some(frame)) => {
+                    let opcode = self.buf[0] & 0x0f;
+                    let payload = self.buf[frame.payload.clone()].to_vec();
+                    self.buf.drain(..frame.consumed);
+                    if opcode == 8 {
+                        return Got::Close(edge_proto::ws::parse_close_payload(&payload));
+                    }
+                    return Got::Frame(opcode, payload);
+                }
+                Ok(None) => {
+                    if !self.fill() {
+                        return Got::End;
+                    }
+                }
+                Err(e) => panic!("server sent a bad frame: {e:?}"),
+            }
+        }
+    }
+
+    /// The next data frame's payload, `None` at close or end.
+    pub fn next_data(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.next() {
+                Got::Frame(1 | 2, payload) => return Some(payload),
+                Got::Frame(..) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The close code, reading past data frames.
+    pub fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.next() {
+                Got::Frame(..) => continue,
+                Got::Close(code) => return code,
+                Got::End => return None,
+            }
+        }
+    }
+
+    /// Logs in as `id` (masked text frame) and returns the reply bytes.
+    pub fn login(&mut self, id: i64) -> Vec<u8> {
+        self.send_masked(edge_proto::ws::OpCode::Text, login_string(id).as_bytes());
+        self.next_data().expect("login reply")
+    }
+}
+
+/// Checks the node still serves: a fresh phone and device bound together log in and relay.
+pub fn assert_node_serves(node: &Node, user: i64, device: i64) {
+    let ws = node.ws_addrs[0];
+    let (code, text) = http(node.status_addr, "POST", &format!("/admin/bind?device={device}&user={user}"), b"");
+    assert_eq!(code, 200, "{text}");
+    let (mut phone, reply) = login(ws, user);
+    assert_eq!(reply[0], 0, "phone login ok");
+    let (mut dev, reply) = login(ws, device);
+    assert_eq!(reply, vec![0], "device login ok");
+    let status = next_data(&mut phone).expect("online status");
+    assert_eq!(status[36], 9);
+    let m = message(3, device, b"still alive");
+    phone.send(Message::binary(m.clone())).unwrap();
+    assert_eq!(next_data(&mut dev).unwrap(), m);
+    let back = message(3, 0, b"still alive too");
+    dev.send(Message::binary(back.clone())).unwrap();
+    assert_eq!(next_data(&mut phone).unwrap(), back);
+}

@@ -3,7 +3,7 @@
 //! This is not a crate: it is one file that each test target includes with
 //!
 //! ```ignore
-//! #[path = "../../tests/support/testenv.rs"]
+//! #[path = "support/testenv.rs"] (bus tests; keeper's use "../../bus/tests/support/testenv.rs")
 //! mod testenv;
 //! ```
 //!
