@@ -105,8 +105,81 @@ pub enum FromBus {
         /// What to deliver.
         payload: Payload,
     },
+    /// The device platform answered a UDP session's call.
+    Platform {
+        /// The UDP session that asked.
+        conn: ConnRef,
+        /// The answer.
+        answer: PlatformAnswer,
+    },
     /// Stop accepting, close terminals with 1001, flush, and end the shard.
     Shutdown,
+}
+
+/// A call to the device platform for a UDP session (§10.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformCall {
+    /// `0xE1` register.
+    Register {
+        /// Device MAC.
+        mac: [u8; 8],
+        /// Device type.
+        device_type: u16,
+        /// Production time.
+        production_time: u32,
+        /// Serial number.
+        sn: [u8; 16],
+        /// Device name.
+        name: Vec<u8>,
+    },
+    /// `0xE2` login.
+    Login {
+        /// Device MAC.
+        mac: [u8; 8],
+        /// The cookie from register.
+        cookie: Vec<u8>,
+    },
+    /// `0xE3` rename.
+    Rename {
+        /// Device MAC.
+        mac: [u8; 8],
+        /// The new name.
+        name: Vec<u8>,
+    },
+}
+
+/// A platform call and who asked.
+#[derive(Debug)]
+pub struct PlatformRequest {
+    /// The UDP session waiting for the answer.
+    pub conn: ConnRef,
+    /// The call.
+    pub call: PlatformCall,
+}
+
+/// The platform's answer; `status` is the reply status (0 ok, 1000 HTTP error, 1001 server
+/// error, or the platform's own number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformAnswer {
+    /// Register: the cookie `<deviceId>|...` (empty on failure).
+    Register {
+        /// Reply status.
+        status: i32,
+        /// The cookie.
+        cookie: Vec<u8>,
+    },
+    /// Login: the device id taken from the cookie when `status` is 0.
+    Login {
+        /// Reply status.
+        status: i32,
+        /// The device id.
+        device: i64,
+    },
+    /// Rename.
+    Rename {
+        /// Reply status.
+        status: i32,
+    },
 }
 
 /// Wakes a shard after something was put in its inbox.

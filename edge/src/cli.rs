@@ -100,6 +100,9 @@ pub struct NodeArgs {
     /// Where the embedded node appends device uploads.
     #[arg(long, default_value = "./uploads.log")]
     pub upload_log: PathBuf,
+    /// Most UDP sessions held by the node (new sessions beyond it get status 1001).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_udp_sessions: usize,
     /// Bind a device to a user at start (`<device>:<user>`, repeatable; embedded node).
     #[arg(long = "bind", value_name = "DEVICE:USER")]
     pub binds: Vec<String>,

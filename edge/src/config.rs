@@ -54,6 +54,10 @@ pub struct Config {
     pub udpaddr_http: SocketAddr,
     /// UDP session lifetime without traffic, seconds.
     pub udp_timeout_secs: u32,
+    /// Most UDP sessions held by the node.
+    pub max_udp_sessions: usize,
+    /// The HTTP device platform's root URL (`--hurl`); `None` = the builtin platform.
+    pub platform_url: Option<String>,
     /// This node's name in the cluster (`--lip`), `127.0.0.1` when not given.
     pub node_ip: String,
     /// Login signature salt.
@@ -164,6 +168,8 @@ impl Config {
             udp_addr: parse_addr("hudp", &args.hudp, lip)?,
             udpaddr_http: parse_addr("hhttp", &args.hhttp, lip)?,
             udp_timeout_secs: args.uto.max(1),
+            max_udp_sessions: args.max_udp_sessions.max(1),
+            platform_url: Some(args.hurl.trim().to_owned()).filter(|u| !u.is_empty()),
             node_ip: lip.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
             default_salt: salt.is_none(),
             salt: salt
@@ -195,6 +201,8 @@ impl Config {
             udp_addr: any,
             udpaddr_http: any,
             udp_timeout_secs: 40,
+            max_udp_sessions: 100_000,
+            platform_url: None,
             node_ip: "127.0.0.1".into(),
             salt: edge_proto::login::DEFAULT_SALT.as_bytes().to_vec(),
             default_salt: true,

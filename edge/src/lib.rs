@@ -15,6 +15,7 @@ pub mod config;
 pub mod metrics;
 pub mod msg;
 pub mod node;
+pub mod platform;
 pub mod poller;
 pub mod shard;
 pub mod status;

@@ -21,6 +21,8 @@ macro_rules! counters {
             pub ws_online: AtomicI64,
             /// Bytes held in outbound queues of blocked writers.
             pub outbound_queued_bytes: AtomicI64,
+            /// Live UDP sessions.
+            pub udp_sessions: AtomicI64,
         }
 
         /// Every counter name with its help text, in declaration order.
@@ -87,6 +89,34 @@ counters! {
     uploads,
     /// Pushes delivered to terminals.
     pushes_out,
+    /// Datagrams received.
+    udp_datagrams_in,
+    /// Datagrams sent.
+    udp_sent,
+    /// Datagram sends that failed.
+    udp_send_errors,
+    /// Datagrams dropped: too short, wrong checks, bad lengths, unknown opcode.
+    udp_drop_malformed,
+    /// Datagrams dropped: stale or replayed sequence number.
+    udp_drop_stale_seq,
+    /// Datagrams dropped: no such session.
+    udp_drop_unknown_session,
+    /// Forward messages dropped: the session has not logged in.
+    udp_drop_not_logged_in,
+    /// New sessions refused: the shard's session table is full.
+    udp_drop_full,
+    /// Datagrams handed to the shard owning their session.
+    udp_handed_over,
+    /// Device heartbeats answered.
+    udp_heartbeats,
+    /// Commands answered with 1002 (0xE4, 0xE6, unknown).
+    udp_bad_command,
+    /// Device logins over UDP.
+    udp_logins,
+    /// UDP sessions expired.
+    udp_expired,
+    /// Platform calls refused because the platform queue was full.
+    drop_platform_queue_full,
 }
 
 /// All shards' counters, shared read-only with the status endpoints.
@@ -162,7 +192,8 @@ impl NodeMetrics {
             }
         }
         type Gauge = (&'static str, &'static str, fn(&ShardMetrics) -> i64);
-        let gauges: [Gauge; 3] = [
+        let gauges: [Gauge; 4] = [
+            ("udp_sessions", "Live UDP device sessions.", |m| m.udp_sessions.load(Ordering::Relaxed)),
             ("ws_connections", "Open WebSocket connections.", |m| {
                 m.ws_open.load(Ordering::Relaxed)
             }),

@@ -32,4 +32,11 @@ pub enum PeerMsg {
         /// Whether it holds sessions under `key` now.
         present: bool,
     },
+    /// A datagram for a UDP session this shard does not own, handed to its owner.
+    Datagram {
+        /// The sender.
+        from: std::net::SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
 }

@@ -16,9 +16,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::metrics::NodeMetrics;
+use crate::platform::{HttpPlatform, Platform};
 use crate::poller::{Poller, Waker};
 use crate::shard::{self, ShardParts, Startup};
-use crate::status::{self, StatusServer};
+use crate::status::{self, DeviceAddrs, StatusServer, UdpAddrServer};
 
 /// Bound of every shard inbox and of the bus request queue.
 const QUEUE: usize = 64 * 1024;
@@ -37,6 +38,10 @@ pub struct Node {
     pub ws_addrs: Vec<SocketAddr>,
     /// Status address actually bound.
     pub status_addr: SocketAddr,
+    /// UDP device address actually bound (when serving UDP).
+    pub udp_addr: Option<SocketAddr>,
+    /// `udpaddr` HTTP address actually bound (when serving UDP).
+    pub udpaddr_http: Option<SocketAddr>,
     /// Every shard's counters.
     pub metrics: NodeMetrics,
     inboxes: Vec<ShardInbox>,
@@ -44,6 +49,7 @@ pub struct Node {
     sidecar: Option<JoinHandle<()>>,
     admin: Sender<AdminRequest>,
     stop: Option<Sender<()>>,
+    platform_workers: Vec<JoinHandle<()>>,
 }
 
 fn bind_all(addr: SocketAddr, shards: usize) -> std::io::Result<(SocketAddr, Vec<OwnedFd>)> {
@@ -81,12 +87,33 @@ impl Node {
         let status_fd = status::bind(config.status_addr)
             .map_err(|e| anyhow::anyhow!("status listener {}: {e}", config.status_addr))?;
         let status_addr = shard::local_addr(status_fd.as_raw_fd())?;
+        let mut udp_fds: Vec<Option<OwnedFd>> = (0..n).map(|_| None).collect();
+        let (mut udp_addr, mut udpaddr_http, mut udpaddr_fd) = (None, None, None);
+        if config.udp {
+            let first = shard::udp_socket(config.udp_addr).map_err(|e| anyhow::anyhow!("UDP socket {}: {e}", config.udp_addr))?;
+            let bound = shard::local_addr(first.as_raw_fd())?;
+            udp_fds[0] = Some(first);
+            for fd in udp_fds.iter_mut().skip(1) {
+                *fd = Some(shard::udp_socket(bound)?);
+            }
+            udp_addr = Some(bound);
+            let http = status::bind(config.udpaddr_http)
+                .map_err(|e| anyhow::anyhow!("udpaddr listener {}: {e}", config.udpaddr_http))?;
+            udpaddr_http = Some(shard::local_addr(http.as_raw_fd())?);
+            udpaddr_fd = Some(http);
+        }
+        let device_addrs: DeviceAddrs = (0..n).map(|_| Arc::new(Mutex::new(shard::IdMap::default()))).collect();
+        let platform = match &config.platform_url {
+            Some(url) => Platform::Http(HttpPlatform::from_url(url).map_err(|e| anyhow::anyhow!(e))?),
+            None => Platform::Builtin { secret: config.salt.clone() },
+        };
+        let (platform_tx, platform_rx) = bounded(QUEUE);
 
         let (bus_tx, bus_rx) = bounded(QUEUE);
         let (admin_tx, admin_rx) = bounded(64);
         let mut parts = Vec::new();
         let mut inboxes = Vec::new();
-        for (i, listeners) in per_shard.into_iter().enumerate() {
+        for (i, (listeners, udp)) in per_shard.into_iter().zip(udp_fds).enumerate() {
             let poller = Poller::new(4096)?;
             let (tx, rx): (Sender<FromBus>, Receiver<FromBus>) = bounded(QUEUE);
             inboxes.push(ShardInbox {
@@ -102,9 +129,14 @@ impl Node {
                 bus: bus_tx.clone(),
                 metrics: metrics.shards[i].clone(),
                 listeners,
+                udp,
+                device_addrs: device_addrs[i].clone(),
+                platform: platform_tx.clone(),
             }));
         }
         drop(bus_tx);
+        drop(platform_tx);
+        let platform_workers = crate::platform::spawn(platform, 4, platform_rx, inboxes.clone())?;
         let uploads = bus::embedded::UploadLog::open(&config.upload_log)
             .map_err(|e| anyhow::anyhow!("upload log {}: {e}", config.upload_log.display()))?;
         let (stop_tx, stop_rx) = bounded(0);
@@ -123,6 +155,7 @@ impl Node {
                 metrics: metrics.clone(),
                 admin: admin_tx.clone(),
             })),
+            udpaddr: Mutex::new(udpaddr_fd.map(|listener| UdpAddrServer { listener, addrs: device_addrs.clone() })),
         });
         let mesh = MeshBuilder::full(n, MESH_QUEUE);
         let mut shards = Vec::new();
@@ -143,6 +176,9 @@ impl Node {
         Ok(Node {
             ws_addrs,
             status_addr,
+            udp_addr,
+            udpaddr_http,
+            platform_workers,
             metrics,
             inboxes,
             shards,
@@ -171,6 +207,10 @@ impl Node {
         drop(self.stop.take());
         if let Some(sidecar) = self.sidecar.take() {
             let _ = sidecar.join();
+        }
+        // The shards held the platform queue's senders: the workers end with them.
+        for worker in self.platform_workers.drain(..) {
+            let _ = worker.join();
         }
     }
 }

@@ -280,6 +280,73 @@ async fn respond(stream: &mut TcpStream, code: u16, kind: &str, body: &str) -> s
     stream.close().await
 }
 
+/// Device id → UDP address maps, one per shard (each written only by its shard).
+pub type DeviceAddrs = Vec<std::sync::Arc<std::sync::Mutex<crate::shard::IdMap<SocketAddr>>>>;
+
+/// The `udpaddr` endpoint of §10.9 on `--hhttp`, run on shard 0.
+pub struct UdpAddrServer {
+    /// The bound listening socket.
+    pub listener: OwnedFd,
+    /// Every shard's device addresses.
+    pub addrs: DeviceAddrs,
+}
+
+/// Answers `GET /api/device/udpaddr?deviceId=<id>` (pure, for tests): status and JSON.
+pub fn udpaddr(request: &Request, addrs: &DeviceAddrs) -> (u16, String) {
+    if request.path != "/api/device/udpaddr" {
+        return (404, "404 page not found\n".into());
+    }
+    if request.method != "GET" {
+        return (405, String::new());
+    }
+    let Some(device) = request.param("deviceId").and_then(|d| d.parse::<i64>().ok()) else {
+        return (404, "404 page not found\n".into());
+    };
+    let found = addrs.iter().find_map(|m| m.lock().ok().and_then(|m| m.get(&device).copied()));
+    match found {
+        Some(addr) => (200, format!("{{\"deviceAddr\":\"{addr}\",\"status\":0}}")),
+        None => (200, "{\"status\":1}".into()),
+    }
+}
+
+impl UdpAddrServer {
+    /// Serves until the listener fails.
+    pub async fn serve(self) {
+        // SAFETY: the descriptor is a bound, listening TCP socket we own.
+        let listener = unsafe { TcpListener::from_raw_fd(self.listener.into_raw_fd()) };
+        let addrs = std::rc::Rc::new(self.addrs);
+        loop {
+            let Ok(mut stream) = listener.accept().await else {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let addrs = addrs.clone();
+            glommio::spawn_local(async move {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::with_capacity(512);
+                let mut chunk = [0u8; 2048];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    match parse_head(&buf) {
+                        Ok(Some((request, _, _))) => {
+                            let (code, body) = udpaddr(&request, &addrs);
+                            let _ = respond(&mut stream, code, "application/json; charset=utf-8", &body).await;
+                            return;
+                        }
+                        Ok(None) => continue,
+                        Err(_) => return,
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+}
+
 /// Binds the status listener (one socket: only shard 0 serves it).
 pub fn bind(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     let socket = socket2::Socket::new(

@@ -12,6 +12,7 @@
 mod conn;
 mod net;
 mod route;
+mod udp;
 mod ws;
 
 use std::cell::RefCell;
@@ -37,6 +38,7 @@ use conn::{Conn, Slab};
 const KIND_SHIFT: u32 = 60;
 const KIND_CONN: u64 = 0;
 const KIND_LISTENER: u64 = 1;
+const KIND_UDP: u64 = 2;
 
 fn conn_token(slot: u32, generation: u32) -> u64 {
     (KIND_CONN << KIND_SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
@@ -60,6 +62,12 @@ pub struct ShardParts {
     pub metrics: Arc<ShardMetrics>,
     /// Bound listening sockets, one per WebSocket address.
     pub listeners: Vec<OwnedFd>,
+    /// The shard's bound UDP socket, when serving devices over UDP.
+    pub udp: Option<OwnedFd>,
+    /// Where this shard publishes its UDP devices' addresses (for `udpaddr`).
+    pub device_addrs: Arc<Mutex<IdMap<std::net::SocketAddr>>>,
+    /// Calls to the device platform.
+    pub platform: Sender<bus::messages::PlatformRequest>,
 }
 
 /// The state of one shard.
@@ -75,6 +83,8 @@ pub struct Shard {
     /// Directory updates a full mesh queue refused; retried every turn (never dropped).
     peer_backlog: Vec<(usize, PeerMsg)>,
     listeners: Vec<OwnedFd>,
+    udp: Option<udp::UdpSide>,
+    platform: Sender<bus::messages::PlatformRequest>,
     conns: Slab<Conn>,
     /// Session id → first record of its chain.
     sessions: IdMap<u32>,
@@ -90,6 +100,10 @@ pub struct Shard {
     out: Vec<u8>,
     ready: Vec<Readiness>,
     due: Vec<Entry>,
+    /// Reused destination list (no allocation per relayed message).
+    dests: Vec<i64>,
+    /// Reused session-slot list for delivery.
+    slots: Vec<u32>,
     /// Descriptors to close once their polls are removed (after the next submit).
     closing: Vec<OwnedFd>,
     draining: bool,
@@ -100,6 +114,7 @@ impl Shard {
     /// Builds the shard's state (no IO yet).
     pub fn new(parts: ShardParts) -> Self {
         let scratch_len = (2 * (parts.config.max_message + 14)).max(64 * 1024);
+        let max_udp_sessions = parts.config.max_udp_sessions;
         Shard {
             index: parts.index,
             count: parts.count,
@@ -111,6 +126,11 @@ impl Shard {
             peers: None,
             peer_backlog: Vec::new(),
             listeners: parts.listeners,
+            udp: parts.udp.map(|fd| {
+                let per_shard = max_udp_sessions.div_ceil(parts.count.max(1));
+                udp::UdpSide::new(fd, parts.device_addrs.clone(), per_shard)
+            }),
+            platform: parts.platform,
             conns: Slab::default(),
             sessions: IdMap::default(),
             keys: IdMap::default(),
@@ -121,6 +141,8 @@ impl Shard {
             out: Vec::with_capacity(4096),
             ready: Vec::with_capacity(256),
             due: Vec::new(),
+            dests: Vec::with_capacity(64),
+            slots: Vec::with_capacity(16),
             closing: Vec::new(),
             draining: false,
             done: false,
@@ -170,6 +192,15 @@ impl Shard {
             self.on_listener_ready(i, r.still_armed);
             return;
         }
+        if kind == KIND_UDP {
+            if !r.still_armed
+                && let Some(fd) = self.udp.as_ref().map(udp::UdpSide::raw_fd)
+            {
+                let _ = self.poller.watch(fd, KIND_UDP << KIND_SHIFT);
+            }
+            self.on_udp_ready();
+            return;
+        }
         let slot = r.token as u32;
         let generation = ((r.token >> 32) as u32) & conn::GENERATION_MASK;
         if self.conns.get_gen_mut(slot, generation).is_none() {
@@ -191,7 +222,9 @@ impl Shard {
 
     fn on_bus(&mut self, msg: FromBus) {
         match msg {
+            FromBus::LoginDone { conn, result } if conn.slot & udp::UDP_BIT != 0 => self.on_udp_login_done(conn, result),
             FromBus::LoginDone { conn, result } => self.on_login_done(conn, result),
+            FromBus::Platform { conn, answer } => self.on_platform(conn, answer),
             FromBus::UploadAck { conn, ack } => {
                 if self.conns.get_gen_mut(conn.slot, conn.generation).is_some() {
                     self.send_message(conn.slot, &ack);
@@ -213,6 +246,10 @@ impl Shard {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now, &mut due);
         for entry in due.drain(..) {
+            if entry.slot & udp::UDP_BIT != 0 {
+                self.on_udp_due(entry, now);
+                continue;
+            }
             let Some(conn) = self.conns.get_gen_mut(entry.slot, entry.generation) else {
                 continue;
             };
@@ -271,6 +308,8 @@ pub struct Startup {
     pub parts: Mutex<Vec<Option<ShardParts>>>,
     /// The status server, run by shard 0.
     pub status: Mutex<Option<crate::status::StatusServer>>,
+    /// The `udpaddr` endpoint, run by shard 0.
+    pub udpaddr: Mutex<Option<crate::status::UdpAddrServer>>,
 }
 
 /// Runs a shard until shutdown: joins the mesh, takes its parts, arms the listeners, loops.
@@ -298,6 +337,11 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
     {
         tasks.push(glommio::spawn_local(status.serve()));
     }
+    if index == 0
+        && let Some(server) = startup.udpaddr.lock().ok().and_then(|mut s| s.take())
+    {
+        tasks.push(glommio::spawn_local(server.serve()));
+    }
     let mut shard = Shard::new(parts);
     shard.peers = Some(senders);
     for i in 0..shard.listeners.len() {
@@ -305,6 +349,11 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         if let Err(e) = shard.poller.watch(fd, listener_token(i)) {
             eprintln!("shard {}: cannot watch listener: {e}", shard.index);
         }
+    }
+    if let Some(fd) = shard.udp.as_ref().map(udp::UdpSide::raw_fd)
+        && let Err(e) = shard.poller.watch(fd, KIND_UDP << KIND_SHIFT)
+    {
+        eprintln!("shard {}: cannot watch the UDP socket: {e}", shard.index);
     }
     shard.flush_registrations();
     let eventfd = match shard.poller.eventfd_dup() {
@@ -381,4 +430,4 @@ fn spawn_peer_receivers(
     tasks
 }
 
-pub use net::{local_addr, tcp_listener};
+pub use net::{local_addr, tcp_listener, udp_socket};

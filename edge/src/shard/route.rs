@@ -14,6 +14,7 @@ use edge_proto::status::StatusType;
 
 use super::Shard;
 use super::conn::NONE;
+use super::udp::UDP_BIT;
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 
@@ -50,13 +51,15 @@ impl Shard {
         if src < 0 && payload[0] & 0x07 != 3 {
             return self.upload(slot, src, payload);
         }
-        let mut ids = Vec::new();
+        let mut ids = std::mem::take(&mut self.dests);
+        ids.clear();
         if src < 0 {
             id::device_destinations(dst, &conn.bound, &mut ids);
         } else {
             id::phone_destinations(dst, &conn.bound, &mut ids);
         }
         self.route(&ids, payload);
+        self.dests = ids;
         true
     }
 
@@ -123,7 +126,7 @@ impl Shard {
         }
     }
 
-    fn send_peer(&mut self, shard: usize, msg: PeerMsg) {
+    pub(super) fn send_peer(&mut self, shard: usize, msg: PeerMsg) {
         let ordered = matches!(msg, PeerMsg::Directory { .. });
         if ordered && !self.peer_backlog.is_empty() {
             self.peer_backlog.push((shard, msg));
@@ -167,6 +170,7 @@ impl Shard {
     pub(super) fn on_peer(&mut self, msg: PeerMsg) {
         bump(&self.metrics.cross_shard_in);
         match msg {
+            PeerMsg::Datagram { from, bytes } => self.on_datagram(&bytes, from),
             PeerMsg::Route {
                 key,
                 ids,
@@ -214,9 +218,7 @@ impl Shard {
     /// Adds a logged-in connection to the session index (and the directory).
     pub(super) fn register_session(&mut self, slot: u32, session: i64) {
         let head = self.sessions.insert(session, slot).unwrap_or(NONE);
-        if let Some(conn) = self.conns.get_mut(slot) {
-            conn.next = head;
-        }
+        self.set_chain_next(slot, head);
         let key = route_key(session);
         let count = self.keys.entry(key).or_default();
         *count += 1;
@@ -227,7 +229,7 @@ impl Shard {
 
     /// Removes a connection from the session index (and the directory).
     pub(super) fn unregister_session(&mut self, slot: u32, session: i64) {
-        let next = self.conns.get(slot).map_or(NONE, |c| c.next);
+        let next = self.chain_next(slot);
         let head = self.sessions.get(&session).copied().unwrap_or(NONE);
         if head == slot {
             if next == NONE {
@@ -258,16 +260,43 @@ impl Shard {
         }
     }
 
+    /// The next slot in a session chain (WebSocket record or UDP session).
+    fn chain_next(&self, slot: u32) -> u32 {
+        if slot & UDP_BIT != 0 {
+            self.udp.as_ref().and_then(|u| u.session(slot)).map_or(NONE, |s| s.next)
+        } else {
+            self.conns.get(slot).map_or(NONE, |c| c.next)
+        }
+    }
+
+    fn set_chain_next(&mut self, slot: u32, next: u32) {
+        if slot & UDP_BIT != 0 {
+            if let Some(session) = self.udp.as_mut().and_then(|u| u.session_mut(slot)) {
+                session.next = next;
+            }
+        } else if let Some(conn) = self.conns.get_mut(slot) {
+            conn.next = next;
+        }
+    }
+
+    fn bound_mut(&mut self, slot: u32) -> Option<&mut Box<[i64]>> {
+        if slot & UDP_BIT != 0 {
+            self.udp.as_mut().and_then(|u| u.session_mut(slot)).map(|s| &mut s.bound)
+        } else {
+            self.conns.get_mut(slot).map(|c| &mut c.bound)
+        }
+    }
+
     fn session_slots(&self, session: i64, out: &mut Vec<u32>) {
         let mut at = self.sessions.get(&session).copied().unwrap_or(NONE);
         while at != NONE {
             out.push(at);
-            at = self.conns.get(at).map_or(NONE, |c| c.next);
+            at = self.chain_next(at);
         }
     }
 
     fn deliver_raw(&mut self, ids: &[i64], bytes: &[u8]) {
-        let mut slots = Vec::new();
+        let mut slots = std::mem::take(&mut self.slots);
         for &id in ids {
             slots.clear();
             self.session_slots(id, &mut slots);
@@ -275,6 +304,7 @@ impl Shard {
                 self.send_message(slot, bytes);
             }
         }
+        self.slots = slots;
     }
 
     /// Delivers to this shard's sessions of `ids`.
@@ -304,7 +334,12 @@ impl Shard {
                         return;
                     }
                     for &slot in &slots {
-                        if self.send_message(slot, &message) {
+                        let sent = if slot & UDP_BIT != 0 {
+                            self.udp_push(slot, *msg_id, body)
+                        } else {
+                            self.send_message(slot, &message)
+                        };
+                        if sent {
                             bump(&self.metrics.pushes_out);
                         }
                     }
@@ -338,20 +373,12 @@ impl Shard {
             self.session_slots(mobile, &mut slots);
         }
         for &slot in &slots {
-            update_bound(
-                &mut self.conns.get_mut(slot).map(|c| &mut c.bound),
-                device,
-                bound,
-            );
+            update_bound(&mut self.bound_mut(slot), device, bound);
         }
         slots.clear();
         self.session_slots(device, &mut slots);
         for &slot in &slots {
-            update_bound(
-                &mut self.conns.get_mut(slot).map(|c| &mut c.bound),
-                user,
-                bound,
-            );
+            update_bound(&mut self.bound_mut(slot), user, bound);
         }
         if self.index == 0 {
             let kind = if bound {

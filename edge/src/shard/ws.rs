@@ -374,6 +374,9 @@ impl Shard {
 
     /// Sends an application message to a terminal. False when the connection closed.
     pub(super) fn send_message(&mut self, slot: u32, message: &[u8]) -> bool {
+        if slot & super::udp::UDP_BIT != 0 {
+            return self.udp_deliver(slot, message);
+        }
         let opcode = self.terminal_opcode();
         let sent = self.send_frame(slot, opcode, message);
         if sent {
@@ -505,7 +508,10 @@ impl Shard {
         let Some(conn) = self.conns.get(slot) else {
             return;
         };
-        if let (Some(code), true) = (code, conn.state != State::Handshake) {
+        // A close frame may only follow whole frames: a pending outbox (the tail of a frame)
+        // goes first, and if it does not all go the close frame is left out.
+        let flushed = conn.outbox.as_ref().is_none_or(|o| send2(conn.fd, o, &[]).is_ok_and(|n| n == o.len()));
+        if let (Some(code), true, true) = (code, conn.state != State::Handshake, flushed) {
             let mut frame = Vec::with_capacity(4);
             ws::write_close(&mut frame, code);
             let _ = send2(conn.fd, &frame, &[]);
