@@ -1,0 +1,366 @@
+//! UDP devices through a two-shard node: the device commands with byte-exact replies,
+//! sequence rules, malformed datagrams, forward relay both ways with WebSocket phones,
+//! NAT rebinding across shards, pushes, `udpaddr`, expiry, and the HTTP platform.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use edge_proto::crc::crc8;
+use edge_proto::device::Sid;
+use edge_proto::frame::{DirectSpec, write_direct};
+use support::*;
+use tungstenite::Message;
+
+const MAC: [u8; 8] = [0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x00, 0x01];
+
+/// A UDP device talking to the node.
+struct Device {
+    socket: UdpSocket,
+    node: SocketAddr,
+    seq: u16,
+    sid: Sid,
+}
+
+impl Device {
+    fn new(node: SocketAddr) -> Device {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        Device { socket, node, seq: 0, sid: Sid([0; 16]) }
+    }
+
+    /// A direct request with this message id and body (next sequence number).
+    fn request(&mut self, msg_id: u16, body: &[u8]) -> Vec<u8> {
+        self.seq += 1;
+        let mut out = Vec::new();
+        let spec = DirectSpec { seq: self.seq, timestamp: unix_now() as u32, dst: 0, src: 0, msg_id, body };
+        write_direct(&mut out, &spec).unwrap();
+        out[0] = 0x02;
+        out[24] = 0;
+        out[32] = crc8(&out[..32]);
+        out
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        self.socket.send_to(bytes, self.node).unwrap();
+    }
+
+    fn recv(&self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 4096];
+        self.socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+    }
+
+    /// Sends a command and returns the reply body (after the 36-byte header), checking
+    /// the reply's header and body checks and echoed header.
+    fn call(&mut self, msg_id: u16, body: &[u8]) -> Vec<u8> {
+        let request = self.request(msg_id, body);
+        self.send(&request);
+        let reply = self.recv().expect("a reply");
+        assert_eq!(reply[..24], request[..24], "frame header echoed");
+        assert_eq!(reply[24] & 0xc0, 0xc0, "ACK|READ set");
+        assert_eq!(u16::from_le_bytes([reply[28], reply[29]]), msg_id);
+        assert_eq!(u16::from_le_bytes([reply[30], reply[31]]) as usize, reply.len() - 36);
+        assert_eq!(reply[32], crc8(&reply[..32]), "header check");
+        let mut body_check = vec![reply[34], reply[35]];
+        body_check.extend_from_slice(&reply[36..]);
+        assert_eq!(reply[33], crc8(&body_check), "body check");
+        reply[36..].to_vec()
+    }
+
+    fn new_session(&mut self) {
+        let mut body = MAC.to_vec();
+        body.extend_from_slice(&[0x10; 16]);
+        let reply = self.call(0xE0, &body);
+        assert_eq!(reply.len(), 28);
+        assert_eq!(&reply[..4], &0i32.to_le_bytes());
+        self.sid = Sid(reply[4..20].try_into().unwrap());
+        assert_eq!(&reply[20..], &[0; 8]);
+    }
+
+    fn register(&mut self, name: &[u8]) -> (i32, i64, Vec<u8>) {
+        let mut body = self.sid.0.to_vec();
+        body.extend_from_slice(&1u16.to_le_bytes());
+        body.extend_from_slice(&0u16.to_le_bytes());
+        body.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        body.extend_from_slice(&MAC);
+        body.extend_from_slice(&[0x10; 16]);
+        body.extend_from_slice(&[0u8; 260]);
+        body.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        body.extend_from_slice(name);
+        let reply = self.call(0xE1, &body);
+        assert_eq!(reply.len(), 92);
+        assert_eq!(reply[4..20], self.sid.0);
+        let status = i32::from_le_bytes(reply[..4].try_into().unwrap());
+        let device = i64::from_le_bytes(reply[20..28].try_into().unwrap());
+        let cookie: Vec<u8> = reply[28..].iter().copied().take_while(|&b| b != 0).collect();
+        (status, device, cookie)
+    }
+
+    fn login(&mut self, cookie: &[u8]) -> i32 {
+        let mut body = self.sid.0.to_vec();
+        body.extend_from_slice(&MAC);
+        let mut field = [0u8; 64];
+        field[..cookie.len()].copy_from_slice(cookie);
+        body.extend_from_slice(&field);
+        let reply = self.call(0xE2, &body);
+        assert_eq!(reply.len(), 21);
+        assert_eq!(reply[20], 20, "heartbeat interval");
+        i32::from_le_bytes(reply[..4].try_into().unwrap())
+    }
+
+    fn heartbeat(&mut self) -> i32 {
+        let body = self.sid.0.to_vec();
+        let reply = self.call(0xE5, &body);
+        assert_eq!(reply.len(), 20);
+        i32::from_le_bytes(reply[..4].try_into().unwrap())
+    }
+
+    /// A forward message (opcode 3) from this device to `dst` with `payload`.
+    fn forward(&mut self, dst: i64, src: i64, payload: &[u8]) -> Vec<u8> {
+        self.seq += 1;
+        forward_packet(self.seq, dst, src, &self.sid.0, payload)
+    }
+}
+
+fn forward_packet(seq: u16, dst: i64, src: i64, sid: &[u8; 16], payload: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; 76];
+    m[0] = 0x83;
+    m[2..4].copy_from_slice(&seq.to_le_bytes());
+    m[8..16].copy_from_slice(&dst.to_le_bytes());
+    m[16..24].copy_from_slice(&src.to_le_bytes());
+    m[24..40].copy_from_slice(sid);
+    m[40] = 0x82;
+    m[48..56].copy_from_slice(&dst.to_le_bytes());
+    m[56..64].copy_from_slice(&src.to_le_bytes());
+    m[68..70].copy_from_slice(&0x101u16.to_le_bytes());
+    m[70..72].copy_from_slice(&(payload.len() as u16).to_le_bytes());
+    m.extend_from_slice(payload);
+    m[72] = crc8(&m[..72]);
+    let mut body_check = vec![m[74], m[75]];
+    body_check.extend_from_slice(payload);
+    m[73] = crc8(&body_check);
+    m
+}
+
+fn udp_node(tweak: impl FnOnce(&mut edge::config::Config)) -> edge::node::Node {
+    node_with(|c| {
+        c.udp_timeout_secs = 40;
+        tweak(c)
+    })
+}
+
+fn get(addr: SocketAddr, target: &str) -> (u16, String) {
+    http(addr, "GET", target, b"")
+}
+
+#[test]
+fn device_session_register_login_heartbeat_and_relay() {
+    let node = udp_node(|_| {});
+    let udp = node.udp_addr.unwrap();
+    let mut device = Device::new(udp);
+    device.new_session();
+    assert!((device.sid.0[15] as usize) < 2, "the sid names its shard");
+    let (status, device_id, cookie) = device.register(b"my plug");
+    assert_eq!(status, 0);
+    assert!(device_id < 0);
+    assert_eq!(cookie.split(|&b| b == b'|').next().unwrap(), device_id.to_string().as_bytes());
+
+    http(node.status_addr, "POST", &format!("/admin/bind?device={device_id}&user=16"), b"");
+    let (mut phone, reply) = login(node.ws_addrs[0], 16);
+    assert_eq!(reply, vec![0, 1]);
+    std::thread::sleep(Duration::from_millis(100));
+
+    assert_eq!(device.login(b"not the cookie"), edge::platform::BUILTIN_BAD_COOKIE);
+    assert_eq!(device.login(&cookie), 0);
+    let online = next_status(&mut phone, 9).expect("online status");
+    assert_eq!(i64::from_le_bytes(online[37..45].try_into().unwrap()), device_id);
+
+    assert_eq!(device.heartbeat(), 0);
+    // A replayed sequence number is dropped without a reply.
+    let mut stale = device.request(0xE5, &device.sid.0.clone());
+    stale[2..4].copy_from_slice(&1u16.to_le_bytes());
+    stale[32] = crc8(&stale[..32]);
+    device.send(&stale);
+    assert!(device.recv().is_none(), "stale sequence: no reply");
+    // Bind and sub-device-offline are answered 1002.
+    for cmd in [0xE4, 0xE6] {
+        let reply = device.call(cmd, &device.sid.0.clone());
+        assert_eq!(i32::from_le_bytes(reply[..4].try_into().unwrap()), 1002);
+    }
+    // Rename echoes the MAC.
+    let mut body = device.sid.0.to_vec();
+    body.extend_from_slice(&MAC);
+    body.push(7);
+    body.extend_from_slice(b"renamed");
+    let reply = device.call(0xE3, &body);
+    assert_eq!((reply.len(), &reply[20..28]), (28, &MAC[..]));
+
+    // Device -> phone: relayed with the sid cleared and the header check valid.
+    let packet = device.forward(0, device_id, b"device->phone");
+    device.send(&packet);
+    let got = next_not_status(&mut phone).unwrap();
+    assert_eq!(got.len(), packet.len());
+    assert_eq!(&got[24..40], &[0; 16], "the sid does not leak to phones");
+    assert_eq!(got[72], crc8(&got[..72]));
+    assert_eq!(&got[76..], b"device->phone");
+
+    // Phone -> device: sequence and sid patched, header check recomputed.
+    let to_device = forward_packet(0, device_id, 17, &[0; 16], b"phone->device");
+    phone.send(Message::binary(to_device.clone())).unwrap();
+    let got = device.recv().expect("relayed to the device");
+    assert_eq!(u16::from_le_bytes([got[2], got[3]]), 1, "first server sequence");
+    assert_eq!(&got[24..40], &device.sid.0);
+    assert_eq!(got[72], crc8(&got[..72]));
+    assert_eq!(&got[76..], b"phone->device");
+
+    // Push to the device: a direct message with the next sequence.
+    let (code, _) = http(node.status_addr, "POST", &format!("/admin/push?ids={device_id}&msgid=0x36"), b"hi");
+    assert_eq!(code, 200);
+    let pushed = device.recv().expect("push");
+    assert_eq!(u16::from_le_bytes([pushed[2], pushed[3]]), 2);
+    assert_eq!(i64::from_le_bytes(pushed[8..16].try_into().unwrap()), device_id);
+    assert_eq!(&pushed[36..], b"hi");
+
+    // udpaddr on the node's HTTP port.
+    let http_addr = node.udpaddr_http.unwrap();
+    let local = device.socket.local_addr().unwrap();
+    assert_eq!(get(http_addr, &format!("/api/device/udpaddr?deviceId={device_id}")), (200, format!("{{\"deviceAddr\":\"{local}\",\"status\":0}}")));
+    assert_eq!(get(http_addr, "/api/device/udpaddr?deviceId=-987654321987"), (200, "{\"status\":1}".to_owned()));
+    assert_eq!(get(http_addr, "/api/device/udpaddr?deviceId=x").0, 404);
+    node.shutdown();
+}
+
+#[test]
+fn nat_rebinding_keeps_the_session_across_shards() {
+    let node = udp_node(|_| {});
+    let mut device = Device::new(node.udp_addr.unwrap());
+    device.new_session();
+    let (_, device_id, cookie) = device.register(b"plug");
+    assert_eq!(device.login(&cookie), 0);
+    // New source ports until the kernel hands one to the other shard.
+    for _ in 0..24 {
+        device.socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        device.socket.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        assert_eq!(device.heartbeat(), 0, "answered from whichever shard owns the session");
+        if counter(&node, |m| &m.udp_handed_over) > 0 {
+            break;
+        }
+    }
+    assert!(counter(&node, |m| &m.udp_handed_over) > 0, "some heartbeat arrived on the other shard");
+    let (mut phone, _) = {
+        http(node.status_addr, "POST", &format!("/admin/bind?device={device_id}&user=32"), b"");
+        login(node.ws_addrs[0], 32)
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let to_device = forward_packet(0, device_id, 33, &[0; 16], b"after rebinding");
+    phone.send(Message::binary(to_device)).unwrap();
+    let got = device.recv().expect("delivered to the new address");
+    assert_eq!(&got[76..], b"after rebinding");
+    node.shutdown();
+}
+
+#[test]
+fn malformed_datagrams_are_counted_and_survived() {
+    let node = udp_node(|_| {});
+    let mut device = Device::new(node.udp_addr.unwrap());
+    let good = device.request(0xE0, &[0u8; 24]);
+    let mut wrong_header_check = good.clone();
+    wrong_header_check[32] ^= 0xff;
+    let mut long_body = good.clone();
+    long_body[30..32].copy_from_slice(&500u16.to_le_bytes());
+    long_body[32] = crc8(&long_body[..32]);
+    let mut bad_opcode = good.clone();
+    bad_opcode[0] = 0x05;
+    let short_forward = vec![0x83u8; 40];
+    for bad in [&good[..10], &wrong_header_check[..], &long_body[..], &bad_opcode[..], &short_forward[..], &[][..]] {
+        device.send(bad);
+    }
+    let mut unknown_session = device.request(0xE5, &[7u8; 16]);
+    unknown_session[32] = crc8(&unknown_session[..32]);
+    device.send(&unknown_session);
+    assert!(device.recv().is_none(), "no reply to garbage");
+    assert!(eventually(|| counter(&node, |m| &m.udp_drop_malformed) >= 5));
+    device.new_session();
+    node.shutdown();
+}
+
+#[test]
+fn expiry_sends_offline_and_forgets_the_address() {
+    let node = udp_node(|c| c.udp_timeout_secs = 1);
+    let mut device = Device::new(node.udp_addr.unwrap());
+    device.new_session();
+    let (_, device_id, cookie) = device.register(b"plug");
+    http(node.status_addr, "POST", &format!("/admin/bind?device={device_id}&user=48"), b"");
+    let (mut phone, _) = login(node.ws_addrs[0], 48);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(device.login(&cookie), 0);
+    next_status(&mut phone, 9).expect("online status");
+    let offline = next_status(&mut phone, 10).expect("offline status");
+    assert_eq!(i64::from_le_bytes(offline[37..45].try_into().unwrap()), device_id);
+    let http_addr = node.udpaddr_http.unwrap();
+    assert_eq!(get(http_addr, &format!("/api/device/udpaddr?deviceId={device_id}")).1, "{\"status\":1}");
+    assert!(counter(&node, |m| &m.udp_expired) >= 1);
+    node.shutdown();
+}
+
+/// A one-thread HTTP platform that records each request and answers from `answers`.
+fn platform(answers: Vec<&'static str>) -> (String, mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for answer in answers {
+            let Ok((stream, _)) = listener.accept() else { return };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            let mut len = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header == "\r\n" {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            tx.send((path, String::from_utf8(body).unwrap())).unwrap();
+            let mut stream = reader.into_inner();
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len()).unwrap();
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn http_platform_gets_encoded_forms() {
+    let (url, requests) = platform(vec![r#"{"status":0,"cookie":"-42|abc"}"#, r#"{"status":0}"#, r#"{"status":7}"#]);
+    let node = udp_node(|c| c.platform_url = Some(url));
+    let mut device = Device::new(node.udp_addr.unwrap());
+    device.new_session();
+    let (status, device_id, cookie) = device.register(b"a+b&c");
+    assert_eq!((status, device_id, cookie.as_slice()), (0, -42, &b"-42|abc"[..]));
+    let (path, form) = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(path, "/api/device/register");
+    let mut fields: Vec<&str> = form.split('&').collect();
+    fields.sort();
+    assert_eq!(fields, ["dv=1", "mac=obLD1OX2AAE%3D", "name=a%2Bb%26c", "pt=1700000000", "sn=10101010101010101010101010101010"]);
+    assert_eq!(device.login(b"-42|abc"), 0);
+    let (path, form) = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((path.as_str(), form.as_str()), ("/api/device/login", "mac=obLD1OX2AAE%3D&cookie=-42%7Cabc"));
+    // The platform's own status comes back as the reply status.
+    let mut body = device.sid.0.to_vec();
+    body.extend_from_slice(&MAC);
+    body.push(1);
+    body.push(b'x');
+    let reply = device.call(0xE3, &body);
+    assert_eq!(i32::from_le_bytes(reply[..4].try_into().unwrap()), 7);
+    node.shutdown();
+}
