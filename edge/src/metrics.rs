@@ -193,7 +193,9 @@ impl NodeMetrics {
         }
         type Gauge = (&'static str, &'static str, fn(&ShardMetrics) -> i64);
         let gauges: [Gauge; 4] = [
-            ("udp_sessions", "Live UDP device sessions.", |m| m.udp_sessions.load(Ordering::Relaxed)),
+            ("udp_sessions", "Live UDP device sessions.", |m| {
+                m.udp_sessions.load(Ordering::Relaxed)
+            }),
             ("ws_connections", "Open WebSocket connections.", |m| {
                 m.ws_open.load(Ordering::Relaxed)
             }),

@@ -31,6 +31,16 @@ pub enum PeerMsg {
         shard: u16,
         /// Whether it holds sessions under `key` now.
         present: bool,
+        /// The session slot (and generation) whose login waits for this entry: the
+        /// directory shard answers [`PeerMsg::DirectoryAck`].
+        ack: Option<(u32, u32)>,
+    },
+    /// From a directory shard: the entry a login waited for is in place.
+    DirectoryAck {
+        /// The waiting session's slot.
+        slot: u32,
+        /// Its generation.
+        generation: u32,
     },
     /// A datagram for a UDP session this shard does not own, handed to its owner.
     Datagram {

@@ -90,7 +90,8 @@ impl Node {
         let mut udp_fds: Vec<Option<OwnedFd>> = (0..n).map(|_| None).collect();
         let (mut udp_addr, mut udpaddr_http, mut udpaddr_fd) = (None, None, None);
         if config.udp {
-            let first = shard::udp_socket(config.udp_addr).map_err(|e| anyhow::anyhow!("UDP socket {}: {e}", config.udp_addr))?;
+            let first = shard::udp_socket(config.udp_addr)
+                .map_err(|e| anyhow::anyhow!("UDP socket {}: {e}", config.udp_addr))?;
             let bound = shard::local_addr(first.as_raw_fd())?;
             udp_fds[0] = Some(first);
             for fd in udp_fds.iter_mut().skip(1) {
@@ -102,10 +103,16 @@ impl Node {
             udpaddr_http = Some(shard::local_addr(http.as_raw_fd())?);
             udpaddr_fd = Some(http);
         }
-        let device_addrs: DeviceAddrs = (0..n).map(|_| Arc::new(Mutex::new(shard::IdMap::default()))).collect();
+        let device_addrs: DeviceAddrs = (0..n)
+            .map(|_| Arc::new(Mutex::new(shard::IdMap::default())))
+            .collect();
         let platform = match &config.platform_url {
-            Some(url) => Platform::Http(HttpPlatform::from_url(url).map_err(|e| anyhow::anyhow!(e))?),
-            None => Platform::Builtin { secret: config.salt.clone() },
+            Some(url) => {
+                Platform::Http(HttpPlatform::from_url(url).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            None => Platform::Builtin {
+                secret: config.salt.clone(),
+            },
         };
         let (platform_tx, platform_rx) = bounded(QUEUE);
 
@@ -155,7 +162,10 @@ impl Node {
                 metrics: metrics.clone(),
                 admin: admin_tx.clone(),
             })),
-            udpaddr: Mutex::new(udpaddr_fd.map(|listener| UdpAddrServer { listener, addrs: device_addrs.clone() })),
+            udpaddr: Mutex::new(udpaddr_fd.map(|listener| UdpAddrServer {
+                listener,
+                addrs: device_addrs.clone(),
+            })),
         });
         let mesh = MeshBuilder::full(n, MESH_QUEUE);
         let mut shards = Vec::new();

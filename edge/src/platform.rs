@@ -49,30 +49,54 @@ pub struct HttpPlatform {
 impl HttpPlatform {
     /// Reads `http://host[:port][/prefix]`.
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("--hurl {url}: only http:// URLs are supported"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("--hurl {url}: only http:// URLs are supported"))?;
         let (host, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
         if host.is_empty() {
             return Err(format!("--hurl {url}: no host"));
         }
-        let addr = if host.contains(':') { host.to_owned() } else { format!("{host}:80") };
-        let prefix = if prefix.is_empty() { String::new() } else { format!("/{}", prefix.trim_end_matches('/')) };
-        Ok(HttpPlatform { addr, prefix, timeout: Duration::from_secs(5) })
+        let addr = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:80")
+        };
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", prefix.trim_end_matches('/'))
+        };
+        Ok(HttpPlatform {
+            addr,
+            prefix,
+            timeout: Duration::from_secs(5),
+        })
     }
 }
 
 /// Starts `threads` workers answering `requests`; they end when every sender is gone.
-pub fn spawn(platform: Platform, threads: usize, requests: Receiver<PlatformRequest>, shards: Vec<ShardInbox>) -> std::io::Result<Vec<JoinHandle<()>>> {
+pub fn spawn(
+    platform: Platform,
+    threads: usize,
+    requests: Receiver<PlatformRequest>,
+    shards: Vec<ShardInbox>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..threads.max(1))
         .map(|i| {
             let (platform, requests, shards) = (platform.clone(), requests.clone(), shards.clone());
-            std::thread::Builder::new().name(format!("platform-{i}")).spawn(move || {
-                for request in requests.iter() {
-                    let answer = platform.answer(&request.call);
-                    if let Some(shard) = shards.get(request.conn.shard as usize) {
-                        let _ = shard.send(FromBus::Platform { conn: request.conn, answer });
+            std::thread::Builder::new()
+                .name(format!("platform-{i}"))
+                .spawn(move || {
+                    for request in requests.iter() {
+                        let answer = platform.answer(&request.call);
+                        if let Some(shard) = shards.get(request.conn.shard as usize) {
+                            let _ = shard.send(FromBus::Platform {
+                                conn: request.conn,
+                                answer,
+                            });
+                        }
                     }
-                }
-            })
+                })
         })
         .collect()
 }
@@ -99,14 +123,20 @@ fn builtin_token(secret: &[u8], device: i64) -> String {
     let mut md5 = Md5::new();
     md5.update(secret);
     md5.update(device.to_string().as_bytes());
-    md5.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    md5.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn builtin(secret: &[u8], call: &PlatformCall) -> PlatformAnswer {
     match call {
         PlatformCall::Register { mac, .. } => {
             let device = builtin_device_id(mac);
-            PlatformAnswer::Register { status: 0, cookie: format!("{device}|{}", builtin_token(secret, device)).into_bytes() }
+            PlatformAnswer::Register {
+                status: 0,
+                cookie: format!("{device}|{}", builtin_token(secret, device)).into_bytes(),
+            }
         }
         PlatformCall::Login { mac, cookie } => {
             let device = builtin_device_id(mac);
@@ -114,7 +144,10 @@ fn builtin(secret: &[u8], call: &PlatformCall) -> PlatformAnswer {
             if expected.as_bytes() == cookie.as_slice() {
                 PlatformAnswer::Login { status: 0, device }
             } else {
-                PlatformAnswer::Login { status: BUILTIN_BAD_COOKIE, device: 0 }
+                PlatformAnswer::Login {
+                    status: BUILTIN_BAD_COOKIE,
+                    device: 0,
+                }
             }
         }
         PlatformCall::Rename { .. } => PlatformAnswer::Rename { status: 0 },
@@ -140,7 +173,13 @@ pub fn form_encode(value: &[u8]) -> String {
 pub fn form(call: &PlatformCall) -> (&'static str, String) {
     let b64 = |mac: &[u8; 8]| base64::engine::general_purpose::STANDARD.encode(mac);
     match call {
-        PlatformCall::Register { mac, device_type, production_time, sn, name } => {
+        PlatformCall::Register {
+            mac,
+            device_type,
+            production_time,
+            sn,
+            name,
+        } => {
             let sn: String = sn.iter().map(|b| format!("{b:02x}")).collect();
             let body = format!(
                 "mac={}&dv={device_type}&pt={production_time}&sn={sn}&name={}",
@@ -149,12 +188,22 @@ pub fn form(call: &PlatformCall) -> (&'static str, String) {
             );
             ("/api/device/register", body)
         }
-        PlatformCall::Login { mac, cookie } => {
-            ("/api/device/login", format!("mac={}&cookie={}", form_encode(b64(mac).as_bytes()), form_encode(cookie)))
-        }
-        PlatformCall::Rename { mac, name } => {
-            ("/api/device/changingname", format!("name={}&mac={}", form_encode(name), form_encode(b64(mac).as_bytes())))
-        }
+        PlatformCall::Login { mac, cookie } => (
+            "/api/device/login",
+            format!(
+                "mac={}&cookie={}",
+                form_encode(b64(mac).as_bytes()),
+                form_encode(cookie)
+            ),
+        ),
+        PlatformCall::Rename { mac, name } => (
+            "/api/device/changingname",
+            format!(
+                "name={}&mac={}",
+                form_encode(name),
+                form_encode(b64(mac).as_bytes())
+            ),
+        ),
     }
 }
 
@@ -166,31 +215,61 @@ impl HttpPlatform {
             Ok((200, json)) => Ok(json),
             Ok(_) => Err(HTTP_ERROR),
         };
-        let json = status.and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).map_err(|_| HTTP_ERROR));
-        let code = |json: &serde_json::Value| json.get("status").and_then(serde_json::Value::as_i64).map(|s| s as i32);
+        let json = status.and_then(|body| {
+            serde_json::from_slice::<serde_json::Value>(&body).map_err(|_| HTTP_ERROR)
+        });
+        let code = |json: &serde_json::Value| {
+            json.get("status")
+                .and_then(serde_json::Value::as_i64)
+                .map(|s| s as i32)
+        };
         match call {
             PlatformCall::Register { .. } => match json {
-                Err(status) => PlatformAnswer::Register { status, cookie: Vec::new() },
+                Err(status) => PlatformAnswer::Register {
+                    status,
+                    cookie: Vec::new(),
+                },
                 Ok(json) => {
-                    let cookie = json.get("cookie").and_then(|c| c.as_str()).unwrap_or("").as_bytes().to_vec();
+                    let cookie = json
+                        .get("cookie")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("")
+                        .as_bytes()
+                        .to_vec();
                     let status = code(&json).unwrap_or(HTTP_ERROR);
-                    let status = if status == 0 && edge_proto::device::parse_cookie_device_id(&cookie).is_none() { SERVER_ERROR } else { status };
+                    let status = if status == 0
+                        && edge_proto::device::parse_cookie_device_id(&cookie).is_none()
+                    {
+                        SERVER_ERROR
+                    } else {
+                        status
+                    };
                     PlatformAnswer::Register { status, cookie }
                 }
             },
             PlatformCall::Login { cookie, .. } => {
                 let status = json.map_or_else(|s| s, |j| code(&j).unwrap_or(HTTP_ERROR));
                 let device = edge_proto::device::parse_cookie_device_id(cookie).unwrap_or(0);
-                let status = if status == 0 && device >= 0 { SERVER_ERROR } else { status };
+                let status = if status == 0 && device >= 0 {
+                    SERVER_ERROR
+                } else {
+                    status
+                };
                 PlatformAnswer::Login { status, device }
             }
-            PlatformCall::Rename { .. } => PlatformAnswer::Rename { status: json.map_or_else(|s| s, |j| code(&j).unwrap_or(HTTP_ERROR)) },
+            PlatformCall::Rename { .. } => PlatformAnswer::Rename {
+                status: json.map_or_else(|s| s, |j| code(&j).unwrap_or(HTTP_ERROR)),
+            },
         }
     }
 
     /// POSTs a form; returns the status code and body.
     fn post(&self, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
-        let addr: SocketAddr = self.addr.to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other("no address"))?;
+        let addr: SocketAddr = self
+            .addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
         let mut stream = TcpStream::connect_timeout(&addr, self.timeout)?;
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
@@ -203,8 +282,15 @@ impl HttpPlatform {
         stream.write_all(request.as_bytes())?;
         let mut response = Vec::new();
         stream.take(1 << 20).read_to_end(&mut response)?;
-        let code = response.get(9..12).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(Vec::new(), |at| response[at + 4..].to_vec());
+        let code = response
+            .get(9..12)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(Vec::new(), |at| response[at + 4..].to_vec());
         Ok((code, body))
     }
 }
@@ -217,21 +303,51 @@ mod tests {
     fn builtin_register_then_login() {
         let secret = b"s".to_vec();
         let mac = [1, 2, 3, 4, 5, 6, 7, 8];
-        let PlatformAnswer::Register { status: 0, cookie } = builtin(&secret, &PlatformCall::Register { mac, device_type: 1, production_time: 2, sn: [0; 16], name: b"x".to_vec() }) else {
+        let PlatformAnswer::Register { status: 0, cookie } = builtin(
+            &secret,
+            &PlatformCall::Register {
+                mac,
+                device_type: 1,
+                production_time: 2,
+                sn: [0; 16],
+                name: b"x".to_vec(),
+            },
+        ) else {
             panic!("register failed")
         };
         let device = builtin_device_id(&mac);
         assert!(device < 0);
-        assert_eq!(edge_proto::device::parse_cookie_device_id(&cookie), Some(device));
-        assert_eq!(builtin(&secret, &PlatformCall::Login { mac, cookie: cookie.clone() }), PlatformAnswer::Login { status: 0, device });
+        assert_eq!(
+            edge_proto::device::parse_cookie_device_id(&cookie),
+            Some(device)
+        );
+        assert_eq!(
+            builtin(
+                &secret,
+                &PlatformCall::Login {
+                    mac,
+                    cookie: cookie.clone()
+                }
+            ),
+            PlatformAnswer::Login { status: 0, device }
+        );
         let other = [9; 8];
-        assert_eq!(builtin(&secret, &PlatformCall::Login { mac: other, cookie }), PlatformAnswer::Login { status: BUILTIN_BAD_COOKIE, device: 0 });
+        assert_eq!(
+            builtin(&secret, &PlatformCall::Login { mac: other, cookie }),
+            PlatformAnswer::Login {
+                status: BUILTIN_BAD_COOKIE,
+                device: 0
+            }
+        );
     }
 
     #[test]
     fn forms_are_encoded() {
         assert_eq!(form_encode(b"a+b/c= &"), "a%2Bb%2Fc%3D+%26");
-        let (path, body) = form(&PlatformCall::Rename { mac: [0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0, 1], name: b"my plug".to_vec() });
+        let (path, body) = form(&PlatformCall::Rename {
+            mac: [0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0, 1],
+            name: b"my plug".to_vec(),
+        });
         assert_eq!(path, "/api/device/changingname");
         assert_eq!(body, "name=my+plug&mac=obLD1OX2AAE%3D");
     }
@@ -239,7 +355,10 @@ mod tests {
     #[test]
     fn urls() {
         let p = HttpPlatform::from_url("http://127.0.0.1:8090/base/").unwrap();
-        assert_eq!((p.addr.as_str(), p.prefix.as_str()), ("127.0.0.1:8090", "/base"));
+        assert_eq!(
+            (p.addr.as_str(), p.prefix.as_str()),
+            ("127.0.0.1:8090", "/base")
+        );
         assert!(HttpPlatform::from_url("https://x").is_err());
     }
 }

@@ -299,10 +299,15 @@ pub fn udpaddr(request: &Request, addrs: &DeviceAddrs) -> (u16, String) {
     if request.method != "GET" {
         return (405, String::new());
     }
-    let Some(device) = request.param("deviceId").and_then(|d| d.parse::<i64>().ok()) else {
+    let Some(device) = request
+        .param("deviceId")
+        .and_then(|d| d.parse::<i64>().ok())
+    else {
         return (404, "404 page not found\n".into());
     };
-    let found = addrs.iter().find_map(|m| m.lock().ok().and_then(|m| m.get(&device).copied()));
+    let found = addrs
+        .iter()
+        .find_map(|m| m.lock().ok().and_then(|m| m.get(&device).copied()));
     match found {
         Some(addr) => (200, format!("{{\"deviceAddr\":\"{addr}\",\"status\":0}}")),
         None => (200, "{\"status\":1}".into()),
@@ -326,7 +331,9 @@ impl UdpAddrServer {
                 let mut buf = Vec::with_capacity(512);
                 let mut chunk = [0u8; 2048];
                 loop {
-                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -334,7 +341,13 @@ impl UdpAddrServer {
                     match parse_head(&buf) {
                         Ok(Some((request, _, _))) => {
                             let (code, body) = udpaddr(&request, &addrs);
-                            let _ = respond(&mut stream, code, "application/json; charset=utf-8", &body).await;
+                            let _ = respond(
+                                &mut stream,
+                                code,
+                                "application/json; charset=utf-8",
+                                &body,
+                            )
+                            .await;
                             return;
                         }
                         Ok(None) => continue,

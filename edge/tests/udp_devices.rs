@@ -28,15 +28,29 @@ struct Device {
 impl Device {
     fn new(node: SocketAddr) -> Device {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
-        Device { socket, node, seq: 0, sid: Sid([0; 16]) }
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        Device {
+            socket,
+            node,
+            seq: 0,
+            sid: Sid([0; 16]),
+        }
     }
 
     /// A direct request with this message id and body (next sequence number).
     fn request(&mut self, msg_id: u16, body: &[u8]) -> Vec<u8> {
         self.seq += 1;
         let mut out = Vec::new();
-        let spec = DirectSpec { seq: self.seq, timestamp: unix_now() as u32, dst: 0, src: 0, msg_id, body };
+        let spec = DirectSpec {
+            seq: self.seq,
+            timestamp: unix_now() as u32,
+            dst: 0,
+            src: 0,
+            msg_id,
+            body,
+        };
         write_direct(&mut out, &spec).unwrap();
         out[0] = 0x02;
         out[24] = 0;
@@ -62,7 +76,10 @@ impl Device {
         assert_eq!(reply[..24], request[..24], "frame header echoed");
         assert_eq!(reply[24] & 0xc0, 0xc0, "ACK|READ set");
         assert_eq!(u16::from_le_bytes([reply[28], reply[29]]), msg_id);
-        assert_eq!(u16::from_le_bytes([reply[30], reply[31]]) as usize, reply.len() - 36);
+        assert_eq!(
+            u16::from_le_bytes([reply[30], reply[31]]) as usize,
+            reply.len() - 36
+        );
         assert_eq!(reply[32], crc8(&reply[..32]), "header check");
         let mut body_check = vec![reply[34], reply[35]];
         body_check.extend_from_slice(&reply[36..]);
@@ -95,7 +112,11 @@ impl Device {
         assert_eq!(reply[4..20], self.sid.0);
         let status = i32::from_le_bytes(reply[..4].try_into().unwrap());
         let device = i64::from_le_bytes(reply[20..28].try_into().unwrap());
-        let cookie: Vec<u8> = reply[28..].iter().copied().take_while(|&b| b != 0).collect();
+        let cookie: Vec<u8> = reply[28..]
+            .iter()
+            .copied()
+            .take_while(|&b| b != 0)
+            .collect();
         (status, device, cookie)
     }
 
@@ -166,17 +187,31 @@ fn device_session_register_login_heartbeat_and_relay() {
     let (status, device_id, cookie) = device.register(b"my plug");
     assert_eq!(status, 0);
     assert!(device_id < 0);
-    assert_eq!(cookie.split(|&b| b == b'|').next().unwrap(), device_id.to_string().as_bytes());
+    assert_eq!(
+        cookie.split(|&b| b == b'|').next().unwrap(),
+        device_id.to_string().as_bytes()
+    );
 
-    http(node.status_addr, "POST", &format!("/admin/bind?device={device_id}&user=16"), b"");
+    http(
+        node.status_addr,
+        "POST",
+        &format!("/admin/bind?device={device_id}&user=16"),
+        b"",
+    );
     let (mut phone, reply) = login(node.ws_addrs[0], 16);
     assert_eq!(reply, vec![0, 1]);
     std::thread::sleep(Duration::from_millis(100));
 
-    assert_eq!(device.login(b"not the cookie"), edge::platform::BUILTIN_BAD_COOKIE);
+    assert_eq!(
+        device.login(b"not the cookie"),
+        edge::platform::BUILTIN_BAD_COOKIE
+    );
     assert_eq!(device.login(&cookie), 0);
     let online = next_status(&mut phone, 9).expect("online status");
-    assert_eq!(i64::from_le_bytes(online[37..45].try_into().unwrap()), device_id);
+    assert_eq!(
+        i64::from_le_bytes(online[37..45].try_into().unwrap()),
+        device_id
+    );
 
     assert_eq!(device.heartbeat(), 0);
     // A replayed sequence number is dropped without a reply.
@@ -211,24 +246,45 @@ fn device_session_register_login_heartbeat_and_relay() {
     let to_device = forward_packet(0, device_id, 17, &[0; 16], b"phone->device");
     phone.send(Message::binary(to_device.clone())).unwrap();
     let got = device.recv().expect("relayed to the device");
-    assert_eq!(u16::from_le_bytes([got[2], got[3]]), 1, "first server sequence");
+    assert_eq!(
+        u16::from_le_bytes([got[2], got[3]]),
+        1,
+        "first server sequence"
+    );
     assert_eq!(&got[24..40], &device.sid.0);
     assert_eq!(got[72], crc8(&got[..72]));
     assert_eq!(&got[76..], b"phone->device");
 
     // Push to the device: a direct message with the next sequence.
-    let (code, _) = http(node.status_addr, "POST", &format!("/admin/push?ids={device_id}&msgid=0x36"), b"hi");
+    let (code, _) = http(
+        node.status_addr,
+        "POST",
+        &format!("/admin/push?ids={device_id}&msgid=0x36"),
+        b"hi",
+    );
     assert_eq!(code, 200);
     let pushed = device.recv().expect("push");
     assert_eq!(u16::from_le_bytes([pushed[2], pushed[3]]), 2);
-    assert_eq!(i64::from_le_bytes(pushed[8..16].try_into().unwrap()), device_id);
+    assert_eq!(
+        i64::from_le_bytes(pushed[8..16].try_into().unwrap()),
+        device_id
+    );
     assert_eq!(&pushed[36..], b"hi");
 
     // udpaddr on the node's HTTP port.
     let http_addr = node.udpaddr_http.unwrap();
     let local = device.socket.local_addr().unwrap();
-    assert_eq!(get(http_addr, &format!("/api/device/udpaddr?deviceId={device_id}")), (200, format!("{{\"deviceAddr\":\"{local}\",\"status\":0}}")));
-    assert_eq!(get(http_addr, "/api/device/udpaddr?deviceId=-987654321987"), (200, "{\"status\":1}".to_owned()));
+    assert_eq!(
+        get(
+            http_addr,
+            &format!("/api/device/udpaddr?deviceId={device_id}")
+        ),
+        (200, format!("{{\"deviceAddr\":\"{local}\",\"status\":0}}"))
+    );
+    assert_eq!(
+        get(http_addr, "/api/device/udpaddr?deviceId=-987654321987"),
+        (200, "{\"status\":1}".to_owned())
+    );
     assert_eq!(get(http_addr, "/api/device/udpaddr?deviceId=x").0, 404);
     node.shutdown();
 }
@@ -243,15 +299,30 @@ fn nat_rebinding_keeps_the_session_across_shards() {
     // New source ports until the kernel hands one to the other shard.
     for _ in 0..24 {
         device.socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        device.socket.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
-        assert_eq!(device.heartbeat(), 0, "answered from whichever shard owns the session");
+        device
+            .socket
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        assert_eq!(
+            device.heartbeat(),
+            0,
+            "answered from whichever shard owns the session"
+        );
         if counter(&node, |m| &m.udp_handed_over) > 0 {
             break;
         }
     }
-    assert!(counter(&node, |m| &m.udp_handed_over) > 0, "some heartbeat arrived on the other shard");
+    assert!(
+        counter(&node, |m| &m.udp_handed_over) > 0,
+        "some heartbeat arrived on the other shard"
+    );
     let (mut phone, _) = {
-        http(node.status_addr, "POST", &format!("/admin/bind?device={device_id}&user=32"), b"");
+        http(
+            node.status_addr,
+            "POST",
+            &format!("/admin/bind?device={device_id}&user=32"),
+            b"",
+        );
         login(node.ws_addrs[0], 32)
     };
     std::thread::sleep(Duration::from_millis(100));
@@ -275,7 +346,14 @@ fn malformed_datagrams_are_counted_and_survived() {
     let mut bad_opcode = good.clone();
     bad_opcode[0] = 0x05;
     let short_forward = vec![0x83u8; 40];
-    for bad in [&good[..10], &wrong_header_check[..], &long_body[..], &bad_opcode[..], &short_forward[..], &[][..]] {
+    for bad in [
+        &good[..10],
+        &wrong_header_check[..],
+        &long_body[..],
+        &bad_opcode[..],
+        &short_forward[..],
+        &[][..],
+    ] {
         device.send(bad);
     }
     let mut unknown_session = device.request(0xE5, &[7u8; 16]);
@@ -293,15 +371,30 @@ fn expiry_sends_offline_and_forgets_the_address() {
     let mut device = Device::new(node.udp_addr.unwrap());
     device.new_session();
     let (_, device_id, cookie) = device.register(b"plug");
-    http(node.status_addr, "POST", &format!("/admin/bind?device={device_id}&user=48"), b"");
+    http(
+        node.status_addr,
+        "POST",
+        &format!("/admin/bind?device={device_id}&user=48"),
+        b"",
+    );
     let (mut phone, _) = login(node.ws_addrs[0], 48);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(device.login(&cookie), 0);
     next_status(&mut phone, 9).expect("online status");
     let offline = next_status(&mut phone, 10).expect("offline status");
-    assert_eq!(i64::from_le_bytes(offline[37..45].try_into().unwrap()), device_id);
+    assert_eq!(
+        i64::from_le_bytes(offline[37..45].try_into().unwrap()),
+        device_id
+    );
     let http_addr = node.udpaddr_http.unwrap();
-    assert_eq!(get(http_addr, &format!("/api/device/udpaddr?deviceId={device_id}")).1, "{\"status\":1}");
+    assert_eq!(
+        get(
+            http_addr,
+            &format!("/api/device/udpaddr?deviceId={device_id}")
+        )
+        .1,
+        "{\"status\":1}"
+    );
     assert!(counter(&node, |m| &m.udp_expired) >= 1);
     node.shutdown();
 }
@@ -313,7 +406,9 @@ fn platform(answers: Vec<&'static str>) -> (String, mpsc::Receiver<(String, Stri
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for answer in answers {
-            let Ok((stream, _)) = listener.accept() else { return };
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
             let mut reader = BufReader::new(stream);
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
@@ -333,7 +428,12 @@ fn platform(answers: Vec<&'static str>) -> (String, mpsc::Receiver<(String, Stri
             reader.read_exact(&mut body).unwrap();
             tx.send((path, String::from_utf8(body).unwrap())).unwrap();
             let mut stream = reader.into_inner();
-            write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len()).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            )
+            .unwrap();
         }
     });
     (url, rx)
@@ -341,20 +441,39 @@ fn platform(answers: Vec<&'static str>) -> (String, mpsc::Receiver<(String, Stri
 
 #[test]
 fn http_platform_gets_encoded_forms() {
-    let (url, requests) = platform(vec![r#"{"status":0,"cookie":"-42|abc"}"#, r#"{"status":0}"#, r#"{"status":7}"#]);
+    let (url, requests) = platform(vec![
+        r#"{"status":0,"cookie":"-42|abc"}"#,
+        r#"{"status":0}"#,
+        r#"{"status":7}"#,
+    ]);
     let node = udp_node(|c| c.platform_url = Some(url));
     let mut device = Device::new(node.udp_addr.unwrap());
     device.new_session();
     let (status, device_id, cookie) = device.register(b"a+b&c");
-    assert_eq!((status, device_id, cookie.as_slice()), (0, -42, &b"-42|abc"[..]));
+    assert_eq!(
+        (status, device_id, cookie.as_slice()),
+        (0, -42, &b"-42|abc"[..])
+    );
     let (path, form) = requests.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(path, "/api/device/register");
     let mut fields: Vec<&str> = form.split('&').collect();
     fields.sort();
-    assert_eq!(fields, ["dv=1", "mac=obLD1OX2AAE%3D", "name=a%2Bb%26c", "pt=1700000000", "sn=10101010101010101010101010101010"]);
+    assert_eq!(
+        fields,
+        [
+            "dv=1",
+            "mac=obLD1OX2AAE%3D",
+            "name=a%2Bb%26c",
+            "pt=1700000000",
+            "sn=10101010101010101010101010101010"
+        ]
+    );
     assert_eq!(device.login(b"-42|abc"), 0);
     let (path, form) = requests.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!((path.as_str(), form.as_str()), ("/api/device/login", "mac=obLD1OX2AAE%3D&cookie=-42%7Cabc"));
+    assert_eq!(
+        (path.as_str(), form.as_str()),
+        ("/api/device/login", "mac=obLD1OX2AAE%3D&cookie=-42%7Cabc")
+    );
     // The platform's own status comes back as the reply status.
     let mut body = device.sid.0.to_vec();
     body.extend_from_slice(&MAC);

@@ -31,21 +31,48 @@ fn login_refusals_reply_and_close() {
     let ws = node.ws_addrs[0];
     let now = unix_now();
 
-    assert_eq!(refused(ws, "garbage"), (vec![1], Some(1000)), "wrong params");
+    assert_eq!(
+        refused(ws, "garbage"),
+        (vec![1], Some(1000)),
+        "wrong params"
+    );
     assert_eq!(counter(&node, |s| &s.login_wrong_params), 1);
 
     let good = signed(16, now);
     let (head, sig) = good.rsplit_once('|').unwrap();
-    let flipped: String = sig.chars().map(|c| if c == '0' { '1' } else { '0' }).collect();
-    assert_eq!(refused(ws, &format!("{head}|{flipped}")), (vec![6], Some(1000)), "wrong signature");
+    let flipped: String = sig
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    assert_eq!(
+        refused(ws, &format!("{head}|{flipped}")),
+        (vec![6], Some(1000)),
+        "wrong signature"
+    );
     assert_eq!(counter(&node, |s| &s.login_wrong_md5), 1);
 
-    assert_eq!(refused(ws, &signed(16, now - 120)), (vec![4], Some(1000)), "expired");
-    assert_eq!(refused(ws, &signed(16, now + 120)), (vec![4], Some(1000)), "future");
-    assert_eq!(refused(ws, &signed(16, 0)), (vec![4], Some(1000)), "zero refused by default");
+    assert_eq!(
+        refused(ws, &signed(16, now - 120)),
+        (vec![4], Some(1000)),
+        "expired"
+    );
+    assert_eq!(
+        refused(ws, &signed(16, now + 120)),
+        (vec![4], Some(1000)),
+        "future"
+    );
+    assert_eq!(
+        refused(ws, &signed(16, 0)),
+        (vec![4], Some(1000)),
+        "zero refused by default"
+    );
     assert_eq!(counter(&node, |s| &s.login_wrong_timestamp), 3);
 
-    assert_eq!(refused(ws, &signed(17, now)), (vec![3], Some(1000)), "phone id not a multiple of 16");
+    assert_eq!(
+        refused(ws, &signed(17, now)),
+        (vec![3], Some(1000)),
+        "phone id not a multiple of 16"
+    );
     assert_eq!(refused(ws, &signed(0, now)), (vec![3], Some(1000)), "id 0");
     assert_eq!(counter(&node, |s| &s.login_wrong_id), 2);
     assert_eq!(counter(&node, |s| &s.login_ok), 0);
@@ -170,7 +197,12 @@ fn malformed_frames_are_counted_and_survived() {
     // Garbage after a good frame in the same write.
     let mut raw = Raw::connect(ws);
     let mut bytes = Vec::new();
-    edge_proto::ws::write_client_frame(&mut bytes, OpCode::Text, login_string(128).as_bytes(), [1, 2, 3, 4]);
+    edge_proto::ws::write_client_frame(
+        &mut bytes,
+        OpCode::Text,
+        login_string(128).as_bytes(),
+        [1, 2, 3, 4],
+    );
     bytes.extend_from_slice(&[0xff; 32]);
     raw.send_raw(&bytes);
     // The login answer may or may not come before the close; the close is 1002 either way.
@@ -200,7 +232,10 @@ fn ping_pong_and_close_echo() {
     raw.send_masked(OpCode::Close, &1000u16.to_be_bytes());
     assert_eq!(raw.next(), Got::Close(Some(1000)));
     assert_eq!(raw.next(), Got::End);
-    assert!(eventually(|| node.metrics.render_app_json().contains("\"ConnOnline\":0")));
+    assert!(eventually(|| node
+        .metrics
+        .render_app_json()
+        .contains("\"ConnOnline\":0")));
 
     // Close codes other than 1000/1001 are answered with 1000.
     let mut raw = Raw::connect(ws);
@@ -214,7 +249,12 @@ fn ping_pong_and_close_echo() {
 fn device_offline_reaches_bound_phone() {
     let node = node();
     let ws = node.ws_addrs[0];
-    let (code, text) = http(node.status_addr, "POST", "/admin/bind?device=-5&user=80", b"");
+    let (code, text) = http(
+        node.status_addr,
+        "POST",
+        "/admin/bind?device=-5&user=80",
+        b"",
+    );
     assert_eq!(code, 200, "{text}");
     let (mut phone, reply) = login(ws, 80);
     assert_eq!(reply, vec![0, 1]);
@@ -246,7 +286,12 @@ fn slow_reader_is_closed_while_others_flow() {
     });
     let ws = node.ws_addrs[0];
     for (d, u) in [(-1, 16), (-2, 32)] {
-        let (code, text) = http(node.status_addr, "POST", &format!("/admin/bind?device={d}&user={u}"), b"");
+        let (code, text) = http(
+            node.status_addr,
+            "POST",
+            &format!("/admin/bind?device={d}&user={u}"),
+            b"",
+        );
         assert_eq!(code, 200, "{text}");
     }
     // Phone A: a tiny receive buffer, and it never reads after login.
@@ -268,7 +313,10 @@ fn slow_reader_is_closed_while_others_flow() {
     let mut sent = 0;
     let mut exchanges = 0;
     while counter(&node, |s| &s.slow_reader_closed) == 0 {
-        assert!(sent < 5000 && started.elapsed() < Duration::from_secs(20), "slow reader never closed ({sent} sent)");
+        assert!(
+            sent < 5000 && started.elapsed() < Duration::from_secs(20),
+            "slow reader never closed ({sent} sent)"
+        );
         d.send(Message::binary(big.clone())).unwrap();
         sent += 1;
         if sent % 25 == 0 {
@@ -281,7 +329,10 @@ fn slow_reader_is_closed_while_others_flow() {
             exchanges += 1;
         }
     }
-    assert!(sent * big.len() > 64 * 1024, "closed only after the bound was passed");
+    assert!(
+        sent * big.len() > 64 * 1024,
+        "closed only after the bound was passed"
+    );
     assert!(exchanges > 0 || sent < 25);
     // B and its device still flow after A is gone.
     for i in 0..10 {
@@ -304,16 +355,27 @@ fn slow_reader_is_closed_while_others_flow() {
     };
     assert!(whole > 0);
     assert!(matches!(end, Got::Close(Some(1008)) | Got::End), "{end:?}");
-    assert!(eventually(|| node.metrics.render_app_json().contains("\"ConnOnline\":3")));
+    assert!(eventually(|| node
+        .metrics
+        .render_app_json()
+        .contains("\"ConnOnline\":3")));
     node.shutdown();
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -323,8 +385,21 @@ fn sigterm_drains_with_1001_and_exits_zero() {
     let dir = std::env::temp_dir().join(format!("cloudsocket-drain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cloudsocket"))
-        .args(["run", "--cores", "0", "--ports", &format!(":{ws_port}"), "--sh", &format!("127.0.0.1:{sh_port}")])
-        .args(["--hudp", &format!("127.0.0.1:{}", free_udp_port()), "--hhttp", &format!("127.0.0.1:{}", free_tcp_port())])
+        .args([
+            "run",
+            "--cores",
+            "0",
+            "--ports",
+            &format!(":{ws_port}"),
+            "--sh",
+            &format!("127.0.0.1:{sh_port}"),
+        ])
+        .args([
+            "--hudp",
+            &format!("127.0.0.1:{}", free_udp_port()),
+            "--hhttp",
+            &format!("127.0.0.1:{}", free_tcp_port()),
+        ])
         .arg("--upload-log")
         .arg(dir.join("uploads.log"))
         .env_remove("CLOUDSOCKET_CORES")
@@ -359,16 +434,26 @@ fn sigterm_drains_with_1001_and_exits_zero() {
     if !ready {
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
-        panic!("no listening lines: {seen:?}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+        panic!(
+            "no listening lines: {seen:?}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert!(seen.iter().any(|l| l.contains(&format!("ws://0.0.0.0:{ws_port}/ws"))), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("ws://0.0.0.0:{ws_port}/ws"))),
+        "{seen:?}"
+    );
 
     let addr: SocketAddr = format!("127.0.0.1:{ws_port}").parse().unwrap();
     let (mut phone, reply) = login(addr, 16);
     assert_eq!(reply, vec![0, 1]);
 
     // SAFETY: signalling our own child by its pid.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
     assert_eq!(close_code(&mut phone), Some(1001));
 
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -10,7 +10,12 @@ use tungstenite::Message;
 fn phone_and_device_login_and_exchange_messages() {
     let node = node();
     let ws = node.ws_addrs[0];
-    let (code, text) = http(node.status_addr, "POST", "/admin/bind?device=-1&user=16", b"");
+    let (code, text) = http(
+        node.status_addr,
+        "POST",
+        "/admin/bind?device=-1&user=16",
+        b"",
+    );
     assert_eq!(code, 200, "{text}");
 
     let (mut phone, reply) = login(ws, 16);
@@ -49,7 +54,12 @@ fn messages_cross_shards() {
     let mut devices = Vec::new();
     // Eight users, each with one device; the kernel spreads connections over both shards.
     for u in 1..=8i64 {
-        http(node.status_addr, "POST", &format!("/admin/bind?device=-{u}&user={}", u * 16), b"");
+        http(
+            node.status_addr,
+            "POST",
+            &format!("/admin/bind?device=-{u}&user={}", u * 16),
+            b"",
+        );
         phones.push(login(ws, u * 16).0);
         devices.push(login(ws, -u).0);
     }
@@ -64,7 +74,12 @@ fn messages_cross_shards() {
         d.send(Message::binary(back.clone())).unwrap();
         assert_eq!(next_data(p).unwrap(), back);
     }
-    let cross: u64 = node.metrics.shards.iter().map(|s| s.cross_shard_in.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let cross: u64 = node
+        .metrics
+        .shards
+        .iter()
+        .map(|s| s.cross_shard_in.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     assert!(cross > 0, "some traffic crossed shards");
     node.shutdown();
 }
@@ -75,14 +90,51 @@ fn admin_push_reaches_phones_and_devices() {
     let ws = node.ws_addrs[0];
     let (mut phone, _) = login(ws, 32);
     let (mut device, _) = login(ws, -7);
-    assert!(eventually(|| node.metrics.render_app_json().contains("\"ConnOnline\":2")));
-    let (code, text) = http(node.status_addr, "POST", "/admin/push?ids=32,-7&msgid=0x36", b"hello");
+    assert!(eventually(|| node
+        .metrics
+        .render_app_json()
+        .contains("\"ConnOnline\":2")));
+    let (code, text) = http(
+        node.status_addr,
+        "POST",
+        "/admin/push?ids=32,-7&msgid=0x36",
+        b"hello",
+    );
     assert_eq!(code, 200, "{text}");
     for (ws, id) in [(&mut phone, 33i64), (&mut device, -7)] {
         let m = next_data(ws).unwrap();
         assert_eq!(m.len(), 36 + 5);
-        assert_eq!(i64::from_le_bytes(m[8..16].try_into().unwrap()), id, "destination is the receiving id");
+        assert_eq!(
+            i64::from_le_bytes(m[8..16].try_into().unwrap()),
+            id,
+            "destination is the receiving id"
+        );
         assert_eq!(&m[36..], b"hello");
+    }
+    node.shutdown();
+}
+
+#[test]
+fn a_message_right_after_login_is_not_lost() {
+    // The login reply goes out only once the session's directory entry is in place, so a
+    // message sent to it the moment the reply arrives finds it, whichever shards are involved.
+    let node = node();
+    let ws = node.ws_addrs[0];
+    for u in 1..=12i64 {
+        http(
+            node.status_addr,
+            "POST",
+            &format!("/admin/bind?device=-{u}&user={}", u * 16),
+            b"",
+        );
+    }
+    let mut devices: Vec<_> = (1..=12i64).map(|u| login(ws, -u).0).collect();
+    for (u, device) in devices.iter_mut().enumerate() {
+        let (mut phone, reply) = login(ws, (u as i64 + 1) * 16);
+        assert_eq!(reply, vec![0, 1]);
+        let m = message(3, 0, format!("hello {u}").as_bytes());
+        device.send(Message::binary(m.clone())).unwrap();
+        assert_eq!(next_not_status(&mut phone).unwrap(), m, "pair {u}");
     }
     node.shutdown();
 }

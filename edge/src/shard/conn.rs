@@ -20,6 +20,9 @@ pub enum State {
     Login,
     /// Login sent to the bus; reading paused until it answers.
     LoginPending,
+    /// Login granted and the session indexed; waiting for the directory shard to confirm
+    /// its entry before the login reply goes out (so nothing sent to it is lost).
+    Joining,
     /// Logged in.
     Online,
 }
@@ -37,6 +40,8 @@ pub struct Conn {
     pub deadline: Secs,
     /// The earliest time a wheel entry for this record is due (0: none).
     pub scheduled: Secs,
+    /// Phones: the mobile sub-id k of the session (user + k).
+    pub mobile: u8,
     /// Heartbeat period from the login string, seconds (read deadline = 3×).
     pub timeout_secs: u32,
     /// Login id before login; session id after (mobile id for phones, device id for devices).
@@ -66,6 +71,7 @@ impl Conn {
             write_armed: false,
             deadline,
             scheduled: 0,
+            mobile: 0,
             timeout_secs: 0,
             id: 0,
             next: NONE,

@@ -222,7 +222,9 @@ impl Shard {
 
     fn on_bus(&mut self, msg: FromBus) {
         match msg {
-            FromBus::LoginDone { conn, result } if conn.slot & udp::UDP_BIT != 0 => self.on_udp_login_done(conn, result),
+            FromBus::LoginDone { conn, result } if conn.slot & udp::UDP_BIT != 0 => {
+                self.on_udp_login_done(conn, result)
+            }
             FromBus::LoginDone { conn, result } => self.on_login_done(conn, result),
             FromBus::Platform { conn, answer } => self.on_platform(conn, answer),
             FromBus::UploadAck { conn, ack } => {

@@ -132,11 +132,20 @@ pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
 /// Receives up to `lens.len()` datagrams with one `recvmmsg`, datagram `i` into
 /// `bufs[i * size..][..size]`. `lens[i]` is the datagram's real length (more than `size`
 /// when it was truncated), `from[i]` its source. Returns how many arrived (0: none now).
-pub fn recv_batch(fd: RawFd, bufs: &mut [u8], size: usize, lens: &mut [usize], from: &mut [Option<SocketAddr>]) -> io::Result<usize> {
+pub fn recv_batch(
+    fd: RawFd,
+    bufs: &mut [u8],
+    size: usize,
+    lens: &mut [usize],
+    from: &mut [Option<SocketAddr>],
+) -> io::Result<usize> {
     let count = lens.len().min(from.len()).min(bufs.len() / size);
     // SAFETY: zeroed iovec, mmsghdr and sockaddr_storage are valid initial values.
     let mut iovs: Vec<libc::iovec> = (0..count)
-        .map(|i| libc::iovec { iov_base: bufs[i * size..].as_mut_ptr().cast(), iov_len: size })
+        .map(|i| libc::iovec {
+            iov_base: bufs[i * size..].as_mut_ptr().cast(),
+            iov_len: size,
+        })
         .collect();
     let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; count];
     let mut msgs: Vec<libc::mmsghdr> = (0..count)
@@ -145,15 +154,28 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [u8], size: usize, lens: &mut [usize], f
             m.msg_hdr.msg_iov = &mut iovs[i];
             m.msg_hdr.msg_iovlen = 1;
             m.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             m
         })
         .collect();
     // SAFETY: msgs points at count valid headers whose buffers outlive the call.
-    let n = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT | libc::MSG_TRUNC, std::ptr::null_mut()) };
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            count as u32,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            std::ptr::null_mut(),
+        )
+    };
     if n < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(0)
+        } else {
+            Err(e)
+        };
     }
     let n = n as usize;
     for i in 0..n {
@@ -167,13 +189,15 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let v4: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let v4: &libc::sockaddr_in =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
             Some(SocketAddr::from((ip, u16::from_be(v4.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let v6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let v6: &libc::sockaddr_in6 =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
             Some(SocketAddr::from((ip, u16::from_be(v6.sin6_port))))
         }
@@ -185,7 +209,16 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 pub fn send_to(fd: RawFd, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
     let addr = socket2::SockAddr::from(to);
     // SAFETY: bytes and addr are valid for the call.
-    cvt(unsafe { libc::sendto(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, addr.as_ptr().cast(), addr.len()) })
+    cvt(unsafe {
+        libc::sendto(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            addr.as_ptr().cast(),
+            addr.len(),
+        )
+    })
 }
 
 /// Closes a descriptor we own.

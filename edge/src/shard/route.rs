@@ -127,7 +127,10 @@ impl Shard {
     }
 
     pub(super) fn send_peer(&mut self, shard: usize, msg: PeerMsg) {
-        let ordered = matches!(msg, PeerMsg::Directory { .. });
+        let ordered = matches!(
+            msg,
+            PeerMsg::Directory { .. } | PeerMsg::DirectoryAck { .. }
+        );
         if ordered && !self.peer_backlog.is_empty() {
             self.peer_backlog.push((shard, msg));
             return;
@@ -183,7 +186,14 @@ impl Shard {
                 key,
                 shard,
                 present,
-            } => self.apply_directory(key, shard as usize, present),
+                ack,
+            } => {
+                self.apply_directory(key, shard as usize, present);
+                if let Some((slot, generation)) = ack {
+                    self.send_peer(shard as usize, PeerMsg::DirectoryAck { slot, generation });
+                }
+            }
+            PeerMsg::DirectoryAck { slot, generation } => self.on_directory_ack(slot, generation),
         }
     }
 
@@ -199,32 +209,42 @@ impl Shard {
         }
     }
 
-    fn report_directory(&mut self, key: i64, present: bool) {
+    /// Reports a 0 → 1 or 1 → 0 transition of `key` to its directory shard. With `ack`,
+    /// returns false when the entry is remote: the caller waits for a `DirectoryAck`.
+    fn report_directory(&mut self, key: i64, present: bool, ack: Option<(u32, u32)>) -> bool {
         let dir = dir_shard(key, self.count);
         if dir == self.index {
             self.apply_directory(key, self.index, present);
-        } else {
-            self.send_peer(
-                dir,
-                PeerMsg::Directory {
-                    key,
-                    shard: self.index as u16,
-                    present,
-                },
-            );
+            return true;
         }
+        let msg = PeerMsg::Directory {
+            key,
+            shard: self.index as u16,
+            present,
+            ack,
+        };
+        self.send_peer(dir, msg);
+        ack.is_none()
     }
 
-    /// Adds a logged-in connection to the session index (and the directory).
-    pub(super) fn register_session(&mut self, slot: u32, session: i64) {
+    /// Adds a logged-in connection to the session index (and the directory). Returns true
+    /// when the session can be reached from every shard now; false when its login must
+    /// wait for the directory shard's `DirectoryAck`.
+    pub(super) fn register_session(&mut self, slot: u32, session: i64) -> bool {
         let head = self.sessions.insert(session, slot).unwrap_or(NONE);
         self.set_chain_next(slot, head);
         let key = route_key(session);
         let count = self.keys.entry(key).or_default();
         *count += 1;
         if *count == 1 {
-            self.report_directory(key, true);
+            let generation = if slot & UDP_BIT != 0 {
+                self.udp.as_ref().map_or(0, |u| u.generation(slot))
+            } else {
+                self.conns.generation(slot)
+            };
+            return self.report_directory(key, true, Some((slot, generation)));
         }
+        true
     }
 
     /// Removes a connection from the session index (and the directory).
@@ -255,7 +275,7 @@ impl Shard {
             *count -= 1;
             if *count == 0 {
                 self.keys.remove(&key);
-                self.report_directory(key, false);
+                self.report_directory(key, false, None);
             }
         }
     }
@@ -263,7 +283,10 @@ impl Shard {
     /// The next slot in a session chain (WebSocket record or UDP session).
     fn chain_next(&self, slot: u32) -> u32 {
         if slot & UDP_BIT != 0 {
-            self.udp.as_ref().and_then(|u| u.session(slot)).map_or(NONE, |s| s.next)
+            self.udp
+                .as_ref()
+                .and_then(|u| u.session(slot))
+                .map_or(NONE, |s| s.next)
         } else {
             self.conns.get(slot).map_or(NONE, |c| c.next)
         }
@@ -281,7 +304,10 @@ impl Shard {
 
     fn bound_mut(&mut self, slot: u32) -> Option<&mut Box<[i64]>> {
         if slot & UDP_BIT != 0 {
-            self.udp.as_mut().and_then(|u| u.session_mut(slot)).map(|s| &mut s.bound)
+            self.udp
+                .as_mut()
+                .and_then(|u| u.session_mut(slot))
+                .map(|s| &mut s.bound)
         } else {
             self.conns.get_mut(slot).map(|c| &mut c.bound)
         }

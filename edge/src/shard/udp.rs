@@ -21,8 +21,8 @@ use edge_proto::device::{self, Request, Sid};
 use edge_proto::frame;
 use edge_proto::status::StatusType;
 
-use super::conn::{IdHasher, IdMap, NONE, Slab};
 use super::Shard;
+use super::conn::{IdHasher, IdMap, NONE, Slab};
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 use crate::wheel::{Entry, Secs};
@@ -57,6 +57,15 @@ pub struct UdpSession {
     pub bound: Box<[i64]>,
     /// The request awaiting a platform or bus answer (only while one is pending).
     pub pending: Option<Box<Pending>>,
+    /// Set while a login waits for the directory shard's acknowledgement.
+    pub joining: Option<Joining>,
+}
+
+/// A login waiting for its directory entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Joining {
+    /// The session was not logged in before (its users get the online status).
+    pub fresh: bool,
 }
 
 /// What a reply to a pending request needs.
@@ -118,6 +127,11 @@ impl UdpSide {
         Ok(Sid(sid))
     }
 
+    /// The generation of session `slot` (without the UDP bit).
+    pub fn generation(&self, slot: u32) -> u32 {
+        self.sessions.generation(slot & !UDP_BIT)
+    }
+
     /// The session of `slot` (without the UDP bit).
     pub fn session(&self, slot: u32) -> Option<&UdpSession> {
         self.sessions.get(slot & !UDP_BIT)
@@ -132,7 +146,11 @@ impl UdpSide {
 impl Shard {
     fn udp_ref(&self, slot: u32) -> Option<ConnRef> {
         let udp = self.udp.as_ref()?;
-        Some(ConnRef { shard: self.index as u16, slot: slot | UDP_BIT, generation: udp.sessions.generation(slot & !UDP_BIT) })
+        Some(ConnRef {
+            shard: self.index as u16,
+            slot: slot | UDP_BIT,
+            generation: udp.sessions.generation(slot & !UDP_BIT),
+        })
     }
 
     /// The UDP socket is readable: read batches until it is drained.
@@ -148,7 +166,9 @@ impl Shard {
                 Err(_) => 0,
             };
             for i in 0..n {
-                let (Some(addr), len) = (from[i], lens[i]) else { continue };
+                let (Some(addr), len) = (from[i], lens[i]) else {
+                    continue;
+                };
                 bump(&self.metrics.udp_datagrams_in);
                 if len > DGRAM {
                     bump(&self.metrics.udp_drop_malformed);
@@ -195,14 +215,26 @@ impl Shard {
 
     /// The session a packet names, if this shard owns it; hands it to the owner otherwise.
     /// Checks the sequence number and refreshes the session (address, expiry).
-    fn accept_session(&mut self, sid: &[u8; 16], seq: u16, bytes: &[u8], from: SocketAddr) -> Option<u32> {
+    fn accept_session(
+        &mut self,
+        sid: &[u8; 16],
+        seq: u16,
+        bytes: &[u8],
+        from: SocketAddr,
+    ) -> Option<u32> {
         let owner = sid[15] as usize;
         if owner != self.index {
             if owner >= self.count {
                 bump(&self.metrics.udp_drop_unknown_session);
             } else {
                 bump(&self.metrics.udp_handed_over);
-                self.send_peer(owner, PeerMsg::Datagram { from, bytes: bytes.to_vec() });
+                self.send_peer(
+                    owner,
+                    PeerMsg::Datagram {
+                        from,
+                        bytes: bytes.to_vec(),
+                    },
+                );
             }
             return None;
         }
@@ -243,8 +275,20 @@ impl Shard {
         match request {
             Request::NewSession { .. } => self.on_new_session(bytes, from),
             Request::Upload { .. } => {
-                let conn = ConnRef { shard: self.index as u16, slot: NONE, generation: 0 };
-                if self.bus.try_send(ToBus::Upload { conn, src: 0, message: bytes.to_vec() }).is_err() {
+                let conn = ConnRef {
+                    shard: self.index as u16,
+                    slot: NONE,
+                    generation: 0,
+                };
+                if self
+                    .bus
+                    .try_send(ToBus::Upload {
+                        conn,
+                        src: 0,
+                        message: bytes.to_vec(),
+                    })
+                    .is_err()
+                {
                     bump(&self.metrics.drop_bus_queue_full);
                 } else {
                     bump(&self.metrics.uploads);
@@ -255,7 +299,9 @@ impl Shard {
                     bump(&self.metrics.udp_drop_malformed);
                     return;
                 };
-                let Some(slot) = self.accept_session(&sid.0, seq, bytes, from) else { return };
+                let Some(slot) = self.accept_session(&sid.0, seq, bytes, from) else {
+                    return;
+                };
                 self.on_command(slot, other, bytes, from);
             }
         }
@@ -282,11 +328,20 @@ impl Shard {
             next: NONE,
             bound: Box::new([]),
             pending: None,
+            joining: None,
         };
         let (slot, generation) = udp.sessions.insert(session);
         udp.by_sid.insert(sid.0, slot);
-        self.metrics.udp_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.wheel.insert(now + timeout, Entry { slot: slot | UDP_BIT, generation });
+        self.metrics
+            .udp_sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.wheel.insert(
+            now + timeout,
+            Entry {
+                slot: slot | UDP_BIT,
+                generation,
+            },
+        );
         let body = device::new_session_body(device::STATUS_OK, &sid);
         self.udp_reply(from, bytes, &body);
     }
@@ -301,36 +356,64 @@ impl Shard {
                 sn: r.sn,
                 name: r.name.to_vec(),
             },
-            Request::Login { mac, cookie, .. } => PlatformCall::Login { mac, cookie: cookie.to_vec() },
-            Request::Rename { mac, name, .. } => PlatformCall::Rename { mac, name: name.to_vec() },
+            Request::Login { mac, cookie, .. } => PlatformCall::Login {
+                mac,
+                cookie: cookie.to_vec(),
+            },
+            Request::Rename { mac, name, .. } => PlatformCall::Rename {
+                mac,
+                name: name.to_vec(),
+            },
             Request::Heartbeat { .. } => {
                 bump(&self.metrics.udp_heartbeats);
                 return self.udp_reply(from, bytes, &device::status_body(device::STATUS_OK, &sid));
             }
             _ => {
                 bump(&self.metrics.udp_bad_command);
-                return self.udp_reply(from, bytes, &device::status_body(device::STATUS_BAD_COMMAND, &sid));
+                return self.udp_reply(
+                    from,
+                    bytes,
+                    &device::status_body(device::STATUS_BAD_COMMAND, &sid),
+                );
             }
         };
         let mac = match &call {
-            PlatformCall::Register { mac, .. } | PlatformCall::Login { mac, .. } | PlatformCall::Rename { mac, .. } => *mac,
+            PlatformCall::Register { mac, .. }
+            | PlatformCall::Login { mac, .. }
+            | PlatformCall::Rename { mac, .. } => *mac,
         };
         let mut header = [0u8; 36];
         header.copy_from_slice(&bytes[..36]);
-        let Some(conn) = self.udp_ref(slot) else { return };
+        let Some(conn) = self.udp_ref(slot) else {
+            return;
+        };
         if let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) {
             session.pending = Some(Box::new(Pending { header, mac }));
         }
-        if self.platform.try_send(PlatformRequest { conn, call }).is_err() {
+        if self
+            .platform
+            .try_send(PlatformRequest { conn, call })
+            .is_err()
+        {
             bump(&self.metrics.drop_platform_queue_full);
-            self.finish_pending(slot, |_, sid| device::status_body(device::STATUS_SERVER_ERROR, sid).to_vec());
+            self.finish_pending(slot, |_, sid| {
+                device::status_body(device::STATUS_SERVER_ERROR, sid).to_vec()
+            });
         }
     }
 
     /// Answers the pending request of `slot` with the body `make` builds.
     fn finish_pending(&mut self, slot: u32, make: impl FnOnce(&Pending, &Sid) -> Vec<u8>) {
-        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot & !UDP_BIT)) else { return };
-        let Some(pending) = session.pending.take() else { return };
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+        else {
+            return;
+        };
+        let Some(pending) = session.pending.take() else {
+            return;
+        };
         let (sid, addr) = (session.sid, session.addr);
         let body = make(&pending, &sid);
         self.udp_reply(addr, &pending.header, &body);
@@ -339,26 +422,53 @@ impl Shard {
     /// The platform answered.
     pub(super) fn on_platform(&mut self, conn: ConnRef, answer: PlatformAnswer) {
         let slot = conn.slot & !UDP_BIT;
-        let live = self.udp.as_mut().and_then(|u| u.sessions.get_gen_mut(slot, conn.generation)).is_some();
+        let live = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_gen_mut(slot, conn.generation))
+            .is_some();
         if !live {
             return;
         }
         match answer {
             PlatformAnswer::Register { status, cookie } => {
                 let device = device::parse_cookie_device_id(&cookie).unwrap_or(0);
-                self.finish_pending(slot, |_, sid| device::register_body(status, sid, device, &cookie).to_vec());
+                self.finish_pending(slot, |_, sid| {
+                    device::register_body(status, sid, device, &cookie).to_vec()
+                });
             }
             PlatformAnswer::Rename { status } => {
-                self.finish_pending(slot, |p, sid| device::rename_body(status, sid, &p.mac).to_vec());
+                self.finish_pending(slot, |p, sid| {
+                    device::rename_body(status, sid, &p.mac).to_vec()
+                });
             }
-            PlatformAnswer::Login { status, device } if status != device::STATUS_OK || device >= 0 => {
-                let status = if status == device::STATUS_OK { device::STATUS_SERVER_ERROR } else { status };
-                self.finish_pending(slot, |_, sid| device::login_body(status, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec());
+            PlatformAnswer::Login { status, device }
+                if status != device::STATUS_OK || device >= 0 =>
+            {
+                let status = if status == device::STATUS_OK {
+                    device::STATUS_SERVER_ERROR
+                } else {
+                    status
+                };
+                self.finish_pending(slot, |_, sid| {
+                    device::login_body(status, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
+                });
             }
             PlatformAnswer::Login { device, .. } => {
-                if self.bus.try_send(ToBus::Login { conn, id: device }).is_err() {
+                if self
+                    .bus
+                    .try_send(ToBus::Login { conn, id: device })
+                    .is_err()
+                {
                     bump(&self.metrics.drop_bus_queue_full);
-                    self.finish_pending(slot, |_, sid| device::login_body(device::STATUS_SERVER_ERROR, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec());
+                    self.finish_pending(slot, |_, sid| {
+                        device::login_body(
+                            device::STATUS_SERVER_ERROR,
+                            sid,
+                            device::HEARTBEAT_INTERVAL_SECS,
+                        )
+                        .to_vec()
+                    });
                 }
             }
         }
@@ -367,13 +477,24 @@ impl Shard {
     /// The bus granted (or refused) a device login: the session goes online.
     pub(super) fn on_udp_login_done(&mut self, conn: ConnRef, result: Result<LoginGrant, u8>) {
         let slot = conn.slot & !UDP_BIT;
-        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_gen_mut(slot, conn.generation)) else {
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_gen_mut(slot, conn.generation))
+        else {
             return;
         };
         let grant = match result {
             Ok(grant) => grant,
             Err(_) => {
-                return self.finish_pending(slot, |_, sid| device::login_body(device::STATUS_SERVER_ERROR, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec());
+                return self.finish_pending(slot, |_, sid| {
+                    device::login_body(
+                        device::STATUS_SERVER_ERROR,
+                        sid,
+                        device::HEARTBEAT_INTERVAL_SECS,
+                    )
+                    .to_vec()
+                });
             }
         };
         let previous = session.device;
@@ -381,17 +502,42 @@ impl Shard {
             self.unregister_session(slot | UDP_BIT, previous);
         }
         let Some(udp) = self.udp.as_mut() else { return };
-        let Some(session) = udp.sessions.get_mut(slot) else { return };
+        let Some(session) = udp.sessions.get_mut(slot) else {
+            return;
+        };
         session.device = grant.session;
         session.bound = grant.bound.into_boxed_slice();
-        let (device_id, addr, users) = (session.device, session.addr, session.bound.to_vec());
+        let (device_id, addr) = (session.device, session.addr);
         if let Ok(mut addrs) = udp.addrs.lock() {
             addrs.insert(device_id, addr);
         }
         bump(&self.metrics.udp_logins);
-        self.register_session(slot | UDP_BIT, device_id);
-        self.finish_pending(slot, |_, sid| device::login_body(device::STATUS_OK, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec());
-        if previous == 0 {
+        let joining = Joining {
+            fresh: previous == 0,
+        };
+        if let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) {
+            session.joining = Some(joining);
+        }
+        if self.register_session(slot | UDP_BIT, device_id) {
+            self.finish_udp_login(slot);
+        }
+    }
+
+    /// The device's session is reachable from every shard: reply to its login and tell its
+    /// users it is online.
+    pub(super) fn finish_udp_login(&mut self, slot: u32) {
+        let slot = slot & !UDP_BIT;
+        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) else {
+            return;
+        };
+        let Some(joining) = session.joining.take() else {
+            return;
+        };
+        let (device_id, users) = (session.device, session.bound.to_vec());
+        self.finish_pending(slot, |_, sid| {
+            device::login_body(device::STATUS_OK, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
+        });
+        if joining.fresh {
             self.send_device_status(device_id, &users, StatusType::DeviceOnline);
         }
     }
@@ -406,8 +552,12 @@ impl Shard {
         let mut sid = [0u8; 16];
         sid.copy_from_slice(&bytes[24..40]);
         let seq = u16::from_le_bytes([bytes[2], bytes[3]]);
-        let Some(slot) = self.accept_session(&sid, seq, bytes, from) else { return };
-        let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot)) else { return };
+        let Some(slot) = self.accept_session(&sid, seq, bytes, from) else {
+            return;
+        };
+        let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot)) else {
+            return;
+        };
         if session.device == 0 {
             bump(&self.metrics.udp_drop_not_logged_in);
             return;
@@ -427,7 +577,13 @@ impl Shard {
     /// Delivers a terminal message to a UDP device: sequence and sid patched (§10.7), the
     /// header check recomputed.
     pub(super) fn udp_deliver(&mut self, slot: u32, message: &[u8]) -> bool {
-        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot & !UDP_BIT)) else { return false };
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+        else {
+            return false;
+        };
         if message.len() < frame::PATCH_MIN_LEN {
             bump(&self.metrics.udp_drop_malformed);
             return false;
@@ -448,12 +604,25 @@ impl Shard {
 
     /// A push to a UDP device: a direct message with the session's next sequence.
     pub(super) fn udp_push(&mut self, slot: u32, msg_id: u16, body: &[u8]) -> bool {
-        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot & !UDP_BIT)) else { return false };
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+        else {
+            return false;
+        };
         session.sidx = session.sidx.wrapping_add(1);
         let (seq, device, addr) = (session.sidx, session.device, session.addr);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let spec = frame::DirectSpec { seq, timestamp: Self::unix_now() as u32, dst: device, src: 0, msg_id, body };
+        let spec = frame::DirectSpec {
+            seq,
+            timestamp: Self::unix_now() as u32,
+            dst: device,
+            src: 0,
+            msg_id,
+            body,
+        };
         let ok = frame::write_direct(&mut out, &spec).is_ok();
         if ok {
             self.udp_send(addr, &out);
@@ -465,7 +634,13 @@ impl Shard {
     /// A wheel entry of a UDP session came due.
     pub(super) fn on_udp_due(&mut self, entry: Entry, now: Secs) {
         let slot = entry.slot & !UDP_BIT;
-        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_gen_mut(slot, entry.generation)) else { return };
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_gen_mut(slot, entry.generation))
+        else {
+            return;
+        };
         if session.deadline > now {
             session.scheduled = session.deadline;
             let at = session.deadline;
@@ -478,14 +653,26 @@ impl Shard {
 
     /// Ends a session: logout, offline status to its users, release.
     pub(super) fn remove_udp_session(&mut self, slot: u32) {
-        let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot)) else { return };
-        let (device_id, users) = (session.device, session.bound.to_vec());
+        let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot)) else {
+            return;
+        };
+        let (device_id, users, announced) = (
+            session.device,
+            session.bound.to_vec(),
+            session.joining.is_none(),
+        );
         if device_id != 0 {
             self.unregister_session(slot | UDP_BIT, device_id);
-            if self.bus.try_send(ToBus::Logout { session: device_id }).is_err() {
+            if self
+                .bus
+                .try_send(ToBus::Logout { session: device_id })
+                .is_err()
+            {
                 bump(&self.metrics.drop_bus_queue_full);
             }
-            self.send_device_status(device_id, &users, StatusType::DeviceOffline);
+            if announced {
+                self.send_device_status(device_id, &users, StatusType::DeviceOffline);
+            }
         }
         let Some(udp) = self.udp.as_mut() else { return };
         if let Some(session) = udp.sessions.remove(slot) {
@@ -496,7 +683,9 @@ impl Shard {
             {
                 addrs.remove(&device_id);
             }
-            self.metrics.udp_sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .udp_sessions
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -41,7 +41,7 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
-            if conn.state == State::LoginPending {
+            if matches!(conn.state, State::LoginPending | State::Joining) {
                 return;
             }
             let fd = conn.fd;
@@ -326,24 +326,53 @@ impl Shard {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
-        let login_id = c.id;
-        let session = grant.session;
-        c.id = session;
-        c.state = State::Online;
+        c.id = grant.session;
+        c.mobile = grant.mobile;
+        c.state = State::Joining;
         c.bound = grant.bound.into_boxed_slice();
-        let reply = if login_id > 0 {
-            LoginReply::PhoneOk(grant.mobile)
+        if self.register_session(slot, grant.session) {
+            self.finish_login(slot);
+        }
+    }
+
+    /// The directory shard confirmed the entry a login waited for.
+    pub(super) fn on_directory_ack(&mut self, slot: u32, generation: u32) {
+        if slot & super::udp::UDP_BIT != 0 {
+            let live = self
+                .udp
+                .as_ref()
+                .is_some_and(|u| u.generation(slot) == generation);
+            if live {
+                self.finish_udp_login(slot);
+            }
+        } else if self
+            .conns
+            .get_gen_mut(slot, generation)
+            .is_some_and(|c| c.state == State::Joining)
+        {
+            self.finish_login(slot);
+        }
+    }
+
+    /// The session is reachable from every shard: reply to the login, go online.
+    fn finish_login(&mut self, slot: u32) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let session = c.id;
+        c.state = State::Online;
+        let reply = if session > 0 {
+            LoginReply::PhoneOk(c.mobile)
         } else {
             LoginReply::DeviceOk
         };
         let mut bytes = Vec::with_capacity(2);
         reply.write_to(&mut bytes);
+        bump(&self.metrics.login_ok);
+        self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);
         if !self.send_frame(slot, OpCode::Binary, &bytes) {
             return;
         }
-        bump(&self.metrics.login_ok);
-        self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);
-        self.register_session(slot, session);
         let at = self.now() + self.read_window(slot);
         self.set_deadline(slot, at);
         if session < 0 {
@@ -490,7 +519,7 @@ impl Shard {
                 bump(&self.metrics.handshake_timeout);
                 self.close(slot, None);
             }
-            Some(State::Login | State::LoginPending) => {
+            Some(State::Login | State::LoginPending | State::Joining) => {
                 bump(&self.metrics.login_timeout);
                 self.refuse(slot, LoginReply::LoginTimeout);
             }
@@ -510,21 +539,26 @@ impl Shard {
         };
         // A close frame may only follow whole frames: a pending outbox (the tail of a frame)
         // goes first, and if it does not all go the close frame is left out.
-        let flushed = conn.outbox.as_ref().is_none_or(|o| send2(conn.fd, o, &[]).is_ok_and(|n| n == o.len()));
+        let flushed = conn
+            .outbox
+            .as_ref()
+            .is_none_or(|o| send2(conn.fd, o, &[]).is_ok_and(|n| n == o.len()));
         if let (Some(code), true, true) = (code, conn.state != State::Handshake, flushed) {
             let mut frame = Vec::with_capacity(4);
             ws::write_close(&mut frame, code);
             let _ = send2(conn.fd, &frame, &[]);
         }
-        if conn.state == State::Online {
-            let session = conn.id;
+        if matches!(conn.state, State::Online | State::Joining) {
+            let (session, online) = (conn.id, conn.state == State::Online);
             let bound = conn.bound.to_vec();
             self.unregister_session(slot, session);
             if self.bus.try_send(ToBus::Logout { session }).is_err() {
                 bump(&self.metrics.drop_bus_queue_full);
             }
-            self.metrics.ws_online.fetch_sub(1, Ordering::Relaxed);
-            if session < 0 {
+            if online {
+                self.metrics.ws_online.fetch_sub(1, Ordering::Relaxed);
+            }
+            if online && session < 0 {
                 self.send_device_status(
                     session,
                     &bound,

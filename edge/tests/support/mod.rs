@@ -24,7 +24,10 @@ pub fn node_with(tweak: impl FnOnce(&mut Config)) -> Node {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A valid login string for `id` with the default salt.
@@ -42,7 +45,9 @@ pub type Ws = WebSocket<TcpStream>;
 /// Connects and upgrades (no login yet).
 pub fn connect(addr: SocketAddr) -> Ws {
     let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let (ws, _) = client(format!("ws://{addr}/ws"), stream).expect("upgrade");
     ws
 }
@@ -92,12 +97,20 @@ pub fn message(opcode: u8, dst: i64, body: &[u8]) -> Vec<u8> {
 pub fn http(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     s.write_all(body).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -113,8 +126,15 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// The sum over shards of one counter.
-pub fn counter(node: &Node, f: impl Fn(&edge::metrics::ShardMetrics) -> &std::sync::atomic::AtomicU64) -> u64 {
-    node.metrics.shards.iter().map(|s| f(s).load(std::sync::atomic::Ordering::Relaxed)).sum()
+pub fn counter(
+    node: &Node,
+    f: impl Fn(&edge::metrics::ShardMetrics) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    node.metrics
+        .shards
+        .iter()
+        .map(|s| f(s).load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
 }
 
 /// An upgrade request with a chosen method, path and version.
@@ -149,11 +169,21 @@ impl Raw {
 
     /// Upgrades an already connected stream.
     pub fn upgrade(mut stream: TcpStream) -> Raw {
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.write_all(upgrade_request("GET", "/ws", 13).as_bytes()).unwrap();
-        let mut raw = Raw { stream, buf: Vec::new() };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(upgrade_request("GET", "/ws", 13).as_bytes())
+            .unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
         let head = raw.read_http_head();
-        assert!(head.starts_with("HTTP/1.1 101"), "upgrade answered {head:?}");
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "upgrade answered {head:?}"
+        );
         raw
     }
 
@@ -255,7 +285,12 @@ impl Raw {
 /// Checks the node still serves: a fresh phone and device bound together log in and relay.
 pub fn assert_node_serves(node: &Node, user: i64, device: i64) {
     let ws = node.ws_addrs[0];
-    let (code, text) = http(node.status_addr, "POST", &format!("/admin/bind?device={device}&user={user}"), b"");
+    let (code, text) = http(
+        node.status_addr,
+        "POST",
+        &format!("/admin/bind?device={device}&user={user}"),
+        b"",
+    );
     assert_eq!(code, 200, "{text}");
     let (mut phone, reply) = login(ws, user);
     assert_eq!(reply[0], 0, "phone login ok");
