@@ -233,12 +233,18 @@ fn device_session_register_login_heartbeat_and_relay() {
     let reply = device.call(0xE3, &body);
     assert_eq!((reply.len(), &reply[20..28]), (28, &MAC[..]));
 
-    // Device -> phone: relayed with the sid cleared and the header check valid.
-    let packet = device.forward(0, device_id, b"device->phone");
+    // A forward packet with a wrong header check is dropped.
+    let mut corrupt = device.forward(0, device_id, b"corrupt");
+    corrupt[72] ^= 0xff;
+    device.send(&corrupt);
+    // Device -> phone: relayed with the sid cleared, the source forced to the session's
+    // device (the packet claims -999) and the header check valid.
+    let packet = device.forward(0, -999, b"device->phone");
     device.send(&packet);
     let got = next_not_status(&mut phone).unwrap();
     assert_eq!(got.len(), packet.len());
     assert_eq!(&got[24..40], &[0; 16], "the sid does not leak to phones");
+    assert_eq!(i64::from_le_bytes(got[16..24].try_into().unwrap()), device_id, "source is the session's device");
     assert_eq!(got[72], crc8(&got[..72]));
     assert_eq!(&got[76..], b"device->phone");
 

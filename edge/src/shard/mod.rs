@@ -104,6 +104,8 @@ pub struct Shard {
     dests: Vec<i64>,
     /// Reused session-slot list for delivery.
     slots: Vec<u32>,
+    /// Reused buffer for a relayed datagram (no allocation per forward message).
+    relay: Vec<u8>,
     /// Descriptors to close once their polls are removed (after the next submit).
     closing: Vec<OwnedFd>,
     draining: bool,
@@ -143,6 +145,7 @@ impl Shard {
             due: Vec::new(),
             dests: Vec::with_capacity(64),
             slots: Vec::with_capacity(16),
+            relay: Vec::with_capacity(2048),
             closing: Vec::new(),
             draining: false,
             done: false,

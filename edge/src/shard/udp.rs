@@ -545,7 +545,8 @@ impl Shard {
     /// A forward message from a device (opcode 3): relayed to its users' phones by the
     /// device rules, with the sid slot cleared (the original leaked it to phones).
     fn on_forward(&mut self, bytes: &[u8], from: SocketAddr) {
-        if bytes.len() < frame::FORWARD_MIN_LEN {
+        let check_ok = frame::header_check(bytes, frame::FORWARD_DATA_OFFSET) == bytes.get(72).copied();
+        if bytes.len() < frame::FORWARD_MIN_LEN || !check_ok {
             bump(&self.metrics.udp_drop_malformed);
             return;
         }
@@ -567,11 +568,21 @@ impl Shard {
         let mut ids = std::mem::take(&mut self.dests);
         ids.clear();
         edge_proto::id::device_destinations(i64::from_le_bytes(dst), &session.bound, &mut ids);
-        let mut message = bytes.to_vec();
-        let _ = frame::patch_for_device(&mut message, seq, &[0; 16]);
+        // Phones see the session's device id as the source (the original trusted the packet)
+        // and no sid (the original leaked it); the header check is recomputed.
+        let device_id = session.device;
+        let mut message = std::mem::take(&mut self.relay);
+        message.clear();
+        message.extend_from_slice(bytes);
+        message[16..24].copy_from_slice(&device_id.to_le_bytes());
+        message[24..40].fill(0);
+        if let Some(check) = frame::header_check(&message, frame::FORWARD_DATA_OFFSET) {
+            message[72] = check;
+        }
         bump(&self.metrics.msgs_in);
         self.route(&ids, &message);
         self.dests = ids;
+        self.relay = message;
     }
 
     /// Delivers a terminal message to a UDP device: sequence and sid patched (§10.7), the
