@@ -60,6 +60,25 @@ pub enum ToBus {
         /// The session id (mobile id for phones, device id for devices).
         session: i64,
     },
+    /// Cluster mode: relay `message` from `src` to `ids` through a msgbus (§9 upstream).
+    Relay {
+        /// The sender's session id.
+        src: i64,
+        /// Destination ids (already filtered by the sender's rules).
+        ids: Vec<i64>,
+        /// The message, unchanged.
+        message: Vec<u8>,
+    },
+    /// Cluster mode: a UDP session changed; write it behind to Redis (`sess:dev:*`),
+    /// coalesced per sid.
+    UdpSession(UdpSessionState),
+    /// Cluster mode: a UDP session ended (expired): its keys may be deleted.
+    UdpSessionGone {
+        /// The session id text key material (16 raw bytes).
+        sid: [u8; 16],
+        /// The device id (0 if it never logged in).
+        device: i64,
+    },
     /// A device message for the data consumers (§12.1): store it, then ack the device.
     Upload {
         /// The device's connection (its ack goes there).
@@ -112,8 +131,54 @@ pub enum FromBus {
         /// The answer.
         answer: PlatformAnswer,
     },
+    /// Cluster mode: a frame from a msgbus, for the directory shard of `key`: find the
+    /// local sessions of `ids` on every shard and deliver.
+    Route {
+        /// Directory key of the ids (see [`route_key`]).
+        key: i64,
+        /// Destination ids under that key.
+        ids: Vec<i64>,
+        /// The message.
+        message: Vec<u8>,
+    },
+    /// Password changed (`PubModifiedPasswdUser`): send status 13 to the user's phones on
+    /// this shard and close them.
+    Kick {
+        /// The base user id.
+        user: i64,
+    },
     /// Stop accepting, close terminals with 1001, flush, and end the shard.
     Shutdown,
+}
+
+/// What Redis keeps of a UDP session (§4.1 `sess:dev:<sid>` JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpSessionState {
+    /// The 16 raw sid bytes.
+    pub sid: [u8; 16],
+    /// The device id (0 before login).
+    pub device: i64,
+    /// The device's address.
+    pub addr: std::net::SocketAddr,
+    /// Unix time of the last accepted packet, nanoseconds.
+    pub last_heartbeat_unix_nanos: u128,
+    /// Last sequence number sent to the device.
+    pub sidx: u16,
+    /// Last sequence number accepted from the device.
+    pub ridx: u16,
+    /// Users bound to the device.
+    pub bound: Vec<i64>,
+}
+
+/// The directory key of a terminal id: phones are found through their user (base id),
+/// devices by their own id.
+pub fn route_key(id: i64) -> i64 {
+    if id > 0 { id - id % 16 } else { id }
+}
+
+/// The shard that owns the directory entry of `key`, among `count` shards.
+pub fn dir_shard(key: i64, count: usize) -> usize {
+    (((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % count.max(1) as u64) as usize
 }
 
 /// A call to the device platform for a UDP session (§10.4).

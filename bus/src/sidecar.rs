@@ -91,6 +91,9 @@ fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(us
             }
         }
         ToBus::Logout { session } => state.logout(session),
+        // The embedded node routes between its shards itself and keeps UDP sessions only
+        // in the shards: there is no msgbus and no Redis to write to.
+        ToBus::Relay { .. } | ToBus::UdpSession(_) | ToBus::UdpSessionGone { .. } => {}
         ToBus::Upload {
             conn,
             src,

@@ -241,6 +241,8 @@ impl Shard {
                 bound,
             } => self.on_binding(device, user, bound),
             FromBus::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
+            FromBus::Route { key, ids, message } => self.resolve_from_bus(key, &ids, &message),
+            FromBus::Kick { user } => self.kick_user(user),
             FromBus::Shutdown => self.begin_shutdown(),
         }
     }

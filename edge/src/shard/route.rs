@@ -18,15 +18,7 @@ use super::udp::UDP_BIT;
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 
-/// The directory key of a terminal id: phones are found through their user.
-pub fn route_key(id: i64) -> i64 {
-    if id > 0 { id - id % 16 } else { id }
-}
-
-/// The shard that owns the directory entry of `key`, among `count`.
-pub fn dir_shard(key: i64, count: usize) -> usize {
-    (((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % count as u64) as usize
-}
+pub use bus::messages::{dir_shard, route_key};
 
 impl Shard {
     /// A terminal sent a message (not a heartbeat): upload it or relay it.
@@ -103,6 +95,29 @@ impl Shard {
                 self.send_peer(dir, msg);
             }
             start = end;
+        }
+    }
+
+    /// A msgbus frame handed to this shard as the directory shard of `key`.
+    pub(super) fn resolve_from_bus(&mut self, key: i64, ids: &[i64], message: &[u8]) {
+        self.resolve(key, ids, message);
+    }
+
+    /// Password changed: status 13 to each of the user's phones here, then close them.
+    pub(super) fn kick_user(&mut self, user: i64) {
+        let mut slots = Vec::new();
+        for mobile in id::mobile_ids(user) {
+            slots.clear();
+            self.session_slots(mobile, &mut slots);
+            for &slot in &slots {
+                if slot & UDP_BIT != 0 {
+                    continue;
+                }
+                let mut message = Vec::with_capacity(48);
+                edge_proto::status::write_status_message(&mut message, Self::unix_now() as u32, mobile, 0, StatusType::KickedOff, mobile);
+                self.send_message(slot, &message);
+                self.close(slot, Some(edge_proto::ws::CLOSE_NORMAL));
+            }
         }
     }
 
