@@ -23,8 +23,8 @@ pub enum Command {
     Run(NodeArgs),
     /// The comet, configured by the original's flags (`--conf comet.conf` works too).
     Comet(NodeArgs),
-    /// The message bus between comets (not built yet).
-    Msgbus,
+    /// The message bus between comets: routing, Redis online state, RabbitMQ uploads.
+    Msgbus(MsgbusArgs),
     /// The RabbitMQ keeper (not built yet).
     Rmqkeeper,
     /// Report (and apply) host tuning for a dense edge.
@@ -76,6 +76,13 @@ pub struct NodeArgs {
     /// ZooKeeper root where this comet registers.
     #[arg(long, default_value = "CometServers")]
     pub zkrootc: String,
+    /// ZooKeeper root where this comet registers as a UDP comet (the original's intended
+    /// `-zkrootc=CometServersUdp` for UDP comets).
+    #[arg(long, default_value = "CometServersUdp")]
+    pub zkrootu: String,
+    /// msgbus addresses to connect to directly (besides those listed in ZooKeeper).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub msgbus: Vec<String>,
     /// Force this UDP comet to deliver pushes to devices (else elected).
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub up: bool,
@@ -106,6 +113,35 @@ pub struct NodeArgs {
     /// Bind a device to a user at start (`<device>:<user>`, repeatable; embedded node).
     #[arg(long = "bind", value_name = "DEVICE:USER")]
     pub binds: Vec<String>,
+}
+
+/// Flags of `cloudsocket msgbus` (the original's names, plus `--spool-dir` and `--amqp`).
+#[derive(Debug, Clone, Args)]
+pub struct MsgbusArgs {
+    /// TCP address comets connect to (also what is registered in ZooKeeper).
+    #[arg(long, default_value = "127.0.0.1:9923")]
+    pub addr: String,
+    /// Redis address (`host:port`); without it the user map stays empty.
+    #[arg(long)]
+    pub rh: Option<String>,
+    /// ZooKeeper servers, comma separated (registration and broker discovery: not wired yet).
+    #[arg(long)]
+    pub zks: Option<String>,
+    /// ZooKeeper root where this msgbus registers.
+    #[arg(long, default_value = "MsgBusServers")]
+    pub zkroot: String,
+    /// ZooKeeper root watched for RabbitMQ brokers.
+    #[arg(long, default_value = "Rabbitmq")]
+    pub zkrootr: String,
+    /// Status HTTP address (`/usermap`, `/stat?type=app`, `/metrics`).
+    #[arg(long, default_value = ":29998")]
+    pub sh: String,
+    /// Directory of the upload spool (uploads wait there while no broker confirms).
+    #[arg(long, default_value = "./msgbus-spool")]
+    pub spool_dir: PathBuf,
+    /// A RabbitMQ broker (`host:port` or an `amqp://` URI); repeatable.
+    #[arg(long = "amqp", value_name = "ADDR")]
+    pub amqp: Vec<String>,
 }
 
 /// Flags of `cloudsocket tune`.

@@ -35,6 +35,25 @@ pub enum ConfigError {
     Limit(String),
 }
 
+/// What a comet needs to join a cluster (`cloudsocket comet --rh … --zks …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Redis `host:port`.
+    pub redis: String,
+    /// ZooKeeper servers (`host[:port],…`); empty = msgbuses from `--msgbus` only.
+    pub zookeeper: String,
+    /// ZooKeeper root listing msgbuses.
+    pub msgbus_root: String,
+    /// ZooKeeper root this comet registers under (WebSocket).
+    pub comet_root: String,
+    /// ZooKeeper root this comet registers under as a UDP comet.
+    pub comet_root_udp: String,
+    /// msgbus addresses given directly (`--msgbus`).
+    pub msgbus: Vec<String>,
+    /// Deliver pushes to UDP devices (`--up`).
+    pub pusher: bool,
+}
+
 /// Everything a node needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +95,8 @@ pub struct Config {
     pub upload_log: PathBuf,
     /// Embedded node: bindings made at start, `(device, user)`.
     pub binds: Vec<(i64, i64)>,
+    /// Cluster mode (Redis, msgbus, ZooKeeper); `None` = the embedded node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Reads `:port` (all interfaces, or `ip` when given) or `host:port`.
@@ -185,6 +206,26 @@ impl Config {
                 .iter()
                 .map(|b| parse_bind(b))
                 .collect::<Result<_, _>>()?,
+            cluster: args
+                .rh
+                .as_ref()
+                .filter(|r| !r.is_empty())
+                .map(|redis| ClusterConfig {
+                    redis: redis.clone(),
+                    zookeeper: args.zks.clone().unwrap_or_default(),
+                    msgbus_root: args.zkroot.clone(),
+                    comet_root: args.zkrootc.clone(),
+                    comet_root_udp: args.zkrootu.clone(),
+                    msgbus: args
+                        .msgbus
+                        .iter()
+                        .flat_map(|m| m.split(','))
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    pusher: args.up,
+                }),
         })
     }
 
@@ -213,6 +254,7 @@ impl Config {
             upload_log: std::env::temp_dir()
                 .join(format!("cloudsocket-uploads-{}.log", std::process::id())),
             binds: Vec::new(),
+            cluster: None,
         }
     }
 }

@@ -45,9 +45,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Some(Command::Msgbus(args)) => run_msgbus(&args),
         Some(other) => {
             let name = match other {
-                Command::Msgbus => "msgbus",
                 Command::Rmqkeeper => "rmqkeeper",
                 _ => "this command",
             };
@@ -113,6 +113,44 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     });
     if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
         eprintln!("drain took longer than 5 s: exiting");
+    }
+    Ok(0)
+}
+
+/// `cloudsocket msgbus`: runs until SIGINT/SIGTERM. Brokers come from `--amqp`;
+/// ZooKeeper registration and broker discovery are not wired yet.
+fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
+    let mut config = bus::msgbus::Config::new(args.addr.clone(), args.spool_dir.clone());
+    config.status = Some(args.sh.clone()).filter(|sh| !sh.is_empty());
+    config.redis = args.rh.clone().filter(|rh| !rh.is_empty());
+    config.brokers = args.amqp.clone();
+    if args.zks.as_deref().is_some_and(|z| !z.is_empty()) {
+        eprintln!(
+            "warning: --zks is not wired yet: not registering under /{} nor watching /{}; use --amqp",
+            args.zkroot, args.zkrootr
+        );
+    }
+    let signals = block_signals();
+    let msgbus = bus::msgbus::Msgbus::start(config)?;
+    println!(
+        "cloudsocket {} msgbus: comets on {}, {} broker(s), redis {}",
+        env!("CARGO_PKG_VERSION"),
+        msgbus.local_addr(),
+        args.amqp.len(),
+        args.rh.as_deref().unwrap_or("none")
+    );
+    if let Some(addr) = msgbus.status_addr() {
+        println!("listening: status http://{addr}/stat?type=app  /usermap  /metrics");
+    }
+    let signal = wait_signal(signals);
+    println!("signal {signal}: stopping");
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        msgbus.shutdown();
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+        eprintln!("stop took longer than 5 s: exiting");
     }
     Ok(0)
 }

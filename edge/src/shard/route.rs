@@ -50,7 +50,7 @@ impl Shard {
         } else {
             id::phone_destinations(dst, &conn.bound, &mut ids);
         }
-        self.route(&ids, payload);
+        self.route(src, &ids, payload);
         self.dests = ids;
         true
     }
@@ -71,9 +71,21 @@ impl Shard {
     }
 
     /// Sends `payload` to every session of `ids`, wherever it is.
-    pub(super) fn route(&mut self, ids: &[i64], payload: &[u8]) {
+    pub(super) fn route(&mut self, src: i64, ids: &[i64], payload: &[u8]) {
         if ids.is_empty() {
             bump(&self.metrics.drop_no_destination);
+            return;
+        }
+        if self.config.cluster.is_some() {
+            // Cluster mode: the msgbus knows which comets hold the ids (ours included).
+            let relay = bus::messages::ToBus::Relay {
+                src,
+                ids: ids.to_vec(),
+                message: payload.to_vec(),
+            };
+            if self.bus.try_send(relay).is_err() {
+                bump(&self.metrics.drop_bus_queue_full);
+            }
             return;
         }
         let mut start = 0;
@@ -114,7 +126,14 @@ impl Shard {
                     continue;
                 }
                 let mut message = Vec::with_capacity(48);
-                edge_proto::status::write_status_message(&mut message, Self::unix_now() as u32, mobile, 0, StatusType::KickedOff, mobile);
+                edge_proto::status::write_status_message(
+                    &mut message,
+                    Self::unix_now() as u32,
+                    mobile,
+                    0,
+                    StatusType::KickedOff,
+                    mobile,
+                );
                 self.send_message(slot, &message);
                 self.close(slot, Some(edge_proto::ws::CLOSE_NORMAL));
             }
@@ -404,7 +423,7 @@ impl Shard {
             device,
         );
         let ids: Vec<i64> = users.iter().flat_map(|&u| id::mobile_ids(u)).collect();
-        self.route(&ids, &message);
+        self.route(device, &ids, &message);
     }
 
     /// A binding changed: update live sessions; shard 0 tells the user's phones.
@@ -421,12 +440,26 @@ impl Shard {
         for &slot in &slots {
             update_bound(&mut self.bound_mut(slot), user, bound);
         }
-        if self.index == 0 {
-            let kind = if bound {
-                StatusType::DeviceBound
-            } else {
-                StatusType::DeviceUnbound
-            };
+        let kind = if bound {
+            StatusType::DeviceBound
+        } else {
+            StatusType::DeviceUnbound
+        };
+        if self.config.cluster.is_some() {
+            // Every comet (and shard) hears the event: each tells only its own phones, so
+            // each phone gets one status (the original sent one per comet).
+            let mut message = Vec::with_capacity(48);
+            edge_proto::status::write_status_message(
+                &mut message,
+                Self::unix_now() as u32,
+                0,
+                device,
+                kind,
+                device,
+            );
+            let ids: Vec<i64> = id::mobile_ids(user).collect();
+            self.deliver_raw(&ids, &message);
+        } else if self.index == 0 {
             self.send_device_status(device, &[user], kind);
         }
     }

@@ -59,6 +59,8 @@ pub struct UdpSession {
     pub pending: Option<Box<Pending>>,
     /// Set while a login waits for the directory shard's acknowledgement.
     pub joining: Option<Joining>,
+    /// Cluster mode: when the session was last written behind to Redis (0: never).
+    pub written: Secs,
 }
 
 /// A login waiting for its directory entry.
@@ -252,7 +254,8 @@ impl Shard {
         }
         session.ridx = seq;
         session.deadline = now + timeout;
-        if session.addr != from {
+        let moved = session.addr != from;
+        if moved {
             session.addr = from;
             if session.device != 0
                 && let Ok(mut addrs) = udp.addrs.lock()
@@ -260,6 +263,7 @@ impl Shard {
                 addrs.insert(session.device, from);
             }
         }
+        self.write_behind(slot, moved);
         Some(slot)
     }
 
@@ -329,6 +333,7 @@ impl Shard {
             bound: Box::new([]),
             pending: None,
             joining: None,
+            written: 0,
         };
         let (slot, generation) = udp.sessions.insert(session);
         udp.by_sid.insert(sid.0, slot);
@@ -342,6 +347,7 @@ impl Shard {
                 generation,
             },
         );
+        self.write_behind(slot, true);
         let body = device::new_session_body(device::STATUS_OK, &sid);
         self.udp_reply(from, bytes, &body);
     }
@@ -545,7 +551,8 @@ impl Shard {
     /// A forward message from a device (opcode 3): relayed to its users' phones by the
     /// device rules, with the sid slot cleared (the original leaked it to phones).
     fn on_forward(&mut self, bytes: &[u8], from: SocketAddr) {
-        let check_ok = frame::header_check(bytes, frame::FORWARD_DATA_OFFSET) == bytes.get(72).copied();
+        let check_ok =
+            frame::header_check(bytes, frame::FORWARD_DATA_OFFSET) == bytes.get(72).copied();
         if bytes.len() < frame::FORWARD_MIN_LEN || !check_ok {
             bump(&self.metrics.udp_drop_malformed);
             return;
@@ -580,7 +587,7 @@ impl Shard {
             message[72] = check;
         }
         bump(&self.metrics.msgs_in);
-        self.route(&ids, &message);
+        self.route(device_id, &ids, &message);
         self.dests = ids;
         self.relay = message;
     }
@@ -642,6 +649,42 @@ impl Shard {
         ok
     }
 
+    /// Cluster mode: writes the session behind to Redis when it changed (`force`) or its
+    /// Redis TTL needs refreshing; never more than one message per third of `--uto`
+    /// otherwise, so there is no Redis work per packet.
+    fn write_behind(&mut self, slot: u32, force: bool) {
+        if self.config.cluster.is_none() {
+            return;
+        }
+        let now = self.now();
+        let refresh = (self.config.udp_timeout_secs / 3).max(1);
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+        else {
+            return;
+        };
+        if !force && session.written != 0 && now < session.written + refresh {
+            return;
+        }
+        session.written = now.max(1);
+        let state = bus::messages::UdpSessionState {
+            sid: session.sid.0,
+            device: session.device,
+            addr: session.addr,
+            last_heartbeat_unix_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            sidx: session.sidx,
+            ridx: session.ridx,
+            bound: session.bound.to_vec(),
+        };
+        if self.bus.try_send(ToBus::UdpSession(state)).is_err() {
+            bump(&self.metrics.drop_bus_queue_full);
+        }
+    }
+
     /// A wheel entry of a UDP session came due.
     pub(super) fn on_udp_due(&mut self, entry: Entry, now: Secs) {
         let slot = entry.slot & !UDP_BIT;
@@ -683,6 +726,17 @@ impl Shard {
             }
             if announced {
                 self.send_device_status(device_id, &users, StatusType::DeviceOffline);
+            }
+        }
+        if self.config.cluster.is_some()
+            && let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot))
+        {
+            let gone = ToBus::UdpSessionGone {
+                sid: session.sid.0,
+                device: device_id,
+            };
+            if self.bus.try_send(gone).is_err() {
+                bump(&self.metrics.drop_bus_queue_full);
             }
         }
         let Some(udp) = self.udp.as_mut() else { return };
