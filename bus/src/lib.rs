@@ -11,4 +11,5 @@
 
 pub mod embedded;
 pub mod messages;
+pub mod msgbus;
 pub mod sidecar;

@@ -351,7 +351,7 @@ fn malformed_datagrams_are_counted_and_survived() {
     long_body[32] = crc8(&long_body[..32]);
     let mut bad_opcode = good.clone();
     bad_opcode[0] = 0x05;
-    let short_forward = vec![0x83u8; 40];
+    let short_forward = [0x83u8; 40];
     for bad in [
         &good[..10],
         &wrong_header_check[..],

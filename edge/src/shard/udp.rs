@@ -163,10 +163,7 @@ impl Shard {
             let fd = udp.raw_fd();
             let mut lens = [0usize; BATCH];
             let mut from = [None; BATCH];
-            let n = match super::net::recv_batch(fd, &mut bufs, DGRAM, &mut lens, &mut from) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = super::net::recv_batch(fd, &mut bufs, DGRAM, &mut lens, &mut from).unwrap_or_default();
             for i in 0..n {
                 let (Some(addr), len) = (from[i], lens[i]) else {
                     continue;
@@ -372,14 +369,14 @@ impl Shard {
             },
             Request::Heartbeat { .. } => {
                 bump(&self.metrics.udp_heartbeats);
-                return self.udp_reply(from, bytes, &device::status_body(device::STATUS_OK, &sid));
+                return self.udp_reply(from, bytes, &device::status_body(device::STATUS_OK, sid));
             }
             _ => {
                 bump(&self.metrics.udp_bad_command);
                 return self.udp_reply(
                     from,
                     bytes,
-                    &device::status_body(device::STATUS_BAD_COMMAND, &sid),
+                    &device::status_body(device::STATUS_BAD_COMMAND, sid),
                 );
             }
         };
