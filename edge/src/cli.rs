@@ -25,8 +25,10 @@ pub enum Command {
     Comet(NodeArgs),
     /// The message bus between comets: routing, Redis online state, RabbitMQ uploads.
     Msgbus(MsgbusArgs),
-    /// The RabbitMQ keeper (not built yet).
-    Rmqkeeper,
+    /// The RabbitMQ keeper: registers a healthy broker in ZooKeeper (`-h` is its address;
+    /// help is `--help`).
+    #[command(disable_help_flag = true)]
+    Rmqkeeper(RmqkeeperArgs),
     /// Report (and apply) host tuning for a dense edge.
     Tune(TuneArgs),
 }
@@ -142,6 +144,34 @@ pub struct MsgbusArgs {
     /// A RabbitMQ broker (`host:port` or an `amqp://` URI); repeatable.
     #[arg(long = "amqp", value_name = "ADDR")]
     pub amqp: Vec<String>,
+}
+
+/// Flags of `cloudsocket rmqkeeper` (the original's names; `-h` is the AMQP address as in
+/// the original, so help is `--help` only).
+#[derive(Debug, Clone, Args)]
+pub struct RmqkeeperArgs {
+    /// AMQP address of the watched broker (`host:port`), published in ZooKeeper.
+    #[arg(short = 'h', long = "rmq", default_value = "127.0.0.1:5672")]
+    pub rmq: String,
+    /// RabbitMQ management API base URL, credentials in the userinfo (http only).
+    #[arg(long, default_value = "http://guest:guest@127.0.0.1:15672")]
+    pub url: String,
+    /// Vhost of the aliveness test.
+    #[arg(long, default_value = "/")]
+    pub vh: String,
+    /// Time between health checks (Go syntax: `10s`, `500ms`, `1m`).
+    #[arg(short = 'd', long, default_value = "10s", value_parser = keeper::duration::parse_go_duration)]
+    pub interval: std::time::Duration,
+    /// ZooKeeper servers, comma separated (port 2181 when missing); required.
+    #[arg(long, default_value = "")]
+    pub zks: String,
+    /// ZooKeeper root to register under. `Rabbitmq` is what msgbus watches; the original
+    /// rmqkeeper defaulted to lowercase `rabbitmq` (a bug: msgbus never saw the broker).
+    #[arg(long, default_value = keeper::rmq::DEFAULT_ROOT)]
+    pub zkroot: String,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 /// Flags of `cloudsocket tune`.

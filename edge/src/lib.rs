@@ -46,18 +46,37 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Some(Command::Msgbus(args)) => run_msgbus(&args),
-        Some(other) => {
-            let name = match other {
-                Command::Rmqkeeper => "rmqkeeper",
-                _ => "this command",
-            };
-            eprintln!(
-                "cloudsocket {}: `{name}` is not built yet (see the README's status table)",
-                env!("CARGO_PKG_VERSION")
-            );
-            Ok(2)
-        }
+        Some(Command::Rmqkeeper(args)) => run_rmqkeeper(args),
     }
+}
+
+/// `cloudsocket rmqkeeper`: checks the broker every `-d` and keeps its ZooKeeper node
+/// while healthy, until SIGINT/SIGTERM (then the node is deleted).
+fn run_rmqkeeper(args: cli::RmqkeeperArgs) -> anyhow::Result<i32> {
+    if args.zks.trim().is_empty() {
+        eprintln!("cloudsocket rmqkeeper: --zks (ZooKeeper servers) is required");
+        return Ok(2);
+    }
+    let mut config = keeper::RmqConfig::new(keeper::ZkConfig::new(args.zks));
+    config.amqp_addr = args.rmq;
+    config.management_url = args.url;
+    config.vhost = args.vh;
+    config.interval = args.interval;
+    config.root = args.zkroot;
+    let signals = block_signals();
+    println!(
+        "cloudsocket {} rmqkeeper: {} under /{}, checking {:?} every {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.amqp_addr,
+        config.root,
+        config.vhost,
+        config.interval
+    );
+    let keeper = keeper::RmqKeeper::spawn(config)?;
+    let signal = wait_signal(signals);
+    println!("signal {signal}: stopping");
+    keeper.stop();
+    Ok(0)
 }
 
 fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
