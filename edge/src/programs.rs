@@ -1,0 +1,127 @@
+//! The programs of the binary other than the node: `msgbus` and `rmqkeeper`, with their
+//! ZooKeeper wiring, and the signal handling every program shares.
+
+use std::time::Duration;
+
+use crate::cli;
+
+/// `cloudsocket rmqkeeper`: checks the broker every `-d` and keeps its ZooKeeper node
+/// while healthy, until SIGINT/SIGTERM (then the node is deleted).
+pub(crate) fn run_rmqkeeper(args: cli::RmqkeeperArgs) -> anyhow::Result<i32> {
+    if args.zks.trim().is_empty() {
+        eprintln!("cloudsocket rmqkeeper: --zks (ZooKeeper servers) is required");
+        return Ok(2);
+    }
+    let mut config = keeper::RmqConfig::new(keeper::ZkConfig::new(args.zks));
+    config.amqp_addr = args.rmq;
+    config.management_url = args.url;
+    config.vhost = args.vh;
+    config.interval = args.interval;
+    config.root = args.zkroot;
+    let signals = block_signals();
+    println!(
+        "cloudsocket {} rmqkeeper: {} under /{}, checking {:?} every {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.amqp_addr,
+        config.root,
+        config.vhost,
+        config.interval
+    );
+    let keeper = keeper::RmqKeeper::spawn(config)?;
+    let signal = wait_signal(signals);
+    println!("signal {signal}: stopping");
+    keeper.stop();
+    Ok(0)
+}
+
+/// `cloudsocket msgbus`: runs until SIGINT/SIGTERM. Brokers come from `--amqp`;
+/// ZooKeeper registration and broker discovery are not wired yet.
+pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
+    let mut config = bus::msgbus::Config::new(args.addr.clone(), args.spool_dir.clone());
+    config.status = Some(args.sh.clone()).filter(|sh| !sh.is_empty());
+    config.redis = args.rh.clone().filter(|rh| !rh.is_empty());
+    config.brokers = args.amqp.clone();
+    let signals = block_signals();
+    let msgbus = bus::msgbus::Msgbus::start(config)?;
+    let zookeeper = match args.zks.clone().filter(|z| !z.is_empty()) {
+        Some(zks) => Some(register_msgbus(&zks, args, &msgbus)?),
+        None => None,
+    };
+    println!(
+        "cloudsocket {} msgbus: comets on {}, {} broker(s), redis {}",
+        env!("CARGO_PKG_VERSION"),
+        msgbus.local_addr(),
+        args.amqp.len(),
+        args.rh.as_deref().unwrap_or("none")
+    );
+    if let Some(addr) = msgbus.status_addr() {
+        println!("listening: status http://{addr}/stat?type=app  /usermap  /metrics");
+    }
+    let signal = wait_signal(signals);
+    println!("signal {signal}: stopping");
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        if let Some((registration, discovery)) = zookeeper {
+            registration.stop();
+            discovery.stop();
+        }
+        msgbus.shutdown();
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+        eprintln!("stop took longer than 5 s: exiting");
+    }
+    Ok(0)
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so that
+/// [`wait_signal`] receives them.
+pub(crate) fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask calls on a zeroed, then initialised, set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+pub(crate) fn wait_signal(set: libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: set was initialised by block_signals.
+    unsafe { libc::sigwait(&set, &mut signal) };
+    signal
+}
+
+/// Registers the msgbus under `/<zkroot>` (data: the address comets dial) and feeds it the
+/// brokers listed under `/<zkrootr>` (`<addr>,<exchange>` nodes written by rmqkeepers).
+fn register_msgbus(
+    zks: &str,
+    args: &cli::MsgbusArgs,
+    msgbus: &bus::msgbus::Msgbus,
+) -> anyhow::Result<(keeper::zk::Registration, keeper::zk::Discovery)> {
+    // The original wrote its -addr string; with port 0 or an unspecified IP that string is
+    // not dialable, so the bound address is written instead.
+    let bound = msgbus.local_addr();
+    let data = if args.addr.ends_with(":0") || bound.ip().is_unspecified() { bound.to_string() } else { args.addr.clone() };
+    let node = keeper::zk::NodeSpec::fixed(args.zkroot.clone(), data.into_bytes());
+    let registration = keeper::zk::Registration::spawn(keeper::zk::ZkConfig::new(zks), vec![node])?;
+    let discovery = keeper::zk::Discovery::spawn(keeper::zk::ZkConfig::new(zks), &args.zkrootr)?;
+    let members = discovery.members.clone();
+    let feed = msgbus.broker_feed();
+    std::thread::Builder::new().name("zk-brokers".into()).spawn(move || {
+        for list in members.iter() {
+            let brokers: Vec<String> = list
+                .iter()
+                .filter_map(|data| edge_proto::zk::RabbitNode::parse(data.as_bytes()).ok().map(|n| n.addr.to_owned()))
+                .collect();
+            if feed.send(brokers).is_err() {
+                return;
+            }
+        }
+    })?;
+    println!("zookeeper: registered under /{}, brokers from /{}", args.zkroot, args.zkrootr);
+    Ok((registration, discovery))
+}
