@@ -4,11 +4,13 @@
 //! [`messages::ToBus`] requests and receive [`messages::FromBus`] answers in their inbox,
 //! woken through [`messages::Wake`]. The embedded backend ([`embedded`]) keeps online
 //! state, mobile ids and bindings in memory and appends uploads to a log file; the
-//! cluster backend (Redis, RabbitMQ, msgbus links) is not built yet.
+//! cluster backend ([`cluster`]) keeps them in Redis and relays through msgbus links;
+//! [`msgbus`] is the msgbus program itself.
 //!
 //! It does not hold terminal connections (the edge does) and does not do ZooKeeper
 //! registration (the keeper does).
 
+pub mod cluster;
 pub mod embedded;
 pub mod messages;
 pub mod msgbus;

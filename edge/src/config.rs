@@ -87,6 +87,10 @@ pub struct Config {
     pub allow_zero_timestamp: bool,
     /// Send text frames to terminals (original behaviour) instead of binary.
     pub text_frames: bool,
+    /// Time to complete the WebSocket upgrade, seconds (10, as the original).
+    pub handshake_timeout_secs: u32,
+    /// Time to log in after the upgrade, seconds (60, as the original).
+    pub login_timeout_secs: u32,
     /// Largest WebSocket frame accepted.
     pub max_message: usize,
     /// Largest outbound queue of one connection, bytes.
@@ -198,6 +202,8 @@ impl Config {
                 .into_bytes(),
             allow_zero_timestamp: args.allow_zero_timestamp,
             text_frames: args.text_frames,
+            handshake_timeout_secs: 10,
+            login_timeout_secs: 60,
             max_message: args.max_message,
             max_outbound: args.max_outbound,
             upload_log: args.upload_log.clone(),
@@ -249,6 +255,8 @@ impl Config {
             default_salt: true,
             allow_zero_timestamp: false,
             text_frames: false,
+            handshake_timeout_secs: 10,
+            login_timeout_secs: 60,
             max_message: 64 * 1024,
             max_outbound: 256 * 1024,
             upload_log: std::env::temp_dir()

@@ -470,3 +470,26 @@ fn sigterm_drains_with_1001_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn slow_loris_and_silent_logins_are_closed_on_time() {
+    // The deadlines are 10 s and 60 s in production; shortened here, same code path.
+    let node = node_with(|c| {
+        c.handshake_timeout_secs = 1;
+        c.login_timeout_secs = 2;
+    });
+    let addr = node.ws_addrs[0];
+    // Slow loris: half an upgrade request, then nothing.
+    let mut loris = std::net::TcpStream::connect(addr).unwrap();
+    loris.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut loris, b"GET /ws HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Upgraded but never logs in: gets reply 5 (login timeout) and a close.
+    let mut silent = connect(addr);
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    assert_eq!(std::io::Read::read(&mut loris, &mut buf).unwrap_or(0), 0, "slow loris closed without a reply");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert_eq!(next_data(&mut silent), Some(vec![5]), "login timeout reply");
+    assert!(eventually(|| counter(&node, |m| &m.handshake_timeout) == 1 && counter(&node, |m| &m.login_timeout) == 1));
+    node.shutdown();
+}

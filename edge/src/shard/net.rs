@@ -255,7 +255,7 @@ impl Shard {
             close(fd);
             return;
         }
-        let deadline = self.now() + 10;
+        let deadline = self.now() + self.config.handshake_timeout_secs;
         let (slot, generation) = self.conns.insert(Conn::new(fd, deadline));
         if self
             .poller

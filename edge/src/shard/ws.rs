@@ -178,7 +178,7 @@ impl Shard {
                 if let Some(conn) = self.conns.get_mut(slot) {
                     conn.state = State::Login;
                 }
-                let at = self.now() + 60;
+                let at = self.now() + self.config.login_timeout_secs;
                 self.set_deadline(slot, at);
                 Some(consumed)
             }

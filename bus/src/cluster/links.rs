@@ -1,0 +1,351 @@
+//! Msgbus links (original §9): one thread per link dials the msgbus (local side bound to
+//! the node's `--lip`, so the msgbus keys it by that IP), does the one-byte handshake and
+//! writes the frames queued for it; a reader thread per connection turns downstream frames
+//! into [`FromBus::Route`] for the directory shard of each id group.
+//!
+//! A link that drops or fails to dial is re-dialled with a backoff (100 ms doubling to
+//! 5 s, back to 100 ms once a link stayed up a second) — the original re-dialled only on a
+//! ZooKeeper change (§14.4). [`Links::set_addresses`] follows the msgbus list: new
+//! addresses get links, removed ones are closed. Frames go round-robin over the links
+//! that are up (phone traffic on WS-kind links, device traffic on UDP-kind links when the
+//! node has them); each link's queue is bounded and a full one drops (counted).
+//!
+//! Does **not** interpret messages: upstream frames are built by the caller, downstream
+//! ones are routed by the shards.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
+use edge_proto::link::{CometKind, DEFAULT_MAX_PAYLOAD, Downstream, LinkDecoder, LinkItem};
+
+use super::metrics::{ClusterMetrics, bump};
+use crate::messages::{FromBus, ShardInbox, dir_shard, route_key};
+
+/// Frames queued per link.
+pub const LINK_QUEUE_FRAMES: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A link that lived this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// Bytes written per batch of queued frames.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// What every link thread shares.
+#[derive(Clone)]
+pub(crate) struct LinkContext {
+    pub node_ip: Option<IpAddr>,
+    pub shards: Arc<[ShardInbox]>,
+    pub metrics: Arc<ClusterMetrics>,
+}
+
+/// One link as the request thread sees it.
+struct Link {
+    addr: String,
+    kind: CometKind,
+    tx: Sender<Vec<u8>>,
+    up: Arc<AtomicBool>,
+}
+
+/// The links of a node.
+pub(crate) struct Links {
+    context: LinkContext,
+    kinds: Vec<CometKind>,
+    links: Vec<Link>,
+    threads: Vec<JoinHandle<()>>,
+    next: usize,
+}
+
+impl Links {
+    /// No links yet; `kinds` are opened per msgbus address.
+    pub fn new(context: LinkContext, kinds: Vec<CometKind>) -> Self {
+        Self {
+            context,
+            kinds,
+            links: Vec::new(),
+            threads: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Follows the msgbus list: links to new addresses start, removed ones close.
+    pub fn set_addresses(&mut self, mut addresses: Vec<String>) {
+        addresses.sort();
+        addresses.dedup();
+        // Dropping a link's sender ends its thread (it closes the socket).
+        self.links.retain(|l| addresses.contains(&l.addr));
+        for addr in addresses {
+            for kind in self.kinds.clone() {
+                if !self.links.iter().any(|l| l.addr == addr && l.kind == kind) {
+                    self.start(addr.clone(), kind);
+                }
+            }
+        }
+        self.threads.retain(|t| !t.is_finished());
+    }
+
+    fn start(&mut self, addr: String, kind: CometKind) {
+        let (tx, rx) = bounded(LINK_QUEUE_FRAMES);
+        let up = Arc::new(AtomicBool::new(false));
+        let worker = LinkWorker {
+            addr: addr.clone(),
+            kind,
+            rx,
+            up: up.clone(),
+            context: self.context.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("bus-link".into())
+            .spawn(move || worker.run());
+        if let Ok(thread) = spawned {
+            self.threads.push(thread);
+            self.links.push(Link { addr, kind, tx, up });
+        } else {
+            bump(&self.context.metrics.link_connect_errors);
+        }
+    }
+
+    /// Queues `frame` on the next link that is up, preferring `kind`.
+    pub fn send(&mut self, kind: CometKind, frame: Vec<u8>) {
+        let count = self.links.len();
+        let pick = (0..count)
+            .map(|i| (self.next + i) % count)
+            .filter(|&i| self.links[i].up.load(Ordering::Acquire))
+            .min_by_key(|&i| self.links[i].kind != kind);
+        let Some(index) = pick else {
+            return bump(&self.context.metrics.relay_no_link);
+        };
+        self.next = (index + 1) % count;
+        match self.links[index].tx.try_send(frame) {
+            Ok(()) => bump(&self.context.metrics.relays),
+            Err(TrySendError::Full(_)) => bump(&self.context.metrics.relay_queue_full),
+            Err(TrySendError::Disconnected(_)) => bump(&self.context.metrics.relay_dropped),
+        }
+    }
+
+    /// Links that are up.
+    pub fn up(&self) -> usize {
+        self.links
+            .iter()
+            .filter(|l| l.up.load(Ordering::Acquire))
+            .count()
+    }
+
+    /// Closes every link and waits for the threads.
+    pub fn shutdown(&mut self) {
+        self.links.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+// === LinkWorker ===
+
+struct LinkWorker {
+    addr: String,
+    kind: CometKind,
+    rx: Receiver<Vec<u8>>,
+    up: Arc<AtomicBool>,
+    context: LinkContext,
+}
+
+/// How a connected link ended.
+enum Ended {
+    /// The link was removed: stop.
+    Removed,
+    /// The connection failed: re-dial.
+    Dropped,
+}
+
+impl LinkWorker {
+    fn run(self) {
+        let metrics = self.context.metrics.clone();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.connect() {
+                Ok(stream) => {
+                    bump(&metrics.link_connects);
+                    let since = Instant::now();
+                    self.up.store(true, Ordering::Release);
+                    let ended = self.serve(stream);
+                    self.up.store(false, Ordering::Release);
+                    if let Ended::Removed = ended {
+                        return;
+                    }
+                    bump(&metrics.link_drops);
+                    if since.elapsed() >= STABLE_AFTER {
+                        backoff = BACKOFF_MIN;
+                    }
+                }
+                Err(_) => bump(&metrics.link_connect_errors),
+            }
+            if !self.wait(backoff) {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Waits `backoff`, dropping what is queued meanwhile; false when the link was removed.
+    fn wait(&self, backoff: Duration) -> bool {
+        let deadline = Instant::now() + backoff;
+        loop {
+            match self.rx.recv_deadline(deadline) {
+                Ok(_) => bump(&self.context.metrics.relay_dropped),
+                Err(RecvTimeoutError::Timeout) => return true,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn connect(&self) -> io::Result<TcpStream> {
+        let target = self
+            .addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+        let stream = dial(target, self.context.node_ip)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let byte = self.kind.handshake_byte();
+        (&stream).write_all(&[byte])?;
+        let mut echo = [0u8; 1];
+        (&stream).read_exact(&mut echo)?;
+        if echo[0] != byte {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handshake refused",
+            ));
+        }
+        stream.set_read_timeout(None)?;
+        Ok(stream)
+    }
+
+    fn serve(&self, stream: TcpStream) -> Ended {
+        let (done_tx, done_rx) = bounded::<()>(0);
+        let reader = match stream.try_clone() {
+            Ok(read_half) => {
+                let context = self.context.clone();
+                std::thread::Builder::new()
+                    .name("bus-link-rx".into())
+                    .spawn(move || {
+                        read_downstream(read_half, &context);
+                        drop(done_tx);
+                    })
+                    .ok()
+            }
+            Err(_) => None,
+        };
+        let ended = if reader.is_some() {
+            self.write_loop(&stream, &done_rx)
+        } else {
+            Ended::Dropped
+        };
+        let _ = stream.shutdown(Shutdown::Both);
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+        ended
+    }
+
+    fn write_loop(&self, stream: &TcpStream, done: &Receiver<()>) -> Ended {
+        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        loop {
+            select! {
+                recv(self.rx) -> frame => {
+                    let Ok(frame) = frame else { return Ended::Removed };
+                    batch.clear();
+                    batch.extend_from_slice(&frame);
+                    while batch.len() < BATCH_BYTES {
+                        let Ok(more) = self.rx.try_recv() else { break };
+                        batch.extend_from_slice(&more);
+                    }
+                    let mut writer = stream;
+                    if writer.write_all(&batch).is_err() {
+                        bump(&self.context.metrics.relay_dropped);
+                        return Ended::Dropped;
+                    }
+                }
+                recv(done) -> _ => return Ended::Dropped,
+            }
+        }
+    }
+}
+
+/// Connects to `target`, the local side bound to `node_ip` when it is of the same family.
+fn dial(target: SocketAddr, node_ip: Option<IpAddr>) -> io::Result<TcpStream> {
+    let domain = socket2::Domain::for_address(target);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if let Some(ip) = node_ip.filter(|ip| ip.is_ipv4() == target.is_ipv4()) {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    socket.connect_timeout(&target.into(), CONNECT_TIMEOUT)?;
+    Ok(socket.into())
+}
+
+/// Reads downstream frames until the connection ends.
+fn read_downstream(mut stream: TcpStream, context: &LinkContext) {
+    let mut decoder = LinkDecoder::new(DEFAULT_MAX_PAYLOAD);
+    let mut buf = vec![0u8; DEFAULT_MAX_PAYLOAD + 4];
+    let mut filled = 0;
+    loop {
+        let Some(spare) = buf.get_mut(filled..) else {
+            return;
+        };
+        match stream.read(spare) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => filled += n,
+        }
+        let mut start = 0;
+        while let Some((item, used)) = buf.get(start..filled).and_then(|b| decoder.decode(b)) {
+            match item {
+                LinkItem::Frame(payload) => on_frame(payload, context),
+                LinkItem::Skipped { .. } => bump(&context.metrics.downstream_bad),
+                LinkItem::Discarded => {}
+            }
+            start += used;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+    }
+}
+
+/// Routes one downstream payload: ids grouped by directory key, one `Route` per group.
+fn on_frame(payload: &[u8], context: &LinkContext) {
+    bump(&context.metrics.downstream_frames);
+    let Ok(frame) = Downstream::decode(payload) else {
+        return bump(&context.metrics.downstream_bad);
+    };
+    if frame.ids.is_empty() {
+        return bump(&context.metrics.downstream_bad);
+    }
+    let mut ids: Vec<i64> = frame.ids.iter().collect();
+    ids.sort_by_key(|&id| route_key(id));
+    let shards = &context.shards;
+    for group in ids.chunk_by(|a, b| route_key(*a) == route_key(*b)) {
+        let Some(&first) = group.first() else {
+            continue;
+        };
+        let key = route_key(first);
+        let Some(shard) = shards.get(dir_shard(key, shards.len())) else {
+            continue;
+        };
+        let msg = FromBus::Route {
+            key,
+            ids: group.to_vec(),
+            message: frame.message.to_vec(),
+        };
+        if shard.send(msg).is_err() {
+            bump(&context.metrics.route_dropped);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The **cluster** bus sidecar: the node's shards talk to it exactly as to the embedded
+//! one ([`crate::sidecar`]), but the state lives in Redis and messages cross comets through
+//! msgbus links (original spec §4, §7.2/7.4, §9, §11).
+//!
+//! Threads (all queues bounded):
+//!
+//! ```text
+//!  shards ─ToBus─▶ request thread ──────────────▶ Redis (logins, logouts, leases,
+//!  admin  ───────▶   (select!, 200 ms tick)         session write-behind, admin push)
+//!  msgbus list ──▶       │ frames (4096/link)
+//!                        ▼
+//!                  link threads (1 per msgbus × kind) ──tcp──▶ msgbus
+//!                  link reader threads ──FromBus::Route──▶ directory shard
+//!  Redis pub/sub ─▶ subscriber thread ──Deliver/Binding/Kick──▶ every shard
+//! ```
+//!
+//! - Start-up: `DEL Host:<lip>` + `PUBLISH PubKey "0|<lip>|0"` (§4.3), before any login;
+//!   while Redis is unreachable it is retried and logins are refused with 9.
+//! - Logins/logouts: [`mobile`] (leased mobile ids, online/offline scripts, bindings).
+//! - Relays and uploads: upstream frames on a msgbus link ([`links`]); an upload is a
+//!   relay with no ids (the msgbus acks the device with a downstream frame).
+//! - UDP sessions: written behind ([`session`]).
+//! - Admin: bindings belong to the HTTP platform; a push is a `PUBLISH PubCommonMsg:<id>`
+//!   that every comet (this one included) delivers.
+//!
+//! Redis going away never stops the thread: logins get 9 at once, logouts are queued and
+//! retried, session writes wait for the next flush (see [`ClusterMetrics`]).
+//!
+//! Does **not** hold terminal state (the shards do), register in ZooKeeper or discover
+//! msgbuses (the keeper feeds [`MsgbusSource::Watch`]).
+
+mod bindings;
+mod links;
+mod metrics;
+mod mobile;
+mod session;
+mod store;
+mod subscribe;
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, never, select, tick};
+use edge_proto::link::{CometKind, Upstream};
+use edge_proto::pubsub::{write_common_msg, write_common_msg_channel};
+
+pub use metrics::ClusterMetrics;
+pub use session::{rfc3339_nanos, session_json};
+
+use links::{LinkContext, Links};
+use metrics::bump;
+use mobile::Sessions;
+use session::SessionWrites;
+use store::Store;
+
+use crate::messages::{Admin, AdminRequest, FromBus, ShardInbox, ToBus};
+
+/// How often sessions are flushed and deferred work retried.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Default mobile-id lease.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// Where the msgbus addresses come from.
+#[derive(Debug)]
+pub enum MsgbusSource {
+    /// A fixed list of `host:port`.
+    Static(Vec<String>),
+    /// The current list, each time it changes (ZooKeeper discovery).
+    Watch(Receiver<Vec<String>>),
+}
+
+/// Cluster settings (validated by the caller from the command line).
+#[derive(Debug)]
+pub struct ClusterConfig {
+    /// Redis `host:port` (`--rh`) or a `redis://` URL.
+    pub redis: String,
+    /// This comet's address (`--lip`): `Host:<lip>`, `PubKey` events, link source IP.
+    pub node_ip: String,
+    /// The node serves WebSocket terminals (opens WS-kind links).
+    pub ws: bool,
+    /// The node serves UDP devices (opens UDP-kind links).
+    pub udp: bool,
+    /// TTL of `sess:dev:*` records (`--uto`).
+    pub udp_timeout_secs: u64,
+    /// Deliver pushes addressed to devices (`--up`).
+    pub pusher: bool,
+    /// The msgbus addresses.
+    pub msgbus: MsgbusSource,
+    /// Mobile-id lease; refreshed every third of it.
+    pub lease_ttl: Duration,
+}
+
+/// The cluster sidecar's inputs and outputs (mirrors [`crate::sidecar::Embedded`]).
+pub struct Cluster {
+    /// One inbox per shard, by shard index.
+    pub shards: Vec<ShardInbox>,
+    /// Requests from the shards.
+    pub requests: Receiver<ToBus>,
+    /// Requests from the admin endpoints.
+    pub admin: Receiver<AdminRequest>,
+    /// Closed (dropped) by the node to end the threads.
+    pub stop: Receiver<()>,
+    /// Settings.
+    pub config: ClusterConfig,
+    /// Counters (keep a clone to read them).
+    pub metrics: Arc<ClusterMetrics>,
+}
+
+impl ClusterConfig {
+    /// Settings with the defaults: a WS node, `--uto` 40 s, no pusher, 60 s leases.
+    pub fn new(redis: impl Into<String>, node_ip: impl Into<String>, msgbus: MsgbusSource) -> Self {
+        Self {
+            redis: redis.into(),
+            node_ip: node_ip.into(),
+            ws: true,
+            udp: false,
+            udp_timeout_secs: 40,
+            pusher: false,
+            msgbus,
+            lease_ttl: LEASE_TTL,
+        }
+    }
+}
+
+/// Starts the cluster sidecar; it ends (with its helper threads) when `stop` closes or
+/// every request sender is gone.
+pub fn spawn_cluster(side: Cluster) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("bus-cluster".into())
+        .spawn(move || run(side))
+}
+
+/// The request thread's state.
+struct Node {
+    shards: Arc<[ShardInbox]>,
+    store: Store,
+    sessions: Sessions,
+    writes: SessionWrites,
+    links: Links,
+    reset_pending: bool,
+    metrics: Arc<ClusterMetrics>,
+}
+
+fn run(side: Cluster) {
+    let Cluster {
+        shards,
+        requests,
+        mut admin,
+        stop,
+        config,
+        metrics,
+    } = side;
+    let shards: Arc<[ShardInbox]> = shards.into();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let mut store = Store::new(&config.redis, metrics.clone());
+    let subscriber = subscribe::spawn(subscribe::Subscriber {
+        url: store.url().to_owned(),
+        shards: shards.clone(),
+        pusher: config.pusher,
+        metrics: metrics.clone(),
+        stop: stop_flag.clone(),
+    });
+    let mut kinds = Vec::new();
+    if config.ws || !config.udp {
+        kinds.push(CometKind::Ws);
+    }
+    if config.udp {
+        kinds.push(CometKind::Udp);
+    }
+    let context = LinkContext {
+        node_ip: config.node_ip.parse::<IpAddr>().ok(),
+        shards: shards.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut links = Links::new(context, kinds);
+    let mut addresses = match config.msgbus {
+        MsgbusSource::Static(list) => {
+            links.set_addresses(list);
+            never()
+        }
+        MsgbusSource::Watch(rx) => rx,
+    };
+    let sessions = Sessions::new(&config.node_ip, config.lease_ttl, metrics.clone());
+    let reset_pending = sessions.reset(&mut store).is_err();
+    let mut node = Node {
+        shards,
+        store,
+        sessions,
+        writes: SessionWrites::new(config.udp_timeout_secs, metrics.clone()),
+        links,
+        reset_pending,
+        metrics,
+    };
+    let ticker = tick(TICK);
+    loop {
+        select! {
+            recv(requests) -> msg => {
+                let Ok(msg) = msg else { break };
+                node.handle(msg);
+                while let Ok(msg) = requests.try_recv() {
+                    node.handle(msg);
+                }
+            }
+            recv(admin) -> req => match req {
+                Ok(req) => {
+                    let answer = node.admin(req.admin);
+                    let _ = req.reply.try_send(answer);
+                }
+                Err(_) => admin = never(),
+            },
+            recv(addresses) -> list => match list {
+                Ok(list) => node.links.set_addresses(list),
+                Err(_) => addresses = never(),
+            },
+            recv(ticker) -> _ => node.on_tick(Instant::now()),
+            recv(stop) -> _ => break,
+        }
+    }
+    stop_flag.store(true, Ordering::Release);
+    let _ = node.writes.flush(&mut node.store);
+    node.links.shutdown();
+    if let Ok(subscriber) = subscriber {
+        let _ = subscriber.join();
+    }
+}
+
+// === Node ===
+
+impl Node {
+    fn handle(&mut self, msg: ToBus) {
+        match msg {
+            ToBus::Login { conn, id } => {
+                let result = self.login(id);
+                match &result {
+                    Ok(_) => bump(&self.metrics.logins_ok),
+                    Err(mobile::REPLY_WRONG_ID) => bump(&self.metrics.logins_refused),
+                    Err(_) => bump(&self.metrics.logins_redis_error),
+                }
+                let answer = FromBus::LoginDone { conn, result };
+                let refused = match self.shards.get(usize::from(conn.shard)) {
+                    Some(shard) => shard.send(answer).err(),
+                    None => Some(answer),
+                };
+                if let Some(FromBus::LoginDone {
+                    result: Ok(grant), ..
+                }) = refused
+                {
+                    bump(&self.metrics.logins_undone);
+                    self.sessions.undo(&mut self.store, &grant);
+                }
+            }
+            ToBus::Logout { session } => self.sessions.logout(&mut self.store, session),
+            ToBus::Relay { src, ids, message } => self.relay(src, &ids, &message),
+            ToBus::Upload { src, message, .. } => self.relay(src, &[], &message),
+            ToBus::UdpSession(state) => self.writes.update(state),
+            ToBus::UdpSessionGone { sid, device } => self.writes.gone(sid, device),
+        }
+    }
+
+    fn login(&mut self, id: i64) -> Result<crate::messages::LoginGrant, u8> {
+        if self.reset_pending {
+            self.reset_pending = self.sessions.reset(&mut self.store).is_err();
+            if self.reset_pending {
+                return Err(mobile::REPLY_SERVER_ERROR);
+            }
+        }
+        self.sessions.login(&mut self.store, id)
+    }
+
+    fn relay(&mut self, src: i64, ids: &[i64], message: &[u8]) {
+        let mut frame = Vec::new();
+        if Upstream::write(&mut frame, src, ids, message).is_err() {
+            return bump(&self.metrics.relay_dropped);
+        }
+        let kind = if src > 0 {
+            CometKind::Ws
+        } else {
+            CometKind::Udp
+        };
+        self.links.send(kind, frame);
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if self.reset_pending {
+            self.reset_pending = self.sessions.reset(&mut self.store).is_err();
+        }
+        let _ = self.writes.flush(&mut self.store);
+        self.sessions.retry_deferred(&mut self.store);
+        self.sessions.refresh_due(&mut self.store, now);
+        metrics::set(&self.metrics.links_up, self.links.up());
+        metrics::set(&self.metrics.redis_up, usize::from(self.store.is_up()));
+        metrics::set(&self.metrics.mobile_leases, self.sessions.leased());
+    }
+
+    fn admin(&mut self, admin: Admin) -> Result<String, String> {
+        match admin {
+            Admin::Bind { .. } | Admin::Unbind { .. } => {
+                Err("cluster mode: bindings come from Redis (device:owner, u:<uid>:devices)".into())
+            }
+            Admin::Push { ids, msg_id, body } => {
+                if ids.iter().all(|&id| id == 0) {
+                    return Err("no valid destination id".into());
+                }
+                let mut channel = Vec::new();
+                write_common_msg_channel(&mut channel, msg_id);
+                let mut payload = Vec::with_capacity(body.len() + 16 * ids.len());
+                write_common_msg(&mut payload, &ids, &body);
+                self.store
+                    .run(|con, _| {
+                        redis::cmd("PUBLISH")
+                            .arg(&channel)
+                            .arg(&payload)
+                            .query::<i64>(con)
+                    })
+                    .map(|n| format!("push of message {msg_id:#x} published to {n} comet(s)"))
+                    .map_err(|e| format!("push not published: {e}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults() {
+        let config = ClusterConfig::new("127.0.0.1:1", "10.0.0.1", MsgbusSource::Static(vec![]));
+        assert!(config.ws && !config.udp && !config.pusher);
+        assert_eq!(config.lease_ttl, LEASE_TTL);
+    }
+}

@@ -1,0 +1,225 @@
+//! Cluster sidecar msgbus links against a fake msgbus (a `TcpListener` speaking §9):
+//! the handshake from `--lip`, upstream relays and uploads, downstream frames routed to
+//! the directory shard per id group, a WS and a UDP link on a node serving both, the
+//! link coming back within 2 s when the msgbus restarts on the same port, and the
+//! msgbus list followed (new address linked, removed one closed).
+
+mod cluster_support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bus::cluster::MsgbusSource;
+use bus::messages::{FromBus, ToBus, dir_shard};
+use cluster_support::{Harness, WAIT, config, eventually, unique_ip};
+use edge_proto::link::{Downstream, LinkDecoder, LinkItem, Upstream};
+
+/// One accepted comet link.
+struct Peer {
+    stream: TcpStream,
+    kind: u8,
+    from: SocketAddr,
+    decoder: LinkDecoder,
+    buf: Vec<u8>,
+}
+
+fn accept(listener: &TcpListener, within: Duration) -> Peer {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + within;
+    let (mut stream, from) = loop {
+        match listener.accept() {
+            Ok(pair) => break pair,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("no link within {within:?}: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut kind = [0u8];
+    stream.read_exact(&mut kind).unwrap();
+    stream.write_all(&kind).unwrap();
+    Peer {
+        stream,
+        kind: kind[0],
+        from,
+        decoder: LinkDecoder::new(1 << 20),
+        buf: Vec::new(),
+    }
+}
+
+impl Peer {
+    /// The next upstream frame as (src, ids, message).
+    fn recv(&mut self) -> (i64, Vec<i64>, Vec<u8>) {
+        loop {
+            if let Some((LinkItem::Frame(payload), used)) = self.decoder.decode(&self.buf) {
+                let up = Upstream::decode(payload).unwrap();
+                let out = (up.src, up.ids.iter().collect(), up.message.to_vec());
+                self.buf.drain(..used);
+                return out;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .expect("an upstream frame in time");
+            assert!(n > 0, "link closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn send(&mut self, ids: &[i64], message: &[u8]) {
+        let mut frame = Vec::new();
+        Downstream::write(&mut frame, ids, message).unwrap();
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    /// True once the comet closed the link.
+    fn closed(&mut self) -> bool {
+        let mut byte = [0u8];
+        matches!(self.stream.read(&mut byte), Ok(0))
+    }
+}
+
+fn route_to(key: i64) -> impl Fn(&FromBus) -> bool {
+    move |m| matches!(m, FromBus::Route { key: k, .. } if *k == key)
+}
+
+#[test]
+fn relays_go_up_and_downstream_frames_come_back_as_routes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lip = unique_ip();
+    let mut cfg = config(&lip);
+    cfg.msgbus = MsgbusSource::Static(vec![addr.to_string()]);
+    let node = Harness::start(cfg, 2);
+    let mut peer = accept(&listener, WAIT);
+    assert_eq!(peer.kind, 0, "a WS node opens a WS link");
+    assert_eq!(peer.from.ip().to_string(), lip, "bound to --lip");
+    eventually("link up", || {
+        node.metrics.links_up.load(Ordering::Relaxed) == 1
+    });
+
+    let relay = ToBus::Relay {
+        src: 17,
+        ids: vec![-5, -6],
+        message: b"hello".to_vec(),
+    };
+    node.requests.send(relay).unwrap();
+    assert_eq!(peer.recv(), (17, vec![-5, -6], b"hello".to_vec()));
+    let upload = ToBus::Upload {
+        conn: Harness::conn(1, 3),
+        src: -5,
+        message: b"upload".to_vec(),
+    };
+    node.requests.send(upload).unwrap();
+    assert_eq!(peer.recv(), (-5, vec![], b"upload".to_vec()));
+
+    peer.send(&[33, -5, 34], b"down");
+    for (key, ids) in [(32, vec![33, 34]), (-5, vec![-5])] {
+        let shard = dir_shard(key, 2);
+        match node.next(shard, route_to(key)) {
+            FromBus::Route {
+                ids: got, message, ..
+            } => {
+                assert_eq!((got, message), (ids, b"down".to_vec()));
+            }
+            _ => unreachable!(),
+        }
+    }
+    // Garbage downstream does not break the link.
+    peer.stream.write_all(&[1, 0, 0, 0, 9]).unwrap();
+    peer.send(&[-7], b"after");
+    node.next(dir_shard(-7, 2), route_to(-7));
+    assert_eq!(node.metrics.downstream_bad.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_node_serving_both_kinds_opens_two_links() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config(&unique_ip());
+    cfg.udp = true;
+    cfg.msgbus = MsgbusSource::Static(vec![listener.local_addr().unwrap().to_string()]);
+    let node = Harness::start(cfg, 1);
+    let mut first = accept(&listener, WAIT);
+    let mut second = accept(&listener, WAIT);
+    if first.kind == 1 {
+        std::mem::swap(&mut first, &mut second);
+    }
+    assert_eq!((first.kind, second.kind), (0, 1));
+    eventually("links up", || {
+        node.metrics.links_up.load(Ordering::Relaxed) == 2
+    });
+    for (src, message) in [(17, b"phone"), (-3, b"devce")] {
+        let relay = ToBus::Relay {
+            src,
+            ids: vec![1],
+            message: message.to_vec(),
+        };
+        node.requests.send(relay).unwrap();
+    }
+    assert_eq!(first.recv().0, 17, "phone traffic on the WS link");
+    assert_eq!(second.recv().0, -3, "device traffic on the UDP link");
+}
+
+#[test]
+fn the_link_comes_back_when_the_msgbus_restarts() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = config(&unique_ip());
+    cfg.msgbus = MsgbusSource::Static(vec![addr.to_string()]);
+    let node = Harness::start(cfg, 1);
+    let peer = accept(&listener, WAIT);
+    eventually("link up", || {
+        node.metrics.link_connects.load(Ordering::Relaxed) == 1
+    });
+    // The msgbus dies, and comes back on the same port a moment later.
+    drop(peer);
+    drop(listener);
+    std::thread::sleep(Duration::from_millis(300));
+    let listener = TcpListener::bind(addr).unwrap();
+    let restarted = Instant::now();
+    let mut peer = accept(&listener, Duration::from_secs(2));
+    assert!(restarted.elapsed() < Duration::from_secs(2));
+    eventually("link up again", || {
+        node.metrics.link_connects.load(Ordering::Relaxed) == 2
+    });
+    let relay = ToBus::Relay {
+        src: 33,
+        ids: vec![-1],
+        message: b"again".to_vec(),
+    };
+    node.requests.send(relay).unwrap();
+    assert_eq!(peer.recv().2, b"again");
+    assert!(node.metrics.link_drops.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn the_msgbus_list_is_followed() {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (list_tx, list_rx) = crossbeam_channel::bounded(4);
+    let mut cfg = config(&unique_ip());
+    cfg.msgbus = MsgbusSource::Watch(list_rx);
+    let node = Harness::start(cfg, 1);
+    list_tx
+        .send(vec![a.local_addr().unwrap().to_string()])
+        .unwrap();
+    let mut on_a = accept(&a, WAIT);
+    list_tx
+        .send(vec![b.local_addr().unwrap().to_string()])
+        .unwrap();
+    let mut on_b = accept(&b, WAIT);
+    assert!(on_a.closed(), "the removed msgbus's link is closed");
+    eventually("one link up", || {
+        node.metrics.links_up.load(Ordering::Relaxed) == 1
+    });
+    let relay = ToBus::Relay {
+        src: 49,
+        ids: vec![],
+        message: b"to b".to_vec(),
+    };
+    node.requests.send(relay).unwrap();
+    assert_eq!(on_b.recv().2, b"to b");
+}
