@@ -11,6 +11,7 @@
 //! and `/admin/*`.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod msg;
@@ -57,10 +58,10 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
             .map_err(|e| anyhow::anyhow!("--conf {}: {e}", path.display()))?;
         args = cli::merge_conf(args, &text)?;
     }
-    if args.rh.is_some() || args.zks.as_deref().is_some_and(|z| !z.is_empty()) {
-        eprintln!(
-            "cloudsocket: cluster mode (--rh, --zks) is not built yet; run without them for the embedded node"
-        );
+    if args.rh.as_deref().is_none_or(str::is_empty)
+        && args.zks.as_deref().is_some_and(|z| !z.is_empty())
+    {
+        eprintln!("cloudsocket: --zks needs --rh: cluster mode keeps online state in Redis");
         return Ok(2);
     }
     let config = config::Config::from_args(&args)?;
@@ -72,10 +73,10 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     }
     let signals = programs::block_signals();
     let node = node::Node::start(config.clone())?;
-    let mode = if comet {
-        "comet (embedded bus)"
-    } else {
-        "embedded node"
+    let mode = match (&config.cluster, comet) {
+        (Some(_), _) => "comet (cluster: Redis, msgbus)",
+        (None, true) => "comet (embedded bus)",
+        (None, false) => "embedded node",
     };
     println!(
         "cloudsocket {} {mode}: {} shard(s) on cores {:?}",
@@ -107,4 +108,3 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
-

@@ -50,6 +50,8 @@ pub struct Node {
     admin: Sender<AdminRequest>,
     stop: Option<Sender<()>>,
     platform_workers: Vec<JoinHandle<()>>,
+    /// Cluster mode: ZooKeeper discovery of msgbuses and this comet's registration.
+    zookeeper: Option<crate::cluster::ZooKeeper>,
 }
 
 fn bind_all(addr: SocketAddr, shards: usize) -> std::io::Result<(SocketAddr, Vec<OwnedFd>)> {
@@ -144,17 +146,44 @@ impl Node {
         drop(bus_tx);
         drop(platform_tx);
         let platform_workers = crate::platform::spawn(platform, 4, platform_rx, inboxes.clone())?;
-        let uploads = bus::embedded::UploadLog::open(&config.upload_log)
-            .map_err(|e| anyhow::anyhow!("upload log {}: {e}", config.upload_log.display()))?;
         let (stop_tx, stop_rx) = bounded(0);
-        let sidecar = bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
-            stop: stop_rx,
-            shards: inboxes.clone(),
-            requests: bus_rx,
-            admin: admin_rx,
-            uploads,
-            binds: config.binds.clone(),
-        })?;
+        let mut zookeeper = None;
+        let sidecar = match &config.cluster {
+            None => {
+                let uploads = bus::embedded::UploadLog::open(&config.upload_log).map_err(|e| {
+                    anyhow::anyhow!("upload log {}: {e}", config.upload_log.display())
+                })?;
+                bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
+                    stop: stop_rx,
+                    shards: inboxes.clone(),
+                    requests: bus_rx,
+                    admin: admin_rx,
+                    uploads,
+                    binds: config.binds.clone(),
+                })?
+            }
+            Some(cluster) => {
+                let (msgbus, zk) = crate::cluster::discovery(cluster)?;
+                zookeeper = zk;
+                let mut side = bus::cluster::ClusterConfig::new(
+                    cluster.redis.clone(),
+                    config.node_ip.clone(),
+                    msgbus,
+                );
+                side.ws = config.ws;
+                side.udp = config.udp;
+                side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
+                side.pusher = cluster.pusher;
+                bus::cluster::spawn_cluster(bus::cluster::Cluster {
+                    shards: inboxes.clone(),
+                    requests: bus_rx,
+                    admin: admin_rx,
+                    stop: stop_rx,
+                    config: side,
+                    metrics: Arc::new(bus::cluster::ClusterMetrics::default()),
+                })?
+            }
+        };
         let startup = Arc::new(Startup {
             parts: Mutex::new(parts),
             status: Mutex::new(Some(StatusServer {
@@ -183,19 +212,24 @@ impl Node {
                 }
             }));
         }
-        Ok(Node {
+        let mut node = Node {
             ws_addrs,
             status_addr,
             udp_addr,
             udpaddr_http,
             platform_workers,
+            zookeeper: None,
             metrics,
             inboxes,
             shards,
             sidecar: Some(sidecar),
             admin: admin_tx,
             stop: Some(stop_tx),
-        })
+        };
+        if let Some(cluster) = &config.cluster {
+            node.zookeeper = crate::cluster::register(cluster, &config, &node, zookeeper)?;
+        }
+        Ok(node)
     }
 
     /// A sender for admin requests (what `/admin/*` uses).
@@ -206,6 +240,8 @@ impl Node {
     /// Drains: every shard stops accepting, closes its terminals with 1001 and ends; then
     /// the sidecar ends. Returns when all threads are gone.
     pub fn shutdown(mut self) {
+        // Leave ZooKeeper first, so nobody is sent here while we drain.
+        drop(self.zookeeper.take());
         for inbox in &self.inboxes {
             let _ = inbox.send(FromBus::Shutdown);
         }

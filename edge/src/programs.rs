@@ -105,23 +105,36 @@ fn register_msgbus(
     // The original wrote its -addr string; with port 0 or an unspecified IP that string is
     // not dialable, so the bound address is written instead.
     let bound = msgbus.local_addr();
-    let data = if args.addr.ends_with(":0") || bound.ip().is_unspecified() { bound.to_string() } else { args.addr.clone() };
+    let data = if args.addr.ends_with(":0") || bound.ip().is_unspecified() {
+        bound.to_string()
+    } else {
+        args.addr.clone()
+    };
     let node = keeper::zk::NodeSpec::fixed(args.zkroot.clone(), data.into_bytes());
     let registration = keeper::zk::Registration::spawn(keeper::zk::ZkConfig::new(zks), vec![node])?;
     let discovery = keeper::zk::Discovery::spawn(keeper::zk::ZkConfig::new(zks), &args.zkrootr)?;
     let members = discovery.members.clone();
     let feed = msgbus.broker_feed();
-    std::thread::Builder::new().name("zk-brokers".into()).spawn(move || {
-        for list in members.iter() {
-            let brokers: Vec<String> = list
-                .iter()
-                .filter_map(|data| edge_proto::zk::RabbitNode::parse(data.as_bytes()).ok().map(|n| n.addr.to_owned()))
-                .collect();
-            if feed.send(brokers).is_err() {
-                return;
+    std::thread::Builder::new()
+        .name("zk-brokers".into())
+        .spawn(move || {
+            for list in members.iter() {
+                let brokers: Vec<String> = list
+                    .iter()
+                    .filter_map(|data| {
+                        edge_proto::zk::RabbitNode::parse(data.as_bytes())
+                            .ok()
+                            .map(|n| n.addr.to_owned())
+                    })
+                    .collect();
+                if feed.send(brokers).is_err() {
+                    return;
+                }
             }
-        }
-    })?;
-    println!("zookeeper: registered under /{}, brokers from /{}", args.zkroot, args.zkrootr);
+        })?;
+    println!(
+        "zookeeper: registered under /{}, brokers from /{}",
+        args.zkroot, args.zkrootr
+    );
     Ok((registration, discovery))
 }

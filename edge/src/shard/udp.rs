@@ -163,7 +163,8 @@ impl Shard {
             let fd = udp.raw_fd();
             let mut lens = [0usize; BATCH];
             let mut from = [None; BATCH];
-            let n = super::net::recv_batch(fd, &mut bufs, DGRAM, &mut lens, &mut from).unwrap_or_default();
+            let n = super::net::recv_batch(fd, &mut bufs, DGRAM, &mut lens, &mut from)
+                .unwrap_or_default();
             for i in 0..n {
                 let (Some(addr), len) = (from[i], lens[i]) else {
                     continue;

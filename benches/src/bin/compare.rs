@@ -1,0 +1,164 @@
+//! `compare`: starts cloudsocket (A) and the tokio peer (B) pinned to one server core,
+//! runs the same loadgen scenarios against each, alternating A/B for `--rounds` rounds with
+//! the load pinned to another core, and prints each figure's medians and the A/B ratio
+//! (min / median / max). Loopback only; bounded; stops exactly what it started.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use benches::compare::{FIGURES, extract, header, row};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "compare")]
+struct Cli {
+    /// Rounds of A/B.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Scenarios: relay, relay70, storm, idle, push, udp.
+    #[arg(long, value_delimiter = ',', default_value = "relay,relay70,storm,idle")]
+    scenarios: Vec<String>,
+    /// Relay pairs.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Storm connections.
+    #[arg(long, default_value_t = 4000)]
+    connections: usize,
+    /// Idle steps.
+    #[arg(long, default_value = "1000,3000,6000")]
+    idle_steps: String,
+    /// Core for the servers.
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// Core for the load.
+    #[arg(long, default_value_t = 0)]
+    load_core: usize,
+    /// Directory with the release binaries (loadgen, tokio-peer, cloudsocket).
+    #[arg(long, default_value = "target/release")]
+    bin: String,
+    /// The cloudsocket binary (default: <bin>/cloudsocket).
+    #[arg(long)]
+    cloudsocket: Option<String>,
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    ws: [u16; 2],
+    admin: u16,
+    udp: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(cli: &Cli, name: &'static str, ws: [u16; 2], admin: u16, udp: u16) -> anyhow::Result<Server> {
+    let core = cli.server_core.to_string();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &core]);
+    if name == "cloudsocket" {
+        cmd.arg(cli.cloudsocket.clone().unwrap_or_else(|| format!("{}/cloudsocket", cli.bin))).args(["run", "--cores", &core])
+            .args(["--ports", &format!(":{},:{}", ws[0], ws[1])])
+            .args(["--sh", &format!("127.0.0.1:{admin}"), "--hudp", &format!(":{udp}")])
+            .args(["--upload-log", "/tmp/compare-uploads.log"]);
+    } else {
+        cmd.arg(format!("{}/tokio-peer", cli.bin)).args(["--threads", "1"])
+            .args(["--port", &format!("{},{}", ws[0], ws[1])])
+            .args(["--sh", &format!("127.0.0.1:{admin}"), "--udp-port", &udp.to_string()]);
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("start {name}"))?;
+    let server = Server { name, child, ws, admin, udp };
+    let end = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        if Instant::now() > end {
+            bail!("{name} did not open its status port");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(server)
+}
+
+fn scenario_args(cli: &Cli, scenario: &str, s: &Server, base: i64) -> Vec<String> {
+    let mut v: Vec<String> = match scenario {
+        "relay" => vec!["relay".into(), "--pairs".into(), cli.pairs.to_string(), "--duration".into(), cli.duration.to_string()],
+        "relay70" => vec!["relay".into(), "--pairs".into(), cli.pairs.to_string(), "--duration".into(),
+            cli.duration.to_string(), "--find-peak".into(), "2".into()],
+        "storm" => vec!["storm".into(), "--connections".into(), cli.connections.to_string(), "--rounds".into(), "2".into()],
+        "idle" => vec!["idle".into(), "--pid".into(), s.child.id().to_string(), "--steps".into(), cli.idle_steps.clone()],
+        "push" => vec!["push".into(), "--phones".into(), "1000".into(), "--duration".into(), cli.duration.to_string()],
+        _ => vec!["udp".into(), "--sessions".into(), "1000".into(), "--duration".into(), cli.duration.to_string(),
+            "--udp-target".into(), format!("127.0.0.1:{}", s.udp)],
+    };
+    v.extend([
+        "--json".into(),
+        "--target".into(),
+        format!("127.0.0.1:{},127.0.0.1:{}", s.ws[0], s.ws[1]),
+        "--admin".into(),
+        format!("127.0.0.1:{}", s.admin),
+        "--base-id".into(),
+        base.to_string(),
+    ]);
+    v
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let servers = [
+        start(&cli, "cloudsocket", [21234, 21235], 39999, 27999)?,
+        start(&cli, "tokio-peer", [22234, 22235], 39998, 28999)?,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(40 * 60);
+    let mut results: Vec<(String, [Vec<f64>; 2])> = Vec::new();
+    let mut base = 10_000i64;
+    for scenario in &cli.scenarios {
+        let mut reports: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..cli.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                if Instant::now() > deadline {
+                    bail!("time budget exhausted");
+                }
+                let s = &servers[side];
+                base += 200_000;
+                let out = Command::new("taskset")
+                    .args(["-c", &cli.load_core.to_string(), &format!("{}/loadgen", cli.bin)])
+                    .args(scenario_args(&cli, scenario, s, base))
+                    .stderr(Stdio::null())
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                eprintln!("[{scenario} round {round} {}] {}", s.name, text.chars().take(200).collect::<String>());
+                reports[side].push(text);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        for f in FIGURES.iter().filter(|f| f.scenario == scenario.as_str()) {
+            let vals = [0, 1].map(|side| reports[side].iter().map(|r| extract(r, f.pointer)).collect::<Vec<_>>());
+            results.push((f.label.to_string(), vals));
+        }
+    }
+    println!("{}", header());
+    for (label, [a, b]) in &results {
+        println!("{}", row(label, a, b));
+    }
+    println!("(ratio = cloudsocket / tokio-peer per round; {} rounds, A/B order alternating)", cli.rounds);
+    drop(servers);
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Two comets, one msgbus, real Redis, RabbitMQ and ZooKeeper (from `scripts/test`): a phone
+//! on comet A and devices (WebSocket and UDP) on comet B exchange messages both ways; device
+//! online status reaches the user; Redis pushes arrive exactly once; an upload is confirmed
+//! by the broker and acked; a restarted msgbus is found again.
+
+mod support;
+
+#[path = "../../bus/tests/support/testenv.rs"]
+#[allow(dead_code)]
+mod testenv;
+
+use std::net::UdpSocket;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use edge::config::{ClusterConfig, Config};
+use edge::node::Node;
+use support::*;
+use tungstenite::Message;
+
+fn redis() -> redis::Connection {
+    let client = redis::Client::open(format!(
+        "redis://{}/",
+        testenv::service_addr(testenv::REDIS)
+    ))
+    .unwrap();
+    client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap()
+}
+
+fn unique() -> i64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    ((nanos / 1000) % 1_000_000_000) as i64 + i64::from(std::process::id() % 1000) * 1_000_000_000
+}
+
+fn msgbus(listen: &str, tmp: &std::path::Path) -> bus::msgbus::Msgbus {
+    let mut config =
+        bus::msgbus::Config::new(listen.to_owned(), tmp.join(format!("spool-{}", unique())));
+    config.status = None;
+    config.redis = Some(testenv::service_addr(testenv::REDIS));
+    config.brokers = vec![testenv::service_addr(testenv::AMQP)];
+    bus::msgbus::Msgbus::start(config).expect("msgbus starts")
+}
+
+fn comet(ip: &str, zk_root: &str, comet_root: &str) -> Node {
+    let mut config = Config::for_tests(2);
+    config.node_ip = ip.to_owned();
+    config.cluster = Some(ClusterConfig {
+        redis: testenv::service_addr(testenv::REDIS),
+        zookeeper: testenv::service_addr(testenv::ZK),
+        msgbus_root: zk_root.to_owned(),
+        comet_root: comet_root.to_owned(),
+        comet_root_udp: format!("{comet_root}Udp"),
+        msgbus: Vec::new(),
+        pusher: true,
+    });
+    Node::start(config).expect("comet starts")
+}
+
+fn bind(con: &mut redis::Connection, device: i64, user: i64) {
+    redis::cmd("HSET")
+        .arg("device:owner")
+        .arg(device)
+        .arg(user)
+        .query::<()>(con)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg(format!("u:{user}:devices"))
+        .arg(device)
+        .query::<()>(con)
+        .unwrap();
+}
+
+/// Logs in with retries while the comet's msgbus links and Redis come up.
+fn login_when_ready(addr: std::net::SocketAddr, id: i64) -> Ws {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ws, reply) = login(addr, id);
+        if reply.first() == Some(&0) {
+            return ws;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login of {id} keeps failing: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sends `m` from `from` until `to` receives it (links to the msgbus may still be dialling).
+fn relay_until(from: &mut Ws, to: &mut Ws, m: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        from.send(Message::binary(m.to_vec())).unwrap();
+        to.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        loop {
+            match to.read() {
+                Ok(Message::Binary(b)) if b.as_ref() == m => {
+                    to.get_mut()
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    return;
+                }
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        assert!(Instant::now() < deadline, "message never relayed");
+    }
+}
+
+#[test]
+fn two_comets_relay_push_and_upload_through_one_msgbus() {
+    let tmp = std::path::PathBuf::from(testenv::service_addr(testenv::TMP));
+    let root = format!("cs-msgbus-{}", unique());
+    let bus = msgbus("127.0.0.1:0", &tmp);
+    let registration = keeper::zk::Registration::spawn(
+        keeper::zk::ZkConfig::new(testenv::service_addr(testenv::ZK)),
+        vec![keeper::zk::NodeSpec::fixed(
+            root.clone(),
+            bus.local_addr().to_string().into_bytes(),
+        )],
+    )
+    .unwrap();
+    let n = unique() % 200 + 20;
+    let (ip_a, ip_b) = (format!("127.0.{n}.2"), format!("127.0.{n}.3"));
+    let a = comet(&ip_a, &root, &format!("cs-comets-{n}"));
+    let b = comet(&ip_b, &root, &format!("cs-comets-{n}"));
+
+    let mut con = redis();
+    let user = 16 * (unique() % 100_000_000 + 1);
+    let ws_device = -(unique() % 100_000_000 + 1);
+    bind(&mut con, ws_device, user);
+    let mac = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, (n % 250) as u8, 7];
+    let udp_device = edge::platform::builtin_device_id(&mac);
+    bind(&mut con, udp_device, user);
+
+    // Phone on A, WebSocket device on B: relay both ways (retried while the comets' msgbus
+    // links come up), then the device's offline and online status through the msgbus.
+    let mut phone = login_when_ready(a.ws_addrs[0], user);
+    let mut device = login_when_ready(b.ws_addrs[0], ws_device);
+    relay_until(
+        &mut phone,
+        &mut device,
+        &message(3, ws_device, b"phone on A -> device on B"),
+    );
+    relay_until(
+        &mut device,
+        &mut phone,
+        &message(3, 0, b"device on B -> phone on A"),
+    );
+    drop(device);
+    let offline = next_status(&mut phone, 10).expect("device offline status through the msgbus");
+    assert_eq!(
+        i64::from_le_bytes(offline[37..45].try_into().unwrap()),
+        ws_device
+    );
+    let mut device = login_when_ready(b.ws_addrs[0], ws_device);
+    let online = next_status(&mut phone, 9).expect("device online status through the msgbus");
+    assert_eq!(
+        i64::from_le_bytes(online[37..45].try_into().unwrap()),
+        ws_device
+    );
+
+    // A Redis push reaches the phone exactly once (every comet subscribes).
+    let mut body = vec![5u8];
+    body.extend_from_slice(&987_654_321i64.to_le_bytes());
+    body.push(0);
+    let mut payload = format!("{user}|").into_bytes();
+    payload.extend_from_slice(&body);
+    redis::cmd("PUBLISH")
+        .arg("PubCommonMsg:0x36")
+        .arg(payload)
+        .query::<i64>(&mut con)
+        .unwrap();
+    // (The pushed body is a status body of type 5, "invited".)
+    let pushed = next_status(&mut phone, 5).expect("push");
+    assert_eq!(&pushed[36..], &body[..]);
+    phone
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    assert!(next_status(&mut phone, 5).is_none(), "pushed exactly once");
+    phone
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+
+    // An upload from the WebSocket device: published with confirms, then acked.
+    let mut upload = vec![0u8; 36];
+    upload[0] = 0x82;
+    upload[16..24].copy_from_slice(&ws_device.to_le_bytes());
+    upload[28..30].copy_from_slice(&0x30u16.to_le_bytes());
+    edge_proto::frame::seal(&mut upload).unwrap();
+    device.send(Message::binary(upload.clone())).unwrap();
+    let ack = next_not_status(&mut device).expect("upload ack");
+    assert_eq!(ack[24] & 0x40, 0x40, "ACK flag");
+    assert!(bus.metrics().msgs_to_mq.load(Ordering::Relaxed) >= 1);
+
+    // A UDP device on B logs in and exchanges forward packets with the phone on A.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let target = b.udp_addr.unwrap();
+    let call = |seq: u16, msg_id: u16, body: &[u8]| -> Vec<u8> {
+        let mut out = Vec::new();
+        let spec = edge_proto::frame::DirectSpec {
+            seq,
+            timestamp: unix_now() as u32,
+            dst: 0,
+            src: 0,
+            msg_id,
+            body,
+        };
+        edge_proto::frame::write_direct(&mut out, &spec).unwrap();
+        udp.send_to(&out, target).unwrap();
+        let mut buf = [0u8; 512];
+        let n = udp.recv(&mut buf).expect("reply");
+        buf[36..n].to_vec()
+    };
+    let mut e0 = mac.to_vec();
+    e0.extend_from_slice(&[0; 16]);
+    let sid: [u8; 16] = call(1, 0xE0, &e0)[4..20].try_into().unwrap();
+    let mut e1 = sid.to_vec();
+    e1.extend_from_slice(&[0u8; 8]);
+    e1.extend_from_slice(&mac);
+    e1.extend_from_slice(&[0u8; 16 + 260]);
+    e1.extend_from_slice(&1u16.to_le_bytes());
+    e1.push(b'x');
+    let registered = call(2, 0xE1, &e1);
+    let cookie: Vec<u8> = registered[28..]
+        .iter()
+        .copied()
+        .take_while(|&b| b != 0)
+        .collect();
+    let mut e2 = sid.to_vec();
+    e2.extend_from_slice(&mac);
+    let mut field = [0u8; 64];
+    field[..cookie.len()].copy_from_slice(&cookie);
+    e2.extend_from_slice(&field);
+    assert_eq!(&call(3, 0xE2, &e2)[..4], &0i32.to_le_bytes(), "UDP login");
+    let online = next_status(&mut phone, 9).expect("UDP device online status");
+    assert_eq!(
+        i64::from_le_bytes(online[37..45].try_into().unwrap()),
+        udp_device
+    );
+    let to_udp = {
+        let mut m = message(3, udp_device, &[0u8; 52]);
+        m[40] = 0x82;
+        m.extend_from_slice(b"to the UDP device");
+        m
+    };
+    phone.send(Message::binary(to_udp)).unwrap();
+    let mut buf = [0u8; 512];
+    let mut relayed = false;
+    for _ in 0..5 {
+        let got = udp.recv(&mut buf).expect("relayed to the UDP device");
+        if buf[..got].ends_with(b"to the UDP device") {
+            assert_eq!(&buf[24..40], &sid[..]);
+            relayed = true;
+            break;
+        }
+        eprintln!("the UDP device also got {got} bytes: {:02x?}", &buf[..got]);
+    }
+    assert!(relayed, "relayed to the UDP device");
+
+    drop(registration);
+    a.shutdown();
+    b.shutdown();
+    bus.shutdown();
+}
+
+#[test]
+fn comets_find_a_restarted_msgbus() {
+    let tmp = std::path::PathBuf::from(testenv::service_addr(testenv::TMP));
+    let root = format!("cs-msgbus-{}", unique());
+    let first = msgbus("127.0.0.1:0", &tmp);
+    let addr = first.local_addr();
+    let zk = keeper::zk::ZkConfig::new(testenv::service_addr(testenv::ZK));
+    let registration = keeper::zk::Registration::spawn(
+        zk,
+        vec![keeper::zk::NodeSpec::fixed(
+            root.clone(),
+            addr.to_string().into_bytes(),
+        )],
+    )
+    .unwrap();
+    let n = unique() % 200 + 20;
+    let a = comet(&format!("127.1.{n}.2"), &root, &format!("cs-comets-r{n}"));
+    let b = comet(&format!("127.1.{n}.3"), &root, &format!("cs-comets-r{n}"));
+    let mut con = redis();
+    let user = 16 * (unique() % 100_000_000 + 1);
+    let device_id = -(unique() % 100_000_000 + 1);
+    bind(&mut con, device_id, user);
+    let mut phone = login_when_ready(a.ws_addrs[0], user);
+    let mut device = login_when_ready(b.ws_addrs[0], device_id);
+    relay_until(&mut device, &mut phone, &message(3, 0, b"before"));
+
+    first.shutdown();
+    std::thread::sleep(Duration::from_millis(300));
+    let second = msgbus(&addr.to_string(), &tmp);
+    let back = Instant::now();
+    relay_until(
+        &mut device,
+        &mut phone,
+        &message(3, 0, b"after the restart"),
+    );
+    assert!(
+        back.elapsed() < Duration::from_secs(2) + Duration::from_millis(500),
+        "relaying again {:?} after the msgbus returned",
+        back.elapsed()
+    );
+
+    drop(registration);
+    a.shutdown();
+    b.shutdown();
+    second.shutdown();
+}
