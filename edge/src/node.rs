@@ -123,7 +123,7 @@ impl Node {
         let mut parts = Vec::new();
         let mut inboxes = Vec::new();
         for (i, (listeners, udp)) in per_shard.into_iter().zip(udp_fds).enumerate() {
-            let poller = Poller::new(4096)?;
+            let poller = Poller::new()?;
             let (tx, rx): (Sender<FromBus>, Receiver<FromBus>) = bounded(QUEUE);
             inboxes.push(ShardInbox {
                 tx,

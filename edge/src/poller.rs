@@ -1,16 +1,20 @@
 //! Readiness for every socket of a shard, with no task and no buffer per socket.
 //!
-//! Each shard owns one private `io_uring` used only for readiness: one **multishot
-//! `POLL_ADD`** per socket (listeners, the UDP socket, every terminal connection), and
-//! one-shot `POLLOUT` polls for connections whose writes are blocked. The ring signals a
-//! registered `eventfd` whenever it posts completions; the shard's glommio task awaits a
-//! read of that `eventfd` (through glommio's own ring), then drains the completions in a
-//! batch. Sidecars and other threads wake the shard through the same `eventfd`
-//! ([`Waker`]), so the shard has exactly one thing to wait on.
+//! Each shard owns one **edge-triggered epoll set** holding all its sockets (listeners,
+//! the UDP socket, every terminal connection; token = the socket's slab reference), and a
+//! tiny private `io_uring` whose only job is a one-shot `POLL_ADD` on the epoll fd. That
+//! ring signals a registered `eventfd`, which the shard's glommio task awaits (a read
+//! through glommio's own ring). On wake the shard calls [`Poller::drain`]: one
+//! `epoll_wait(0)` returns each ready socket once, however many packets arrived — so a
+//! flood costs one event per socket per batch, and nothing can overflow. Other threads
+//! wake the shard through the same `eventfd` ([`Waker`]).
 //!
 //! Why not a glommio task per connection: a parked task plus its armed read costs
-//! ~1.8 KB per idle connection (see `shared/design/conn-memory.md`); a multishot poll
-//! costs user space nothing but the 8-byte token, and the kernel one `io_kiocb`.
+//! ~1.8 KB per idle connection (see `shared/design/conn-memory.md`); an epoll item costs
+//! user space nothing but the 8-byte token (the kernel ~128 B).
+//!
+//! Edge-triggered: the owner must read (or accept) until `EAGAIN`, or remember the socket
+//! and come back, since no new event comes for data already there.
 //!
 //! This module does not read or write sockets: it only reports which token is ready.
 
@@ -21,28 +25,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use io_uring::{IoUring, opcode, types};
 
-/// What a poll completion says about its socket.
+/// What one `epoll_wait` said about a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Readiness {
     /// The token given at registration.
     pub token: u64,
-    /// `POLLIN`, `POLLHUP` or `POLLERR` was seen (for a write poll: `POLLOUT`).
-    pub events: u32,
-    /// The poll is still armed (multishot); when false the caller must re-arm.
-    pub still_armed: bool,
-    /// The completion is for a one-shot write poll.
-    pub write: bool,
+    /// Data, a peer close or an error can be read.
+    pub readable: bool,
+    /// The socket can take more bytes.
+    pub writable: bool,
 }
 
-/// Marks a token as a write-readiness poll (the top bit is ours).
-const WRITE_BIT: u64 = 1 << 63;
+/// The ring's user data for the epoll-fd poll.
+const EPOLL_POLL: u64 = 1;
+/// Events per `epoll_wait` call.
+const BATCH: usize = 1024;
 
-/// A shard's private readiness ring.
+/// A shard's readiness set.
 pub struct Poller {
+    epoll: OwnedFd,
     ring: IoUring,
     eventfd: OwnedFd,
     waker: Arc<WakerInner>,
-    pending: usize,
+    /// The one-shot poll on the epoll fd is in the ring.
+    armed: bool,
+    events: Vec<libc::epoll_event>,
 }
 
 struct WakerInner {
@@ -68,34 +75,36 @@ impl Waker {
     }
 }
 
+fn owned(fd: i32) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 impl Poller {
-    /// A ring with room for `entries` submissions per batch.
-    pub fn new(entries: u32) -> io::Result<Self> {
-        let ring = IoUring::builder().build(entries)?;
-        // SAFETY: eventfd(2) returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    /// An empty set.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain descriptor-creating syscalls.
+        let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        let eventfd = owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        let ring = IoUring::builder().build(8)?;
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
-        // SAFETY: dup(2) of a valid descriptor.
-        let dup = unsafe { libc::dup(fd) };
-        if dup < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let dup = owned(unsafe { libc::dup(eventfd.as_raw_fd()) })?;
         let waker = Arc::new(WakerInner {
-            eventfd: dup,
+            eventfd: dup.as_raw_fd(),
             parked: AtomicBool::new(false),
-            // SAFETY: dup is a fresh descriptor we own.
-            _owner: unsafe { OwnedFd::from_raw_fd(dup) },
+            _owner: dup,
         });
+        let events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
         Ok(Poller {
+            epoll,
             ring,
             eventfd,
             waker,
-            pending: 0,
+            armed: false,
+            events,
         })
     }
 
@@ -109,90 +118,102 @@ impl Poller {
         self.eventfd.try_clone()
     }
 
-    /// Tells wakers the shard is about to park; call before awaiting the eventfd, then
-    /// drain everything once more (a wake may have raced the flag).
+    /// Tells wakers the shard is about to park (or runs again). Before parking, call
+    /// [`Poller::arm`], then drain everything once more: a wake may have raced the flag.
     pub fn set_parked(&self, parked: bool) {
         self.waker.parked.store(parked, Ordering::Release);
     }
 
-    /// Arms a multishot read poll on `fd`; completions carry `token` (top bit reserved).
+    fn ctl(&self, op: i32, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: a valid epoll fd and event struct.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+
+    /// Adds `fd` for read readiness (edge-triggered); events carry `token`.
     pub fn watch(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
-        debug_assert!(token & WRITE_BIT == 0);
-        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
+        self.ctl(libc::EPOLL_CTL_ADD, fd, Self::READ, token)
+    }
+
+    /// Also asks for write readiness of a watched `fd` (a blocked write), or stops asking.
+    pub fn watch_writable(&mut self, fd: RawFd, token: u64, writable: bool) -> io::Result<()> {
+        let events = if writable {
+            Self::READ | libc::EPOLLOUT as u32
+        } else {
+            Self::READ
+        };
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    /// Removes `fd`; it may be closed right after.
+    pub fn unwatch(&mut self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Makes sure the eventfd fires when a watched socket becomes ready: a one-shot poll
+    /// on the epoll fd (completes at once if something is ready already).
+    pub fn arm(&mut self) -> io::Result<()> {
+        self.reap_ring();
+        if self.armed {
+            return Ok(());
+        }
+        let entry = opcode::PollAdd::new(types::Fd(self.epoll.as_raw_fd()), libc::POLLIN as u32)
             .build()
-            .user_data(token);
-        self.push(entry)
-    }
-
-    /// Arms a one-shot write poll on `fd`.
-    pub fn watch_writable(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
-        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
-            .build()
-            .user_data(token | WRITE_BIT);
-        self.push(entry)
-    }
-
-    /// Disarms the polls of `token` (read and write). Must be submitted (see
-    /// [`Poller::submit`]) before the descriptor is closed, or the kernel keeps the
-    /// file alive for the armed poll.
-    pub fn unwatch(&mut self, token: u64, write_armed: bool) -> io::Result<()> {
-        self.push(opcode::PollRemove::new(token).build().user_data(u64::MAX))?;
-        if write_armed {
-            self.push(
-                opcode::PollRemove::new(token | WRITE_BIT)
-                    .build()
-                    .user_data(u64::MAX),
-            )?;
-        }
+            .user_data(EPOLL_POLL);
+        // SAFETY: the entry references no user memory.
+        unsafe { self.ring.submission().push(&entry) }
+            .map_err(|_| io::Error::other("readiness ring full"))?;
+        self.ring.submit()?;
+        self.armed = true;
         Ok(())
     }
 
-    fn push(&mut self, entry: io_uring::squeue::Entry) -> io::Result<()> {
-        // SAFETY: poll entries reference no user memory.
-        if unsafe { self.ring.submission().push(&entry) }.is_err() {
-            self.submit()?;
-            // SAFETY: as above; the queue was just flushed.
-            unsafe { self.ring.submission().push(&entry) }
-                .map_err(|_| io::Error::other("readiness ring full after submit"))?;
-        }
-        self.pending += 1;
-        Ok(())
-    }
-
-    /// Hands queued registrations to the kernel.
-    pub fn submit(&mut self) -> io::Result<()> {
-        if self.pending > 0 {
-            self.ring.submit()?;
-            self.pending = 0;
-        }
-        Ok(())
-    }
-
-    /// Moves every posted completion into `out` (cleared first). Completions of
-    /// `unwatch` requests are dropped here.
-    pub fn drain(&mut self, out: &mut Vec<Readiness>) {
-        out.clear();
+    /// Consumes the ring's completions (they only say "the epoll set is ready").
+    fn reap_ring(&mut self) {
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
-            let data = cqe.user_data();
-            if data == u64::MAX {
-                continue;
+            if cqe.user_data() == EPOLL_POLL {
+                self.armed = false;
             }
-            let result = cqe.result();
-            out.push(Readiness {
-                token: data & !WRITE_BIT,
-                // A negative result (e.g. -ECANCELED) means the poll ended: report it as an
-                // error event so the owner re-arms or closes.
-                events: if result < 0 {
-                    libc::POLLERR as u32
-                } else {
-                    result as u32
-                },
-                still_armed: io_uring::cqueue::more(cqe.flags()),
-                write: data & WRITE_BIT != 0,
-            });
+        }
+    }
+
+    /// Moves every ready socket into `out` (cleared first), each once.
+    pub fn drain(&mut self, out: &mut Vec<Readiness>) {
+        out.clear();
+        self.reap_ring();
+        for _ in 0..4 {
+            // SAFETY: events has BATCH valid slots.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    self.events.as_mut_ptr(),
+                    BATCH as i32,
+                    0,
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+            for event in &self.events[..n as usize] {
+                let bits = event.events;
+                let read =
+                    (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
+                out.push(Readiness {
+                    token: event.u64,
+                    readable: bits & read != 0,
+                    writable: bits & libc::EPOLLOUT as u32 != 0,
+                });
+            }
+            if (n as usize) < BATCH {
+                return;
+            }
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct Shard {
     /// Assembly buffer for outgoing frames and server-built messages.
     out: Vec<u8>,
     ready: Vec<Readiness>,
+    /// Connections to read again next turn (their read budget ran out).
+    again: Vec<(u32, u32)>,
     due: Vec<Entry>,
     /// Reused destination list (no allocation per relayed message).
     dests: Vec<i64>,
@@ -142,6 +144,7 @@ impl Shard {
             scratch: vec![0; scratch_len],
             out: Vec::with_capacity(4096),
             ready: Vec::with_capacity(256),
+            again: Vec::new(),
             due: Vec::new(),
             dests: Vec::with_capacity(64),
             slots: Vec::with_capacity(16),
@@ -171,6 +174,7 @@ impl Shard {
             self.on_ready(*r);
         }
         self.ready = ready;
+        self.reread();
         for _ in 0..1024 {
             match self.inbox.try_recv() {
                 Ok(msg) => self.on_bus(msg),
@@ -182,44 +186,36 @@ impl Shard {
     }
 
     fn flush_registrations(&mut self) {
-        if let Err(e) = self.poller.submit() {
-            eprintln!("shard {}: readiness ring submit failed: {e}", self.index);
-        }
         self.closing.clear();
     }
 
     fn on_ready(&mut self, r: Readiness) {
         let kind = (r.token >> KIND_SHIFT) & 0x7;
         if kind == KIND_LISTENER {
-            let i = (r.token & 0xffff) as usize;
-            self.on_listener_ready(i, r.still_armed);
+            self.on_listener_ready((r.token & 0xffff) as usize);
             return;
         }
         if kind == KIND_UDP {
-            if !r.still_armed
-                && let Some(fd) = self.udp.as_ref().map(udp::UdpSide::raw_fd)
-            {
-                let _ = self.poller.watch(fd, KIND_UDP << KIND_SHIFT);
-            }
             self.on_udp_ready();
             return;
         }
         let slot = r.token as u32;
         let generation = ((r.token >> 32) as u32) & conn::GENERATION_MASK;
-        if self.conns.get_gen_mut(slot, generation).is_none() {
-            return;
-        }
-        if r.write {
+        if r.writable && self.conns.get_gen_mut(slot, generation).is_some() {
             self.on_writable(slot);
-        } else {
-            if !r.still_armed {
-                // The multishot poll ended (overflow or error): re-arm before reading.
-                let fd = self.conns.get(slot).map(|c| c.fd);
-                if let Some(fd) = fd {
-                    let _ = self.poller.watch(fd, conn_token(slot, generation));
-                }
-            }
+        }
+        if r.readable && self.conns.get_gen_mut(slot, generation).is_some() {
             self.on_readable(slot);
+        }
+    }
+
+    /// Connections whose read budget ran out with data left: read them again (no new
+    /// edge will come for that data).
+    fn reread(&mut self) {
+        for (slot, generation) in std::mem::take(&mut self.again) {
+            if self.conns.get_gen_mut(slot, generation).is_some() {
+                self.on_readable(slot);
+            }
         }
     }
 
@@ -292,8 +288,8 @@ impl Shard {
             return;
         }
         self.draining = true;
-        for (i, listener) in self.listeners.drain(..).enumerate() {
-            let _ = self.poller.unwatch(listener_token(i), false);
+        for listener in self.listeners.drain(..) {
+            let _ = self.poller.unwatch(listener.as_raw_fd());
             self.closing.push(listener);
         }
         for slot in self.conns.slots() {
@@ -388,14 +384,25 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         })
     });
     loop {
-        {
+        let busy = {
             let mut s = shard.borrow_mut();
             s.turn();
             if s.done {
                 break;
             }
-            s.poller.set_parked(true);
-            s.turn();
+            if s.again.is_empty() {
+                s.poller.set_parked(true);
+                if let Err(e) = s.poller.arm() {
+                    eprintln!("shard {}: cannot arm the readiness ring: {e}", s.index);
+                }
+                s.turn();
+            }
+            !s.again.is_empty()
+        };
+        if busy {
+            // Reads left over: let the other tasks run, then come straight back.
+            futures_lite::future::yield_now().await;
+            continue;
         }
         if let Err(e) = wake_file.read_at(0, 8).await {
             eprintln!("shard {}: wait failed: {e}", shard.borrow().index);

@@ -229,13 +229,10 @@ pub fn close(fd: RawFd) {
 
 impl Shard {
     /// Accepts every pending connection of listener `i`.
-    pub(super) fn on_listener_ready(&mut self, i: usize, still_armed: bool) {
+    pub(super) fn on_listener_ready(&mut self, i: usize) {
         let Some(listener) = self.listeners.get(i).map(std::os::fd::AsRawFd::as_raw_fd) else {
             return;
         };
-        if !still_armed {
-            let _ = self.poller.watch(listener, super::listener_token(i));
-        }
         loop {
             match accept(listener) {
                 Ok(fd) => self.on_accepted(fd),

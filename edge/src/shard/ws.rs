@@ -37,7 +37,13 @@ impl Shard {
 
     /// Reads what the socket has and processes it.
     pub(super) fn on_readable(&mut self, slot: u32) {
-        for _ in 0..READ_BUDGET {
+        for round in 0..=READ_BUDGET {
+            if round == READ_BUDGET {
+                // More may be waiting: come back next turn (edge-triggered readiness).
+                let generation = self.conns.generation(slot);
+                self.again.push((slot, generation));
+                return;
+            }
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
@@ -477,38 +483,47 @@ impl Shard {
             conn.write_armed = true;
             let _ = self
                 .poller
-                .watch_writable(conn.fd, conn_token(slot, generation));
+                .watch_writable(conn.fd, conn_token(slot, generation), true);
         }
     }
 
-    /// A blocked socket can take more: flush its outbox.
+    /// A blocked socket can take more: flush its outbox (edge-triggered: write until it
+    /// is empty or the socket is full again).
     pub(super) fn on_writable(&mut self, slot: u32) {
+        let generation = self.conns.generation(slot);
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        conn.write_armed = false;
         let Some(mut outbox) = conn.outbox.take() else {
             return;
         };
-        match send2(conn.fd, &outbox, &[]) {
-            Ok(n) => {
-                outbox.drain(..n);
-                self.metrics
-                    .outbound_queued_bytes
-                    .fetch_sub(n as i64, Ordering::Relaxed);
-            }
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                conn.outbox = Some(outbox);
-                self.close(slot, None);
-                return;
+        while !outbox.is_empty() {
+            match send2(conn.fd, &outbox, &[]) {
+                Ok(n) => {
+                    outbox.drain(..n);
+                    self.metrics
+                        .outbound_queued_bytes
+                        .fetch_sub(n as i64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    conn.outbox = Some(outbox);
+                    self.close(slot, None);
+                    return;
+                }
             }
         }
-        if !outbox.is_empty() {
+        if outbox.is_empty() {
+            // Drained: stop asking for write readiness; the next blocked write asks again.
+            if conn.write_armed {
+                conn.write_armed = false;
+                let _ = self
+                    .poller
+                    .watch_writable(conn.fd, conn_token(slot, generation), false);
+            }
+        } else {
             conn.outbox = Some(outbox);
-            self.arm_write(slot);
         }
     }
 
@@ -533,7 +548,6 @@ impl Shard {
 
     /// Ends a connection: optional close frame, logout if logged in, disarm, release.
     pub(super) fn close(&mut self, slot: u32, code: Option<u16>) {
-        let generation = self.conns.generation(slot);
         let Some(conn) = self.conns.get(slot) else {
             return;
         };
@@ -574,9 +588,7 @@ impl Shard {
                 .outbound_queued_bytes
                 .fetch_sub(outbox.len() as i64, Ordering::Relaxed);
         }
-        let _ = self
-            .poller
-            .unwatch(conn_token(slot, generation), conn.write_armed);
+        let _ = self.poller.unwatch(conn.fd);
         // SAFETY: the record owned the descriptor; it is closed after the removal is submitted.
         self.closing
             .push(unsafe { std::os::fd::FromRawFd::from_raw_fd(conn.fd) });
