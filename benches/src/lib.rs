@@ -6,6 +6,7 @@ pub mod admin;
 pub mod args;
 pub mod compare;
 pub mod fleet;
+pub mod fuzz;
 pub mod msg;
 pub mod poller;
 pub mod report;

@@ -83,7 +83,13 @@ fn fraction(field: &str) -> Result<f64, ZkError> {
     if !digits(int) || !digits(frac) {
         return Err(ZkError::Number);
     }
-    field.parse().map_err(|_| ZkError::Number)
+    let value: f64 = field.parse().map_err(|_| ZkError::Number)?;
+    // Hundreds of digits parse to infinity: not a load figure.
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ZkError::Number)
+    }
 }
 
 // === CometNode ===
@@ -196,6 +202,18 @@ impl<'a> RabbitNode<'a> {
     /// Appends the node data.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let _ = write!(out, "{},{}", self.addr, self.exchange);
+    }
+}
+
+#[cfg(test)]
+mod infinite_tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_field_too_long_to_be_finite_is_refused() {
+        let huge = "9".repeat(400);
+        let data = format!("ws://1.2.3.4:1234/ws,{huge},1,1,1");
+        assert!(CometNode::parse(data.as_bytes()).is_err());
     }
 }
 

@@ -34,8 +34,10 @@ pub struct Conn {
     pub fd: RawFd,
     /// Life stage.
     pub state: State,
-    /// A one-shot write poll is armed.
+    /// Write readiness is requested (the socket was full).
     pub write_armed: bool,
+    /// Queued in the shard's list of connections to flush this turn.
+    pub dirty: bool,
     /// When the current deadline (handshake, login or read) passes.
     pub deadline: Secs,
     /// The earliest time a wheel entry for this record is due (0: none).
@@ -69,6 +71,7 @@ impl Conn {
             fd,
             state: State::Handshake,
             write_armed: false,
+            dirty: false,
             deadline,
             scheduled: 0,
             mobile: 0,

@@ -101,6 +101,10 @@ pub struct Shard {
     ready: Vec<Readiness>,
     /// Connections to read again next turn (their read budget ran out).
     again: Vec<(u32, u32)>,
+    /// Connections written to this turn, flushed at its end.
+    dirty: Vec<(u32, u32)>,
+    /// Outbox buffers for reuse (a connection holds one only while bytes are queued).
+    buffers: Vec<Box<Vec<u8>>>,
     due: Vec<Entry>,
     /// Reused destination list (no allocation per relayed message).
     dests: Vec<i64>,
@@ -145,6 +149,8 @@ impl Shard {
             out: Vec::with_capacity(4096),
             ready: Vec::with_capacity(256),
             again: Vec::new(),
+            dirty: Vec::new(),
+            buffers: Vec::new(),
             due: Vec::new(),
             dests: Vec::with_capacity(64),
             slots: Vec::with_capacity(16),
@@ -186,6 +192,7 @@ impl Shard {
     }
 
     fn flush_registrations(&mut self) {
+        self.flush_writes();
         self.closing.clear();
     }
 
@@ -396,6 +403,9 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
                     eprintln!("shard {}: cannot arm the readiness ring: {e}", s.index);
                 }
                 s.turn();
+                if s.done {
+                    break;
+                }
             }
             !s.again.is_empty()
         };

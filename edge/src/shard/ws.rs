@@ -18,6 +18,9 @@ use super::net::{self, send2};
 use super::{Shard, conn_token};
 use crate::metrics::bump;
 
+/// Largest outbox buffer kept for reuse, and how many are kept per shard.
+const POOLED_BUFFER_MAX: usize = 64 * 1024;
+const POOLED_BUFFERS: usize = 1024;
 /// Longest upgrade request accepted.
 const MAX_REQUEST: usize = 8 * 1024;
 /// Reads per readiness event before yielding to other connections.
@@ -420,58 +423,60 @@ impl Shard {
         sent
     }
 
-    /// Writes one frame, queueing what the socket does not take (bounded: a reader that
-    /// falls `--max-outbound` bytes behind is closed with 1008). False when it closed.
+    /// Queues one frame for the connection; every connection written to in a turn is
+    /// flushed once at the end of it ([`Shard::flush_writes`]), so a burst of messages
+    /// costs one `sendmsg`. What the socket does not take stays queued (bounded: a reader
+    /// that falls `--max-outbound` bytes behind is closed with 1008). False when it closed.
     pub(super) fn send_frame(&mut self, slot: u32, opcode: OpCode, payload: &[u8]) -> bool {
-        let max_outbound = self.config.max_outbound;
-        let Some(conn) = self.conns.get_mut(slot) else {
+        let (head, head_len) = ws::encode_head(opcode, payload.len() as u64);
+        let total = head_len + payload.len();
+        let queued = self
+            .conns
+            .get(slot)
+            .map(|c| c.outbox.as_ref().map_or(0, |o| o.len()));
+        let Some(mut queued) = queued else {
             return false;
         };
-        let (head, head_len) = ws::encode_head(opcode, payload.len() as u64);
-        let head = &head[..head_len];
-        let total = head.len() + payload.len();
-        if let Some(outbox) = conn.outbox.as_mut() {
-            if outbox.len() + total > max_outbound {
+        if queued + total > self.config.max_outbound {
+            // Try the socket first: only a reader that really does not keep up is closed.
+            self.flush_conn(slot);
+            queued = self
+                .conns
+                .get(slot)
+                .map_or(0, |c| c.outbox.as_ref().map_or(0, |o| o.len()));
+            if queued + total > self.config.max_outbound {
                 bump(&self.metrics.slow_reader_closed);
                 self.close(slot, Some(ws::CLOSE_POLICY));
                 return false;
             }
-            outbox.extend_from_slice(head);
-            outbox.extend_from_slice(payload);
-            self.metrics
-                .outbound_queued_bytes
-                .fetch_add(total as i64, Ordering::Relaxed);
-            return true;
         }
-        let sent = match send2(conn.fd, head, payload) {
-            Ok(n) => n,
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted =>
-            {
-                0
-            }
-            Err(_) => {
-                self.close(slot, None);
-                return false;
-            }
+        let generation = self.conns.generation(slot);
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
         };
-        if sent == total {
-            return true;
-        }
-        let mut rest = Vec::with_capacity(total - sent);
-        if sent < head.len() {
-            rest.extend_from_slice(&head[sent..]);
-            rest.extend_from_slice(payload);
-        } else {
-            rest.extend_from_slice(&payload[sent - head.len()..]);
-        }
+        let outbox = conn
+            .outbox
+            .get_or_insert_with(|| self.buffers.pop().unwrap_or_default());
+        outbox.extend_from_slice(&head[..head_len]);
+        outbox.extend_from_slice(payload);
         self.metrics
             .outbound_queued_bytes
-            .fetch_add(rest.len() as i64, Ordering::Relaxed);
-        conn.outbox = Some(Box::new(rest));
-        self.arm_write(slot);
+            .fetch_add(total as i64, Ordering::Relaxed);
+        if !conn.dirty && !conn.write_armed {
+            conn.dirty = true;
+            self.dirty.push((slot, generation));
+        }
         true
+    }
+
+    /// Flushes every connection written to since the last flush.
+    pub(super) fn flush_writes(&mut self) {
+        for (slot, generation) in std::mem::take(&mut self.dirty) {
+            if let Some(conn) = self.conns.get_gen_mut(slot, generation) {
+                conn.dirty = false;
+                self.flush_conn(slot);
+            }
+        }
     }
 
     fn arm_write(&mut self, slot: u32) {
@@ -487,9 +492,14 @@ impl Shard {
         }
     }
 
-    /// A blocked socket can take more: flush its outbox (edge-triggered: write until it
-    /// is empty or the socket is full again).
+    /// A blocked socket can take more: flush its outbox.
     pub(super) fn on_writable(&mut self, slot: u32) {
+        self.flush_conn(slot);
+    }
+
+    /// Writes the outbox until it is empty (its buffer goes back to the shard's pool: an
+    /// idle connection holds none) or the socket is full (write readiness is requested).
+    fn flush_conn(&mut self, slot: u32) {
         let generation = self.conns.generation(slot);
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
@@ -514,16 +524,19 @@ impl Shard {
                 }
             }
         }
-        if outbox.is_empty() {
-            // Drained: stop asking for write readiness; the next blocked write asks again.
-            if conn.write_armed {
-                conn.write_armed = false;
-                let _ = self
-                    .poller
-                    .watch_writable(conn.fd, conn_token(slot, generation), false);
-            }
-        } else {
+        if !outbox.is_empty() {
             conn.outbox = Some(outbox);
+            self.arm_write(slot);
+            return;
+        }
+        if conn.write_armed {
+            conn.write_armed = false;
+            let _ = self
+                .poller
+                .watch_writable(conn.fd, conn_token(slot, generation), false);
+        }
+        if outbox.capacity() <= POOLED_BUFFER_MAX && self.buffers.len() < POOLED_BUFFERS {
+            self.buffers.push(outbox);
         }
     }
 
