@@ -173,7 +173,10 @@ impl Node {
                 side.ws = config.ws;
                 side.udp = config.udp;
                 side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
-                side.pusher = cluster.pusher;
+                // Sessions live on the comet that holds them, so every comet delivers pushes
+                // to its own devices: exactly once, with no pusher election (`--up` is moot).
+                side.pusher = true;
+                let _ = cluster.pusher;
                 bus::cluster::spawn_cluster(bus::cluster::Cluster {
                     shards: inboxes.clone(),
                     requests: bus_rx,
