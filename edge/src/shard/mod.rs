@@ -193,6 +193,7 @@ impl Shard {
 
     fn flush_registrations(&mut self) {
         self.flush_writes();
+        self.flush_udp();
         self.closing.clear();
     }
 

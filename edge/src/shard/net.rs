@@ -205,20 +205,53 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Sends one datagram without blocking.
-pub fn send_to(fd: RawFd, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
-    let addr = socket2::SockAddr::from(to);
-    // SAFETY: bytes and addr are valid for the call.
-    cvt(unsafe {
-        libc::sendto(
-            fd,
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            addr.as_ptr().cast(),
-            addr.len(),
-        )
-    })
+/// Sends datagrams `msgs[i] = (start, len, to)` of `bytes` with `sendmmsg`, without
+/// blocking; returns (sent, failed). A datagram the socket refuses is counted as failed
+/// (UDP has no partial sends; the device retries).
+pub fn send_batch(fd: RawFd, bytes: &[u8], msgs: &[(usize, usize, SocketAddr)]) -> (usize, usize) {
+    let addrs: Vec<socket2::SockAddr> = msgs.iter().map(|m| socket2::SockAddr::from(m.2)).collect();
+    let mut iovs: Vec<libc::iovec> = msgs
+        .iter()
+        .map(|&(start, len, _)| libc::iovec {
+            iov_base: bytes[start..].as_ptr() as *mut _,
+            iov_len: len,
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = (0..msgs.len())
+        .map(|i| {
+            // SAFETY: a zeroed mmsghdr is valid; the pointers below outlive the call.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &mut iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut _;
+            m.msg_hdr.msg_namelen = addrs[i].len();
+            m
+        })
+        .collect();
+    let (mut sent, mut failed, mut at) = (0, 0, 0);
+    while at < hdrs.len() {
+        // SAFETY: hdrs[at..] are valid headers.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs[at..].as_mut_ptr(),
+                (hdrs.len() - at) as u32,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n <= 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The first datagram failed (buffer full, unreachable): skip it.
+            failed += 1;
+            at += 1;
+        } else {
+            sent += n as usize;
+            at += n as usize;
+        }
+    }
+    (sent, failed)
 }
 
 /// Closes a descriptor we own.

@@ -33,6 +33,8 @@ pub const UDP_BIT: u32 = 1 << 31;
 const BATCH: usize = 32;
 /// Largest datagram handled (longer ones are dropped as malformed, never truncated).
 const DGRAM: usize = 4096;
+/// Datagrams sent per `sendmmsg`.
+const OUT_BATCH: usize = 64;
 
 /// One device session.
 #[derive(Debug)]
@@ -89,6 +91,10 @@ pub struct UdpSide {
     /// Device id → address, written by this shard only, read by the `udpaddr` endpoint.
     addrs: Arc<Mutex<IdMap<SocketAddr>>>,
     max_sessions: usize,
+    /// Datagrams to send at the end of the batch (one `sendmmsg`): bytes, then
+    /// `(start, len, to)` per datagram.
+    out: Vec<u8>,
+    out_msgs: Vec<(usize, usize, SocketAddr)>,
 }
 
 impl UdpSide {
@@ -102,6 +108,8 @@ impl UdpSide {
             random: Vec::new(),
             addrs,
             max_sessions,
+            out: Vec::with_capacity(64 * 1024),
+            out_msgs: Vec::with_capacity(OUT_BATCH),
         }
     }
 
@@ -180,18 +188,40 @@ impl Shard {
             if let Some(udp) = self.udp.as_mut() {
                 udp.bufs = bufs;
             }
+            self.flush_udp();
             if n < BATCH {
                 return;
             }
         }
     }
 
+    /// Queues a datagram; the queue goes out with one `sendmmsg` per [`OUT_BATCH`] at the
+    /// end of the batch ([`Shard::flush_udp`]).
     fn udp_send(&mut self, addr: SocketAddr, bytes: &[u8]) {
-        let Some(udp) = self.udp.as_ref() else { return };
-        match super::net::send_to(udp.raw_fd(), bytes, addr) {
-            Ok(_) => bump(&self.metrics.udp_sent),
-            Err(_) => bump(&self.metrics.udp_send_errors),
+        let Some(udp) = self.udp.as_mut() else { return };
+        let start = udp.out.len();
+        udp.out.extend_from_slice(bytes);
+        udp.out_msgs.push((start, bytes.len(), addr));
+        if udp.out_msgs.len() >= OUT_BATCH {
+            self.flush_udp();
         }
+    }
+
+    /// Sends every queued datagram.
+    pub(super) fn flush_udp(&mut self) {
+        let Some(udp) = self.udp.as_mut() else { return };
+        if udp.out_msgs.is_empty() {
+            return;
+        }
+        let (sent, failed) = super::net::send_batch(udp.fd.as_raw_fd(), &udp.out, &udp.out_msgs);
+        udp.out.clear();
+        udp.out_msgs.clear();
+        self.metrics
+            .udp_sent
+            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .udp_send_errors
+            .fetch_add(failed as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Replies to `request` with `body` (§10.2 reply construction).
