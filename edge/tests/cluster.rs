@@ -6,7 +6,6 @@
 mod support;
 
 #[path = "../../bus/tests/support/testenv.rs"]
-#[allow(dead_code)]
 mod testenv;
 
 use std::net::UdpSocket;

@@ -244,7 +244,11 @@ fn device_session_register_login_heartbeat_and_relay() {
     let got = next_not_status(&mut phone).unwrap();
     assert_eq!(got.len(), packet.len());
     assert_eq!(&got[24..40], &[0; 16], "the sid does not leak to phones");
-    assert_eq!(i64::from_le_bytes(got[16..24].try_into().unwrap()), device_id, "source is the session's device");
+    assert_eq!(
+        i64::from_le_bytes(got[16..24].try_into().unwrap()),
+        device_id,
+        "source is the session's device"
+    );
     assert_eq!(got[72], crc8(&got[..72]));
     assert_eq!(&got[76..], b"device->phone");
 

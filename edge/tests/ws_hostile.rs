@@ -481,15 +481,22 @@ fn slow_loris_and_silent_logins_are_closed_on_time() {
     let addr = node.ws_addrs[0];
     // Slow loris: half an upgrade request, then nothing.
     let mut loris = std::net::TcpStream::connect(addr).unwrap();
-    loris.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    loris
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     std::io::Write::write_all(&mut loris, b"GET /ws HTTP/1.1\r\nHost: x\r\n").unwrap();
     // Upgraded but never logs in: gets reply 5 (login timeout) and a close.
     let mut silent = connect(addr);
     let started = std::time::Instant::now();
     let mut buf = [0u8; 64];
-    assert_eq!(std::io::Read::read(&mut loris, &mut buf).unwrap_or(0), 0, "slow loris closed without a reply");
+    assert_eq!(
+        std::io::Read::read(&mut loris, &mut buf).unwrap_or(0),
+        0,
+        "slow loris closed without a reply"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
     assert_eq!(next_data(&mut silent), Some(vec![5]), "login timeout reply");
-    assert!(eventually(|| counter(&node, |m| &m.handshake_timeout) == 1 && counter(&node, |m| &m.login_timeout) == 1));
+    assert!(eventually(|| counter(&node, |m| &m.handshake_timeout) == 1
+        && counter(&node, |m| &m.login_timeout) == 1));
     node.shutdown();
 }
