@@ -147,6 +147,14 @@ pub enum FromBus {
         /// The base user id.
         user: i64,
     },
+    /// `udpaddr`: where is this device's UDP session? The shard answers from its own
+    /// session table (`None` when it holds none).
+    AddrQuery {
+        /// The device id.
+        device: i64,
+        /// Where the answer goes.
+        reply: crossbeam_channel::Sender<Option<std::net::SocketAddr>>,
+    },
     /// Stop accepting, close terminals with 1001, flush, and end the shard.
     Shutdown,
 }

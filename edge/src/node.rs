@@ -19,7 +19,7 @@ use crate::metrics::NodeMetrics;
 use crate::platform::{HttpPlatform, Platform};
 use crate::poller::{Poller, Waker};
 use crate::shard::{self, ShardParts, Startup};
-use crate::status::{self, DeviceAddrs, StatusServer, UdpAddrServer};
+use crate::status::{self, StatusServer, UdpAddrServer};
 
 /// Bound of every shard inbox and of the bus request queue.
 const QUEUE: usize = 64 * 1024;
@@ -105,9 +105,6 @@ impl Node {
             udpaddr_http = Some(shard::local_addr(http.as_raw_fd())?);
             udpaddr_fd = Some(http);
         }
-        let device_addrs: DeviceAddrs = (0..n)
-            .map(|_| Arc::new(Mutex::new(shard::IdMap::default())))
-            .collect();
         let platform = match &config.platform_url {
             Some(url) => {
                 Platform::Http(HttpPlatform::from_url(url).map_err(|e| anyhow::anyhow!(e))?)
@@ -139,7 +136,6 @@ impl Node {
                 metrics: metrics.shards[i].clone(),
                 listeners,
                 udp,
-                device_addrs: device_addrs[i].clone(),
                 platform: platform_tx.clone(),
             }));
         }
@@ -196,7 +192,7 @@ impl Node {
             })),
             udpaddr: Mutex::new(udpaddr_fd.map(|listener| UdpAddrServer {
                 listener,
-                addrs: device_addrs.clone(),
+                shards: inboxes.clone(),
             })),
         });
         let mesh = MeshBuilder::full(n, MESH_QUEUE);

@@ -280,37 +280,34 @@ async fn respond(stream: &mut TcpStream, code: u16, kind: &str, body: &str) -> s
     stream.close().await
 }
 
-/// Device id → UDP address maps, one per shard (each written only by its shard).
-pub type DeviceAddrs = Vec<std::sync::Arc<std::sync::Mutex<crate::shard::IdMap<SocketAddr>>>>;
-
-/// The `udpaddr` endpoint of §10.9 on `--hhttp`, run on shard 0.
+/// The `udpaddr` endpoint of §10.9 on `--hhttp`, run on shard 0. It asks every shard's
+/// session table (no side map to keep in step).
 pub struct UdpAddrServer {
     /// The bound listening socket.
     pub listener: OwnedFd,
-    /// Every shard's device addresses.
-    pub addrs: DeviceAddrs,
+    /// Every shard's inbox.
+    pub shards: Vec<bus::messages::ShardInbox>,
 }
 
-/// Answers `GET /api/device/udpaddr?deviceId=<id>` (pure, for tests): status and JSON.
-pub fn udpaddr(request: &Request, addrs: &DeviceAddrs) -> (u16, String) {
+/// What a `udpaddr` request asks: the device id, or the answer to give right away.
+pub fn udpaddr_request(request: &Request) -> Result<i64, (u16, String)> {
     if request.path != "/api/device/udpaddr" {
-        return (404, "404 page not found\n".into());
+        return Err((404, "404 page not found\n".into()));
     }
     if request.method != "GET" {
-        return (405, String::new());
+        return Err((405, String::new()));
     }
-    let Some(device) = request
+    request
         .param("deviceId")
         .and_then(|d| d.parse::<i64>().ok())
-    else {
-        return (404, "404 page not found\n".into());
-    };
-    let found = addrs
-        .iter()
-        .find_map(|m| m.lock().ok().and_then(|m| m.get(&device).copied()));
+        .ok_or_else(|| (404, "404 page not found\n".into()))
+}
+
+/// The JSON answer, byte-compatible with the original (keys in Go's sorted order).
+pub fn udpaddr_answer(found: Option<SocketAddr>) -> String {
     match found {
-        Some(addr) => (200, format!("{{\"deviceAddr\":\"{addr}\",\"status\":0}}")),
-        None => (200, "{\"status\":1}".into()),
+        Some(addr) => format!("{{\"deviceAddr\":\"{addr}\",\"status\":0}}"),
+        None => "{\"status\":1}".into(),
     }
 }
 
@@ -319,18 +316,18 @@ impl UdpAddrServer {
     pub async fn serve(self) {
         // SAFETY: the descriptor is a bound, listening TCP socket we own.
         let listener = unsafe { TcpListener::from_raw_fd(self.listener.into_raw_fd()) };
-        let addrs = std::rc::Rc::new(self.addrs);
+        let shards = std::rc::Rc::new(self.shards);
         loop {
             let Ok(mut stream) = listener.accept().await else {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let addrs = addrs.clone();
+            let shards = shards.clone();
             glommio::spawn_local(async move {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut buf = Vec::with_capacity(512);
                 let mut chunk = [0u8; 2048];
-                loop {
+                let request = loop {
                     let Ok(n) = stream.read(&mut chunk).await else {
                         return;
                     };
@@ -339,25 +336,51 @@ impl UdpAddrServer {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     match parse_head(&buf) {
-                        Ok(Some((request, _, _))) => {
-                            let (code, body) = udpaddr(&request, &addrs);
-                            let _ = respond(
-                                &mut stream,
-                                code,
-                                "application/json; charset=utf-8",
-                                &body,
-                            )
-                            .await;
-                            return;
-                        }
+                        Ok(Some((request, _, _))) => break request,
                         Ok(None) => continue,
                         Err(_) => return,
                     }
-                }
+                };
+                let (code, body) = match udpaddr_request(&request) {
+                    Err(answer) => answer,
+                    Ok(device) => (200, udpaddr_answer(ask_shards(&shards, device).await)),
+                };
+                let _ = respond(&mut stream, code, "application/json; charset=utf-8", &body).await;
             })
             .detach();
         }
     }
+}
+
+/// Asks every shard for `device`'s address; the first that holds it answers.
+async fn ask_shards(shards: &[bus::messages::ShardInbox], device: i64) -> Option<SocketAddr> {
+    let (tx, rx) = crossbeam_channel::bounded(shards.len().max(1));
+    let mut asked = 0;
+    for shard in shards {
+        if shard
+            .send(bus::messages::FromBus::AddrQuery {
+                device,
+                reply: tx.clone(),
+            })
+            .is_ok()
+        {
+            asked += 1;
+        }
+    }
+    let mut answered = 0;
+    for _ in 0..2000 {
+        while let Ok(answer) = rx.try_recv() {
+            if answer.is_some() {
+                return answer;
+            }
+            answered += 1;
+        }
+        if answered >= asked {
+            return None;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    None
 }
 
 /// Binds the status listener (one socket: only shard 0 serves it).

@@ -64,8 +64,6 @@ pub struct ShardParts {
     pub listeners: Vec<OwnedFd>,
     /// The shard's bound UDP socket, when serving devices over UDP.
     pub udp: Option<OwnedFd>,
-    /// Where this shard publishes its UDP devices' addresses (for `udpaddr`).
-    pub device_addrs: Arc<Mutex<IdMap<std::net::SocketAddr>>>,
     /// Calls to the device platform.
     pub platform: Sender<bus::messages::PlatformRequest>,
 }
@@ -138,7 +136,7 @@ impl Shard {
             listeners: parts.listeners,
             udp: parts.udp.map(|fd| {
                 let per_shard = max_udp_sessions.div_ceil(parts.count.max(1));
-                udp::UdpSide::new(fd, parts.device_addrs.clone(), per_shard)
+                udp::UdpSide::new(fd, per_shard)
             }),
             platform: parts.platform,
             conns: Slab::default(),
@@ -249,6 +247,9 @@ impl Shard {
             FromBus::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
             FromBus::Route { key, ids, message } => self.resolve_from_bus(key, &ids, &message),
             FromBus::Kick { user } => self.kick_user(user),
+            FromBus::AddrQuery { device, reply } => {
+                let _ = reply.try_send(self.device_addr(device));
+            }
             FromBus::Shutdown => self.begin_shutdown(),
         }
     }

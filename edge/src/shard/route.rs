@@ -347,7 +347,7 @@ impl Shard {
         }
     }
 
-    fn session_slots(&self, session: i64, out: &mut Vec<u32>) {
+    pub(super) fn session_slots(&self, session: i64, out: &mut Vec<u32>) {
         let mut at = self.sessions.get(&session).copied().unwrap_or(NONE);
         while at != NONE {
             out.push(at);

@@ -14,7 +14,6 @@ use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
 
 use bus::messages::{ConnRef, LoginGrant, PlatformAnswer, PlatformCall, PlatformRequest, ToBus};
 use edge_proto::device::{self, Request, Sid};
@@ -22,7 +21,7 @@ use edge_proto::frame;
 use edge_proto::status::StatusType;
 
 use super::Shard;
-use super::conn::{IdHasher, IdMap, NONE, Slab};
+use super::conn::{IdHasher, NONE, Slab};
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 use crate::wheel::{Entry, Secs};
@@ -88,8 +87,6 @@ pub struct UdpSide {
     by_sid: HashMap<[u8; 16], u32, BuildHasherDefault<IdHasher>>,
     bufs: Vec<u8>,
     random: Vec<u8>,
-    /// Device id → address, written by this shard only, read by the `udpaddr` endpoint.
-    addrs: Arc<Mutex<IdMap<SocketAddr>>>,
     max_sessions: usize,
     /// Datagrams to send at the end of the batch (one `sendmmsg`): bytes, then
     /// `(start, len, to)` per datagram.
@@ -99,14 +96,13 @@ pub struct UdpSide {
 
 impl UdpSide {
     /// The UDP state around a bound, non-blocking socket.
-    pub fn new(fd: OwnedFd, addrs: Arc<Mutex<IdMap<SocketAddr>>>, max_sessions: usize) -> Self {
+    pub fn new(fd: OwnedFd, max_sessions: usize) -> Self {
         UdpSide {
             fd,
             sessions: Slab::default(),
             by_sid: HashMap::default(),
             bufs: vec![0; BATCH * DGRAM],
             random: Vec::new(),
-            addrs,
             max_sessions,
             out: Vec::with_capacity(64 * 1024),
             out_msgs: Vec::with_capacity(OUT_BATCH),
@@ -285,11 +281,6 @@ impl Shard {
         let moved = session.addr != from;
         if moved {
             session.addr = from;
-            if session.device != 0
-                && let Ok(mut addrs) = udp.addrs.lock()
-            {
-                addrs.insert(session.device, from);
-            }
         }
         self.write_behind(slot, moved);
         Some(slot)
@@ -541,10 +532,7 @@ impl Shard {
         };
         session.device = grant.session;
         session.bound = grant.bound.into_boxed_slice();
-        let (device_id, addr) = (session.device, session.addr);
-        if let Ok(mut addrs) = udp.addrs.lock() {
-            addrs.insert(device_id, addr);
-        }
+        let device_id = session.device;
         bump(&self.metrics.udp_logins);
         let joining = Joining {
             fresh: previous == 0,
@@ -733,6 +721,17 @@ impl Shard {
         self.remove_udp_session(slot);
     }
 
+    /// `udpaddr`: the address of this shard's session of `device`, if it holds one.
+    pub(super) fn device_addr(&self, device: i64) -> Option<SocketAddr> {
+        let mut slots = Vec::new();
+        self.session_slots(device, &mut slots);
+        let udp = self.udp.as_ref()?;
+        slots
+            .iter()
+            .filter(|&&s| s & UDP_BIT != 0)
+            .find_map(|&s| udp.session(s).map(|session| session.addr))
+    }
+
     /// Ends a session: logout, offline status to its users, release.
     pub(super) fn remove_udp_session(&mut self, slot: u32) {
         let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot)) else {
@@ -770,12 +769,6 @@ impl Shard {
         let Some(udp) = self.udp.as_mut() else { return };
         if let Some(session) = udp.sessions.remove(slot) {
             udp.by_sid.remove(&session.sid.0);
-            if device_id != 0
-                && let Ok(mut addrs) = udp.addrs.lock()
-                && addrs.get(&device_id) == Some(&session.addr)
-            {
-                addrs.remove(&device_id);
-            }
             self.metrics
                 .udp_sessions
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
