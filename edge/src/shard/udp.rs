@@ -775,3 +775,18 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_record_is_small() {
+        let size = std::mem::size_of::<(u32, Option<UdpSession>)>();
+        eprintln!(
+            "udp session slot: {size} B, SocketAddr {} B",
+            std::mem::size_of::<SocketAddr>()
+        );
+        assert!(size <= 128, "{size}");
+    }
+}
