@@ -64,6 +64,13 @@ fn bind_all(addr: SocketAddr, shards: usize) -> std::io::Result<(SocketAddr, Vec
     Ok((bound, all))
 }
 
+/// The online cores no shard runs on, if any.
+fn sidecar_cores(shards: &[usize]) -> Option<tuning::cores::CoreList> {
+    let online = tuning::cores::CoreList::online().ok()?;
+    let free: tuning::cores::CoreList = online.iter().filter(|c| !shards.contains(c)).collect();
+    (!free.is_empty()).then_some(free)
+}
+
 impl Node {
     /// Binds, starts the sidecar and the shards; returns once they run.
     pub fn start(config: Config) -> anyhow::Result<Node> {
@@ -141,48 +148,72 @@ impl Node {
         }
         drop(bus_tx);
         drop(platform_tx);
-        let platform_workers = crate::platform::spawn(platform, 4, platform_rx, inboxes.clone())?;
-        let (stop_tx, stop_rx) = bounded(0);
-        let mut zookeeper = None;
-        let sidecar = match &config.cluster {
-            None => {
-                let uploads = bus::embedded::UploadLog::open(&config.upload_log).map_err(|e| {
-                    anyhow::anyhow!("upload log {}: {e}", config.upload_log.display())
-                })?;
-                bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
-                    stop: stop_rx,
-                    shards: inboxes.clone(),
-                    requests: bus_rx,
-                    admin: admin_rx,
-                    uploads,
-                    binds: config.binds.clone(),
-                })?
-            }
-            Some(cluster) => {
-                let (msgbus, zk) = crate::cluster::discovery(cluster)?;
-                zookeeper = zk;
-                let mut side = bus::cluster::ClusterConfig::new(
-                    cluster.redis.clone(),
-                    config.node_ip.clone(),
-                    msgbus,
-                );
-                side.ws = config.ws;
-                side.udp = config.udp;
-                side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
-                // Sessions live on the comet that holds them, so every comet delivers pushes
-                // to its own devices: exactly once, with no pusher election (`--up` is moot).
-                side.pusher = true;
-                let _ = cluster.pusher;
-                bus::cluster::spawn_cluster(bus::cluster::Cluster {
-                    shards: inboxes.clone(),
-                    requests: bus_rx,
-                    admin: admin_rx,
-                    stop: stop_rx,
-                    config: side,
-                    metrics: Arc::new(bus::cluster::ClusterMetrics::default()),
-                })?
+        // Sidecar threads (bus, platform, ZooKeeper) start pinned to the cores the shards
+        // do not use, when there are any: threads inherit their creator's affinity, so they
+        // are created from a thread pinned there (the caller's own affinity is untouched).
+        let sidecar_cores = sidecar_cores(&config.cores);
+        let pin = || {
+            if let Some(cores) = &sidecar_cores {
+                let _ = tuning::cores::pin_current_thread_to(cores);
             }
         };
+        let platform_workers = std::thread::scope(|s| {
+            s.spawn(|| {
+                pin();
+                crate::platform::spawn(platform, 4, platform_rx, inboxes.clone())
+            })
+            .join()
+        })
+        .map_err(|_| anyhow::anyhow!("platform start panicked"))??;
+        let (stop_tx, stop_rx) = bounded(0);
+        let mut zookeeper = None;
+        let sidecar = std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<_> {
+                pin();
+                Ok(match &config.cluster {
+                    None => {
+                        let uploads =
+                            bus::embedded::UploadLog::open(&config.upload_log).map_err(|e| {
+                                anyhow::anyhow!("upload log {}: {e}", config.upload_log.display())
+                            })?;
+                        bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
+                            stop: stop_rx,
+                            shards: inboxes.clone(),
+                            requests: bus_rx,
+                            admin: admin_rx,
+                            uploads,
+                            binds: config.binds.clone(),
+                        })?
+                    }
+                    Some(cluster) => {
+                        let (msgbus, zk) = crate::cluster::discovery(cluster)?;
+                        zookeeper = zk;
+                        let mut side = bus::cluster::ClusterConfig::new(
+                            cluster.redis.clone(),
+                            config.node_ip.clone(),
+                            msgbus,
+                        );
+                        side.ws = config.ws;
+                        side.udp = config.udp;
+                        side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
+                        // Sessions live on the comet that holds them, so every comet delivers pushes
+                        // to its own devices: exactly once, with no pusher election (`--up` is moot).
+                        side.pusher = true;
+                        let _ = cluster.pusher;
+                        bus::cluster::spawn_cluster(bus::cluster::Cluster {
+                            shards: inboxes.clone(),
+                            requests: bus_rx,
+                            admin: admin_rx,
+                            stop: stop_rx,
+                            config: side,
+                            metrics: Arc::new(bus::cluster::ClusterMetrics::default()),
+                        })?
+                    }
+                })
+            })
+            .join()
+        })
+        .map_err(|_| anyhow::anyhow!("sidecar start panicked"))??;
         let startup = Arc::new(Startup {
             parts: Mutex::new(parts),
             status: Mutex::new(Some(StatusServer {
