@@ -76,3 +76,45 @@ fn redis_outage_defers_and_recovers() {
     });
     node.stop();
 }
+
+#[test]
+fn redis_restarted_empty_gets_the_online_state_back() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = start_redis(port);
+    let ip = unique_ip();
+    let mut cfg = config(&ip);
+    cfg.redis = format!("127.0.0.1:{port}");
+    let node = Harness::start(cfg, 1);
+    node.wait_subscribed(1);
+    let user = unique_user();
+    let device = -user;
+    assert_eq!(node.login(user).map(|g| g.mobile), Ok(1));
+    assert!(node.login(device).is_ok());
+
+    // Redis dies and comes back empty (no persistence): the comet writes its sessions back.
+    drop(server);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _server = start_redis(port);
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    eventually("Host:<lip> rebuilt", || {
+        let host: std::collections::HashMap<String, i64> =
+            con.hgetall(format!("Host:{ip}")).unwrap_or_default();
+        host.get(&(user + 1).to_string()) == Some(&1) && host.get(&device.to_string()) == Some(&1)
+    });
+    assert!(node.metrics.redis_resyncs.load(Ordering::Relaxed) >= 1);
+    // A logout after the rebuild counts down from the rebuilt state.
+    node.logout(device);
+    eventually("device offline", || {
+        let host: std::collections::HashMap<String, i64> =
+            con.hgetall(format!("Host:{ip}")).unwrap_or_default();
+        !host.contains_key(&device.to_string())
+    });
+    node.stop();
+}

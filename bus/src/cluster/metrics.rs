@@ -23,6 +23,8 @@ macro_rules! counters {
 }
 
 counters! {
+    /// Redis connections after which `Host:<lip>` was rewritten from the comet's own counts.
+    redis_resyncs,
     /// Logins granted.
     logins_ok,
     /// Logins refused with reply 3 (no free mobile id, bad id).

@@ -70,7 +70,17 @@ pub(crate) struct Sessions {
     deferred: VecDeque<Deferred>,
     next_refresh: Instant,
     metrics: Arc<ClusterMetrics>,
+    /// This comet's own view of `Host:<lip>`: live sessions per id. Rewritten into Redis
+    /// when a new connection may face a Redis that restarted and lost it.
+    online: HashMap<i64, u32>,
+    /// The store connection the Redis state was last written through.
+    synced: u64,
+    /// When Redis is probed next.
+    next_ping: Instant,
 }
+
+/// How often the request thread probes Redis.
+const PING_EVERY: Duration = Duration::from_secs(1);
 
 fn set_key(user: i64) -> String {
     format!("user:mobileid:{user}")
@@ -100,14 +110,53 @@ impl Sessions {
             deferred: VecDeque::new(),
             next_refresh: Instant::now() + lease_ttl / 3,
             metrics,
+            online: HashMap::new(),
+            synced: 0,
+            next_ping: Instant::now() + PING_EVERY,
+        }
+    }
+
+    /// After a reconnect: rewrites `Host:<lip>` from this comet's own counts and announces
+    /// every live id on `PubKey` again (msgbuses ignore ids they know), so a Redis that
+    /// restarted empty gets the online state back. Deferred logouts are already out of
+    /// the counts, so their offline step is dropped (their lease release stays).
+    pub fn resync(&mut self, store: &mut Store, now: Instant) {
+        // A cheap probe once a second, so a Redis that went away is noticed (and redialled)
+        // even while no login or logout needs it.
+        if now >= self.next_ping {
+            self.next_ping = now + PING_EVERY;
+            let _ = store.run(|con, _| redis::cmd("PING").query::<()>(con));
+        }
+        if !store.is_up() || store.connections() == self.synced {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(&self.host_key).ignore();
+        for (&id, &count) in &self.online {
+            pipe.cmd("HSET")
+                .arg(&self.host_key)
+                .arg(id)
+                .arg(count)
+                .ignore();
+            pipe.cmd("PUBLISH")
+                .arg(PUB_KEY)
+                .arg(format!("{id}|{}|1", self.lip))
+                .ignore();
+        }
+        if store.run(|con, _| pipe.query::<()>(con)).is_ok() {
+            self.synced = store.connections();
+            for job in &mut self.deferred {
+                job.offline_done = true;
+            }
+            bump(&self.metrics.redis_resyncs);
         }
     }
 
     /// The start-up reset (§4.3): `DEL Host:<lip>`, `PUBLISH PubKey "0|<lip>|0"`.
-    pub fn reset(&self, store: &mut Store) -> Result<(), StoreError> {
+    pub fn reset(&mut self, store: &mut Store) -> Result<(), StoreError> {
         let host_key = self.host_key.clone();
         let payload = format!("0|{}|0", self.lip);
-        store.run(|con, _| {
+        let done = store.run(|con, _| {
             redis::pipe()
                 .cmd("DEL")
                 .arg(&host_key)
@@ -117,7 +166,11 @@ impl Sessions {
                 .arg(&payload)
                 .ignore()
                 .query::<()>(con)
-        })
+        });
+        if done.is_ok() {
+            self.synced = store.connections();
+        }
+        done
     }
 
     /// Grants a login for `id` (phones: a leased mobile id and their devices; devices:
@@ -186,8 +239,8 @@ impl Sessions {
         }
     }
 
-    fn online(&self, store: &mut Store, session: i64) -> Result<i64, StoreError> {
-        store.run(|con, scripts| {
+    fn online(&mut self, store: &mut Store, session: i64) -> Result<i64, StoreError> {
+        let count = store.run(|con, scripts| {
             scripts
                 .online
                 .key(&self.host_key)
@@ -195,7 +248,9 @@ impl Sessions {
                 .arg(PUB_KEY)
                 .arg(&self.lip)
                 .invoke(con)
-        })
+        })?;
+        *self.online.entry(session).or_default() += 1;
+        Ok(count)
     }
 
     /// Undoes a grant a shard could not take.
@@ -205,6 +260,12 @@ impl Sessions {
 
     /// Releases what the login of `session` took; deferred when Redis cannot take it.
     pub fn logout(&mut self, store: &mut Store, session: i64) {
+        if let Some(count) = self.online.get_mut(&session) {
+            *count -= 1;
+            if *count == 0 {
+                self.online.remove(&session);
+            }
+        }
         let lease = self.take_lease(session);
         let job = Deferred {
             session,

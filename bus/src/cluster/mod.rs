@@ -184,7 +184,7 @@ fn run(side: Cluster) {
         }
         MsgbusSource::Watch(rx) => rx,
     };
-    let sessions = Sessions::new(&config.node_ip, config.lease_ttl, metrics.clone());
+    let mut sessions = Sessions::new(&config.node_ip, config.lease_ttl, metrics.clone());
     let reset_pending = sessions.reset(&mut store).is_err();
     let mut node = Node {
         shards,
@@ -289,6 +289,9 @@ impl Node {
             self.reset_pending = self.sessions.reset(&mut self.store).is_err();
         }
         let _ = self.writes.flush(&mut self.store);
+        if !self.reset_pending {
+            self.sessions.resync(&mut self.store, now);
+        }
         self.sessions.retry_deferred(&mut self.store);
         self.sessions.refresh_due(&mut self.store, now);
         metrics::set(&self.metrics.links_up, self.links.up());

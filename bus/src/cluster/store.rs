@@ -57,6 +57,7 @@ pub(crate) struct Store {
     backoff: Duration,
     pub scripts: Scripts,
     metrics: Arc<ClusterMetrics>,
+    connections: u64,
 }
 
 // === Scripts ===
@@ -170,6 +171,7 @@ impl Store {
             format!("redis://{addr}/")
         };
         Self {
+            connections: 0,
             url,
             con: None,
             retry_at: Instant::now(),
@@ -177,6 +179,12 @@ impl Store {
             scripts: Scripts::new(),
             metrics,
         }
+    }
+
+    /// How many connections have been opened so far (a new one may face a Redis that
+    /// restarted and lost this comet's state).
+    pub fn connections(&self) -> u64 {
+        self.connections
     }
 
     /// True while a connection is open.
@@ -220,6 +228,7 @@ impl Store {
         match self.open() {
             Ok(con) => {
                 bump(&self.metrics.redis_connects);
+                self.connections += 1;
                 self.con = Some(con);
                 self.backoff = BACKOFF_MIN;
                 Ok(())

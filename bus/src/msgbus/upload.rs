@@ -152,16 +152,18 @@ impl Uploader {
         let n = batch.len() as u64;
         match written {
             Ok(()) => {
+                // Counters first: whoever sees the ack sees the spool that holds it.
                 self.metrics.spooled.fetch_add(n, Ordering::Relaxed);
+                self.publish_spool_metrics();
                 for upload in batch {
                     self.ack(upload);
                 }
             }
             Err(_) => {
                 self.metrics.spool_full.fetch_add(n, Ordering::Relaxed);
+                self.publish_spool_metrics();
             }
         }
-        self.publish_spool_metrics();
     }
 
     /// Publishes the oldest spooled records; removes the confirmed prefix.
