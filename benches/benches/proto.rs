@@ -15,17 +15,30 @@ fn heartbeat_datagram() -> Vec<u8> {
     let mut body = [0u8; 24];
     body[..16].copy_from_slice(&[7; 16]);
     let mut out = Vec::new();
-    let spec = DirectSpec { seq: 5, timestamp: 1, dst: 0, src: -1, msg_id: 0xE5, body: &body };
+    let spec = DirectSpec {
+        seq: 5,
+        timestamp: 1,
+        dst: 0,
+        src: -1,
+        msg_id: 0xE5,
+        body: &body,
+    };
     write_direct(&mut out, &spec).expect("small body");
     out
 }
 
 fn benches(c: &mut Criterion) {
     let packet = heartbeat_datagram();
-    c.bench_function("frame_header_decode", |b| b.iter(|| FrameHeader::decode(black_box(&packet))));
+    c.bench_function("frame_header_decode", |b| {
+        b.iter(|| FrameHeader::decode(black_box(&packet)))
+    });
     let kb = vec![0xa5u8; 1024];
-    c.bench_function("crc8_64B", |b| b.iter(|| edge_proto::crc::crc8(black_box(&kb[..64]))));
-    c.bench_function("crc8_1KiB", |b| b.iter(|| edge_proto::crc::crc8(black_box(&kb))));
+    c.bench_function("crc8_64B", |b| {
+        b.iter(|| edge_proto::crc::crc8(black_box(&kb[..64])))
+    });
+    c.bench_function("crc8_1KiB", |b| {
+        b.iter(|| edge_proto::crc::crc8(black_box(&kb)))
+    });
 
     let now = 1_700_000_000u64;
     let sig = signature(16, now, 60, DEFAULT_SALT.as_bytes());
@@ -42,7 +55,9 @@ fn benches(c: &mut Criterion) {
     c.bench_function("udp_heartbeat_parse_reply", |b| {
         b.iter(|| {
             let (_, req) = Request::parse_datagram(black_box(&packet)).expect("valid");
-            let Request::Heartbeat { sid, .. } = req else { unreachable!() };
+            let Request::Heartbeat { sid, .. } = req else {
+                unreachable!()
+            };
             out.clear();
             write_reply(&mut out, &packet, &status_body(0, &Sid(sid.0))).expect("reply");
             out.len()
@@ -60,7 +75,11 @@ fn benches(c: &mut Criterion) {
         })
     });
     c.bench_function("link_decode", |b| {
-        b.iter(|| LinkDecoder::new(65536).decode(black_box(&framed)).map(|(_, used)| used))
+        b.iter(|| {
+            LinkDecoder::new(65536)
+                .decode(black_box(&framed))
+                .map(|(_, used)| used)
+        })
     });
 
     let mut wire = Vec::new();

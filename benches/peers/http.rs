@@ -19,14 +19,18 @@ pub async fn serve(hub: Arc<Hub>, addr: &str) -> anyhow::Result<()> {
 }
 
 fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 async fn handle(hub: Arc<Hub>, mut s: TcpStream) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
-        let Ok(n) = s.read(&mut chunk).await else { return };
+        let Ok(n) = s.read(&mut chunk).await else {
+            return;
+        };
         if n == 0 {
             return;
         }
@@ -40,11 +44,14 @@ async fn handle(hub: Arc<Hub>, mut s: TcpStream) {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     while buf.len() < head_end + len {
-        let Ok(n) = s.read(&mut chunk).await else { return };
+        let Ok(n) = s.read(&mut chunk).await else {
+            return;
+        };
         if n == 0 {
             return;
         }
@@ -65,13 +72,20 @@ async fn handle(hub: Arc<Hub>, mut s: TcpStream) {
             _ => (400, "need device=<id>&user=<id>".into()),
         },
         ("POST", "/admin/push") => {
-            let ids: Vec<i64> = param(&query, "ids").unwrap_or("").split(',').filter_map(|i| i.parse().ok()).collect();
+            let ids: Vec<i64> = param(&query, "ids")
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|i| i.parse().ok())
+                .collect();
             let msg = param(&query, "msgid").and_then(|m| match m.strip_prefix("0x") {
                 Some(hex) => u16::from_str_radix(hex, 16).ok(),
                 None => m.parse().ok(),
             });
             match msg {
-                Some(m) if !ids.is_empty() => (200, format!("pushed to {} session(s)", hub.push(&ids, m, body))),
+                Some(m) if !ids.is_empty() => (
+                    200,
+                    format!("pushed to {} session(s)", hub.push(&ids, m, body)),
+                ),
                 _ => (400, "need ids=<id,id,...>&msgid=<n>".into()),
             }
         }

@@ -106,7 +106,9 @@ impl Hub {
     /// Registers a session; returns its connection number.
     pub fn register(&self, id: i64, tx: Tx) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let mut s = self.sessions[shard(id)].lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.sessions[shard(id)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         s.entry(id).or_default().push((conn, tx));
         self.online.fetch_add(1, Ordering::Relaxed);
         conn
@@ -114,7 +116,9 @@ impl Hub {
 
     /// Removes a session.
     pub fn unregister(&self, id: i64, conn: u64) {
-        let mut s = self.sessions[shard(id)].lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.sessions[shard(id)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(v) = s.get_mut(&id) {
             v.retain(|(c, _)| *c != conn);
             if v.is_empty() {
@@ -143,7 +147,9 @@ impl Hub {
         for &id in ids {
             txs.clear();
             {
-                let s = self.sessions[shard(id)].lock().unwrap_or_else(|e| e.into_inner());
+                let s = self.sessions[shard(id)]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 if let Some(v) = s.get(&id) {
                     txs.extend(v.iter().map(|(_, tx)| tx.clone()));
                 }
@@ -162,8 +168,16 @@ impl Hub {
     }
 
     fn send_udp(&self, device: i64, payload: &Bytes) {
-        let Some(sock) = self.udp_socket.get() else { return };
-        let Some(sid) = self.udp_devices.lock().unwrap_or_else(|e| e.into_inner()).get(&device).copied() else {
+        let Some(sock) = self.udp_socket.get() else {
+            return;
+        };
+        let Some(sid) = self
+            .udp_devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&device)
+            .copied()
+        else {
             return;
         };
         let (addr, seq) = {
@@ -173,7 +187,9 @@ impl Hub {
             (s.addr, s.sidx)
         };
         let mut buf = payload.to_vec();
-        if edge_proto::frame::patch_for_device(&mut buf, seq, &sid).is_ok() && sock.try_send_to(&buf, addr).is_ok() {
+        if edge_proto::frame::patch_for_device(&mut buf, seq, &sid).is_ok()
+            && sock.try_send_to(&buf, addr).is_ok()
+        {
             self.msgs_out.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -206,12 +222,22 @@ impl Hub {
             .map_or(0, |d| d.as_secs() as u32);
         let mut n = 0;
         for &i in &expanded {
-            let online = self.sessions[shard(i)].lock().unwrap_or_else(|e| e.into_inner()).contains_key(&i);
+            let online = self.sessions[shard(i)]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&i);
             if !online {
                 continue;
             }
             let mut out = Vec::with_capacity(36 + body.len());
-            let spec = edge_proto::frame::DirectSpec { seq: 0, timestamp: ts, dst: i, src: 0, msg_id, body };
+            let spec = edge_proto::frame::DirectSpec {
+                seq: 0,
+                timestamp: ts,
+                dst: i,
+                src: 0,
+                msg_id,
+                body,
+            };
             if edge_proto::frame::write_direct(&mut out, &spec).is_ok() {
                 self.route(&[i], &Bytes::from(out));
                 n += 1;

@@ -27,7 +27,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 #[derive(Parser, Debug)]
-#[command(name = "tokio-peer", about = "tokio + tokio-tungstenite peer of cloudsocket")]
+#[command(
+    name = "tokio-peer",
+    about = "tokio + tokio-tungstenite peer of cloudsocket"
+)]
 struct Cli {
     /// WebSocket ports (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1234,1235")]
@@ -110,8 +113,11 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream) {
             Err(e)
         }
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config()));
-    let Ok(Ok(ws)) = tokio::time::timeout(Duration::from_secs(10), handshake).await else { return };
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config()));
+    let Ok(Ok(ws)) = tokio::time::timeout(Duration::from_secs(10), handshake).await else {
+        return;
+    };
     let (mut sink, mut stream) = ws.split();
     let first = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => Bytes::from(t),
@@ -163,7 +169,8 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream) {
             let _ = tx.try_send(Message::Text("P".into()));
             continue;
         }
-        hub.msgs_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        hub.msgs_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if payload.len() < 16 {
             break;
         }
@@ -184,7 +191,8 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream) {
 /// Verifies a login; returns (login id, session key, reply) or the refusal.
 fn login(hub: &Hub, first: &[u8]) -> Result<(i64, i64, LoginReply), LoginReply> {
     let req = LoginRequest::parse(first).map_err(|_| LoginReply::WrongParams)?;
-    req.verify(&hub.salt, unix_now(), false).map_err(|r| r.reply())?;
+    req.verify(&hub.salt, unix_now(), false)
+        .map_err(|r| r.reply())?;
     match req.id {
         id if id < 0 => Ok((id, id, LoginReply::DeviceOk)),
         id if id > 0 && id % 16 == 0 => {

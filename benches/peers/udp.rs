@@ -22,14 +22,18 @@ pub async fn serve(hub: Arc<Hub>, sock: Arc<UdpSocket>) {
     let mut ids = Vec::new();
     let mut counter = 0u64;
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
         let data = &buf[..n];
         hub.msgs_in.fetch_add(1, Ordering::Relaxed);
         match data.first().map(|b| Opcode::from_byte0(*b)) {
             Some(Opcode::Forward) => forward(&hub, data, &mut ids),
             Some(Opcode::Direct) => {
                 out.clear();
-                if direct(&hub, data, from, &mut out, &mut macs, &mut counter) && sock.try_send_to(&out, from).is_err() {
+                if direct(&hub, data, from, &mut out, &mut macs, &mut counter)
+                    && sock.try_send_to(&out, from).is_err()
+                {
                     let _ = sock.send_to(&out, from).await;
                 }
             }
@@ -52,8 +56,17 @@ fn accept(hub: &Hub, sid: &Sid, seq: u16, from: Option<SocketAddr>) -> Option<i6
     Some(s.device)
 }
 
-fn direct(hub: &Hub, data: &[u8], from: SocketAddr, out: &mut Vec<u8>, macs: &mut HashMap<[u8; 8], i64>, counter: &mut u64) -> bool {
-    let Ok((packet, req)) = Request::parse_datagram(data) else { return false };
+fn direct(
+    hub: &Hub,
+    data: &[u8],
+    from: SocketAddr,
+    out: &mut Vec<u8>,
+    macs: &mut HashMap<[u8; 8], i64>,
+    counter: &mut u64,
+) -> bool {
+    let Ok((packet, req)) = Request::parse_datagram(data) else {
+        return false;
+    };
     let seq = packet.frame().seq;
     let body: Vec<u8> = match req {
         Request::NewSession { .. } => {
@@ -62,8 +75,16 @@ fn direct(hub: &Hub, data: &[u8], from: SocketAddr, out: &mut Vec<u8>, macs: &mu
             sid[..8].copy_from_slice(&counter.to_le_bytes());
             sid[8..].copy_from_slice(&(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
             sid[6] = (sid[6] & 0x0f) | 0x40;
-            let s = UdpSession { device: 0, addr: from, ridx: 0, sidx: 0 };
-            hub.udp.lock().unwrap_or_else(|e| e.into_inner()).insert(sid, s);
+            let s = UdpSession {
+                device: 0,
+                addr: from,
+                ridx: 0,
+                sidx: 0,
+            };
+            hub.udp
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sid, s);
             device::new_session_body(0, &Sid(sid)).to_vec()
         }
         Request::Register(r) => {
@@ -79,12 +100,25 @@ fn direct(hub: &Hub, data: &[u8], from: SocketAddr, out: &mut Vec<u8>, macs: &mu
                 return false;
             }
             let Some(id) = device::parse_cookie_device_id(cookie) else {
-                return device::write_reply(out, data, &device::status_body(device::STATUS_SERVER_ERROR, &sid)).is_ok();
+                return device::write_reply(
+                    out,
+                    data,
+                    &device::status_body(device::STATUS_SERVER_ERROR, &sid),
+                )
+                .is_ok();
             };
-            if let Some(s) = hub.udp.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&sid.0) {
+            if let Some(s) = hub
+                .udp
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&sid.0)
+            {
                 s.device = id;
             }
-            hub.udp_devices.lock().unwrap_or_else(|e| e.into_inner()).insert(id, sid.0);
+            hub.udp_devices
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, sid.0);
             device::login_body(0, &sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
         }
         Request::Heartbeat { sid, .. } => {
@@ -99,8 +133,12 @@ fn direct(hub: &Hub, data: &[u8], from: SocketAddr, out: &mut Vec<u8>, macs: &mu
 }
 
 fn forward(hub: &Hub, data: &[u8], ids: &mut Vec<i64>) {
-    let Ok(p) = ForwardPacket::parse(data) else { return };
-    let Some(dev) = accept(hub, &Sid(*p.sid_slot()), p.outer().seq, None) else { return };
+    let Ok(p) = ForwardPacket::parse(data) else {
+        return;
+    };
+    let Some(dev) = accept(hub, &Sid(*p.sid_slot()), p.outer().seq, None) else {
+        return;
+    };
     if dev == 0 {
         return;
     }

@@ -8,7 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 /// Sends one request and returns (status code, body).
-pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("admin endpoint {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -40,9 +45,17 @@ pub fn parse_response(resp: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
 
 /// `POST /admin/bind?device=..&user=..`, failing unless 200.
 pub fn bind(addr: SocketAddr, device: i64, user: i64) -> anyhow::Result<()> {
-    let (code, body) = request(addr, "POST", &format!("/admin/bind?device={device}&user={user}"), b"")?;
+    let (code, body) = request(
+        addr,
+        "POST",
+        &format!("/admin/bind?device={device}&user={user}"),
+        b"",
+    )?;
     if code != 200 {
-        bail!("bind {device}->{user}: HTTP {code} {}", String::from_utf8_lossy(&body));
+        bail!(
+            "bind {device}->{user}: HTTP {code} {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     Ok(())
 }

@@ -9,7 +9,11 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// WebSocket listeners of the target (comma-separated; connections alternate).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:1234,127.0.0.1:1235")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:1234,127.0.0.1:1235"
+    )]
     pub target: Vec<SocketAddr>,
     /// The target's status/admin endpoint.
     #[arg(long, default_value = "127.0.0.1:29999")]
@@ -79,7 +83,10 @@ mod tests {
 
     #[test]
     fn steps() {
-        assert_eq!(parse_steps("1000, 3000,9000"), Ok(Steps(vec![1000, 3000, 9000])));
+        assert_eq!(
+            parse_steps("1000, 3000,9000"),
+            Ok(Steps(vec![1000, 3000, 9000]))
+        );
         assert!(parse_steps("3,1").is_err());
         assert!(parse_steps("x").is_err());
         assert!(parse_steps("").is_err());

@@ -19,15 +19,60 @@ pub struct Figure {
 
 /// Every figure, by scenario.
 pub const FIGURES: &[Figure] = &[
-    Figure { scenario: "relay", pointer: "/throughput_msgs_s", label: "relay p→d flood msgs/s", higher_is_better: true },
-    Figure { scenario: "relay", pointer: "/latency/p99_us", label: "relay flood p99 µs", higher_is_better: false },
-    Figure { scenario: "relay70", pointer: "/peak_msgs_s", label: "relay peak msgs/s", higher_is_better: true },
-    Figure { scenario: "relay70", pointer: "/latency/p99_us", label: "relay @70% p99 µs", higher_is_better: false },
-    Figure { scenario: "relay70", pointer: "/latency/p999_us", label: "relay @70% p99.9 µs", higher_is_better: false },
-    Figure { scenario: "storm", pointer: "/best_conns_per_s", label: "connect+login conn/s", higher_is_better: true },
-    Figure { scenario: "idle", pointer: "/bytes_per_conn", label: "idle WS RSS B/conn", higher_is_better: false },
-    Figure { scenario: "push", pointer: "/deliveries_per_s", label: "push deliveries/s", higher_is_better: true },
-    Figure { scenario: "udp", pointer: "/handled_per_s", label: "UDP heartbeats/s", higher_is_better: true },
+    Figure {
+        scenario: "relay",
+        pointer: "/throughput_msgs_s",
+        label: "relay p→d flood msgs/s",
+        higher_is_better: true,
+    },
+    Figure {
+        scenario: "relay",
+        pointer: "/latency/p99_us",
+        label: "relay flood p99 µs",
+        higher_is_better: false,
+    },
+    Figure {
+        scenario: "relay70",
+        pointer: "/peak_msgs_s",
+        label: "relay peak msgs/s",
+        higher_is_better: true,
+    },
+    Figure {
+        scenario: "relay70",
+        pointer: "/latency/p99_us",
+        label: "relay @70% p99 µs",
+        higher_is_better: false,
+    },
+    Figure {
+        scenario: "relay70",
+        pointer: "/latency/p999_us",
+        label: "relay @70% p99.9 µs",
+        higher_is_better: false,
+    },
+    Figure {
+        scenario: "storm",
+        pointer: "/best_conns_per_s",
+        label: "connect+login conn/s",
+        higher_is_better: true,
+    },
+    Figure {
+        scenario: "idle",
+        pointer: "/bytes_per_conn",
+        label: "idle WS RSS B/conn",
+        higher_is_better: false,
+    },
+    Figure {
+        scenario: "push",
+        pointer: "/deliveries_per_s",
+        label: "push deliveries/s",
+        higher_is_better: true,
+    },
+    Figure {
+        scenario: "udp",
+        pointer: "/handled_per_s",
+        label: "UDP heartbeats/s",
+        higher_is_better: true,
+    },
 ];
 
 /// Reads a figure from a loadgen JSON report (NaN when absent).
@@ -43,12 +88,19 @@ pub fn row(label: &str, a: &[f64], b: &[f64]) -> String {
     let med = |v: &[f64]| spread(v).map_or(f64::NAN, |s| s.median);
     let r: Option<Spread> = spread(&ratios(a, b));
     let (lo, mid, hi) = r.map_or((f64::NAN, f64::NAN, f64::NAN), |s| (s.min, s.median, s.max));
-    format!("{label:<26} {:>12.1} {:>12.1}   {lo:>6.2} {mid:>6.2} {hi:>6.2}", med(a), med(b))
+    format!(
+        "{label:<26} {:>12.1} {:>12.1}   {lo:>6.2} {mid:>6.2} {hi:>6.2}",
+        med(a),
+        med(b)
+    )
 }
 
 /// The table header matching [`row`].
 pub fn header() -> String {
-    format!("{:<26} {:>12} {:>12}   {:>6} {:>6} {:>6}", "figure", "cloudsocket", "tokio-peer", "min", "median", "max")
+    format!(
+        "{:<26} {:>12} {:>12}   {:>6} {:>6} {:>6}",
+        "figure", "cloudsocket", "tokio-peer", "min", "median", "max"
+    )
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ impl Fleet {
         match Client::connect(addr, login) {
             Ok(client) => {
                 let ok = self.poller.add(client.fd(), token as u64, READ | WRITE);
-                self.slots.push(Some(Slot { client, interest: READ | WRITE, ready: false }));
+                self.slots.push(Some(Slot {
+                    client,
+                    interest: READ | WRITE,
+                    ready: false,
+                }));
                 self.pending += 1;
                 if let Err(e) = ok {
                     self.fail(token, format!("epoll: {e}"));
@@ -78,6 +82,23 @@ impl Fleet {
     /// Whether no token was handed out.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Whether `token` is still open (connecting, logging in or logged in).
+    pub fn is_open(&self, token: usize) -> bool {
+        matches!(self.slots.get(token), Some(Some(_)))
+    }
+
+    /// Closes `token` (RST) without counting it as a failure.
+    pub fn close(&mut self, token: usize) {
+        if let Some(slot) = self.slots.get_mut(token).and_then(Option::take) {
+            self.poller.delete(slot.client.fd());
+            if slot.ready {
+                self.ready -= 1;
+            } else {
+                self.pending -= 1;
+            }
+        }
     }
 
     /// Whether `token` is logged in and open.
@@ -137,7 +158,9 @@ impl Fleet {
     }
 
     fn flush_one(&mut self, token: usize) {
-        let Some(Some(slot)) = self.slots.get_mut(token) else { return };
+        let Some(Some(slot)) = self.slots.get_mut(token) else {
+            return;
+        };
         match slot.client.flush() {
             Ok(done) => {
                 let want = if done { READ } else { READ | WRITE };
@@ -171,7 +194,9 @@ impl Fleet {
         let events = self.poller.wait(timeout_ms)?;
         for ev in events {
             let token = ev.token as usize;
-            let Some(Some(slot)) = self.slots.get_mut(token) else { continue };
+            let Some(Some(slot)) = self.slots.get_mut(token) else {
+                continue;
+            };
             if ev.writable {
                 if let Err(e) = slot.client.on_writable("127.0.0.1") {
                     self.fail(token, format!("connect: {e}"));
@@ -179,8 +204,13 @@ impl Fleet {
                 }
             }
             if ev.readable {
-                let Some(Some(slot)) = self.slots.get_mut(token) else { continue };
-                match slot.client.on_readable(&mut self.scratch, |op, p| on_message(token, op, p)) {
+                let Some(Some(slot)) = self.slots.get_mut(token) else {
+                    continue;
+                };
+                match slot
+                    .client
+                    .on_readable(&mut self.scratch, |op, p| on_message(token, op, p))
+                {
                     Ok(true) => {}
                     Ok(false) => {
                         let why = match &slot.client.codec.phase {
@@ -196,7 +226,9 @@ impl Fleet {
                     }
                 }
             }
-            let Some(Some(slot)) = self.slots.get_mut(token) else { continue };
+            let Some(Some(slot)) = self.slots.get_mut(token) else {
+                continue;
+            };
             match &slot.client.codec.phase {
                 Phase::Closed(why) => {
                     let why = why.clone();

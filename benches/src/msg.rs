@@ -14,6 +14,12 @@ pub const FORWARD_BYTE0: u8 = 0x83;
 pub const MAGIC: &[u8; 4] = b"CSLG";
 /// Smallest load message.
 pub const MIN_LEN: usize = 40;
+/// Where the per-pair sequence number (u32) sits, when the message is long enough.
+pub const SEQ_AT: usize = 40;
+/// Where the "device was logged in when sent" flag byte sits.
+pub const FLAG_AT: usize = 44;
+/// Smallest load message that carries a sequence number and flag.
+pub const SEQ_LEN: usize = 45;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -37,6 +43,18 @@ pub fn build(out: &mut Vec<u8>, dst: i64, src: i64, pair: u32, sent_ns: u64, len
 /// Rewrites the send time of a message built by [`build`].
 pub fn stamp(msg: &mut [u8], sent_ns: u64) {
     msg[24..32].copy_from_slice(&sent_ns.to_le_bytes());
+}
+
+/// Writes the per-pair sequence number and the flag byte (message ≥ [`SEQ_LEN`]).
+pub fn set_seq(msg: &mut [u8], seq: u32, flag: u8) {
+    msg[SEQ_AT..SEQ_AT + 4].copy_from_slice(&seq.to_le_bytes());
+    msg[FLAG_AT] = flag;
+}
+
+/// (sequence, flag) of a relayed load message long enough to carry them.
+pub fn seq_of(frame: &[u8]) -> Option<(u32, u8)> {
+    let s = frame.get(SEQ_AT..SEQ_LEN)?;
+    Some((u32::from_le_bytes(s[..4].try_into().ok()?), s[4]))
 }
 
 /// (send ns, pair) of a load message found at `offset` in `frame`; `None` for anything else.
@@ -76,5 +94,10 @@ mod tests {
         assert_eq!(parse(&m), None, "status pushes are not load messages");
         assert_eq!(parse(&[0x83; 30]), None);
         assert!(now_ns() <= now_ns());
+        assert_eq!(seq_of(&m), None, "40 bytes carry no sequence");
+        build(&mut m, -5, 16, 7, 1, 48);
+        set_seq(&mut m, 0xdead_beef, 1);
+        assert_eq!(seq_of(&m), Some((0xdead_beef, 1)));
+        assert_eq!(parse(&m), Some((1, 7)));
     }
 }

@@ -37,14 +37,24 @@ impl Poller {
             return Err(io::Error::last_os_error());
         }
         let empty = libc::epoll_event { events: 0, u64: 0 };
-        Ok(Self { epfd, events: vec![empty; capacity.max(1)] })
+        Ok(Self {
+            epfd,
+            events: vec![empty; capacity.max(1)],
+        })
     }
 
     fn ctl(&self, op: i32, fd: RawFd, token: u64, interest: u32) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: interest, u64: token };
+        let mut ev = libc::epoll_event {
+            events: interest,
+            u64: token,
+        };
         // SAFETY: `ev` outlives the call; epfd is ours.
         let rc = unsafe { libc::epoll_ctl(self.epfd, op, fd, &mut ev) };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Registers `fd` with `token`.
@@ -69,7 +79,11 @@ impl Poller {
         let n = unsafe { libc::epoll_wait(self.epfd, self.events.as_mut_ptr(), cap, timeout_ms) };
         if n < 0 {
             let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted { Ok(Vec::new()) } else { Err(err) };
+            return if err.kind() == io::ErrorKind::Interrupted {
+                Ok(Vec::new())
+            } else {
+                Err(err)
+            };
         }
         let hup = (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
         Ok(self.events[..n as usize]

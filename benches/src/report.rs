@@ -54,7 +54,10 @@ impl Progress {
                 (last_s, last_d) = (s, d);
             }
         });
-        Self { stop, handle: Some(handle) }
+        Self {
+            stop,
+            handle: Some(handle),
+        }
     }
 }
 
@@ -107,7 +110,10 @@ pub fn write_files(
             .into_iter()
             .map(|(p, v, _)| (p, v as f64 / 1000.0))
             .collect();
-        let series = [crate::svg::Series { label: title, points }];
+        let series = [crate::svg::Series {
+            label: title,
+            points,
+        }];
         std::fs::write(path, crate::svg::render(title, &series))?;
     }
     Ok(())

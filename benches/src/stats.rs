@@ -8,9 +8,8 @@ use serde::Serialize;
 
 /// A new latency histogram in nanoseconds, 1 µs .. 60 s, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap_or_else(|_| {
-        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 digits is valid"))
-    })
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 digits is valid")))
 }
 
 /// Records `ns`, clamped into the histogram's range.
@@ -73,13 +72,24 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Some(Spread { min: v[0], median, max: v[n - 1] })
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Spread {
+        min: v[0],
+        median,
+        max: v[n - 1],
+    })
 }
 
 /// Ratios a/b pairwise (rounds measured back to back).
 pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().zip(b).map(|(x, y)| if *y == 0.0 { f64::NAN } else { x / y }).collect()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| if *y == 0.0 { f64::NAN } else { x / y })
+        .collect()
 }
 
 /// Least-squares slope of `y` against `x`; `None` for fewer than two distinct x.
@@ -104,7 +114,11 @@ pub fn percentile_points(h: &Histogram<u64>) -> Vec<(f64, u64, u64)> {
     }
     for v in h.iter_quantiles(5) {
         let q = v.quantile_iterated_to();
-        out.push((q * 100.0, v.value_iterated_to(), v.count_since_last_iteration()));
+        out.push((
+            q * 100.0,
+            v.value_iterated_to(),
+            v.count_since_last_iteration(),
+        ));
         if q >= 1.0 {
             break;
         }
@@ -119,8 +133,17 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     for (pct, v, count) in percentile_points(h) {
         total += count;
         let q = pct / 100.0;
-        let inv = if q < 1.0 { format!("{:12.2}", 1.0 / (1.0 - q)) } else { String::new() };
-        s.push_str(&format!("{:12.3} {:14.12} {:10} {inv}\n", v as f64 / 1000.0, q, total));
+        let inv = if q < 1.0 {
+            format!("{:12.2}", 1.0 / (1.0 - q))
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "{:12.3} {:14.12} {:10} {inv}\n",
+            v as f64 / 1000.0,
+            q,
+            total
+        ));
     }
     s.push_str(&format!(
         "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n",

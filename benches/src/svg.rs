@@ -27,7 +27,9 @@ fn x_of(pct: f64) -> f64 {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Renders the plot.
@@ -48,8 +50,14 @@ pub fn render(title: &str, series: &[Series<'_>]) -> String {
         escape(title)
     );
     let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
-    let _ = writeln!(s, "<path d=\"M{x0} {y1} L{x0} {y0} L{x1} {y0}\" stroke=\"black\" fill=\"none\"/>");
-    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"].iter().enumerate() {
+    let _ = writeln!(
+        s,
+        "<path d=\"M{x0} {y1} L{x0} {y0} L{x1} {y0}\" stroke=\"black\" fill=\"none\"/>"
+    );
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
+        .iter()
+        .enumerate()
+    {
         let x = LEFT + i as f64 / NINES * (W - LEFT - RIGHT);
         let _ = writeln!(
             s,
@@ -102,8 +110,14 @@ mod tests {
     #[test]
     fn renders_a_well_formed_plot() {
         let series = [
-            Series { label: "a<b", points: vec![(0.0, 10.0), (90.0, 20.0), (99.9, 80.0), (100.0, 90.0)] },
-            Series { label: "peer", points: vec![] },
+            Series {
+                label: "a<b",
+                points: vec![(0.0, 10.0), (90.0, 20.0), (99.9, 80.0), (100.0, 90.0)],
+            },
+            Series {
+                label: "peer",
+                points: vec![],
+            },
         ];
         let svg = render("relay & more", &series);
         assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));

@@ -26,7 +26,14 @@ pub struct Reply {
 
 fn request(out: &mut Vec<u8>, index: i64, seq: u16, msg_id: u16, body: &[u8]) {
     out.clear();
-    let spec = DirectSpec { seq, timestamp: 0, dst: 0, src: index, msg_id, body };
+    let spec = DirectSpec {
+        seq,
+        timestamp: 0,
+        dst: 0,
+        src: index,
+        msg_id,
+        body,
+    };
     // Bodies here are small: cannot exceed the u16 length.
     let _ = write_direct(out, &spec);
 }
@@ -71,7 +78,16 @@ pub fn heartbeat(out: &mut Vec<u8>, index: i64, seq: u16, sid: &[u8; 16], device
 
 /// A forward packet (opcode 3) from `device` (session `sid`) to `dst`, `len` ≥ 92 bytes,
 /// carrying a load message stamp at [`FORWARD_BODY`].
-pub fn forward(out: &mut Vec<u8>, seq: u16, sid: &[u8; 16], device: i64, dst: i64, pair: u32, sent_ns: u64, len: usize) {
+pub fn forward(
+    out: &mut Vec<u8>,
+    seq: u16,
+    sid: &[u8; 16],
+    device: i64,
+    dst: i64,
+    pair: u32,
+    sent_ns: u64,
+    len: usize,
+) {
     out.clear();
     out.resize(len.max(FORWARD_BODY + 16), 0);
     out[0] = 0x83;
@@ -105,7 +121,13 @@ pub fn parse_reply(buf: &[u8]) -> Option<Reply> {
     if let Some(s) = body.get(4..20) {
         sid.copy_from_slice(s);
     }
-    Some(Reply { index: p.frame().src, msg_id: p.msg_id(), status, sid, body: body.to_vec() })
+    Some(Reply {
+        index: p.frame().src,
+        msg_id: p.msg_id(),
+        status,
+        sid,
+        body: body.to_vec(),
+    })
 }
 
 /// (device id, cookie without trailing NULs) from a register reply body.
@@ -137,7 +159,10 @@ mod tests {
     fn requests_parse_with_the_device_codec() {
         let mut out = Vec::new();
         new_session(&mut out, 7, mac(7));
-        assert!(matches!(Request::parse_datagram(&out), Ok((_, Request::NewSession { .. }))));
+        assert!(matches!(
+            Request::parse_datagram(&out),
+            Ok((_, Request::NewSession { .. }))
+        ));
         let sid = [9u8; 16];
         register(&mut out, 7, 1, &sid, mac(7));
         let (_, r) = Request::parse_datagram(&out).unwrap();
@@ -148,7 +173,13 @@ mod tests {
         heartbeat(&mut out, 7, 3, &sid, -5);
         let (p, r) = Request::parse_datagram(&out).unwrap();
         assert_eq!(p.frame().seq, 3);
-        assert!(matches!(r, Request::Heartbeat { device_id: Some(-5), .. }));
+        assert!(matches!(
+            r,
+            Request::Heartbeat {
+                device_id: Some(-5),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -161,7 +192,12 @@ mod tests {
         let r = parse_reply(&reply).unwrap();
         assert_eq!((r.index, r.msg_id, r.status, r.sid), (42, 0xE5, 0, sid));
         reply.clear();
-        write_reply(&mut reply, &req, &register_body(0, &Sid(sid), -77, b"-77|token")).unwrap();
+        write_reply(
+            &mut reply,
+            &req,
+            &register_body(0, &Sid(sid), -77, b"-77|token"),
+        )
+        .unwrap();
         let r = parse_reply(&reply).unwrap();
         assert_eq!(register_result(&r.body), Some((-77, b"-77|token".to_vec())));
         assert_eq!(parse_reply(&[0u8; 10]), None);
@@ -172,7 +208,10 @@ mod tests {
         let mut f = Vec::new();
         forward(&mut f, 4, &[1; 16], -3, 0, 9, 1234, 0);
         let p = edge_proto::frame::ForwardPacket::parse(&f).unwrap();
-        assert_eq!((p.outer().dst, p.outer().src, p.sid_slot()), (0, -3, &[1; 16]));
+        assert_eq!(
+            (p.outer().dst, p.outer().src, p.sid_slot()),
+            (0, -3, &[1; 16])
+        );
         assert_eq!(crate::msg::parse_at(&f, FORWARD_BODY), Some((1234, 9)));
     }
 }

@@ -60,11 +60,18 @@ pub fn upgrade_request(host: &str) -> Vec<u8> {
 /// Checks an upgrade response: `Ok(None)` until the head is complete, then the head length.
 pub fn parse_upgrade_response(buf: &[u8]) -> Result<Option<usize>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > 8192 { Err("response head too long".into()) } else { Ok(None) };
+        return if buf.len() > 8192 {
+            Err("response head too long".into())
+        } else {
+            Ok(None)
+        };
     };
     let head = String::from_utf8_lossy(&buf[..end]);
     if !head.starts_with("HTTP/1.1 101") {
-        return Err(format!("upgrade refused: {}", head.lines().next().unwrap_or("")));
+        return Err(format!(
+            "upgrade refused: {}",
+            head.lines().next().unwrap_or("")
+        ));
     }
     let accept = ws::accept_key(KEY.as_bytes());
     let accept = std::str::from_utf8(&accept).unwrap_or("");
@@ -73,13 +80,23 @@ pub fn parse_upgrade_response(buf: &[u8]) -> Result<Option<usize>, String> {
             k.trim().eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == accept
         })
     });
-    if ok { Ok(Some(end + 4)) } else { Err("bad Sec-WebSocket-Accept".into()) }
+    if ok {
+        Ok(Some(end + 4))
+    } else {
+        Err("bad Sec-WebSocket-Accept".into())
+    }
 }
 
 impl Codec {
     /// A codec that will send `login` (the login string) once upgraded.
     pub fn new(login: Vec<u8>) -> Self {
-        Self { phase: Phase::Connecting, reply: None, login, rbuf: Vec::new(), wbuf: Vec::new() }
+        Self {
+            phase: Phase::Connecting,
+            reply: None,
+            login,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+        }
     }
 
     /// The TCP connection is up: queue the upgrade request.
@@ -175,7 +192,10 @@ impl Client {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
-        Ok(Self { socket, codec: Codec::new(login) })
+        Ok(Self {
+            socket,
+            codec: Codec::new(login),
+        })
     }
 
     /// The raw fd, for the poller.
@@ -272,7 +292,10 @@ mod tests {
         assert_eq!(c.phase, Phase::LoggingIn);
         // The login went out as one masked text frame the server can read.
         let f = ws::next_frame(&mut c.wbuf, 1024).unwrap().unwrap();
-        assert_eq!((f.opcode, &c.wbuf[f.payload.clone()]), (OpCode::Text, &b"16|1|60|sig"[..]));
+        assert_eq!(
+            (f.opcode, &c.wbuf[f.payload.clone()]),
+            (OpCode::Text, &b"16|1|60|sig"[..])
+        );
         c.wbuf.clear();
         let mut bytes = Vec::new();
         ws::write_frame(&mut bytes, OpCode::Binary, &[0, 3]);
@@ -286,7 +309,13 @@ mod tests {
         }
         assert_eq!(c.phase, Phase::Ready);
         assert_eq!(c.reply, Some(LoginReply::PhoneOk(3)));
-        assert_eq!(got, vec![(OpCode::Binary, b"hello".to_vec()), (OpCode::Binary, vec![7; 300])]);
+        assert_eq!(
+            got,
+            vec![
+                (OpCode::Binary, b"hello".to_vec()),
+                (OpCode::Binary, vec![7; 300])
+            ]
+        );
         let pong = ws::next_frame(&mut c.wbuf, 1024).unwrap().unwrap();
         assert_eq!(pong.opcode, OpCode::Pong);
     }
@@ -309,7 +338,9 @@ mod tests {
     fn bad_upgrade_responses() {
         assert_eq!(parse_upgrade_response(b"HTTP/1.1 101 Sw"), Ok(None));
         assert!(parse_upgrade_response(b"HTTP/1.1 400 Bad\r\n\r\n").is_err());
-        assert!(parse_upgrade_response(b"HTTP/1.1 101 S\r\nSec-WebSocket-Accept: x\r\n\r\n").is_err());
+        assert!(
+            parse_upgrade_response(b"HTTP/1.1 101 S\r\nSec-WebSocket-Accept: x\r\n\r\n").is_err()
+        );
     }
 
     #[test]

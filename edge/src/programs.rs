@@ -115,18 +115,13 @@ fn register_msgbus(
     let discovery = keeper::zk::Discovery::spawn(keeper::zk::ZkConfig::new(zks), &args.zkrootr)?;
     let members = discovery.members.clone();
     let feed = msgbus.broker_feed();
+    // Brokers given with --amqp stay: ZooKeeper adds to them, it does not replace them.
+    let fixed = args.amqp.clone();
     std::thread::Builder::new()
         .name("zk-brokers".into())
         .spawn(move || {
             for list in members.iter() {
-                let brokers: Vec<String> = list
-                    .iter()
-                    .filter_map(|data| {
-                        edge_proto::zk::RabbitNode::parse(data.as_bytes())
-                            .ok()
-                            .map(|n| n.addr.to_owned())
-                    })
-                    .collect();
+                let brokers = merge_brokers(&fixed, &list);
                 if feed.send(brokers).is_err() {
                     return;
                 }
@@ -137,4 +132,39 @@ fn register_msgbus(
         args.zkroot, args.zkrootr
     );
     Ok((registration, discovery))
+}
+
+/// The brokers to use: those given with `--amqp`, then those rmqkeepers list in
+/// ZooKeeper (`<addr>,<exchange>` node data), without repeats.
+fn merge_brokers(fixed: &[String], listed: &[String]) -> Vec<String> {
+    let mut brokers = fixed.to_vec();
+    for data in listed {
+        if let Ok(node) = edge_proto::zk::RabbitNode::parse(data.as_bytes())
+            && !brokers.iter().any(|b| b == node.addr)
+        {
+            brokers.push(node.addr.to_owned());
+        }
+    }
+    brokers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zookeeper_brokers_add_to_the_given_ones() {
+        let fixed = vec!["10.0.0.1:5672".to_owned()];
+        // An empty listing (no rmqkeeper yet) must not take the --amqp broker away.
+        assert_eq!(merge_brokers(&fixed, &[]), fixed);
+        let listed = vec![
+            "10.0.0.2:5672,MsgTopic".to_owned(),
+            "10.0.0.1:5672,MsgTopic".to_owned(),
+            "junk".to_owned(),
+        ];
+        assert_eq!(
+            merge_brokers(&fixed, &listed),
+            ["10.0.0.1:5672", "10.0.0.2:5672"]
+        );
+    }
 }

@@ -18,7 +18,11 @@ struct Cli {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Scenarios: relay, relay70, storm, idle, push, udp.
-    #[arg(long, value_delimiter = ',', default_value = "relay,relay70,storm,idle")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "relay,relay70,storm,idle"
+    )]
     scenarios: Vec<String>,
     /// Relay pairs.
     #[arg(long, default_value_t = 100)]
@@ -70,22 +74,54 @@ impl Drop for Server {
     }
 }
 
-fn start(cli: &Cli, name: &'static str, ws: [u16; 2], admin: u16, udp: u16) -> anyhow::Result<Server> {
+fn start(
+    cli: &Cli,
+    name: &'static str,
+    ws: [u16; 2],
+    admin: u16,
+    udp: u16,
+) -> anyhow::Result<Server> {
     let core = cli.server_core.to_string();
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &core]);
     if name == "cloudsocket" {
-        cmd.arg(cli.cloudsocket.clone().unwrap_or_else(|| format!("{}/cloudsocket", cli.bin))).args(["run", "--cores", &core])
-            .args(["--ports", &format!(":{},:{}", ws[0], ws[1])])
-            .args(["--sh", &format!("127.0.0.1:{admin}"), "--hudp", &format!(":{udp}")])
-            .args(["--upload-log", "/tmp/compare-uploads.log"]);
+        cmd.arg(
+            cli.cloudsocket
+                .clone()
+                .unwrap_or_else(|| format!("{}/cloudsocket", cli.bin)),
+        )
+        .args(["run", "--cores", &core])
+        .args(["--ports", &format!(":{},:{}", ws[0], ws[1])])
+        .args([
+            "--sh",
+            &format!("127.0.0.1:{admin}"),
+            "--hudp",
+            &format!(":{udp}"),
+        ])
+        .args(["--upload-log", "/tmp/compare-uploads.log"]);
     } else {
-        cmd.arg(format!("{}/tokio-peer", cli.bin)).args(["--threads", "1"])
+        cmd.arg(format!("{}/tokio-peer", cli.bin))
+            .args(["--threads", "1"])
             .args(["--port", &format!("{},{}", ws[0], ws[1])])
-            .args(["--sh", &format!("127.0.0.1:{admin}"), "--udp-port", &udp.to_string()]);
+            .args([
+                "--sh",
+                &format!("127.0.0.1:{admin}"),
+                "--udp-port",
+                &udp.to_string(),
+            ]);
     }
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("start {name}"))?;
-    let server = Server { name, child, ws, admin, udp };
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    let server = Server {
+        name,
+        child,
+        ws,
+        admin,
+        udp,
+    };
     let end = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", admin)).is_err() {
         if Instant::now() > end {
@@ -98,14 +134,52 @@ fn start(cli: &Cli, name: &'static str, ws: [u16; 2], admin: u16, udp: u16) -> a
 
 fn scenario_args(cli: &Cli, scenario: &str, s: &Server, base: i64) -> Vec<String> {
     let mut v: Vec<String> = match scenario {
-        "relay" => vec!["relay".into(), "--pairs".into(), cli.pairs.to_string(), "--duration".into(), cli.duration.to_string()],
-        "relay70" => vec!["relay".into(), "--pairs".into(), cli.pairs.to_string(), "--duration".into(),
-            cli.duration.to_string(), "--find-peak".into(), "2".into()],
-        "storm" => vec!["storm".into(), "--connections".into(), cli.connections.to_string(), "--rounds".into(), "2".into()],
-        "idle" => vec!["idle".into(), "--pid".into(), s.child.id().to_string(), "--steps".into(), cli.idle_steps.clone()],
-        "push" => vec!["push".into(), "--phones".into(), "1000".into(), "--duration".into(), cli.duration.to_string()],
-        _ => vec!["udp".into(), "--sessions".into(), "1000".into(), "--duration".into(), cli.duration.to_string(),
-            "--udp-target".into(), format!("127.0.0.1:{}", s.udp)],
+        "relay" => vec![
+            "relay".into(),
+            "--pairs".into(),
+            cli.pairs.to_string(),
+            "--duration".into(),
+            cli.duration.to_string(),
+        ],
+        "relay70" => vec![
+            "relay".into(),
+            "--pairs".into(),
+            cli.pairs.to_string(),
+            "--duration".into(),
+            cli.duration.to_string(),
+            "--find-peak".into(),
+            "2".into(),
+        ],
+        "storm" => vec![
+            "storm".into(),
+            "--connections".into(),
+            cli.connections.to_string(),
+            "--rounds".into(),
+            "2".into(),
+        ],
+        "idle" => vec![
+            "idle".into(),
+            "--pid".into(),
+            s.child.id().to_string(),
+            "--steps".into(),
+            cli.idle_steps.clone(),
+        ],
+        "push" => vec![
+            "push".into(),
+            "--phones".into(),
+            "1000".into(),
+            "--duration".into(),
+            cli.duration.to_string(),
+        ],
+        _ => vec![
+            "udp".into(),
+            "--sessions".into(),
+            "1000".into(),
+            "--duration".into(),
+            cli.duration.to_string(),
+            "--udp-target".into(),
+            format!("127.0.0.1:{}", s.udp),
+        ],
     };
     v.extend([
         "--json".into(),
@@ -139,18 +213,31 @@ fn main() -> anyhow::Result<()> {
                 let s = &servers[side];
                 base += 200_000;
                 let out = Command::new("taskset")
-                    .args(["-c", &cli.load_core.to_string(), &format!("{}/loadgen", cli.bin)])
+                    .args([
+                        "-c",
+                        &cli.load_core.to_string(),
+                        &format!("{}/loadgen", cli.bin),
+                    ])
                     .args(scenario_args(&cli, scenario, s, base))
                     .stderr(Stdio::null())
                     .output()?;
                 let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                eprintln!("[{scenario} round {round} {}] {}", s.name, text.chars().take(200).collect::<String>());
+                eprintln!(
+                    "[{scenario} round {round} {}] {}",
+                    s.name,
+                    text.chars().take(200).collect::<String>()
+                );
                 reports[side].push(text);
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
         for f in FIGURES.iter().filter(|f| f.scenario == scenario.as_str()) {
-            let vals = [0, 1].map(|side| reports[side].iter().map(|r| extract(r, f.pointer)).collect::<Vec<_>>());
+            let vals = [0, 1].map(|side| {
+                reports[side]
+                    .iter()
+                    .map(|r| extract(r, f.pointer))
+                    .collect::<Vec<_>>()
+            });
             results.push((f.label.to_string(), vals));
         }
     }
@@ -158,7 +245,10 @@ fn main() -> anyhow::Result<()> {
     for (label, [a, b]) in &results {
         println!("{}", row(label, a, b));
     }
-    println!("(ratio = cloudsocket / tokio-peer per round; {} rounds, A/B order alternating)", cli.rounds);
+    println!(
+        "(ratio = cloudsocket / tokio-peer per round; {} rounds, A/B order alternating)",
+        cli.rounds
+    );
     drop(servers);
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! `loadgen relay --pairs 200 --rate 0`, `loadgen idle --pid $(pidof cloudsocket)`, …
 
-use benches::scenario::{idle, push, relay, storm, udp};
+use benches::scenario::{idle, push, relay, storm, udp, upload};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -25,6 +25,8 @@ enum Command {
     Udp(udp::UdpArgs),
     /// Connect + upgrade + login rate, and time to re-establish N connections.
     Storm(storm::StormArgs),
+    /// Device uploads (direct packets) at a steady rate; counts ACKs.
+    Upload(upload::UploadArgs),
     /// Internal: one `idle` worker process (driven over stdin/stdout).
     #[command(hide = true)]
     IdleWorker(idle::WorkerArgs),
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Push(a) => push::run(&a),
         Command::Udp(a) => udp::run(&a),
         Command::Storm(a) => storm::run(&a),
+        Command::Upload(a) => upload::run(&a),
         Command::IdleWorker(a) => idle::worker_main(&a),
     }
 }
@@ -47,12 +50,52 @@ mod tests {
 
     #[test]
     fn parses_scenarios() {
-        let cli = Cli::try_parse_from(["loadgen", "relay", "--pairs", "7", "--rate", "1000", "--json", "--target", "127.0.0.1:9,127.0.0.1:10"]).unwrap();
-        let Command::Relay(r) = cli.command else { panic!("relay") };
-        assert_eq!((r.pairs, r.rate, r.common.json, r.common.target.len()), (7, 1000, true, 2));
-        let cli = Cli::try_parse_from(["loadgen", "idle", "--pid", "1", "--steps", "10,20"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "relay",
+            "--pairs",
+            "7",
+            "--rate",
+            "1000",
+            "--json",
+            "--target",
+            "127.0.0.1:9,127.0.0.1:10",
+        ])
+        .unwrap();
+        let Command::Relay(r) = cli.command else {
+            panic!("relay")
+        };
+        assert_eq!(
+            (r.pairs, r.rate, r.common.json, r.common.target.len()),
+            (7, 1000, true, 2)
+        );
+        let cli =
+            Cli::try_parse_from(["loadgen", "idle", "--pid", "1", "--steps", "10,20"]).unwrap();
         assert!(matches!(cli.command, Command::Idle(_)));
         assert!(Cli::try_parse_from(["loadgen", "relay", "--direction", "sideways"]).is_err());
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "relay",
+            "--no-bind",
+            "--device-target",
+            "127.0.0.3:1",
+            "--reconnect",
+            "--churn",
+            "0.01",
+            "--rate",
+            "10",
+        ])
+        .unwrap();
+        let Command::Relay(r) = cli.command else {
+            panic!("relay")
+        };
+        assert!(r.no_bind && r.reconnect && r.tracked() && r.device_target.len() == 1);
+        assert!(matches!(
+            Cli::try_parse_from(["loadgen", "upload", "--msg-id", "0x30"])
+                .unwrap()
+                .command,
+            Command::Upload(_)
+        ));
         assert!(Cli::try_parse_from(["loadgen", "idle", "--steps", "5,1"]).is_err());
     }
 }

@@ -70,7 +70,8 @@ pub struct Point {
 
 /// (VmRSS, RssAnon) in bytes of `pid`.
 pub fn rss_of(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("pid {pid}"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("pid {pid}"))?;
     Ok(parse_rss(&text))
 }
 
@@ -97,7 +98,13 @@ impl Worker {
         let c = &a.common;
         let targets: Vec<String> = c.target.iter().map(ToString::to_string).collect();
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["idle-worker", "--target", &targets.join(","), "--admin", &c.admin.to_string()])
+            .args([
+                "idle-worker",
+                "--target",
+                &targets.join(","),
+                "--admin",
+                &c.admin.to_string(),
+            ])
             .args(["--salt", &c.salt, "--udp-target", &a.udp_target.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -112,13 +119,24 @@ impl Worker {
                 }
             }
         });
-        Ok(Self { child, stdin, lines, held: 0 })
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+            held: 0,
+        })
     }
 
     fn ask(&mut self, cmd: &str) -> anyhow::Result<(usize, usize)> {
         writeln!(self.stdin, "{cmd}")?;
-        let line = self.lines.recv_timeout(Duration::from_secs(120)).context("worker did not answer")?;
-        let mut it = line.split_whitespace().skip(1).map(|x| x.parse::<usize>().unwrap_or(0));
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(120))
+            .context("worker did not answer")?;
+        let mut it = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse::<usize>().unwrap_or(0));
         Ok((it.next().unwrap_or(0), it.next().unwrap_or(0)))
     }
 }
@@ -132,7 +150,12 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
     }
     let base = rss_of(a.pid)?;
     let mut workers: Vec<Worker> = Vec::new();
-    let mut points = vec![Point { ws: 0, udp: 0, rss: base.0, rss_anon: base.1 }];
+    let mut points = vec![Point {
+        ws: 0,
+        udp: 0,
+        rss: base.0,
+        rss_anon: base.1,
+    }];
     let (mut ws_held, mut udp_held, mut failed) = (0usize, 0usize, 0usize);
     for (k, &step) in a.steps.0.iter().enumerate() {
         let mut need = step.saturating_sub(ws_held + failed);
@@ -161,11 +184,22 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_secs_f64(a.settle));
         let (rss, rss_anon) = rss_of(a.pid)?;
-        eprintln!("[idle] ws {ws_held} udp {udp_held} failed {failed}: RSS {:.1} MiB", rss as f64 / 1048576.0);
-        points.push(Point { ws: ws_held, udp: udp_held, rss, rss_anon });
+        eprintln!(
+            "[idle] ws {ws_held} udp {udp_held} failed {failed}: RSS {:.1} MiB",
+            rss as f64 / 1048576.0
+        );
+        points.push(Point {
+            ws: ws_held,
+            udp: udp_held,
+            rss,
+            rss_anon,
+        });
     }
     let ws_pts: Vec<(f64, f64)> = points.iter().map(|p| (p.ws as f64, p.rss as f64)).collect();
-    let anon_pts: Vec<(f64, f64)> = points.iter().map(|p| (p.ws as f64, p.rss_anon as f64)).collect();
+    let anon_pts: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| (p.ws as f64, p.rss_anon as f64))
+        .collect();
     // With UDP in the mix, the WS slope is taken from the points before UDP was added only
     // when UDP was absent; the combined figure is reported per connection of either kind.
     let slope = stats::slope(&ws_pts[1..]).unwrap_or(f64::NAN);
@@ -175,10 +209,16 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
         let _ = w.child.wait();
     }
     let mut rows: Vec<(&str, String)> = vec![("baseline RSS", format!("{} KiB", base.0 / 1024))];
-    let labels: Vec<String> = points[1..].iter().map(|p| format!("ws {} udp {}", p.ws, p.udp)).collect();
+    let labels: Vec<String> = points[1..]
+        .iter()
+        .map(|p| format!("ws {} udp {}", p.ws, p.udp))
+        .collect();
     for (l, p) in labels.iter().zip(&points[1..]) {
         let per = (p.rss.saturating_sub(base.0)) as f64 / (p.ws + p.udp).max(1) as f64;
-        rows.push((l.as_str(), format!("RSS {} KiB ({per:.0} B/conn over baseline)", p.rss / 1024)));
+        rows.push((
+            l.as_str(),
+            format!("RSS {} KiB ({per:.0} B/conn over baseline)", p.rss / 1024),
+        ));
     }
     rows.push(("slope VmRSS", format!("{slope:.0} B/conn")));
     rows.push(("slope RssAnon", format!("{slope_anon:.0} B/conn")));
@@ -207,16 +247,29 @@ pub fn worker_main(a: &WorkerArgs) -> anyhow::Result<()> {
         match rx.try_recv() {
             Ok(line) => {
                 let parts: Vec<&str> = line.split_whitespace().collect();
-                let num = |i: usize| parts.get(i).and_then(|x| x.parse::<usize>().ok()).unwrap_or(0);
+                let num = |i: usize| {
+                    parts
+                        .get(i)
+                        .and_then(|x| x.parse::<usize>().ok())
+                        .unwrap_or(0)
+                };
                 let (ok, bad) = match parts.first().copied() {
                     Some("ws") => {
                         let ids: Vec<i64> = (0..num(1)).map(|j| c.user(num(2) + j)).collect();
                         let (r0, f0) = (fleet.ready, fleet.failed);
-                        open_all(&mut fleet, &c.target, &ids, c.salt.as_bytes(), 128, Duration::from_secs(60))?;
+                        open_all(
+                            &mut fleet,
+                            &c.target,
+                            &ids,
+                            c.salt.as_bytes(),
+                            128,
+                            Duration::from_secs(60),
+                        )?;
                         (fleet.ready - r0, fleet.failed - f0 + fleet.pending)
                     }
                     Some("udp") => {
-                        let mut set = UdpSet::new(a.udp_target, num(1), 16, c.base_id + num(2) as i64)?;
+                        let mut set =
+                            UdpSet::new(a.udp_target, num(1), 16, c.base_id + num(2) as i64)?;
                         let ok = set.establish(Duration::from_secs(20));
                         udp.push(set);
                         (ok, num(1) - ok)

@@ -4,5 +4,7 @@ pub mod idle;
 pub mod push;
 pub mod relay;
 pub mod storm;
+pub mod tracked;
 pub mod udp;
 pub mod udpset;
+pub mod upload;

@@ -62,7 +62,14 @@ pub fn run(a: &PushArgs) -> anyhow::Result<()> {
     let c = &a.common;
     let ids: Vec<i64> = (0..a.phones).map(|i| c.user(i)).collect();
     let mut fleet = Fleet::new()?;
-    open_all(&mut fleet, &c.target, &ids, c.salt.as_bytes(), 256, Duration::from_secs(60))?;
+    open_all(
+        &mut fleet,
+        &c.target,
+        &ids,
+        c.salt.as_bytes(),
+        256,
+        Duration::from_secs(60),
+    )?;
     let ready = fleet.ready;
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,7 +79,11 @@ pub fn run(a: &PushArgs) -> anyhow::Result<()> {
             let (a, ids, counters, stop) = (a.clone(), ids.clone(), counters.clone(), stop.clone());
             std::thread::spawn(move || {
                 let batches: Vec<&[i64]> = ids.chunks(per).collect();
-                let interval = if a.rate == 0 { 0.0 } else { a.pushers as f64 / a.rate as f64 };
+                let interval = if a.rate == 0 {
+                    0.0
+                } else {
+                    a.pushers as f64 / a.rate as f64
+                };
                 let start = Instant::now();
                 let (mut ok, mut errors, mut i) = (0u64, 0u64, t);
                 while !stop.load(Ordering::Relaxed) {
@@ -106,12 +117,16 @@ pub fn run(a: &PushArgs) -> anyhow::Result<()> {
             stop.store(true, Ordering::Relaxed);
         }
         let mut got = 0;
-        fleet.poll(5, |_, _, p| {
-            if let Some((ts, _)) = msg::parse_at(p, 36) {
-                stats::record(&mut hist, msg::now_ns().saturating_sub(ts));
-                got += 1;
-            }
-        }, |_| {})?;
+        fleet.poll(
+            5,
+            |_, _, p| {
+                if let Some((ts, _)) = msg::parse_at(p, 36) {
+                    stats::record(&mut hist, msg::now_ns().saturating_sub(ts));
+                    got += 1;
+                }
+            },
+            |_| {},
+        )?;
         deliveries += got;
         counters.done.fetch_add(got, Ordering::Relaxed);
     }

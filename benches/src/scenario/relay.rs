@@ -55,6 +55,42 @@ pub struct RelayArgs {
     /// Fraction of the peak for the paced run.
     #[arg(long, default_value_t = 0.7)]
     pub peak_fraction: f64,
+    /// Do not call `/admin/bind` (cluster mode: the bindings are already in Redis).
+    #[arg(long)]
+    pub no_bind: bool,
+    /// Devices log in here instead of `--target` (phones stay on `--target`). Implies the
+    /// tracked mode (see `--reconnect`).
+    #[arg(long, value_delimiter = ',')]
+    pub device_target: Vec<std::net::SocketAddr>,
+    /// Tracked mode: re-open connections that close or fail (every 250 ms), number every
+    /// message per pair and count lost and duplicated ones. Needs `--rate` > 0.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Tracked mode: every second close and re-open this fraction of the pairs (both ends).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// Tracked mode: write a CSV timeline (`--bucket-ms` buckets by send time) here.
+    #[arg(long)]
+    pub timeline: Option<std::path::PathBuf>,
+    /// Timeline bucket, milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub bucket_ms: u64,
+    /// Tracked mode: latency and counts per interval of this many seconds (by send time).
+    #[arg(long, default_value_t = 10.0)]
+    pub interval: f64,
+    /// Tracked mode: seconds to keep receiving after the last send.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+}
+
+impl RelayArgs {
+    /// Whether the tracked (reconnecting, sequence-counting) worker runs.
+    pub fn tracked(&self) -> bool {
+        self.reconnect
+            || self.churn > 0.0
+            || self.timeline.is_some()
+            || !self.device_target.is_empty()
+    }
 }
 
 /// What a relay run measured.
@@ -76,6 +112,9 @@ pub struct RelayReport {
     pub errors: u64,
     /// End-to-end latency.
     pub latency: stats::Latency,
+    /// Tracked mode only: loss, duplicates, reconnects, intervals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracked: Option<super::tracked::Tracked>,
 }
 
 struct ThreadResult {
@@ -92,8 +131,13 @@ pub fn run(a: &RelayArgs) -> anyhow::Result<()> {
     if a.size < msg::MIN_LEN {
         bail!("--size must be at least {}", msg::MIN_LEN);
     }
-    for i in 0..a.pairs {
-        admin::bind(a.common.admin, a.common.device(i), a.common.user(i))?;
+    if !a.no_bind {
+        for i in 0..a.pairs {
+            admin::bind(a.common.admin, a.common.device(i), a.common.user(i))?;
+        }
+    }
+    if a.tracked() {
+        return super::tracked::run(a);
     }
     let mut args = a.clone();
     let mut peak = None;
@@ -102,7 +146,10 @@ pub fn run(a: &RelayArgs) -> anyhow::Result<()> {
         args.duration = secs;
         let (r, _) = measure(&args)?;
         let p = r.throughput_msgs_s;
-        eprintln!("peak {p:.0} msgs/s; pacing at {:.0} %", a.peak_fraction * 100.0);
+        eprintln!(
+            "peak {p:.0} msgs/s; pacing at {:.0} %",
+            a.peak_fraction * 100.0
+        );
         peak = Some(p);
         args = a.clone();
         args.rate = (p * a.peak_fraction) as u64;
@@ -113,7 +160,14 @@ pub fn run(a: &RelayArgs) -> anyhow::Result<()> {
     report::write_files("relay", &hist, c.hdr_out.as_deref(), c.svg.as_deref())?;
     let mut rows = vec![
         ("pairs ready", format!("{} / {}", r.pairs_ready, a.pairs)),
-        ("rate", if r.rate == 0 { "flood".into() } else { format!("{} msgs/s", r.rate) }),
+        (
+            "rate",
+            if r.rate == 0 {
+                "flood".into()
+            } else {
+                format!("{} msgs/s", r.rate)
+            },
+        ),
         ("sent", r.sent.to_string()),
         ("received", r.received.to_string()),
         ("throughput", format!("{:.0} msgs/s", r.throughput_msgs_s)),
@@ -150,9 +204,12 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
         throughput_msgs_s: 0.0,
         errors: 0,
         latency: stats::Latency::default(),
+        tracked: None,
     };
     for h in handles {
-        let t = h.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        let t = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
         hist.add(&t.hist)?;
         out.sent += t.sent;
         out.received += t.received;
@@ -176,8 +233,18 @@ fn worker(
 ) -> anyhow::Result<ThreadResult> {
     let c = &a.common;
     let mut fleet = Fleet::new()?;
-    let ids: Vec<i64> = range.clone().flat_map(|i| [c.user(i), c.device(i)]).collect();
-    let opened = open_all(&mut fleet, &c.target, &ids, c.salt.as_bytes(), 256, Duration::from_secs(30));
+    let ids: Vec<i64> = range
+        .clone()
+        .flat_map(|i| [c.user(i), c.device(i)])
+        .collect();
+    let opened = open_all(
+        &mut fleet,
+        &c.target,
+        &ids,
+        c.salt.as_bytes(),
+        256,
+        Duration::from_secs(30),
+    );
     barrier.wait();
     let tokens = opened?;
     let n = range.len();
@@ -192,7 +259,9 @@ fn worker(
         msg::build(&mut m, 0, c.device(i), k as u32, 0, a.size);
         d2p.push(m);
     }
-    let ready: Vec<bool> = (0..n).map(|k| fleet.is_ready(tokens[2 * k]) && fleet.is_ready(tokens[2 * k + 1])).collect();
+    let ready: Vec<bool> = (0..n)
+        .map(|k| fleet.is_ready(tokens[2 * k]) && fleet.is_ready(tokens[2 * k + 1]))
+        .collect();
     let ready_pairs: Vec<usize> = (0..n).filter(|&k| ready[k]).collect();
     let mut inflight = vec![0u32; n];
     let mut hist = stats::latency_histogram();
@@ -202,7 +271,11 @@ fn worker(
     let measure_from = start + (a.warmup * 1e9) as u64;
     let end = measure_from + (a.duration * 1e9) as u64;
     let threads = a.threads.max(1) as f64;
-    let interval_ns = if a.rate == 0 { 0.0 } else { 1e9 * threads / a.rate as f64 };
+    let interval_ns = if a.rate == 0 {
+        0.0
+    } else {
+        1e9 * threads / a.rate as f64
+    };
     let mut next_send = start as f64;
     let (mut rr, mut flip) = (0usize, false);
     let mut now = start;
@@ -218,7 +291,11 @@ fn worker(
                     *flip
                 }
             };
-            let (m, token) = if from_phone { (&mut p2d[k], tokens[2 * k]) } else { (&mut d2p[k], tokens[2 * k + 1]) };
+            let (m, token) = if from_phone {
+                (&mut p2d[k], tokens[2 * k])
+            } else {
+                (&mut d2p[k], tokens[2 * k + 1])
+            };
             msg::stamp(m, now);
             fleet.queue(token, OpCode::Binary, m)
         };
@@ -272,5 +349,12 @@ fn worker(
     let notes = fleet.errors.clone();
     let ready_count = ready_pairs.len();
     fleet.close_all();
-    Ok(ThreadResult { hist, sent, received, errors: errors + (n - ready_count) as u64, ready: ready_count, notes })
+    Ok(ThreadResult {
+        hist,
+        sent,
+        received,
+        errors: errors + (n - ready_count) as u64,
+        ready: ready_count,
+        notes,
+    })
 }

@@ -64,10 +64,21 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
                     let ids: Vec<i64> = range.map(|i| c.user(i)).collect();
                     let mut fleet = Fleet::new()?;
                     counters.sent.fetch_add(ids.len() as u64, Ordering::Relaxed);
-                    open_all(&mut fleet, &c.target, &ids, c.salt.as_bytes(), a.concurrency, Duration::from_secs(60))?;
+                    open_all(
+                        &mut fleet,
+                        &c.target,
+                        &ids,
+                        c.salt.as_bytes(),
+                        a.concurrency,
+                        Duration::from_secs(60),
+                    )?;
                     let t = start.elapsed().as_secs_f64();
-                    counters.done.fetch_add(fleet.ready as u64, Ordering::Relaxed);
-                    counters.errors.fetch_add(fleet.failed as u64, Ordering::Relaxed);
+                    counters
+                        .done
+                        .fetch_add(fleet.ready as u64, Ordering::Relaxed);
+                    counters
+                        .errors
+                        .fetch_add(fleet.failed as u64, Ordering::Relaxed);
                     Ok((fleet, t))
                 })
             })
@@ -75,7 +86,9 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
         let mut fleets = Vec::new();
         let mut seconds: f64 = 0.0;
         for h in handles {
-            let (f, t) = h.join().map_err(|_| anyhow::anyhow!("storm thread panicked"))??;
+            let (f, t) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("storm thread panicked"))??;
             seconds = seconds.max(t);
             fleets.push(f);
         }
@@ -85,7 +98,12 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
             notes.extend(f.errors.drain(..));
             f.close_all();
         }
-        rounds.push(Round { ok, failed, seconds, conns_per_s: ok as f64 / seconds });
+        rounds.push(Round {
+            ok,
+            failed,
+            seconds,
+            conns_per_s: ok as f64 / seconds,
+        });
         // Let the target notice the closes before the same ids log in again.
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -96,9 +114,23 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
     let rates: Vec<f64> = rounds.iter().map(|r| r.conns_per_s).collect();
     let best = rates.iter().copied().fold(0.0, f64::max);
     let mut rows = vec![("connections", a.connections.to_string())];
-    let labels: Vec<String> = (0..rounds.len()).map(|i| if i == 0 { "open".into() } else { format!("re-establish {i}") }).collect();
+    let labels: Vec<String> = (0..rounds.len())
+        .map(|i| {
+            if i == 0 {
+                "open".into()
+            } else {
+                format!("re-establish {i}")
+            }
+        })
+        .collect();
     for (l, r) in labels.iter().zip(&rounds) {
-        rows.push((l.as_str(), format!("{} ok, {} failed, {:.3} s, {:.0} conn/s", r.ok, r.failed, r.seconds, r.conns_per_s)));
+        rows.push((
+            l.as_str(),
+            format!(
+                "{} ok, {} failed, {:.3} s, {:.0} conn/s",
+                r.ok, r.failed, r.seconds, r.conns_per_s
+            ),
+        ));
     }
     rows.push(("best", format!("{best:.0} conn/s")));
     let value = serde_json::json!({ "rounds": rounds, "best_conns_per_s": best,

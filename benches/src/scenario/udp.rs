@@ -81,7 +81,14 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
             }
         }
         let ids: Vec<i64> = (0..a.sessions).map(|i| c.user(i)).collect();
-        open_all(&mut fleet, &c.target, &ids, c.salt.as_bytes(), 256, Duration::from_secs(30))?;
+        open_all(
+            &mut fleet,
+            &c.target,
+            &ids,
+            c.salt.as_bytes(),
+            256,
+            Duration::from_secs(30),
+        )?;
     }
     let counters = Arc::new(Counters::default());
     let progress = Progress::start(&format!("udp {}", a.mode), counters.clone());
@@ -115,15 +122,19 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
         counters.sent.fetch_add(batch, Ordering::Relaxed);
         let mut got = 0u64;
         if forward {
-            fleet.poll(0, |_, _, p| {
-                if let Some((ts, k)) = msg::parse_at(p, udpdev::FORWARD_BODY) {
-                    stats::record(&mut hist, msg::now_ns().saturating_sub(ts));
-                    if let Some(s) = set.sessions.get_mut(k as usize) {
-                        s.inflight = s.inflight.saturating_sub(1);
+            fleet.poll(
+                0,
+                |_, _, p| {
+                    if let Some((ts, k)) = msg::parse_at(p, udpdev::FORWARD_BODY) {
+                        stats::record(&mut hist, msg::now_ns().saturating_sub(ts));
+                        if let Some(s) = set.sessions.get_mut(k as usize) {
+                            s.inflight = s.inflight.saturating_sub(1);
+                        }
+                        got += 1;
                     }
-                    got += 1;
-                }
-            }, |_| {})?;
+                },
+                |_| {},
+            )?;
         } else {
             set.drain(&mut buf, |set, idx, reply, _| {
                 if let (Some(i), Some(r)) = (idx, reply) {
@@ -162,12 +173,20 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
     let mut rows = vec![
         ("sessions ready", format!("{ready} / {}", a.sessions)),
         ("sent", r.sent.to_string()),
-        (if forward { "delivered" } else { "replied" }, r.handled.to_string()),
+        (
+            if forward { "delivered" } else { "replied" },
+            r.handled.to_string(),
+        ),
         ("per second", format!("{:.0}", r.handled_per_s)),
         ("lost or late", r.lost.to_string()),
     ];
     rows.extend(report::latency_rows(&r.latency));
-    report::emit(c.json, &format!("udp {}", a.mode), &rows, &serde_json::to_value(&r)?);
+    report::emit(
+        c.json,
+        &format!("udp {}", a.mode),
+        &rows,
+        &serde_json::to_value(&r)?,
+    );
     fleet.close_all();
     Ok(())
 }

@@ -39,7 +39,12 @@ pub struct UdpSet {
 
 impl UdpSet {
     /// `count` sessions over `sockets` sockets to `target`.
-    pub fn new(target: SocketAddr, count: usize, sockets: usize, base: i64) -> anyhow::Result<Self> {
+    pub fn new(
+        target: SocketAddr,
+        count: usize,
+        sockets: usize,
+        base: i64,
+    ) -> anyhow::Result<Self> {
         let mut socks = Vec::new();
         for _ in 0..sockets.clamp(1, count.max(1)) {
             let s = UdpSocket::bind("127.0.0.1:0")?;
@@ -47,8 +52,21 @@ impl UdpSet {
             s.set_nonblocking(true)?;
             socks.push(s);
         }
-        let s = Session { step: 0, sid: [0; 16], device: 0, cookie: Vec::new(), seq: 0, sent_ns: 0, inflight: 0 };
-        Ok(Self { sockets: socks, sessions: vec![s; count], base, notes: Vec::new() })
+        let s = Session {
+            step: 0,
+            sid: [0; 16],
+            device: 0,
+            cookie: Vec::new(),
+            seq: 0,
+            sent_ns: 0,
+            inflight: 0,
+        };
+        Ok(Self {
+            sockets: socks,
+            sessions: vec![s; count],
+            base,
+            notes: Vec::new(),
+        })
     }
 
     /// Sends datagram `buf` for session `i` (errors counted as losses).
@@ -64,14 +82,21 @@ impl UdpSet {
     }
 
     /// Drains every socket, calling `f(session index, reply or raw datagram)`.
-    pub fn drain(&mut self, buf: &mut [u8], mut f: impl FnMut(&mut Self, Option<usize>, Option<Reply>, &[u8])) -> usize {
+    pub fn drain(
+        &mut self,
+        buf: &mut [u8],
+        mut f: impl FnMut(&mut Self, Option<usize>, Option<Reply>, &[u8]),
+    ) -> usize {
         let mut n = 0;
         for k in 0..self.sockets.len() {
             while let Ok(len) = self.sockets[k].recv(buf) {
                 n += 1;
                 let data = &buf[..len];
                 let reply = udpdev::parse_reply(data);
-                let idx = reply.as_ref().and_then(|r| usize::try_from(r.index - self.base).ok()).filter(|i| *i < self.sessions.len());
+                let idx = reply
+                    .as_ref()
+                    .and_then(|r| usize::try_from(r.index - self.base).ok())
+                    .filter(|i| *i < self.sessions.len());
                 f(self, idx, reply, data);
             }
         }
@@ -119,11 +144,14 @@ impl UdpSet {
             }
             std::thread::sleep(Duration::from_micros(200));
             self.drain(&mut buf, |set, idx, reply, _| {
-                let (Some(i), Some(r)) = (idx, reply) else { return };
+                let (Some(i), Some(r)) = (idx, reply) else {
+                    return;
+                };
                 let s = &mut set.sessions[i];
                 if r.status != 0 {
                     if set.notes.len() < 5 {
-                        set.notes.push(format!("command {:#x} status {}", r.msg_id, r.status));
+                        set.notes
+                            .push(format!("command {:#x} status {}", r.msg_id, r.status));
                     }
                     return;
                 }
@@ -150,7 +178,11 @@ impl UdpSet {
             if self.sessions[i].step < 3 {
                 continue;
             }
-            let (sid, dev, seq) = (self.sessions[i].sid, self.sessions[i].device, self.next_seq(i));
+            let (sid, dev, seq) = (
+                self.sessions[i].sid,
+                self.sessions[i].device,
+                self.next_seq(i),
+            );
             udpdev::heartbeat(&mut out, self.base + i as i64, seq, &sid, dev);
             self.send(i, &out);
         }
