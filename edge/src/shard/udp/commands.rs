@@ -1,0 +1,308 @@
+//! The device commands of a UDP session (§10.2–10.4): new session, register, login,
+//! rename, heartbeat, bad commands, and the platform and bus answers that complete them.
+
+use std::net::SocketAddr;
+
+use bus::messages::{ConnRef, LoginGrant, PlatformAnswer, PlatformCall, PlatformRequest, ToBus};
+use edge_proto::device::{self, Request, Sid};
+use edge_proto::status::StatusType;
+
+use super::super::Shard;
+use super::super::conn::NONE;
+use super::{Joining, Pending, UDP_BIT, UdpSession};
+use crate::metrics::bump;
+use crate::wheel::Entry;
+
+impl Shard {
+    pub(in crate::shard) fn on_direct(&mut self, bytes: &[u8], from: SocketAddr) {
+        let request = match Request::parse_datagram(bytes) {
+            Ok((_, request)) => request,
+            Err(_) => {
+                bump(&self.metrics.udp_drop_malformed);
+                return;
+            }
+        };
+        let seq = u16::from_le_bytes([bytes[2], bytes[3]]);
+        match request {
+            Request::NewSession { .. } => self.on_new_session(bytes, from),
+            Request::Upload { .. } => {
+                let conn = ConnRef {
+                    shard: self.index as u16,
+                    slot: NONE,
+                    generation: 0,
+                };
+                if self
+                    .bus
+                    .try_send(ToBus::Upload {
+                        conn,
+                        src: 0,
+                        message: bytes.to_vec(),
+                    })
+                    .is_err()
+                {
+                    bump(&self.metrics.drop_bus_queue_full);
+                } else {
+                    bump(&self.metrics.uploads);
+                }
+            }
+            other => {
+                let Some(sid) = other.sid() else {
+                    bump(&self.metrics.udp_drop_malformed);
+                    return;
+                };
+                let Some(slot) = self.accept_session(&sid.0, seq, bytes, from) else {
+                    return;
+                };
+                self.on_command(slot, other, bytes, from);
+            }
+        }
+    }
+
+    pub(in crate::shard) fn on_new_session(&mut self, bytes: &[u8], from: SocketAddr) {
+        let (index, now, timeout) = (self.index, self.now(), self.config.udp_timeout_secs);
+        let Some(udp) = self.udp.as_mut() else { return };
+        if udp.len() >= udp.max_sessions {
+            bump(&self.metrics.udp_drop_full);
+            let body = device::new_session_body(device::STATUS_SERVER_ERROR, &Sid([0; 16]));
+            self.udp_reply(from, bytes, &body);
+            return;
+        }
+        let Ok(sid) = udp.new_sid(index) else { return };
+        let session = UdpSession {
+            sid,
+            addr: from,
+            device: 0,
+            sidx: 0,
+            ridx: 0,
+            deadline: now + timeout,
+            scheduled: now + timeout,
+            next: NONE,
+            bound: Box::new([]),
+            pending: None,
+            joining: None,
+            written: 0,
+        };
+        let (slot, generation) = udp.sessions.insert(session);
+        udp.by_sid.insert(sid.0, slot);
+        self.metrics
+            .udp_sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.wheel.insert(
+            now + timeout,
+            Entry {
+                slot: slot | UDP_BIT,
+                generation,
+            },
+        );
+        self.write_behind(slot, true);
+        let body = device::new_session_body(device::STATUS_OK, &sid);
+        self.udp_reply(from, bytes, &body);
+    }
+
+    pub(in crate::shard) fn on_command(
+        &mut self,
+        slot: u32,
+        request: Request<'_>,
+        bytes: &[u8],
+        from: SocketAddr,
+    ) {
+        let Some(sid) = request.sid() else { return };
+        let call = match request {
+            Request::Register(r) => PlatformCall::Register {
+                mac: r.mac,
+                device_type: r.device_type,
+                production_time: r.production_time,
+                sn: r.sn,
+                name: r.name.to_vec(),
+            },
+            Request::Login { mac, cookie, .. } => PlatformCall::Login {
+                mac,
+                cookie: cookie.to_vec(),
+            },
+            Request::Rename { mac, name, .. } => PlatformCall::Rename {
+                mac,
+                name: name.to_vec(),
+            },
+            Request::Heartbeat { .. } => {
+                bump(&self.metrics.udp_heartbeats);
+                return self.udp_reply(from, bytes, &device::status_body(device::STATUS_OK, sid));
+            }
+            _ => {
+                bump(&self.metrics.udp_bad_command);
+                return self.udp_reply(
+                    from,
+                    bytes,
+                    &device::status_body(device::STATUS_BAD_COMMAND, sid),
+                );
+            }
+        };
+        let mac = match &call {
+            PlatformCall::Register { mac, .. }
+            | PlatformCall::Login { mac, .. }
+            | PlatformCall::Rename { mac, .. } => *mac,
+        };
+        let mut header = [0u8; 36];
+        header.copy_from_slice(&bytes[..36]);
+        let Some(conn) = self.udp_ref(slot) else {
+            return;
+        };
+        if let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) {
+            session.pending = Some(Box::new(Pending { header, mac }));
+        }
+        if self
+            .platform
+            .try_send(PlatformRequest { conn, call })
+            .is_err()
+        {
+            bump(&self.metrics.drop_platform_queue_full);
+            self.finish_pending(slot, |_, sid| {
+                device::status_body(device::STATUS_SERVER_ERROR, sid).to_vec()
+            });
+        }
+    }
+
+    /// Answers the pending request of `slot` with the body `make` builds.
+    pub(in crate::shard) fn finish_pending(
+        &mut self,
+        slot: u32,
+        make: impl FnOnce(&Pending, &Sid) -> Vec<u8>,
+    ) {
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+        else {
+            return;
+        };
+        let Some(pending) = session.pending.take() else {
+            return;
+        };
+        let (sid, addr) = (session.sid, session.addr);
+        let body = make(&pending, &sid);
+        self.udp_reply(addr, &pending.header, &body);
+    }
+
+    /// The platform answered.
+    pub(in crate::shard) fn on_platform(&mut self, conn: ConnRef, answer: PlatformAnswer) {
+        let slot = conn.slot & !UDP_BIT;
+        let live = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_gen_mut(slot, conn.generation))
+            .is_some();
+        if !live {
+            return;
+        }
+        match answer {
+            PlatformAnswer::Register { status, cookie } => {
+                let device = device::parse_cookie_device_id(&cookie).unwrap_or(0);
+                self.finish_pending(slot, |_, sid| {
+                    device::register_body(status, sid, device, &cookie).to_vec()
+                });
+            }
+            PlatformAnswer::Rename { status } => {
+                self.finish_pending(slot, |p, sid| {
+                    device::rename_body(status, sid, &p.mac).to_vec()
+                });
+            }
+            PlatformAnswer::Login { status, device }
+                if status != device::STATUS_OK || device >= 0 =>
+            {
+                let status = if status == device::STATUS_OK {
+                    device::STATUS_SERVER_ERROR
+                } else {
+                    status
+                };
+                self.finish_pending(slot, |_, sid| {
+                    device::login_body(status, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
+                });
+            }
+            PlatformAnswer::Login { device, .. } => {
+                if self
+                    .bus
+                    .try_send(ToBus::Login { conn, id: device })
+                    .is_err()
+                {
+                    bump(&self.metrics.drop_bus_queue_full);
+                    self.finish_pending(slot, |_, sid| {
+                        device::login_body(
+                            device::STATUS_SERVER_ERROR,
+                            sid,
+                            device::HEARTBEAT_INTERVAL_SECS,
+                        )
+                        .to_vec()
+                    });
+                }
+            }
+        }
+    }
+
+    /// The bus granted (or refused) a device login: the session goes online.
+    pub(in crate::shard) fn on_udp_login_done(
+        &mut self,
+        conn: ConnRef,
+        result: Result<LoginGrant, u8>,
+    ) {
+        let slot = conn.slot & !UDP_BIT;
+        let Some(session) = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.sessions.get_gen_mut(slot, conn.generation))
+        else {
+            return;
+        };
+        let grant = match result {
+            Ok(grant) => grant,
+            Err(_) => {
+                return self.finish_pending(slot, |_, sid| {
+                    device::login_body(
+                        device::STATUS_SERVER_ERROR,
+                        sid,
+                        device::HEARTBEAT_INTERVAL_SECS,
+                    )
+                    .to_vec()
+                });
+            }
+        };
+        let previous = session.device;
+        if previous != 0 {
+            self.unregister_session(slot | UDP_BIT, previous);
+        }
+        let Some(udp) = self.udp.as_mut() else { return };
+        let Some(session) = udp.sessions.get_mut(slot) else {
+            return;
+        };
+        session.device = grant.session;
+        session.bound = grant.bound.into_boxed_slice();
+        let device_id = session.device;
+        bump(&self.metrics.udp_logins);
+        let joining = Joining {
+            fresh: previous == 0,
+        };
+        if let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) {
+            session.joining = Some(joining);
+        }
+        if self.register_session(slot | UDP_BIT, device_id) {
+            self.finish_udp_login(slot);
+        }
+    }
+
+    /// The device's session is reachable from every shard: reply to its login and tell its
+    /// users it is online.
+    pub(in crate::shard) fn finish_udp_login(&mut self, slot: u32) {
+        let slot = slot & !UDP_BIT;
+        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) else {
+            return;
+        };
+        let Some(joining) = session.joining.take() else {
+            return;
+        };
+        let (device_id, users) = (session.device, session.bound.to_vec());
+        self.finish_pending(slot, |_, sid| {
+            device::login_body(device::STATUS_OK, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
+        });
+        if joining.fresh {
+            self.send_device_status(device_id, &users, StatusType::DeviceOnline);
+        }
+    }
+}
