@@ -302,7 +302,12 @@ fn comets_find_a_restarted_msgbus() {
 
     first.shutdown();
     std::thread::sleep(Duration::from_millis(300));
+    // Sent while no msgbus is up: held by the comet (bounded) and relayed once one is back.
+    let held = message(3, 0, b"sent while the msgbus was away");
+    device.send(Message::binary(held.clone())).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let second = msgbus(&addr.to_string(), &tmp);
+    assert_eq!(next_not_status(&mut phone).expect("held message"), held);
     let back = Instant::now();
     relay_until(
         &mut device,

@@ -4,15 +4,18 @@
 //! into [`FromBus::Route`] for the directory shard of each id group.
 //!
 //! A link that drops or fails to dial is re-dialled with a backoff (100 ms doubling to
-//! 5 s, back to 100 ms once a link stayed up a second) — the original re-dialled only on a
+//! 1 s, back to 100 ms once a link stayed up a second) — the original re-dialled only on a
 //! ZooKeeper change (§14.4). [`Links::set_addresses`] follows the msgbus list: new
 //! addresses get links, removed ones are closed. Frames go round-robin over the links
 //! that are up (phone traffic on WS-kind links, device traffic on UDP-kind links when the
-//! node has them); each link's queue is bounded and a full one drops (counted).
+//! node has them); each link's queue is bounded. While no link is up (a msgbus restart)
+//! or the queues are full, frames wait in order in a bounded hold queue (16 Ki frames;
+//! overflow drops the oldest, counted) and go out as soon as a link is up again.
 //!
 //! Does **not** interpret messages: upstream frames are built by the caller, downstream
 //! ones are routed by the shards.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -32,7 +35,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest wait between dials: a msgbus that returns is found again within about a second.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Frames held while no msgbus link is up (the oldest go first when it overflows).
+const PENDING_MAX: usize = 16 * 1024;
 /// A link that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(1);
 /// Bytes written per batch of queued frames.
@@ -61,6 +67,8 @@ pub(crate) struct Links {
     links: Vec<Link>,
     threads: Vec<JoinHandle<()>>,
     next: usize,
+    /// Frames waiting for a link to come up, in order.
+    pending: VecDeque<(CometKind, Vec<u8>)>,
 }
 
 impl Links {
@@ -72,6 +80,7 @@ impl Links {
             links: Vec::new(),
             threads: Vec::new(),
             next: 0,
+            pending: VecDeque::new(),
         }
     }
 
@@ -112,21 +121,60 @@ impl Links {
         }
     }
 
-    /// Queues `frame` on the next link that is up, preferring `kind`.
+    /// Queues `frame` on the next link that is up, preferring `kind`. While none is up,
+    /// frames wait (bounded, in order) and go out when one comes back.
     pub fn send(&mut self, kind: CometKind, frame: Vec<u8>) {
+        self.flush_pending();
+        if !self.pending.is_empty() {
+            return self.hold(kind, frame);
+        }
+        if let Err((kind, frame)) = self.try_link(kind, frame) {
+            self.hold(kind, frame);
+        }
+    }
+
+    /// Hands held frames to links that are up (called on every send and every tick).
+    pub fn flush_pending(&mut self) {
+        while let Some((kind, frame)) = self.pending.pop_front() {
+            if let Err(back) = self.try_link(kind, frame) {
+                self.pending.push_front(back);
+                return;
+            }
+        }
+    }
+
+    fn hold(&mut self, kind: CometKind, frame: Vec<u8>) {
+        if self.pending.len() >= PENDING_MAX {
+            self.pending.pop_front();
+            bump(&self.context.metrics.relay_no_link);
+        }
+        self.pending.push_back((kind, frame));
+    }
+
+    /// Puts `frame` on an up link; gives it back when none is up or its queue is full.
+    fn try_link(&mut self, kind: CometKind, frame: Vec<u8>) -> Result<(), (CometKind, Vec<u8>)> {
         let count = self.links.len();
         let pick = (0..count)
             .map(|i| (self.next + i) % count)
             .filter(|&i| self.links[i].up.load(Ordering::Acquire))
             .min_by_key(|&i| self.links[i].kind != kind);
         let Some(index) = pick else {
-            return bump(&self.context.metrics.relay_no_link);
+            return Err((kind, frame));
         };
         self.next = (index + 1) % count;
         match self.links[index].tx.try_send(frame) {
-            Ok(()) => bump(&self.context.metrics.relays),
-            Err(TrySendError::Full(_)) => bump(&self.context.metrics.relay_queue_full),
-            Err(TrySendError::Disconnected(_)) => bump(&self.context.metrics.relay_dropped),
+            Ok(()) => {
+                bump(&self.context.metrics.relays);
+                Ok(())
+            }
+            Err(TrySendError::Full(frame)) => {
+                bump(&self.context.metrics.relay_queue_full);
+                Err((kind, frame))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                bump(&self.context.metrics.relay_dropped);
+                Ok(())
+            }
         }
     }
 

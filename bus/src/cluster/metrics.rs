@@ -53,9 +53,9 @@ counters! {
     redis_errors,
     /// Frames handed to a msgbus link.
     relays,
-    /// Frames dropped: no msgbus link up.
+    /// Frames dropped: no msgbus link came up before the hold queue overflowed.
     relay_no_link,
-    /// Frames dropped: the link's queue was full.
+    /// Times a link's queue was full (the frame is held and retried).
     relay_queue_full,
     /// Frames dropped: too large to encode, or the link went down with them queued.
     relay_dropped,

@@ -294,6 +294,7 @@ impl Node {
         }
         self.sessions.retry_deferred(&mut self.store);
         self.sessions.refresh_due(&mut self.store, now);
+        self.links.flush_pending();
         metrics::set(&self.metrics.links_up, self.links.up());
         metrics::set(&self.metrics.redis_up, usize::from(self.store.is_up()));
         metrics::set(&self.metrics.mobile_leases, self.sessions.leased());
