@@ -191,6 +191,13 @@ impl Shard {
         self.flush_registrations();
     }
 
+    /// Work left after a turn (a read budget ran out, the inbox held more than one turn
+    /// takes, or a peer's queue refused a directory report): the loop must come back
+    /// instead of parking, since no wake will come for it.
+    fn has_backlog(&self) -> bool {
+        !self.again.is_empty() || !self.inbox.is_empty() || !self.peer_backlog.is_empty()
+    }
+
     fn flush_registrations(&mut self) {
         self.flush_writes();
         self.flush_udp();
@@ -401,7 +408,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
             if s.done {
                 break;
             }
-            if s.again.is_empty() {
+            if !s.has_backlog() {
                 s.poller.set_parked(true);
                 if let Err(e) = s.poller.arm() {
                     eprintln!("shard {}: cannot arm the readiness ring: {e}", s.index);
@@ -411,7 +418,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
                     break;
                 }
             }
-            !s.again.is_empty()
+            s.has_backlog()
         };
         if busy {
             // Reads left over: let the other tasks run, then come straight back.
