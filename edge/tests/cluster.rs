@@ -8,7 +8,6 @@ mod support;
 #[path = "../../bus/tests/support/testenv.rs"]
 mod testenv;
 
-use std::net::UdpSocket;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -203,46 +202,13 @@ fn two_comets_relay_push_and_upload_through_one_msgbus() {
     assert!(bus.metrics().msgs_to_mq.load(Ordering::Relaxed) >= 1);
 
     // A UDP device on B logs in and exchanges forward packets with the phone on A.
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let target = b.udp_addr.unwrap();
-    let call = |seq: u16, msg_id: u16, body: &[u8]| -> Vec<u8> {
-        let mut out = Vec::new();
-        let spec = edge_proto::frame::DirectSpec {
-            seq,
-            timestamp: unix_now() as u32,
-            dst: 0,
-            src: 0,
-            msg_id,
-            body,
-        };
-        edge_proto::frame::write_direct(&mut out, &spec).unwrap();
-        udp.send_to(&out, target).unwrap();
-        let mut buf = [0u8; 512];
-        let n = udp.recv(&mut buf).expect("reply");
-        buf[36..n].to_vec()
-    };
-    let mut e0 = mac.to_vec();
-    e0.extend_from_slice(&[0; 16]);
-    let sid: [u8; 16] = call(1, 0xE0, &e0)[4..20].try_into().unwrap();
-    let mut e1 = sid.to_vec();
-    e1.extend_from_slice(&[0u8; 8]);
-    e1.extend_from_slice(&mac);
-    e1.extend_from_slice(&[0u8; 16 + 260]);
-    e1.extend_from_slice(&1u16.to_le_bytes());
-    e1.push(b'x');
-    let registered = call(2, 0xE1, &e1);
-    let cookie: Vec<u8> = registered[28..]
-        .iter()
-        .copied()
-        .take_while(|&b| b != 0)
-        .collect();
-    let mut e2 = sid.to_vec();
-    e2.extend_from_slice(&mac);
-    let mut field = [0u8; 64];
-    field[..cookie.len()].copy_from_slice(&cookie);
-    e2.extend_from_slice(&field);
-    assert_eq!(&call(3, 0xE2, &e2)[..4], &0i32.to_le_bytes(), "UDP login");
+    let mut udp = support::udp::Device::new(b.udp_addr.unwrap(), mac);
+    assert_eq!(
+        udp.online(),
+        udp_device,
+        "UDP login through the builtin platform"
+    );
+    let sid = udp.sid.0;
     let online = next_status(&mut phone, 9).expect("UDP device online status");
     assert_eq!(
         i64::from_le_bytes(online[37..45].try_into().unwrap()),
@@ -258,7 +224,10 @@ fn two_comets_relay_push_and_upload_through_one_msgbus() {
     let mut buf = [0u8; 512];
     let mut relayed = false;
     for _ in 0..5 {
-        let got = udp.recv(&mut buf).expect("relayed to the UDP device");
+        let got = udp
+            .socket
+            .recv(&mut buf)
+            .expect("relayed to the UDP device");
         if buf[..got].ends_with(b"to the UDP device") {
             assert_eq!(&buf[24..40], &sid[..]);
             relayed = true;

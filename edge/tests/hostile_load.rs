@@ -8,16 +8,14 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use benches_free::*;
-use edge_proto::crc::crc8;
-use edge_proto::device::Sid;
-use edge_proto::frame::{DirectSpec, write_direct};
 use edge_proto::ws::OpCode;
+use support::udp::{Device, forward_packet};
 use support::*;
 use tungstenite::Message;
 
@@ -217,104 +215,6 @@ fn split_unmasked_fragmented_and_oversized_frames() {
 
 const MAC: [u8; 8] = [0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x00, 0x02];
 
-/// A minimal UDP device (the full one is in `udp_devices.rs`).
-struct Device {
-    socket: UdpSocket,
-    node: SocketAddr,
-    seq: u16,
-    sid: Sid,
-}
-
-impl Device {
-    fn new(node: SocketAddr) -> Device {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-        Device {
-            socket,
-            node,
-            seq: 0,
-            sid: Sid([0; 16]),
-        }
-    }
-
-    fn request(&mut self, msg_id: u16, body: &[u8]) -> Vec<u8> {
-        self.seq += 1;
-        let mut out = Vec::new();
-        let spec = DirectSpec {
-            seq: self.seq,
-            timestamp: unix_now() as u32,
-            dst: 0,
-            src: 0,
-            msg_id,
-            body,
-        };
-        write_direct(&mut out, &spec).unwrap();
-        out[0] = 0x02;
-        out[32] = crc8(&out[..32]);
-        out
-    }
-
-    fn call(&mut self, msg_id: u16, body: &[u8]) -> Vec<u8> {
-        let request = self.request(msg_id, body);
-        self.socket.send_to(&request, self.node).unwrap();
-        let mut buf = [0u8; 4096];
-        let n = self.socket.recv(&mut buf).expect("a reply");
-        buf[36..n].to_vec()
-    }
-
-    /// New session, register, login with the builtin platform's cookie; the device id.
-    fn online(&mut self) -> i64 {
-        let mut body = MAC.to_vec();
-        body.extend_from_slice(&[0x10; 16]);
-        let reply = self.call(0xE0, &body);
-        self.sid = Sid(reply[4..20].try_into().unwrap());
-        let mut body = self.sid.0.to_vec();
-        body.extend_from_slice(&1u16.to_le_bytes());
-        body.extend_from_slice(&0u16.to_le_bytes());
-        body.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        body.extend_from_slice(&MAC);
-        body.extend_from_slice(&[0x10; 16]);
-        body.extend_from_slice(&[0u8; 260]);
-        body.extend_from_slice(&4u16.to_le_bytes());
-        body.extend_from_slice(b"plug");
-        let reply = self.call(0xE1, &body);
-        let device = i64::from_le_bytes(reply[20..28].try_into().unwrap());
-        let cookie: Vec<u8> = reply[28..]
-            .iter()
-            .copied()
-            .take_while(|&b| b != 0)
-            .collect();
-        let mut body = self.sid.0.to_vec();
-        body.extend_from_slice(&MAC);
-        let mut field = [0u8; 64];
-        field[..cookie.len()].copy_from_slice(&cookie);
-        body.extend_from_slice(&field);
-        let reply = self.call(0xE2, &body);
-        assert_eq!(&reply[..4], &0i32.to_le_bytes(), "device login");
-        device
-    }
-
-    /// A forward packet (opcode 3) with sequence `seq`.
-    fn forward(&self, seq: u16, dst: i64, payload: &[u8]) -> Vec<u8> {
-        let mut m = vec![0u8; 76];
-        m[0] = 0x83;
-        m[2..4].copy_from_slice(&seq.to_le_bytes());
-        m[8..16].copy_from_slice(&dst.to_le_bytes());
-        m[24..40].copy_from_slice(&self.sid.0);
-        m[40] = 0x82;
-        m[68..70].copy_from_slice(&0x101u16.to_le_bytes());
-        m[70..72].copy_from_slice(&(payload.len() as u16).to_le_bytes());
-        m.extend_from_slice(payload);
-        m[72] = crc8(&m[..72]);
-        let mut body_check = vec![m[74], m[75]];
-        body_check.extend_from_slice(payload);
-        m[73] = crc8(&body_check);
-        m
-    }
-}
-
 fn udp_drops(node: &edge::node::Node) -> u64 {
     counter(node, |m| &m.udp_drop_malformed)
         + counter(node, |m| &m.udp_drop_unknown_session)
@@ -413,7 +313,7 @@ fn garbage_datagram_flood_is_counted_and_never_answered() {
     }
     assert_eq!(answers, 0);
     // A real device still gets its session.
-    let mut device = Device::new(udp);
+    let mut device = Device::new(udp, MAC);
     assert!(device.online() < 0);
     assert_node_serves(&node, 16, -1);
     node.shutdown();
@@ -423,25 +323,28 @@ fn garbage_datagram_flood_is_counted_and_never_answered() {
 fn replayed_sequence_numbers_are_dropped() {
     let node = node();
     let udp = node.udp_addr.unwrap();
-    let mut device = Device::new(udp);
+    let mut device = Device::new(udp, MAC);
     let device_id = device.online();
     bind(&node, device_id, 16);
     let (mut phone, reply) = login(node.ws_addrs[0], 16);
     assert_eq!(reply, vec![0, 1]);
     settle();
     let stale_before = counter(&node, |m| &m.udp_drop_stale_seq);
-    let first = device.forward(100, 0, b"seq 100");
+    let first = forward_packet(100, 0, 0, &device.sid.0, b"seq 100");
     device.socket.send_to(&first, udp).unwrap();
     assert_eq!(&next_not_status(&mut phone).unwrap()[76..], b"seq 100");
     // The same datagram again, an older sequence, and the same sequence with a new body.
     device.socket.send_to(&first, udp).unwrap();
     device
         .socket
-        .send_to(&device.forward(50, 0, b"seq 50"), udp)
+        .send_to(&forward_packet(50, 0, 0, &device.sid.0, b"seq 50"), udp)
         .unwrap();
     device
         .socket
-        .send_to(&device.forward(100, 0, b"seq 100 again"), udp)
+        .send_to(
+            &forward_packet(100, 0, 0, &device.sid.0, b"seq 100 again"),
+            udp,
+        )
         .unwrap();
     assert!(eventually(
         || counter(&node, |m| &m.udp_drop_stale_seq) == stale_before + 3
@@ -449,7 +352,7 @@ fn replayed_sequence_numbers_are_dropped() {
     // The next sequence flows, and it is the next thing the phone sees.
     device
         .socket
-        .send_to(&device.forward(101, 0, b"seq 101"), udp)
+        .send_to(&forward_packet(101, 0, 0, &device.sid.0, b"seq 101"), udp)
         .unwrap();
     assert_eq!(&next_not_status(&mut phone).unwrap()[76..], b"seq 101");
     node.shutdown();

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::reencode;
+
 use edge_proto::crc::crc8;
 use edge_proto::frame::{
     DataHeader, FrameHeader, Opcode, Packet, PacketError, patch_for_device, verify_direct,
@@ -27,24 +29,6 @@ fn runs(name: &str) -> Vec<Vec<u8>> {
     std::iter::once(v.bytes.clone())
         .chain(v.other_run.clone())
         .collect()
-}
-
-fn reencode(packet: &Packet<'_>) -> Vec<u8> {
-    let mut out = Vec::new();
-    match packet {
-        Packet::Direct(p) => {
-            p.frame().write_to(&mut out);
-            p.data().write_to(&mut out);
-        }
-        Packet::Forward(p) => {
-            p.outer().write_to(&mut out);
-            out.extend_from_slice(p.sid_slot());
-            p.inner().write_to(&mut out);
-            p.data().write_to(&mut out);
-        }
-    }
-    out.extend_from_slice(packet.body());
-    out
 }
 
 #[test]

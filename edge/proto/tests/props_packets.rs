@@ -3,6 +3,8 @@
 //! (not just "no panic").
 
 mod common;
+
+use common::reencode;
 mod props_support;
 
 use edge_proto::crc::crc8;
@@ -27,24 +29,6 @@ fn direct_is_valid(buf: &[u8]) -> bool {
         && buf[32] == crc8(&buf[..32])
         && usize::from(le16(buf, 30)) == buf.len() - 36
         && buf[33] == crc8(&buf[34..])
-}
-
-fn reencode(packet: &Packet<'_>) -> Vec<u8> {
-    let mut out = Vec::new();
-    match packet {
-        Packet::Direct(p) => {
-            p.frame().write_to(&mut out);
-            p.data().write_to(&mut out);
-        }
-        Packet::Forward(p) => {
-            p.outer().write_to(&mut out);
-            out.extend_from_slice(p.sid_slot());
-            p.inner().write_to(&mut out);
-            p.data().write_to(&mut out);
-        }
-    }
-    out.extend_from_slice(packet.body());
-    out
 }
 
 fn frame_header() -> impl Strategy<Value = FrameHeader> {

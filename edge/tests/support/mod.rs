@@ -2,6 +2,8 @@
 //! blocking, with timeouts), for the integration tests.
 #![allow(dead_code)]
 
+pub mod udp;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

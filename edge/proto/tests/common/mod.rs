@@ -74,3 +74,22 @@ pub fn ws_payload(frame: &[u8]) -> Vec<u8> {
         frame[at..at + len].to_vec()
     }
 }
+
+/// Re-encodes a parsed packet from its decoded headers (a round-trip check).
+pub fn reencode(packet: &edge_proto::frame::Packet<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    match packet {
+        edge_proto::frame::Packet::Direct(p) => {
+            p.frame().write_to(&mut out);
+            p.data().write_to(&mut out);
+        }
+        edge_proto::frame::Packet::Forward(p) => {
+            p.outer().write_to(&mut out);
+            out.extend_from_slice(p.sid_slot());
+            p.inner().write_to(&mut out);
+            p.data().write_to(&mut out);
+        }
+    }
+    out.extend_from_slice(packet.body());
+    out
+}
