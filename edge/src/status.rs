@@ -205,34 +205,49 @@ impl StatusServer {
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    metrics: NodeMetrics,
-    admin: Sender<AdminRequest>,
-) -> std::io::Result<()> {
+/// Reads one request (head, then its body) with a 10 s read timeout. `None` when the peer
+/// closed first; `Some(Err(why))` for a request to answer 400.
+async fn read_request(
+    stream: &mut TcpStream,
+) -> std::io::Result<Option<Result<Request, &'static str>>> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let (mut request, head_len, body_len) = loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
         match parse_head(&buf) {
             Ok(Some(parsed)) => break parsed,
             Ok(None) => continue,
-            Err(why) => return respond(&mut stream, 400, "text/plain", &format!("{why}\n")).await,
+            Err(why) => return Ok(Some(Err(why))),
         }
     };
     while buf.len() < head_len + body_len {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
     }
     request.body = buf[head_len..head_len + body_len].to_vec();
+    Ok(Some(Ok(request)))
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    metrics: NodeMetrics,
+    admin: Sender<AdminRequest>,
+) -> std::io::Result<()> {
+    let request = match read_request(&mut stream).await? {
+        Some(Ok(request)) => request,
+        Some(Err(why)) => {
+            return respond(&mut stream, 400, "text/plain", &format!("{why}\n")).await;
+        }
+        None => return Ok(()),
+    };
     match route(&request, &metrics) {
         Route::Answer(code, kind, body) => respond(&mut stream, code, kind, &body).await,
         Route::Admin(a) => {
@@ -324,22 +339,8 @@ impl UdpAddrServer {
             };
             let shards = shards.clone();
             glommio::spawn_local(async move {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = Vec::with_capacity(512);
-                let mut chunk = [0u8; 2048];
-                let request = loop {
-                    let Ok(n) = stream.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    match parse_head(&buf) {
-                        Ok(Some((request, _, _))) => break request,
-                        Ok(None) => continue,
-                        Err(_) => return,
-                    }
+                let Ok(Some(Ok(request))) = read_request(&mut stream).await else {
+                    return;
                 };
                 let (code, body) = match udpaddr_request(&request) {
                     Err(answer) => answer,

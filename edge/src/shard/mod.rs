@@ -13,6 +13,7 @@ mod conn;
 mod net;
 mod route;
 mod udp;
+mod write;
 mod ws;
 
 use std::cell::RefCell;
@@ -252,7 +253,7 @@ impl Shard {
                 bound,
             } => self.on_binding(device, user, bound),
             FromBus::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
-            FromBus::Route { key, ids, message } => self.resolve_from_bus(key, &ids, &message),
+            FromBus::Route { key, ids, message } => self.resolve(key, &ids, &message),
             FromBus::Kick { user } => self.kick_user(user),
             FromBus::AddrQuery { device, reply } => {
                 let _ = reply.try_send(self.device_addr(device));

@@ -110,11 +110,6 @@ impl Shard {
         }
     }
 
-    /// A msgbus frame handed to this shard as the directory shard of `key`.
-    pub(super) fn resolve_from_bus(&mut self, key: i64, ids: &[i64], message: &[u8]) {
-        self.resolve(key, ids, message);
-    }
-
     /// Password changed: status 13 to each of the user's phones here, then close them.
     pub(super) fn kick_user(&mut self, user: i64) {
         let mut slots = Vec::new();
@@ -141,7 +136,7 @@ impl Shard {
     }
 
     /// At the directory shard of `key`: hand the message to each holder.
-    fn resolve(&mut self, key: i64, ids: &[i64], payload: &[u8]) {
+    pub(super) fn resolve(&mut self, key: i64, ids: &[i64], payload: &[u8]) {
         let mask = self.directory.get(&key).copied().unwrap_or(0);
         if mask == 0 {
             bump(&self.metrics.drop_no_destination);

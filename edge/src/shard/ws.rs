@@ -1,5 +1,5 @@
 //! The WebSocket terminal side of a shard: reading, the upgrade, frames, login,
-//! heartbeats, writing with a bounded outbox, deadlines and closing (§7).
+//! heartbeats, deadlines and closing (§7). Writing is in `write`.
 //!
 //! Bytes are read into the shard's shared scratch buffer and parsed in place by
 //! `edge_proto::ws`; only an incomplete tail is copied into the connection (`carry`), and
@@ -13,14 +13,11 @@ use bus::messages::{ConnRef, LoginGrant, ToBus};
 use edge_proto::login::{LoginReject, LoginReply, LoginRequest};
 use edge_proto::ws::{self, OpCode};
 
+use super::Shard;
 use super::conn::State;
 use super::net::{self, send2};
-use super::{Shard, conn_token};
 use crate::metrics::bump;
 
-/// Largest outbox buffer kept for reuse, and how many are kept per shard.
-const POOLED_BUFFER_MAX: usize = 64 * 1024;
-const POOLED_BUFFERS: usize = 1024;
 /// Longest upgrade request accepted.
 const MAX_REQUEST: usize = 8 * 1024;
 /// Reads per readiness event before yielding to other connections.
@@ -398,145 +395,6 @@ impl Shard {
         }
         if self.process_carry(slot) {
             self.on_readable(slot);
-        }
-    }
-
-    /// The opcode for messages to terminals (binary, or text like the original).
-    fn terminal_opcode(&self) -> OpCode {
-        if self.config.text_frames {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        }
-    }
-
-    /// Sends an application message to a terminal. False when the connection closed.
-    pub(super) fn send_message(&mut self, slot: u32, message: &[u8]) -> bool {
-        if slot & super::udp::UDP_BIT != 0 {
-            return self.udp_deliver(slot, message);
-        }
-        let opcode = self.terminal_opcode();
-        let sent = self.send_frame(slot, opcode, message);
-        if sent {
-            bump(&self.metrics.msgs_out);
-        }
-        sent
-    }
-
-    /// Queues one frame for the connection; every connection written to in a turn is
-    /// flushed once at the end of it ([`Shard::flush_writes`]), so a burst of messages
-    /// costs one `sendmsg`. What the socket does not take stays queued (bounded: a reader
-    /// that falls `--max-outbound` bytes behind is closed with 1008). False when it closed.
-    pub(super) fn send_frame(&mut self, slot: u32, opcode: OpCode, payload: &[u8]) -> bool {
-        let (head, head_len) = ws::encode_head(opcode, payload.len() as u64);
-        let total = head_len + payload.len();
-        let queued = self
-            .conns
-            .get(slot)
-            .map(|c| c.outbox.as_ref().map_or(0, |o| o.len()));
-        let Some(mut queued) = queued else {
-            return false;
-        };
-        if queued + total > self.config.max_outbound {
-            // Try the socket first: only a reader that really does not keep up is closed.
-            self.flush_conn(slot);
-            queued = self
-                .conns
-                .get(slot)
-                .map_or(0, |c| c.outbox.as_ref().map_or(0, |o| o.len()));
-            if queued + total > self.config.max_outbound {
-                bump(&self.metrics.slow_reader_closed);
-                self.close(slot, Some(ws::CLOSE_POLICY));
-                return false;
-            }
-        }
-        let generation = self.conns.generation(slot);
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return false;
-        };
-        let outbox = conn
-            .outbox
-            .get_or_insert_with(|| self.buffers.pop().unwrap_or_default());
-        outbox.extend_from_slice(&head[..head_len]);
-        outbox.extend_from_slice(payload);
-        self.metrics
-            .outbound_queued_bytes
-            .fetch_add(total as i64, Ordering::Relaxed);
-        if !conn.dirty && !conn.write_armed {
-            conn.dirty = true;
-            self.dirty.push((slot, generation));
-        }
-        true
-    }
-
-    /// Flushes every connection written to since the last flush.
-    pub(super) fn flush_writes(&mut self) {
-        for (slot, generation) in std::mem::take(&mut self.dirty) {
-            if let Some(conn) = self.conns.get_gen_mut(slot, generation) {
-                conn.dirty = false;
-                self.flush_conn(slot);
-            }
-        }
-    }
-
-    fn arm_write(&mut self, slot: u32) {
-        let generation = self.conns.generation(slot);
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if !conn.write_armed {
-            conn.write_armed = true;
-            let _ = self
-                .poller
-                .watch_writable(conn.fd, conn_token(slot, generation), true);
-        }
-    }
-
-    /// A blocked socket can take more: flush its outbox.
-    pub(super) fn on_writable(&mut self, slot: u32) {
-        self.flush_conn(slot);
-    }
-
-    /// Writes the outbox until it is empty (its buffer goes back to the shard's pool: an
-    /// idle connection holds none) or the socket is full (write readiness is requested).
-    fn flush_conn(&mut self, slot: u32) {
-        let generation = self.conns.generation(slot);
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        let Some(mut outbox) = conn.outbox.take() else {
-            return;
-        };
-        while !outbox.is_empty() {
-            match send2(conn.fd, &outbox, &[]) {
-                Ok(n) => {
-                    outbox.drain(..n);
-                    self.metrics
-                        .outbound_queued_bytes
-                        .fetch_sub(n as i64, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    conn.outbox = Some(outbox);
-                    self.close(slot, None);
-                    return;
-                }
-            }
-        }
-        if !outbox.is_empty() {
-            conn.outbox = Some(outbox);
-            self.arm_write(slot);
-            return;
-        }
-        if conn.write_armed {
-            conn.write_armed = false;
-            let _ = self
-                .poller
-                .watch_writable(conn.fd, conn_token(slot, generation), false);
-        }
-        if outbox.capacity() <= POOLED_BUFFER_MAX && self.buffers.len() < POOLED_BUFFERS {
-            self.buffers.push(outbox);
         }
     }
 
