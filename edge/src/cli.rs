@@ -106,6 +106,10 @@ pub struct NodeArgs {
     /// Largest outbound queue of one connection, bytes (beyond: close 1008).
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_outbound: usize,
+    /// Most bytes queued for blocked writers per shard, all connections together (beyond:
+    /// frames are written at once and a connection that cannot take its frame is closed 1008).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_outbound_shard: usize,
     /// Where the embedded node appends device uploads.
     #[arg(long, default_value = "./uploads.log")]
     pub upload_log: PathBuf,

@@ -95,6 +95,8 @@ pub struct Config {
     pub max_message: usize,
     /// Largest outbound queue of one connection, bytes.
     pub max_outbound: usize,
+    /// Most bytes queued for blocked writers on one shard, all connections together.
+    pub max_outbound_shard: usize,
     /// Embedded node: where uploads are appended.
     pub upload_log: PathBuf,
     /// Embedded node: bindings made at start, `(device, user)`.
@@ -183,6 +185,11 @@ impl Config {
                 "--max-outbound must be at least --max-message".into(),
             ));
         }
+        if args.max_outbound_shard < args.max_outbound {
+            return Err(ConfigError::Limit(
+                "--max-outbound-shard must be at least --max-outbound".into(),
+            ));
+        }
         let salt = args.salt.clone();
         Ok(Config {
             cores,
@@ -206,6 +213,7 @@ impl Config {
             login_timeout_secs: 60,
             max_message: args.max_message,
             max_outbound: args.max_outbound,
+            max_outbound_shard: args.max_outbound_shard,
             upload_log: args.upload_log.clone(),
             binds: args
                 .binds
@@ -259,6 +267,7 @@ impl Config {
             login_timeout_secs: 60,
             max_message: 64 * 1024,
             max_outbound: 256 * 1024,
+            max_outbound_shard: 64 << 20,
             upload_log: std::env::temp_dir()
                 .join(format!("cloudsocket-uploads-{}.log", std::process::id())),
             binds: Vec::new(),

@@ -85,6 +85,8 @@ counters! {
     oversized_frames,
     /// Readers too slow for their outbound queue (closed with 1008).
     slow_reader_closed,
+    /// Readers closed (1008) because the shard's outbound budget was spent.
+    outbound_budget_closed,
     /// Uploads handed to the bus.
     uploads,
     /// Pushes delivered to terminals.

@@ -362,11 +362,30 @@ fn replayed_sequence_numbers_are_dropped() {
 
 #[test]
 fn phones_that_never_read_are_closed_and_memory_stays_bounded() {
+    let (own, budget) = never_reading_phones(64 * 1024, 64 << 20);
+    assert_eq!((own, budget), (200, 0), "each closed for its own bound");
+}
+
+#[test]
+fn the_shard_budget_bounds_many_slow_readers_together() {
+    // 200 × 64 KiB would be 12.5 MiB queued; the shards may hold 2 × 256 KiB.
+    let (own, budget) = never_reading_phones(64 * 1024, 256 * 1024);
+    assert!(
+        budget > 0,
+        "the budget closed some ({own} by their own bound)"
+    );
+}
+
+/// 200 phones that never read (4 KiB receive buffers), pushed 32 KiB messages until all
+/// are closed; the queued bytes never pass the bounds. Returns how many were closed for
+/// their own bound and how many for the shard's budget.
+fn never_reading_phones(max_outbound: usize, max_outbound_shard: usize) -> (u64, u64) {
     const PHONES: i64 = 200;
+    const SHARDS: i64 = 2;
     const BODY: usize = 32 * 1024;
-    let max_outbound = 64 * 1024;
     let node = node_with(|c| {
         c.max_outbound = max_outbound;
+        c.max_outbound_shard = max_outbound_shard;
         c.max_message = 64 * 1024;
     });
     let ws = node.ws_addrs[0];
@@ -383,15 +402,23 @@ fn phones_that_never_read_are_closed_and_memory_stays_bounded() {
     let ids: Vec<String> = (1..=PHONES).map(|k| (16 * k).to_string()).collect();
     let target = format!("/admin/push?ids={}&msgid=0x36", ids.join(","));
     let body = vec![0x5au8; BODY];
-    let bound = PHONES * (max_outbound as i64 + BODY as i64 + 64);
+    let frame = BODY as i64 + 64;
+    let bound =
+        (PHONES * (max_outbound as i64 + frame)).min(SHARDS * (max_outbound_shard as i64 + frame));
     let started = Instant::now();
     let mut pushes = 0;
     let mut peak = 0i64;
-    while counter(&node, |s| &s.slow_reader_closed) < PHONES as u64 {
+    let closed = || {
+        (
+            counter(&node, |s| &s.slow_reader_closed),
+            counter(&node, |s| &s.outbound_budget_closed),
+        )
+    };
+    while closed().0 + closed().1 < PHONES as u64 {
         assert!(
             pushes < 2000 && started.elapsed() < Duration::from_secs(120),
-            "only {} of {PHONES} closed after {pushes} pushes",
-            counter(&node, |s| &s.slow_reader_closed)
+            "only {:?} of {PHONES} closed after {pushes} pushes",
+            closed()
         );
         let (code, text) = http(node.status_addr, "POST", &target, &body);
         assert_eq!(code, 200, "{text}");
@@ -437,5 +464,7 @@ fn phones_that_never_read_are_closed_and_memory_stays_bounded() {
             == 0
     }));
     assert_node_serves(&node, 16 * (PHONES + 1), -1);
+    let counts = closed();
     node.shutdown();
+    counts
 }

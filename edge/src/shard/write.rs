@@ -2,7 +2,10 @@
 //! pooled buffer) and every connection written to in a turn is flushed once at its end,
 //! so a burst costs one `sendmsg`. A socket that does not take everything keeps its
 //! outbox and asks for write readiness; a reader that falls `--max-outbound` bytes behind
-//! is closed with 1008. An idle connection holds no buffer.
+//! is closed with 1008. The shard's queued bytes together have a budget too
+//! (`--max-outbound-shard`): past it, frames are written at once and a connection that
+//! cannot take its frame is closed with 1008, so many slow readers together cannot grow
+//! the node's memory without bound either. An idle connection holds no buffer.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -54,7 +57,11 @@ impl Shard {
         let Some(mut queued) = queued else {
             return false;
         };
-        if queued + total > self.config.max_outbound {
+        // Past the shard's budget every blocked reader costs memory the node does not have:
+        // each frame is written at once, and a connection that cannot take it is closed.
+        let shard_queued = self.metrics.outbound_queued_bytes.load(Ordering::Relaxed);
+        let over_budget = shard_queued.max(0) as usize + total > self.config.max_outbound_shard;
+        if queued + total > self.config.max_outbound || over_budget {
             // Try the socket first: only a reader that really does not keep up is closed.
             self.flush_conn(slot);
             queued = self
@@ -63,6 +70,11 @@ impl Shard {
                 .map_or(0, |c| c.outbox.as_ref().map_or(0, |o| o.len()));
             if queued + total > self.config.max_outbound {
                 bump(&self.metrics.slow_reader_closed);
+                self.close(slot, Some(ws::CLOSE_POLICY));
+                return false;
+            }
+            if over_budget && queued > 0 {
+                bump(&self.metrics.outbound_budget_closed);
                 self.close(slot, Some(ws::CLOSE_POLICY));
                 return false;
             }
@@ -79,6 +91,16 @@ impl Shard {
         self.metrics
             .outbound_queued_bytes
             .fetch_add(total as i64, Ordering::Relaxed);
+        if over_budget {
+            self.flush_conn(slot);
+            let left = self.conns.get(slot).and_then(|c| c.outbox.as_ref());
+            if left.is_some_and(|o| !o.is_empty()) {
+                bump(&self.metrics.outbound_budget_closed);
+                self.close(slot, Some(ws::CLOSE_POLICY));
+                return false;
+            }
+            return true;
+        }
         if !conn.dirty && !conn.write_armed {
             conn.dirty = true;
             self.dirty.push((slot, generation));
