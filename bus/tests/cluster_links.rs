@@ -223,3 +223,66 @@ fn the_msgbus_list_is_followed() {
     node.requests.send(relay).unwrap();
     assert_eq!(on_b.recv().2, b"to b");
 }
+
+#[test]
+fn frames_queued_on_a_link_that_drops_are_sent_on_the_next_one() {
+    const FRAMES: u32 = 12_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = config(&unique_ip());
+    cfg.msgbus = MsgbusSource::Static(vec![addr.to_string()]);
+    let node = Harness::start(cfg, 1);
+    // A msgbus that stops reading: the socket fills, then the link's queue.
+    let stalled = accept(&listener, WAIT);
+    eventually("link up", || {
+        node.metrics.links_up.load(Ordering::Relaxed) == 1
+    });
+    let relay = |seq: u32| {
+        let mut message = seq.to_le_bytes().to_vec();
+        message.resize(1024, 0x5a);
+        ToBus::Relay {
+            src: 33,
+            ids: vec![-1],
+            message,
+        }
+    };
+    for seq in 0..FRAMES {
+        node.requests.send(relay(seq)).unwrap();
+    }
+    eventually("the link's queue full", || {
+        node.metrics.relay_queue_full.load(Ordering::Relaxed) > 0
+    });
+    // The msgbus dies with all that unread, and comes back on the same port.
+    drop(stalled);
+    drop(listener);
+    eventually("link down", || {
+        node.metrics.link_drops.load(Ordering::Relaxed) == 1
+    });
+    eventually("the queued frames taken back", || {
+        node.metrics.relay_reclaimed.load(Ordering::Relaxed) > 0
+    });
+    let listener = TcpListener::bind(addr).unwrap();
+    let mut peer = accept(&listener, Duration::from_secs(2));
+    let mut got = Vec::new();
+    while got.last() != Some(&(FRAMES - 1)) {
+        let (_, _, message) = peer.recv();
+        got.push(u32::from_le_bytes(message[..4].try_into().unwrap()));
+    }
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicate"
+    );
+    let first = got[0];
+    assert_eq!(
+        got.len() as u32,
+        FRAMES - first,
+        "everything from the first frame after the restart on arrives"
+    );
+    // What is missing was in the dead msgbus's socket or in the batch being written.
+    let dropped = node.metrics.relay_dropped.load(Ordering::Relaxed);
+    assert!(
+        dropped <= u64::from(first),
+        "{dropped} counted, {first} missing"
+    );
+    assert_eq!(node.metrics.relay_no_link.load(Ordering::Relaxed), 0);
+}

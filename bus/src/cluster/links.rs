@@ -10,7 +10,10 @@
 //! that are up (phone traffic on WS-kind links, device traffic on UDP-kind links when the
 //! node has them); each link's queue is bounded. While no link is up (a msgbus restart)
 //! or the queues are full, frames wait in order in a bounded hold queue (16 Ki frames;
-//! overflow drops the oldest, counted) and go out as soon as a link is up again.
+//! overflow drops the oldest, counted) and go out as soon as a link is up again. Frames
+//! still queued on a link when it drops are taken back into the hold queue, ahead of the
+//! rest; only the batch being written when the connection failed (and what the dead
+//! msgbus had not routed yet) is lost, counted as `relay_dropped`.
 //!
 //! Does **not** interpret messages: upstream frames are built by the caller, downstream
 //! ones are routed by the shards.
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use edge_proto::link::{CometKind, DEFAULT_MAX_PAYLOAD, Downstream, LinkDecoder, LinkItem};
 
-use super::metrics::{ClusterMetrics, bump};
+use super::metrics::{ClusterMetrics, bump, bump_by};
 use crate::messages::{FromBus, ShardInbox, dir_shard, route_key};
 
 /// Frames queued per link.
@@ -57,7 +60,11 @@ struct Link {
     addr: String,
     kind: CometKind,
     tx: Sender<Vec<u8>>,
+    /// The queue's other end, to take frames back while the link is down.
+    rx: Receiver<Vec<u8>>,
     up: Arc<AtomicBool>,
+    /// Dropped with the link: tells a worker waiting to re-dial to stop.
+    _stop: Sender<()>,
 }
 
 /// The links of a node.
@@ -102,11 +109,13 @@ impl Links {
 
     fn start(&mut self, addr: String, kind: CometKind) {
         let (tx, rx) = bounded(LINK_QUEUE_FRAMES);
+        let (stop_tx, stop) = bounded(0);
         let up = Arc::new(AtomicBool::new(false));
         let worker = LinkWorker {
             addr: addr.clone(),
             kind,
-            rx,
+            rx: rx.clone(),
+            stop,
             up: up.clone(),
             context: self.context.clone(),
         };
@@ -115,7 +124,14 @@ impl Links {
             .spawn(move || worker.run());
         if let Ok(thread) = spawned {
             self.threads.push(thread);
-            self.links.push(Link { addr, kind, tx, up });
+            self.links.push(Link {
+                addr,
+                kind,
+                tx,
+                rx,
+                up,
+                _stop: stop_tx,
+            });
         } else {
             bump(&self.context.metrics.link_connect_errors);
         }
@@ -135,11 +151,35 @@ impl Links {
 
     /// Hands held frames to links that are up (called on every send and every tick).
     pub fn flush_pending(&mut self) {
+        self.reclaim();
         while let Some((kind, frame)) = self.pending.pop_front() {
             if let Err(back) = self.try_link(kind, frame) {
                 self.pending.push_front(back);
                 return;
             }
+        }
+    }
+
+    /// Takes the frames still queued on links that are down back into the hold queue,
+    /// ahead of what is held (they were queued before it).
+    fn reclaim(&mut self) {
+        let mut back = Vec::new();
+        for link in &self.links {
+            if link.up.load(Ordering::Acquire) || link.rx.is_empty() {
+                continue;
+            }
+            back.extend(link.rx.try_iter().map(|frame| (link.kind, frame)));
+        }
+        if back.is_empty() {
+            return;
+        }
+        bump_by(&self.context.metrics.relay_reclaimed, back.len() as u64);
+        for item in back.into_iter().rev() {
+            self.pending.push_front(item);
+        }
+        while self.pending.len() > PENDING_MAX {
+            self.pending.pop_front();
+            bump(&self.context.metrics.relay_no_link);
         }
     }
 
@@ -201,6 +241,8 @@ struct LinkWorker {
     addr: String,
     kind: CometKind,
     rx: Receiver<Vec<u8>>,
+    /// Disconnected when the link is removed.
+    stop: Receiver<()>,
     up: Arc<AtomicBool>,
     context: LinkContext,
 }
@@ -242,16 +284,13 @@ impl LinkWorker {
         }
     }
 
-    /// Waits `backoff`, dropping what is queued meanwhile; false when the link was removed.
+    /// Waits `backoff` (what is queued stays for the request thread to take back); false
+    /// when the link was removed.
     fn wait(&self, backoff: Duration) -> bool {
-        let deadline = Instant::now() + backoff;
-        loop {
-            match self.rx.recv_deadline(deadline) {
-                Ok(_) => bump(&self.context.metrics.relay_dropped),
-                Err(RecvTimeoutError::Timeout) => return true,
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
-        }
+        matches!(
+            self.stop.recv_timeout(backoff),
+            Err(RecvTimeoutError::Timeout)
+        )
     }
 
     fn connect(&self) -> io::Result<TcpStream> {
@@ -313,13 +352,15 @@ impl LinkWorker {
                     let Ok(frame) = frame else { return Ended::Removed };
                     batch.clear();
                     batch.extend_from_slice(&frame);
+                    let mut frames = 1;
                     while batch.len() < BATCH_BYTES {
                         let Ok(more) = self.rx.try_recv() else { break };
                         batch.extend_from_slice(&more);
+                        frames += 1;
                     }
                     let mut writer = stream;
                     if writer.write_all(&batch).is_err() {
-                        bump(&self.context.metrics.relay_dropped);
+                        bump_by(&self.context.metrics.relay_dropped, frames);
                         return Ended::Dropped;
                     }
                 }

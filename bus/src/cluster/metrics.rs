@@ -57,8 +57,10 @@ counters! {
     relay_no_link,
     /// Times a link's queue was full (the frame is held and retried).
     relay_queue_full,
-    /// Frames dropped: too large to encode, or the link went down with them queued.
+    /// Frames dropped: too large to encode, or in the batch being written when the link failed.
     relay_dropped,
+    /// Frames taken back from a link that went down (held, then sent on the next link up).
+    relay_reclaimed,
     /// Msgbus links established (handshake done).
     link_connects,
     /// Msgbus link connect or handshake failures.
@@ -109,4 +111,9 @@ pub(crate) fn set(gauge: &AtomicU64, value: usize) {
 /// Adds one to `counter`.
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to `counter`.
+pub(crate) fn bump_by(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
