@@ -22,6 +22,7 @@
 //!
 //! Does **not** hold terminal connections (the comets do) or write to Redis.
 
+mod parked;
 pub mod route;
 pub mod spool;
 pub mod stats;
@@ -40,9 +41,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use edge_proto::link::{CometKind, MSGBUS_MAX_PAYLOAD};
 use thiserror::Error;
 
@@ -104,6 +105,8 @@ impl Config {
             router: RouterConfig {
                 udp_fallback: true,
                 names_max: 4096,
+                park_ms: 5_000,
+                park_max: 65_536,
             },
         }
     }
@@ -297,6 +300,9 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// How often the router hears the time (parked frames expire on it).
+const TICK: Duration = Duration::from_millis(100);
+
 /// The router thread: one event in, every output out, never blocking on an output.
 fn run_router(
     mut router: Router,
@@ -305,7 +311,25 @@ fn run_router(
     metrics: &Metrics,
 ) {
     let mut queues: HashMap<LinkId, Sender<Vec<u8>>> = HashMap::new();
-    while let Ok(event) = inbox.recv() {
+    let start = Instant::now();
+    let mut next_tick = start;
+    loop {
+        let event = match inbox.recv_deadline(next_tick) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + TICK;
+            let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            router.handle_input(Input::Tick { now_ms });
+        }
+        let Some(event) = event else {
+            while let Some(output) = router.poll_output() {
+                dispatch(output, &queues, uploads, metrics);
+            }
+            continue;
+        };
         match event {
             Event::LinkUp {
                 link,

@@ -11,11 +11,15 @@
 //!   (the original sent them to a random UDP comet with zeroed ids); only a device no
 //!   comet is known to hold falls back to one UDP comet, chosen by the id so it is stable
 //!   (UDP sessions live in Redis, any UDP comet can deliver), if enabled;
+//! * ids whose holder has no link right now (the msgbus just restarted and that comet has
+//!   not dialled back yet) are parked for it, bounded, and sent when its link comes up, or
+//!   dropped after [`RouterConfig::park_ms`] (the original dropped them at once);
 //! * an upload (`src < 0`, not a forward packet) becomes an [`Upload`] carrying the
 //!   resealed ACK, which comes back as [`Input::Uploaded`] once a broker confirmed it or
 //!   it was spooled, and is then routed to the comet holding the device.
 //!
-//! Does **not** do IO, read the clock, lock or spawn; it never blocks. It does not know
+//! Does **not** do IO, read the clock ([`Input::Tick`] brings the time), lock or spawn; it
+//! never blocks. It does not know
 //! sockets (links are opaque [`LinkId`]s), Redis, RabbitMQ, or queue depths: the shell
 //! counts what it could not deliver.
 
@@ -24,6 +28,7 @@ use edge_proto::link::{CometKind, Downstream, Upstream};
 use edge_proto::pubsub::PubKeyEvent;
 use std::collections::{HashMap, VecDeque};
 
+use super::parked::Parked;
 use super::stats::{DropReason, RouteStats};
 use super::usermap::{NameId, Names, UserMap};
 
@@ -39,6 +44,10 @@ pub struct RouterConfig {
     pub udp_fallback: bool,
     /// Most comet names remembered.
     pub names_max: usize,
+    /// How long frames wait for a comet that holds their ids but has no link, ms.
+    pub park_ms: u64,
+    /// Most frames parked in all.
+    pub park_max: usize,
 }
 
 /// What happened.
@@ -77,6 +86,11 @@ pub enum Input<'a> {
         origin: LinkId,
         /// The ACK message.
         ack: &'a [u8],
+    },
+    /// The time (monotonic, ms): parked frames older than `park_ms` are dropped.
+    Tick {
+        /// Now.
+        now_ms: u64,
     },
 }
 
@@ -127,6 +141,10 @@ pub struct Router {
     links: HashMap<LinkId, (NameId, CometKind)>,
     udp_links: Vec<LinkId>,
     groups: Vec<(LinkId, Vec<i64>)>,
+    /// Ids of the frame being routed whose holder has no link, by holder.
+    waiting: Vec<(NameId, Vec<i64>)>,
+    parked: Parked,
+    now_ms: u64,
     out: VecDeque<Output>,
     stats: RouteStats,
 }
@@ -144,6 +162,9 @@ impl Router {
             links: HashMap::new(),
             udp_links: Vec::new(),
             groups: Vec::new(),
+            waiting: Vec::new(),
+            parked: Parked::new(config.park_max),
+            now_ms: 0,
             out: VecDeque::new(),
             stats: RouteStats::default(),
         }
@@ -158,6 +179,7 @@ impl Router {
             Input::PubKey(payload) => self.on_pubkey(payload),
             Input::Reload(snapshot) => self.on_reload(snapshot),
             Input::Uploaded { src, origin, ack } => self.on_uploaded(src, origin, ack),
+            Input::Tick { now_ms } => self.on_tick(now_ms),
         }
         self.debug_assert_invariants();
     }
@@ -191,6 +213,19 @@ impl Router {
         self.users.len()
     }
 
+    /// Frames parked for comets with no link.
+    pub fn parked_len(&self) -> usize {
+        self.parked.len()
+    }
+
+    fn on_tick(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        let expired = self
+            .parked
+            .expire(now_ms.saturating_sub(self.config.park_ms));
+        self.stats.drop_n(DropReason::CometNotLinked, expired);
+    }
+
     fn on_comet_up(&mut self, link: LinkId, name: &str, kind: CometKind) {
         let Some(name_id) = self.intern(name) else {
             return;
@@ -206,6 +241,10 @@ impl Router {
                     self.udp_links.insert(at, link);
                 }
             }
+        }
+        for frame in self.parked.take(name_id) {
+            self.stats.downstream_queued += 1;
+            self.out.push_back(Output::Send { link, frame });
         }
     }
 
@@ -265,6 +304,9 @@ impl Router {
         for group in &mut self.groups {
             group.1.clear();
         }
+        for group in &mut self.waiting {
+            group.1.clear();
+        }
         for id in up.ids.iter() {
             self.place(id);
         }
@@ -319,13 +361,20 @@ impl Router {
             self.stats.drop(DropReason::ZeroId);
             return;
         }
-        if !self.place_quiet(id) {
-            let known = !self.users.holders(id).is_empty();
-            self.stats.drop(if known {
-                DropReason::CometNotLinked
-            } else {
-                DropReason::NoHolder
-            });
+        let placed = self.place_quiet(id);
+        let mut parked = false;
+        for index in 0..self.users.holders(id).len() {
+            let name = self.users.holders(id)[index];
+            if self.link_for(name, id).is_none() {
+                match self.waiting.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, ids)) => ids.push(id),
+                    None => self.waiting.push((name, vec![id])),
+                }
+                parked = true;
+            }
+        }
+        if !placed && !parked {
+            self.stats.drop(DropReason::NoHolder);
         }
     }
 
@@ -339,7 +388,8 @@ impl Router {
                 placed = true;
             }
         }
-        if !placed && id < 0 && self.config.udp_fallback && !self.udp_links.is_empty() {
+        let unknown = self.users.holders(id).is_empty();
+        if !placed && unknown && id < 0 && self.config.udp_fallback && !self.udp_links.is_empty() {
             let at = (id.unsigned_abs() % self.udp_links.len() as u64) as usize;
             let link = self.udp_links[at];
             self.add_to_group(link, id);
@@ -380,10 +430,24 @@ impl Router {
                 self.out.push_back(Output::Send { link: *link, frame });
             }
         }
-        // Keep the group list short: links come and go.
+        for (name, ids) in &mut self.waiting {
+            if ids.is_empty() {
+                continue;
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let mut frame = Vec::new();
+            if Downstream::write(&mut frame, ids, message).is_ok() {
+                let dropped = self.parked.park(*name, self.now_ms, frame);
+                self.stats.drop_n(DropReason::CometNotLinked, dropped);
+            }
+            ids.clear();
+        }
+        // Keep the group lists short: links and names come and go.
         self.groups
             .retain(|(link, _)| self.links.contains_key(link));
         self.groups.truncate(64);
+        self.waiting.truncate(64);
     }
 
     fn intern(&mut self, name: &str) -> Option<NameId> {
@@ -406,6 +470,7 @@ impl Router {
     fn collect_names(&mut self) {
         let mut used = vec![false; self.names.capacity()];
         self.users.mark_names(&mut used);
+        self.parked.mark_names(&mut used);
         for (name, _) in self.links.values() {
             if let Some(flag) = used.get_mut(*name as usize) {
                 *flag = true;

@@ -12,6 +12,8 @@ fn router() -> Router {
     let mut r = Router::new(RouterConfig {
         udp_fallback: true,
         names_max: 16,
+        park_ms: 5_000,
+        park_max: 1_000,
     });
     for (link, name, kind) in [
         (WS_A, "10.0.0.1", CometKind::Ws),
@@ -136,10 +138,74 @@ fn offline_reset_and_link_loss() {
     r.handle_input(Input::CometDown { link: WS_B });
     upstream(&mut r, UDP_C, 0, &[18, 0], b"m");
     assert_eq!(drain(&mut r).0, []);
+    assert_eq!(r.parked_len(), 1, "waits for 10.0.0.2 to come back");
+    r.handle_input(Input::Tick { now_ms: 5_001 });
+    assert_eq!(r.parked_len(), 0);
     assert_eq!(r.stats().drops_for(DropReason::CometNotLinked), 1);
     assert_eq!(r.stats().drops_for(DropReason::ZeroId), 1);
     pubkey(&mut r, "garbage");
     assert_eq!(r.stats().drops_for(DropReason::BadPubKey), 1);
+}
+
+#[test]
+fn frames_wait_for_a_holder_that_has_not_linked_yet() {
+    // A msgbus that just restarted: the user map is loaded, only comet A has dialled back.
+    let mut r = router();
+    r.handle_input(Input::Tick { now_ms: 1_000 });
+    pubkey(&mut r, "-5|10.0.0.2|1");
+    pubkey(&mut r, "-6|10.0.0.1|1");
+    r.handle_input(Input::CometDown { link: WS_B });
+    upstream(&mut r, WS_A, 17, &[-5, -6], b"1");
+    upstream(&mut r, WS_A, 17, &[-5], b"2");
+    assert_eq!(drain(&mut r).0, [(WS_A, vec![-6], b"1".to_vec())]);
+    assert_eq!(r.stats().udp_fallback, 0, "a known holder is waited for");
+    r.handle_input(Input::Tick { now_ms: 4_000 });
+    let back = LinkId(12);
+    r.handle_input(Input::CometUp {
+        link: back,
+        name: "10.0.0.2",
+        kind: CometKind::Ws,
+    });
+    let mut got = Vec::new();
+    while let Some(Output::Send { link, frame }) = r.poll_output() {
+        let down = Downstream::decode(&frame[4..]).unwrap();
+        got.push((
+            link,
+            down.ids.iter().collect::<Vec<_>>(),
+            down.message.to_vec(),
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            (back, vec![-5], b"1".to_vec()),
+            (back, vec![-5], b"2".to_vec())
+        ],
+        "in order, on the new link"
+    );
+    assert_eq!(r.parked_len(), 0);
+    r.handle_input(Input::Tick { now_ms: 60_000 });
+    assert_eq!(r.stats().drops_for(DropReason::CometNotLinked), 0);
+}
+
+#[test]
+fn parked_frames_are_bounded() {
+    let mut r = Router::new(RouterConfig {
+        udp_fallback: false,
+        names_max: 4,
+        park_ms: 5_000,
+        park_max: 2,
+    });
+    pubkey(&mut r, "18|10.0.0.9|1");
+    for message in [b"a", b"b", b"c"] {
+        upstream(&mut r, WS_A, 0, &[18], message);
+    }
+    assert_eq!(r.parked_len(), 2);
+    assert_eq!(
+        r.stats().drops_for(DropReason::CometNotLinked),
+        1,
+        "the oldest"
+    );
 }
 
 #[test]
@@ -246,6 +312,8 @@ fn name_table_is_bounded() {
     let mut r = Router::new(RouterConfig {
         udp_fallback: false,
         names_max: 2,
+        park_ms: 5_000,
+        park_max: 1_000,
     });
     pubkey(&mut r, "1|a|1");
     pubkey(&mut r, "2|b|1");

@@ -88,6 +88,13 @@ impl RouteStats {
         }
     }
 
+    /// Counts `n` drops for `reason`.
+    pub fn drop_n(&mut self, reason: DropReason, n: u64) {
+        if let Some(count) = self.drops.get_mut(reason as usize) {
+            *count += n;
+        }
+    }
+
     /// The drops for `reason`.
     pub fn drops_for(&self, reason: DropReason) -> u64 {
         self.drops.get(reason as usize).copied().unwrap_or(0)
