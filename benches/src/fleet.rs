@@ -31,6 +31,8 @@ pub struct Fleet {
     pub errors: Vec<String>,
     /// Clients not yet logged in and not failed.
     pub pending: usize,
+    /// Receive buffer of sockets opened from now on (`None`: the kernel's default).
+    pub recv_buffer: Option<usize>,
 }
 
 impl Fleet {
@@ -45,6 +47,7 @@ impl Fleet {
             failed: 0,
             errors: Vec::new(),
             pending: 0,
+            recv_buffer: None,
         })
     }
 
@@ -52,7 +55,7 @@ impl Fleet {
     pub fn open(&mut self, addr: SocketAddr, id: i64, salt: &[u8], heartbeat_s: u64) -> usize {
         let token = self.slots.len();
         let login = crate::wsclient::login_string(id, heartbeat_s, salt);
-        match Client::connect(addr, login) {
+        match Client::connect_with(addr, login, self.recv_buffer) {
             Ok(client) => {
                 let ok = self.poller.add(client.fd(), token as u64, READ | WRITE);
                 self.slots.push(Some(Slot {

@@ -182,7 +182,20 @@ pub struct Client {
 impl Client {
     /// Starts a non-blocking connect to `addr`; the login string is sent once upgraded.
     pub fn connect(addr: SocketAddr, login: Vec<u8>) -> io::Result<Self> {
+        Self::connect_with(addr, login, None)
+    }
+
+    /// [`Client::connect`] with the socket's receive buffer set to `recv_buffer` bytes
+    /// (before the connect, so the window stays that small).
+    pub fn connect_with(
+        addr: SocketAddr,
+        login: Vec<u8>,
+        recv_buffer: Option<usize>,
+    ) -> io::Result<Self> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes)?;
+        }
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
         // RST on close: no TIME_WAIT, so repeated storms do not run out of ports.

@@ -3,7 +3,7 @@
 //!
 //! `loadgen relay --pairs 200 --rate 0`, `loadgen idle --pid $(pidof cloudsocket)`, …
 
-use benches::scenario::{idle, push, relay, storm, udp, upload};
+use benches::scenario::{idle, push, relay, stall, storm, udp, upload};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -27,6 +27,8 @@ enum Command {
     Storm(storm::StormArgs),
     /// Device uploads (direct packets) at a steady rate; counts ACKs.
     Upload(upload::UploadArgs),
+    /// Phones that never read, pushed to until the target closes them all (1008).
+    Stall(stall::StallArgs),
     /// Internal: one `idle` worker process (driven over stdin/stdout).
     #[command(hide = true)]
     IdleWorker(idle::WorkerArgs),
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Udp(a) => udp::run(&a),
         Command::Storm(a) => storm::run(&a),
         Command::Upload(a) => upload::run(&a),
+        Command::Stall(a) => stall::run(&a),
         Command::IdleWorker(a) => idle::worker_main(&a),
     }
 }

@@ -3,6 +3,7 @@
 pub mod idle;
 pub mod push;
 pub mod relay;
+pub mod stall;
 pub mod storm;
 pub mod tracked;
 pub mod udp;
