@@ -286,3 +286,47 @@ fn frames_queued_on_a_link_that_drops_are_sent_on_the_next_one() {
     );
     assert_eq!(node.metrics.relay_no_link.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn without_a_msgbus_ids_held_here_are_delivered_here_and_the_rest_waits() {
+    // The msgbus is down from the start (its port refuses), and comes up later.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cfg = config(&unique_ip());
+    cfg.msgbus = MsgbusSource::Static(vec![addr.to_string()]);
+    let node = Harness::start(cfg, 2);
+    let here = -cluster_support::unique_user();
+    let away = here - 1;
+    assert!(node.login(here).is_ok());
+    let relay = ToBus::Relay {
+        src: 33,
+        ids: vec![here, away],
+        message: b"now".to_vec(),
+    };
+    node.requests.send(relay).unwrap();
+    match node.next(dir_shard(here, 2), route_to(here)) {
+        FromBus::Route { ids, message, .. } => {
+            assert_eq!((ids, message), (vec![here], b"now".to_vec()));
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(node.metrics.relay_local.load(Ordering::Relaxed), 1);
+    // The msgbus comes up: only the id held elsewhere goes there.
+    let listener = TcpListener::bind(addr).unwrap();
+    let mut peer = accept(&listener, Duration::from_secs(3));
+    assert_eq!(peer.recv(), (33, vec![away], b"now".to_vec()));
+    // With a link up, everything goes through the msgbus again (as the original).
+    eventually("link up", || {
+        node.metrics.links_up.load(Ordering::Relaxed) == 1
+    });
+    let relay = ToBus::Relay {
+        src: 33,
+        ids: vec![here],
+        message: b"via".to_vec(),
+    };
+    node.requests.send(relay).unwrap();
+    assert_eq!(peer.recv(), (33, vec![here], b"via".to_vec()));
+    assert_eq!(node.metrics.relay_local.load(Ordering::Relaxed), 1);
+}

@@ -218,6 +218,12 @@ impl Links {
         }
     }
 
+    /// Hands `message` for `ids` straight to the directory shards of this node, as if it
+    /// had come back from a msgbus (used while none is reachable, for ids held here).
+    pub fn deliver_here(&self, ids: Vec<i64>, message: &[u8]) {
+        route_to_shards(ids, message, &self.context);
+    }
+
     /// Links that are up.
     pub fn up(&self) -> usize {
         self.links
@@ -417,7 +423,11 @@ fn on_frame(payload: &[u8], context: &LinkContext) {
     if frame.ids.is_empty() {
         return bump(&context.metrics.downstream_bad);
     }
-    let mut ids: Vec<i64> = frame.ids.iter().collect();
+    route_to_shards(frame.ids.iter().collect(), frame.message, context);
+}
+
+/// One `Route` per directory key group of `ids`, to the key's directory shard.
+fn route_to_shards(mut ids: Vec<i64>, message: &[u8], context: &LinkContext) {
     ids.sort_by_key(|&id| route_key(id));
     let shards = &context.shards;
     for group in ids.chunk_by(|a, b| route_key(*a) == route_key(*b)) {
@@ -431,7 +441,7 @@ fn on_frame(payload: &[u8], context: &LinkContext) {
         let msg = FromBus::Route {
             key,
             ids: group.to_vec(),
-            message: frame.message.to_vec(),
+            message: message.to_vec(),
         };
         if shard.send(msg).is_err() {
             bump(&context.metrics.route_dropped);

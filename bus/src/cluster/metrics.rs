@@ -61,6 +61,8 @@ counters! {
     relay_dropped,
     /// Frames taken back from a link that went down (held, then sent on the next link up).
     relay_reclaimed,
+    /// Relays delivered on this comet without a msgbus (none was up; ids held here).
+    relay_local,
     /// Msgbus links established (handshake done).
     link_connects,
     /// Msgbus link connect or handshake failures.

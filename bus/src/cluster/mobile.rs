@@ -253,6 +253,11 @@ impl Sessions {
         Ok(count)
     }
 
+    /// Whether a session of `id` is logged in on this comet.
+    pub fn is_online(&self, id: i64) -> bool {
+        self.online.contains_key(&id)
+    }
+
     /// Undoes a grant a shard could not take.
     pub fn undo(&mut self, store: &mut Store, grant: &LoginGrant) {
         self.logout(store, grant.session);

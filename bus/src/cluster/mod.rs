@@ -18,7 +18,11 @@
 //!   while Redis is unreachable it is retried and logins are refused with 9.
 //! - Logins/logouts: [`mobile`] (leased mobile ids, online/offline scripts, bindings).
 //! - Relays and uploads: upstream frames on a msgbus link ([`links`]); an upload is a
-//!   relay with no ids (the msgbus acks the device with a downstream frame).
+//!   relay with no ids (the msgbus acks the device with a downstream frame). While no
+//!   msgbus link is up, ids held by this comet are delivered here at once and only the
+//!   others wait for a link (held, bounded): terminals on one comet keep talking through a
+//!   msgbus outage. (A device also logged in on another comet misses what is sent meanwhile
+//!   there; a message held from before the outage may arrive after newer local ones.)
 //! - UDP sessions: written behind ([`session`]).
 //! - Admin: bindings belong to the HTTP platform; a push is a `PUBLISH PubCommonMsg:<id>`
 //!   that every comet (this one included) delivers.
@@ -272,6 +276,24 @@ impl Node {
     }
 
     fn relay(&mut self, src: i64, ids: &[i64], message: &[u8]) {
+        let away;
+        let mut ids = ids;
+        if !ids.is_empty() && self.links.up() == 0 {
+            // No msgbus reachable: what this comet holds is delivered here at once; only
+            // the rest waits for a link (those ids never reach a msgbus, so no duplicate).
+            let here;
+            (here, away) = ids
+                .iter()
+                .partition::<Vec<i64>, _>(|&&id| self.sessions.is_online(id));
+            if !here.is_empty() {
+                bump(&self.metrics.relay_local);
+                self.links.deliver_here(here, message);
+                if away.is_empty() {
+                    return;
+                }
+                ids = &away;
+            }
+        }
         let mut frame = Vec::new();
         if Upstream::write(&mut frame, src, ids, message).is_err() {
             return bump(&self.metrics.relay_dropped);
