@@ -1,7 +1,7 @@
 //! Counters of a node: one [`ShardMetrics`] per shard (written only by its shard, with
 //! relaxed atomics: no lock, no contention) and the renderers that read them all for the
 //! status endpoints (`/stat?type=app` with the original's names, `/metrics` in the
-//! Prometheus text format).
+//! Prometheus text format, with the cluster sidecar's counters in cluster mode).
 //!
 //! This module decides nothing; it counts.
 
@@ -126,6 +126,8 @@ counters! {
 pub struct NodeMetrics {
     /// One entry per shard, by shard index.
     pub shards: Arc<[Arc<ShardMetrics>]>,
+    /// The cluster sidecar's counters (cluster mode only): msgbus links, Redis, leases.
+    pub cluster: Option<Arc<bus::cluster::ClusterMetrics>>,
 }
 
 impl NodeMetrics {
@@ -135,6 +137,7 @@ impl NodeMetrics {
             shards: (0..shards)
                 .map(|_| Arc::new(ShardMetrics::default()))
                 .collect(),
+            cluster: None,
         }
     }
 
@@ -217,6 +220,12 @@ impl NodeMetrics {
                 let _ = writeln!(out, "cloudsocket_{name}{{shard=\"{shard}\"}} {}", get(m));
             }
         }
+        if let Some(cluster) = &self.cluster {
+            // Monotonic counters, except the gauges links_up, redis_up and mobile_leases.
+            for (name, value) in cluster.snapshot() {
+                let _ = writeln!(out, "cloudsocket_cluster_{name} {value}");
+            }
+        }
         out
     }
 }
@@ -244,6 +253,24 @@ mod tests {
         assert!(
             prom.contains("cloudsocket_msgs_in_total{shard=\"1\"} 1"),
             "{prom}"
+        );
+    }
+
+    #[test]
+    fn cluster_counters_are_exported_in_cluster_mode() {
+        let mut m = NodeMetrics::new(1);
+        assert!(!m.render_prometheus().contains("cloudsocket_cluster_"));
+        let cluster = Arc::new(bus::cluster::ClusterMetrics::default());
+        cluster.relay_local.fetch_add(3, Ordering::Relaxed);
+        m.cluster = Some(cluster);
+        let text = m.render_prometheus();
+        assert!(
+            text.contains("\ncloudsocket_cluster_relay_local 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ncloudsocket_cluster_links_up 0\n"),
+            "{text}"
         );
     }
 }

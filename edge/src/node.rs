@@ -80,7 +80,10 @@ impl Node {
             n > 0 && n <= 64,
             "between 1 and 64 shards are supported (got {n})"
         );
-        let metrics = NodeMetrics::new(n);
+        let mut metrics = NodeMetrics::new(n);
+        if config.cluster.is_some() {
+            metrics.cluster = Some(Arc::new(bus::cluster::ClusterMetrics::default()));
+        }
         let mut per_shard: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
         let mut ws_addrs = Vec::new();
         if config.ws {
@@ -206,7 +209,7 @@ impl Node {
                             admin: admin_rx,
                             stop: stop_rx,
                             config: side,
-                            metrics: Arc::new(bus::cluster::ClusterMetrics::default()),
+                            metrics: metrics.cluster.clone().unwrap_or_default(),
                         })?
                     }
                 })
