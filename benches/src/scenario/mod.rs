@@ -1,5 +1,6 @@
 //! The `loadgen` scenarios, one module each.
 
+pub mod deadlines;
 pub mod idle;
 pub mod push;
 pub mod relay;
