@@ -480,6 +480,7 @@ fn slow_loris_and_silent_logins_are_closed_on_time() {
     });
     let addr = node.ws_addrs[0];
     // Slow loris: half an upgrade request, then nothing.
+    let opened = std::time::Instant::now();
     let mut loris = std::net::TcpStream::connect(addr).unwrap();
     loris
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -493,6 +494,13 @@ fn slow_loris_and_silent_logins_are_closed_on_time() {
         std::io::Read::read(&mut loris, &mut buf).unwrap_or(0),
         0,
         "slow loris closed without a reply"
+    );
+    // The one-second clock rounds up: a deadline never fires before its time (it did,
+    // by up to a second, before `deadline_in`).
+    assert!(
+        opened.elapsed() >= std::time::Duration::from_secs(1),
+        "closed early: {:?}",
+        opened.elapsed()
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
     assert_eq!(next_data(&mut silent), Some(vec![5]), "login timeout reply");

@@ -152,6 +152,15 @@ impl<T> Slab<T> {
     }
 
     /// The value in `slot` if it is still of `generation`.
+    pub fn get_gen(&self, slot: u32, generation: u32) -> Option<&T> {
+        let entry = self.entry(slot)?;
+        if entry.0 != generation {
+            return None;
+        }
+        entry.1.as_ref()
+    }
+
+    /// The value in `slot` if it is still of `generation`.
     pub fn get_gen_mut(&mut self, slot: u32, generation: u32) -> Option<&mut T> {
         let entry = self.entry_mut(slot)?;
         if entry.0 != generation {

@@ -17,6 +17,7 @@ mod write;
 mod ws;
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,10 @@ const KIND_SHIFT: u32 = 60;
 const KIND_CONN: u64 = 0;
 const KIND_LISTENER: u64 = 1;
 const KIND_UDP: u64 = 2;
+/// Readiness of listeners and of connections not yet logged in handled per turn, after
+/// everything else: a storm of connects or bad logins cannot make a turn long for the
+/// logged-in sessions (the rest waits for the next turn, which comes at once).
+const NEWCOMERS_PER_TURN: usize = 32;
 
 fn conn_token(slot: u32, generation: u32) -> u64 {
     (KIND_CONN << KIND_SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
@@ -98,6 +103,9 @@ pub struct Shard {
     /// Assembly buffer for outgoing frames and server-built messages.
     out: Vec<u8>,
     ready: Vec<Readiness>,
+    /// Readiness of listeners and not-yet-logged-in connections, taken
+    /// [`NEWCOMERS_PER_TURN`] a turn.
+    newcomers: VecDeque<Readiness>,
     /// Connections to read again next turn (their read budget ran out).
     again: Vec<(u32, u32)>,
     /// Connections written to this turn, flushed at its end.
@@ -149,6 +157,7 @@ impl Shard {
             scratch: vec![0; scratch_len],
             out: Vec::with_capacity(4096),
             ready: Vec::with_capacity(256),
+            newcomers: VecDeque::new(),
             again: Vec::new(),
             dirty: Vec::new(),
             buffers: Vec::new(),
@@ -166,6 +175,12 @@ impl Shard {
         self.epoch.elapsed().as_secs() as Secs
     }
 
+    /// The deadline `secs` from now on the one-second clock: it fires between `secs` and
+    /// `secs + 1` seconds later, never before (`now()` rounds the current second down).
+    fn deadline_in(&self, secs: u32) -> Secs {
+        self.now() + secs + 1
+    }
+
     fn unix_now() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -178,10 +193,20 @@ impl Shard {
         self.poller.drain(&mut self.ready);
         let ready = std::mem::take(&mut self.ready);
         for r in &ready {
-            self.on_ready(*r);
+            if self.is_newcomer(r) {
+                self.newcomers.push_back(*r);
+            } else {
+                self.on_ready(*r);
+            }
         }
         self.ready = ready;
         self.reread();
+        for _ in 0..NEWCOMERS_PER_TURN {
+            let Some(r) = self.newcomers.pop_front() else {
+                break;
+            };
+            self.on_ready(r);
+        }
         for _ in 0..1024 {
             match self.inbox.try_recv() {
                 Ok(msg) => self.on_bus(msg),
@@ -196,7 +221,24 @@ impl Shard {
     /// takes, or a peer's queue refused a directory report): the loop must come back
     /// instead of parking, since no wake will come for it.
     fn has_backlog(&self) -> bool {
-        !self.again.is_empty() || !self.inbox.is_empty() || !self.peer_backlog.is_empty()
+        !self.again.is_empty()
+            || !self.inbox.is_empty()
+            || !self.peer_backlog.is_empty()
+            || !self.newcomers.is_empty()
+    }
+
+    /// A listener, or a connection still upgrading or logging in.
+    fn is_newcomer(&self, r: &Readiness) -> bool {
+        match (r.token >> KIND_SHIFT) & 0x7 {
+            KIND_LISTENER => true,
+            KIND_CONN => {
+                let generation = ((r.token >> 32) as u32) & conn::GENERATION_MASK;
+                self.conns
+                    .get_gen(r.token as u32, generation)
+                    .is_some_and(|c| matches!(c.state, conn::State::Handshake | conn::State::Login))
+            }
+            _ => false,
+        }
     }
 
     fn flush_registrations(&mut self) {

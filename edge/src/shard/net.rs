@@ -260,13 +260,26 @@ pub fn close(fd: RawFd) {
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
+/// Connections accepted per listener readiness before the others get their turn.
+const ACCEPTS_PER_CALL: usize = 16;
+
 impl Shard {
-    /// Accepts every pending connection of listener `i`.
+    /// Accepts up to [`ACCEPTS_PER_CALL`] pending connections of listener `i`; when more
+    /// may wait, the listener is queued again behind the other newcomers (no new edge would
+    /// come for them).
     pub(super) fn on_listener_ready(&mut self, i: usize) {
         let Some(listener) = self.listeners.get(i).map(std::os::fd::AsRawFd::as_raw_fd) else {
             return;
         };
-        loop {
+        for n in 0.. {
+            if n == ACCEPTS_PER_CALL {
+                self.newcomers.push_back(crate::poller::Readiness {
+                    token: super::listener_token(i),
+                    readable: true,
+                    writable: false,
+                });
+                break;
+            }
             match accept(listener) {
                 Ok(fd) => self.on_accepted(fd),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -285,7 +298,7 @@ impl Shard {
             close(fd);
             return;
         }
-        let deadline = self.now() + self.config.handshake_timeout_secs;
+        let deadline = self.deadline_in(self.config.handshake_timeout_secs);
         let (slot, generation) = self.conns.insert(Conn::new(fd, deadline));
         if self
             .poller

@@ -184,7 +184,7 @@ impl Shard {
                 if let Some(conn) = self.conns.get_mut(slot) {
                     conn.state = State::Login;
                 }
-                let at = self.now() + self.config.login_timeout_secs;
+                let at = self.deadline_in(self.config.login_timeout_secs);
                 self.set_deadline(slot, at);
                 Some(consumed)
             }
@@ -379,7 +379,7 @@ impl Shard {
         if !self.send_frame(slot, OpCode::Binary, &bytes) {
             return;
         }
-        let at = self.now() + self.read_window(slot);
+        let at = self.deadline_in(self.read_window(slot));
         self.set_deadline(slot, at);
         if session < 0 {
             let users = self

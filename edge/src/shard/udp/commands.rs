@@ -59,7 +59,8 @@ impl Shard {
     }
 
     pub(in crate::shard) fn on_new_session(&mut self, bytes: &[u8], from: SocketAddr) {
-        let (index, now, timeout) = (self.index, self.now(), self.config.udp_timeout_secs);
+        // `now + timeout` is a deadline on the one-second clock: +1 so it never fires early.
+        let (index, now, timeout) = (self.index, self.now(), self.config.udp_timeout_secs + 1);
         let Some(udp) = self.udp.as_mut() else { return };
         if udp.len() >= udp.max_sessions {
             bump(&self.metrics.udp_drop_full);

@@ -266,7 +266,7 @@ impl Shard {
             return None;
         }
         let now = self.now();
-        let timeout = self.config.udp_timeout_secs;
+        let timeout = self.config.udp_timeout_secs + 1; // never early (see deadline_in)
         let udp = self.udp.as_mut()?;
         let Some(&slot) = udp.by_sid.get(sid) else {
             bump(&self.metrics.udp_drop_unknown_session);
