@@ -31,6 +31,10 @@ pub struct StormArgs {
     /// Rounds (the first opens, the rest re-establish).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Pause between rounds, ms (for the target to see the closes before the same ids log
+    /// in again; 0 for refused logins, which hold nothing).
+    #[arg(long, default_value_t = 500)]
+    pub pause_ms: u64,
 }
 
 /// One round.
@@ -105,7 +109,7 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
             conns_per_s: ok as f64 / seconds,
         });
         // Let the target notice the closes before the same ids log in again.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(a.pause_ms));
     }
     drop(_progress);
     for n in notes.iter().take(5) {
