@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::idle::rss_of;
@@ -95,6 +96,27 @@ fn queued_bytes(admin: SocketAddr) -> anyhow::Result<i64> {
         .sum())
 }
 
+/// Polls `fleet` once (up to `timeout_ms`); records each pushed message's latency (its
+/// send time is at byte 36) and returns how many arrived.
+fn read_pushes(
+    fleet: &mut Fleet,
+    timeout_ms: i32,
+    hist: &mut Histogram<u64>,
+) -> anyhow::Result<u64> {
+    let mut got = 0;
+    fleet.poll(
+        timeout_ms,
+        |_, _, p| {
+            if let Some((ts, _)) = msg::parse_at(p, 36) {
+                stats::record(hist, msg::now_ns().saturating_sub(ts));
+                got += 1;
+            }
+        },
+        |_| {},
+    )?;
+    Ok(got)
+}
+
 fn closed(admin: SocketAddr) -> anyhow::Result<(u64, u64)> {
     Ok((
         app_counter(admin, "slow_reader_closed")? as u64,
@@ -153,16 +175,7 @@ pub fn run(a: &StallArgs) -> anyhow::Result<()> {
             Ok(200) => pushes += 1,
             _ => push_errors += 1,
         }
-        healthy.poll(
-            0,
-            |_, _, p| {
-                if let Some((ts, _)) = msg::parse_at(p, 36) {
-                    stats::record(&mut hist, msg::now_ns().saturating_sub(ts));
-                    received += 1;
-                }
-            },
-            |_| {},
-        )?;
+        received += read_pushes(&mut healthy, 0, &mut hist)?;
         if last_sample.elapsed() >= Duration::from_millis(100) {
             last_sample = Instant::now();
             rss_peak = rss_peak.max(rss_of(a.pid)?.0);
@@ -174,16 +187,7 @@ pub fn run(a: &StallArgs) -> anyhow::Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let settle = Instant::now() + Duration::from_secs(2);
     while Instant::now() < settle && received < pushes {
-        healthy.poll(
-            10,
-            |_, _, p| {
-                if let Some((ts, _)) = msg::parse_at(p, 36) {
-                    stats::record(&mut hist, msg::now_ns().saturating_sub(ts));
-                    received += 1;
-                }
-            },
-            |_| {},
-        )?;
+        received += read_pushes(&mut healthy, 10, &mut hist)?;
     }
     std::thread::sleep(settle.saturating_duration_since(Instant::now()));
     let r = StallReport {

@@ -419,25 +419,13 @@ impl Router {
 
     fn emit_groups(&mut self, message: &[u8]) {
         for (link, ids) in &mut self.groups {
-            if ids.is_empty() {
-                continue;
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            let mut frame = Vec::new();
-            if Downstream::write(&mut frame, ids, message).is_ok() {
+            if let Some(frame) = downstream_frame(ids, message) {
                 self.stats.downstream_queued += 1;
                 self.out.push_back(Output::Send { link: *link, frame });
             }
         }
         for (name, ids) in &mut self.waiting {
-            if ids.is_empty() {
-                continue;
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            let mut frame = Vec::new();
-            if Downstream::write(&mut frame, ids, message).is_ok() {
+            if let Some(frame) = downstream_frame(ids, message) {
                 let dropped = self.parked.park(*name, self.now_ms, frame);
                 self.stats.drop_n(DropReason::CometNotLinked, dropped);
             }
@@ -491,6 +479,19 @@ impl Router {
         );
         debug_assert!(self.users.iter().all(|(_, h)| !h.is_empty()));
     }
+}
+
+/// The downstream frame of `message` for `ids` (sorted, deduplicated); `None` when there
+/// are none or it does not encode.
+fn downstream_frame(ids: &mut Vec<i64>, message: &[u8]) -> Option<Vec<u8>> {
+    if ids.is_empty() {
+        return None;
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut frame = Vec::new();
+    Downstream::write(&mut frame, ids, message).ok()?;
+    Some(frame)
 }
 
 /// The ACK for an uploaded direct packet: data-header byte 0 (message byte 24) gets the
