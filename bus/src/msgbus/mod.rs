@@ -107,6 +107,7 @@ impl Config {
                 names_max: 4096,
                 park_ms: 5_000,
                 park_max: 65_536,
+                park_max_bytes: 64 << 20,
             },
         }
     }

@@ -12,16 +12,16 @@
 //!   comet is known to hold falls back to one UDP comet, chosen by the id so it is stable
 //!   (UDP sessions live in Redis, any UDP comet can deliver), if enabled;
 //! * ids whose holder has no link right now (the msgbus just restarted and that comet has
-//!   not dialled back yet) are parked for it, bounded, and sent when its link comes up, or
+//!   not dialled back yet) are parked for it, bounded (frames and bytes), and sent when its
+//!   link comes up, or
 //!   dropped after [`RouterConfig::park_ms`] (the original dropped them at once);
 //! * an upload (`src < 0`, not a forward packet) becomes an [`Upload`] carrying the
 //!   resealed ACK, which comes back as [`Input::Uploaded`] once a broker confirmed it or
 //!   it was spooled, and is then routed to the comet holding the device.
 //!
 //! Does **not** do IO, read the clock ([`Input::Tick`] brings the time), lock or spawn; it
-//! never blocks. It does not know
-//! sockets (links are opaque [`LinkId`]s), Redis, RabbitMQ, or queue depths: the shell
-//! counts what it could not deliver.
+//! never blocks. It does not know sockets (links are opaque [`LinkId`]s), Redis, RabbitMQ,
+//! or queue depths: the shell counts what it could not deliver.
 
 use edge_proto::frame::{DIRECT_DATA_OFFSET, DIRECT_MIN_LEN, DataHeader, seal};
 use edge_proto::link::{CometKind, Downstream, Upstream};
@@ -48,6 +48,8 @@ pub struct RouterConfig {
     pub park_ms: u64,
     /// Most frames parked in all.
     pub park_max: usize,
+    /// Most bytes parked in all.
+    pub park_max_bytes: usize,
 }
 
 /// What happened.
@@ -163,7 +165,7 @@ impl Router {
             udp_links: Vec::new(),
             groups: Vec::new(),
             waiting: Vec::new(),
-            parked: Parked::new(config.park_max),
+            parked: Parked::new(config.park_max, config.park_max_bytes),
             now_ms: 0,
             out: VecDeque::new(),
             stats: RouteStats::default(),
@@ -181,6 +183,8 @@ impl Router {
             Input::Uploaded { src, origin, ack } => self.on_uploaded(src, origin, ack),
             Input::Tick { now_ms } => self.on_tick(now_ms),
         }
+        self.stats.parked = self.parked.len() as u64;
+        self.stats.parked_bytes = self.parked.bytes() as u64;
         self.debug_assert_invariants();
     }
 

@@ -14,6 +14,7 @@ fn router() -> Router {
         names_max: 16,
         park_ms: 5_000,
         park_max: 1_000,
+        park_max_bytes: 1 << 20,
     });
     for (link, name, kind) in [
         (WS_A, "10.0.0.1", CometKind::Ws),
@@ -195,6 +196,7 @@ fn parked_frames_are_bounded() {
         names_max: 4,
         park_ms: 5_000,
         park_max: 2,
+        park_max_bytes: 1 << 20,
     });
     pubkey(&mut r, "18|10.0.0.9|1");
     for message in [b"a", b"b", b"c"] {
@@ -314,6 +316,7 @@ fn name_table_is_bounded() {
         names_max: 2,
         park_ms: 5_000,
         park_max: 1_000,
+        park_max_bytes: 1 << 20,
     });
     pubkey(&mut r, "1|a|1");
     pubkey(&mut r, "2|b|1");

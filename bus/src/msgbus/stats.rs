@@ -76,6 +76,10 @@ pub struct RouteStats {
     pub pubkey_events: u64,
     /// Full reloads of the user map from `Host:*`.
     pub reloads: u64,
+    /// Gauge: frames parked for comets with no link (`Parked`).
+    pub parked: u64,
+    /// Gauge: their bytes (`ParkedBytes`).
+    pub parked_bytes: u64,
     /// Drops by [`DropReason`] (indexed like [`DropReason::ALL`]).
     pub drops: [u64; DropReason::ALL.len()],
 }
@@ -186,6 +190,8 @@ pub fn counters(route: &RouteStats, m: &Metrics, now_ms: u64) -> Vec<(&'static s
                 now_ms.saturating_sub(oldest)
             },
         ),
+        ("Parked", route.parked),
+        ("ParkedBytes", route.parked_bytes),
         ("RedisLoads", load(&m.redis_loads)),
         ("RedisErrors", load(&m.redis_errors)),
     ];
