@@ -38,9 +38,12 @@ pub struct Binds {
     pub devices_of: HashMap<i64, Vec<i64>>,
 }
 
+/// One shard of the session table: id → (connection number, sender) of each session.
+type Sessions = HashMap<i64, Vec<(u64, Tx)>>;
+
 /// Everything shared between connections.
 pub struct Hub {
-    sessions: Vec<Mutex<HashMap<i64, Vec<(u64, Tx)>>>>,
+    sessions: Vec<Mutex<Sessions>>,
     /// Bindings.
     pub binds: RwLock<Binds>,
     mobiles: Mutex<HashMap<i64, u16>>,

@@ -104,6 +104,8 @@ fn unix_now() -> u64 {
 
 async fn connection(hub: Arc<Hub>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    // The callback's shape is tungstenite's; its error type is too.
+    #[allow(clippy::result_large_err)]
     let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == edge_proto::ws::PATH {
             Ok(resp)

@@ -200,11 +200,11 @@ impl Fleet {
             let Some(Some(slot)) = self.slots.get_mut(token) else {
                 continue;
             };
-            if ev.writable {
-                if let Err(e) = slot.client.on_writable("127.0.0.1") {
-                    self.fail(token, format!("connect: {e}"));
-                    continue;
-                }
+            if ev.writable
+                && let Err(e) = slot.client.on_writable("127.0.0.1")
+            {
+                self.fail(token, format!("connect: {e}"));
+                continue;
             }
             if ev.readable {
                 let Some(Some(slot)) = self.slots.get_mut(token) else {

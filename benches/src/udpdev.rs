@@ -78,6 +78,7 @@ pub fn heartbeat(out: &mut Vec<u8>, index: i64, seq: u16, sid: &[u8; 16], device
 
 /// A forward packet (opcode 3) from `device` (session `sid`) to `dst`, `len` ≥ 92 bytes,
 /// carrying a load message stamp at [`FORWARD_BODY`].
+#[allow(clippy::too_many_arguments)] // one per header field of the packet
 pub fn forward(
     out: &mut Vec<u8>,
     seq: u16,

@@ -143,10 +143,10 @@ impl Worker {
 
 /// Runs the scenario.
 pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
-    if let Some(u) = &a.udp_steps {
-        if u.0.len() != a.steps.0.len() {
-            bail!("--udp-steps needs as many entries as --steps");
-        }
+    if let Some(u) = &a.udp_steps
+        && u.0.len() != a.steps.0.len()
+    {
+        bail!("--udp-steps needs as many entries as --steps");
     }
     let base = rss_of(a.pid)?;
     let mut workers: Vec<Worker> = Vec::new();

@@ -99,7 +99,7 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
         let ok: usize = fleets.iter().map(|f| f.ready).sum();
         let failed: usize = fleets.iter().map(|f| f.failed).sum();
         for f in &mut fleets {
-            notes.extend(f.errors.drain(..));
+            notes.append(&mut f.errors);
             f.close_all();
         }
         rounds.push(Round {

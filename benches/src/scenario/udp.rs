@@ -100,6 +100,7 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
     let mut sent_at: Vec<u64> = vec![0; a.sessions];
     while msg::now_ns() < end {
         let mut batch = 0u64;
+        #[allow(clippy::needless_range_loop)] // `i` indexes the session set and `sent_at` alike
         for i in 0..a.sessions {
             let s = &set.sessions[i];
             if s.step < 3 || s.inflight >= a.window {
@@ -137,13 +138,13 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
             )?;
         } else {
             set.drain(&mut buf, |set, idx, reply, _| {
-                if let (Some(i), Some(r)) = (idx, reply) {
-                    if r.msg_id == 0xE5 {
-                        let s = &mut set.sessions[i];
-                        s.inflight = s.inflight.saturating_sub(1);
-                        stats::record(&mut hist, msg::now_ns().saturating_sub(sent_at[i]));
-                        got += 1;
-                    }
+                if let (Some(i), Some(r)) = (idx, reply)
+                    && r.msg_id == 0xE5
+                {
+                    let s = &mut set.sessions[i];
+                    s.inflight = s.inflight.saturating_sub(1);
+                    stats::record(&mut hist, msg::now_ns().saturating_sub(sent_at[i]));
+                    got += 1;
                 }
             });
             // Lost heartbeats: let a session send again after 100 ms of silence.
