@@ -276,24 +276,25 @@ impl Node {
     }
 
     fn relay(&mut self, src: i64, ids: &[i64], message: &[u8]) {
-        let away;
-        let mut ids = ids;
         if !ids.is_empty() && self.links.up() == 0 {
             // No msgbus reachable: what this comet holds is delivered here at once; only
             // the rest waits for a link (those ids never reach a msgbus, so no duplicate).
-            let here;
-            (here, away) = ids
-                .iter()
-                .partition::<Vec<i64>, _>(|&&id| self.sessions.is_online(id));
+            let (here, away): (Vec<i64>, Vec<i64>) =
+                ids.iter().partition(|&&id| self.sessions.is_online(id));
             if !here.is_empty() {
                 bump(&self.metrics.relay_local);
                 self.links.deliver_here(here, message);
-                if away.is_empty() {
-                    return;
+                if !away.is_empty() {
+                    self.send_upstream(src, &away, message);
                 }
-                ids = &away;
+                return;
             }
         }
+        self.send_upstream(src, ids, message);
+    }
+
+    /// Queues `message` for `ids` on a msgbus link (held while none is up).
+    fn send_upstream(&mut self, src: i64, ids: &[i64], message: &[u8]) {
         let mut frame = Vec::new();
         if Upstream::write(&mut frame, src, ids, message).is_err() {
             return bump(&self.metrics.relay_dropped);

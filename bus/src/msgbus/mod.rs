@@ -325,19 +325,14 @@ fn run_router(
             let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
             router.handle_input(Input::Tick { now_ms });
         }
-        let Some(event) = event else {
-            while let Some(output) = router.poll_output() {
-                dispatch(output, &queues, uploads, metrics);
-            }
-            continue;
-        };
         match event {
-            Event::LinkUp {
+            None => {}
+            Some(Event::LinkUp {
                 link,
                 name,
                 kind,
                 queue,
-            } => {
+            }) => {
                 queues.insert(link, queue);
                 router.handle_input(Input::CometUp {
                     link,
@@ -345,27 +340,27 @@ fn run_router(
                     kind,
                 });
             }
-            Event::LinkDown { link } => {
+            Some(Event::LinkDown { link }) => {
                 queues.remove(&link);
                 router.handle_input(Input::CometDown { link });
             }
-            Event::Frame { link, payload } => router.handle_input(Input::Upstream {
+            Some(Event::Frame { link, payload }) => router.handle_input(Input::Upstream {
                 link,
                 payload: &payload,
             }),
-            Event::PubKey(payload) => router.handle_input(Input::PubKey(&payload)),
-            Event::Reload(snapshot) => router.handle_input(Input::Reload(&snapshot)),
-            Event::Uploaded { src, origin, ack } => {
+            Some(Event::PubKey(payload)) => router.handle_input(Input::PubKey(&payload)),
+            Some(Event::Reload(snapshot)) => router.handle_input(Input::Reload(&snapshot)),
+            Some(Event::Uploaded { src, origin, ack }) => {
                 router.handle_input(Input::Uploaded {
                     src,
                     origin,
                     ack: &ack,
                 });
             }
-            Event::Status { query, reply } => {
+            Some(Event::Status { query, reply }) => {
                 let _ = reply.try_send(report(&router, metrics, query));
             }
-            Event::Stop => break,
+            Some(Event::Stop) => break,
         }
         metrics
             .comets

@@ -143,7 +143,8 @@ pub struct Router {
     links: HashMap<LinkId, (NameId, CometKind)>,
     udp_links: Vec<LinkId>,
     groups: Vec<(LinkId, Vec<i64>)>,
-    /// Ids of the frame being routed whose holder has no link, by holder.
+    /// Ids of the frame being routed whose holder has no link, by holder (emptied by
+    /// `emit_groups`).
     waiting: Vec<(NameId, Vec<i64>)>,
     parked: Parked,
     now_ms: u64,
@@ -215,11 +216,6 @@ impl Router {
     /// Number of ids in the user map.
     pub fn user_map_len(&self) -> usize {
         self.users.len()
-    }
-
-    /// Frames parked for comets with no link.
-    pub fn parked_len(&self) -> usize {
-        self.parked.len()
     }
 
     fn on_tick(&mut self, now_ms: u64) {
@@ -308,9 +304,6 @@ impl Router {
         for group in &mut self.groups {
             group.1.clear();
         }
-        for group in &mut self.waiting {
-            group.1.clear();
-        }
         for id in up.ids.iter() {
             self.place(id);
         }
@@ -370,10 +363,7 @@ impl Router {
         for index in 0..self.users.holders(id).len() {
             let name = self.users.holders(id)[index];
             if self.link_for(name, id).is_none() {
-                match self.waiting.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, ids)) => ids.push(id),
-                    None => self.waiting.push((name, vec![id])),
-                }
+                push_grouped(&mut self.waiting, name, id);
                 parked = true;
             }
         }
@@ -415,10 +405,7 @@ impl Router {
     }
 
     fn add_to_group(&mut self, link: LinkId, id: i64) {
-        match self.groups.iter_mut().find(|(l, _)| *l == link) {
-            Some((_, ids)) => ids.push(id),
-            None => self.groups.push((link, vec![id])),
-        }
+        push_grouped(&mut self.groups, link, id);
     }
 
     fn emit_groups(&mut self, message: &[u8]) {
@@ -482,6 +469,14 @@ impl Router {
                 .count()
         );
         debug_assert!(self.users.iter().all(|(_, h)| !h.is_empty()));
+    }
+}
+
+/// Adds `id` to the group of `key`, starting one if there is none.
+fn push_grouped<K: PartialEq>(groups: &mut Vec<(K, Vec<i64>)>, key: K, id: i64) {
+    match groups.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, ids)) => ids.push(id),
+        None => groups.push((key, vec![id])),
     }
 }
 

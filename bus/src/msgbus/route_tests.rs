@@ -139,9 +139,9 @@ fn offline_reset_and_link_loss() {
     r.handle_input(Input::CometDown { link: WS_B });
     upstream(&mut r, UDP_C, 0, &[18, 0], b"m");
     assert_eq!(drain(&mut r).0, []);
-    assert_eq!(r.parked_len(), 1, "waits for 10.0.0.2 to come back");
+    assert_eq!(r.stats().parked, 1, "waits for 10.0.0.2 to come back");
     r.handle_input(Input::Tick { now_ms: 5_001 });
-    assert_eq!(r.parked_len(), 0);
+    assert_eq!(r.stats().parked, 0);
     assert_eq!(r.stats().drops_for(DropReason::CometNotLinked), 1);
     assert_eq!(r.stats().drops_for(DropReason::ZeroId), 1);
     pubkey(&mut r, "garbage");
@@ -184,7 +184,7 @@ fn frames_wait_for_a_holder_that_has_not_linked_yet() {
         ],
         "in order, on the new link"
     );
-    assert_eq!(r.parked_len(), 0);
+    assert_eq!(r.stats().parked, 0);
     r.handle_input(Input::Tick { now_ms: 60_000 });
     assert_eq!(r.stats().drops_for(DropReason::CometNotLinked), 0);
 }
@@ -202,7 +202,7 @@ fn parked_frames_are_bounded() {
     for message in [b"a", b"b", b"c"] {
         upstream(&mut r, WS_A, 0, &[18], message);
     }
-    assert_eq!(r.parked_len(), 2);
+    assert_eq!(r.stats().parked, 2);
     assert_eq!(
         r.stats().drops_for(DropReason::CometNotLinked),
         1,

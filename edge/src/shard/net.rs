@@ -271,26 +271,23 @@ impl Shard {
         let Some(listener) = self.listeners.get(i).map(std::os::fd::AsRawFd::as_raw_fd) else {
             return;
         };
-        for n in 0.. {
-            if n == ACCEPTS_PER_CALL {
-                self.newcomers.push_back(crate::poller::Readiness {
-                    token: super::listener_token(i),
-                    readable: true,
-                    writable: false,
-                });
-                break;
-            }
+        for _ in 0..ACCEPTS_PER_CALL {
             match accept(listener) {
                 Ok(fd) => self.on_accepted(fd),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: leave the rest in the backlog, try again later.
                     eprintln!("shard {}: accept: {e}", self.index);
-                    break;
+                    return;
                 }
             }
         }
+        self.newcomers.push_back(crate::poller::Readiness {
+            token: super::listener_token(i),
+            readable: true,
+            writable: false,
+        });
     }
 
     fn on_accepted(&mut self, fd: RawFd) {

@@ -50,11 +50,7 @@ impl Shard {
     pub(super) fn send_frame(&mut self, slot: u32, opcode: OpCode, payload: &[u8]) -> bool {
         let (head, head_len) = ws::encode_head(opcode, payload.len() as u64);
         let total = head_len + payload.len();
-        let queued = self
-            .conns
-            .get(slot)
-            .map(|c| c.outbox.as_ref().map_or(0, |o| o.len()));
-        let Some(mut queued) = queued else {
+        let Some(mut queued) = self.outbox_len(slot) else {
             return false;
         };
         // Past the shard's budget every blocked reader costs memory the node does not have:
@@ -64,10 +60,7 @@ impl Shard {
         if queued + total > self.config.max_outbound || over_budget {
             // Try the socket first: only a reader that really does not keep up is closed.
             self.flush_conn(slot);
-            queued = self
-                .conns
-                .get(slot)
-                .map_or(0, |c| c.outbox.as_ref().map_or(0, |o| o.len()));
+            queued = self.outbox_len(slot).unwrap_or(0);
             if queued + total > self.config.max_outbound {
                 bump(&self.metrics.slow_reader_closed);
                 self.close(slot, Some(ws::CLOSE_POLICY));
@@ -93,8 +86,7 @@ impl Shard {
             .fetch_add(total as i64, Ordering::Relaxed);
         if over_budget {
             self.flush_conn(slot);
-            let left = self.conns.get(slot).and_then(|c| c.outbox.as_ref());
-            if left.is_some_and(|o| !o.is_empty()) {
+            if self.outbox_len(slot).unwrap_or(0) > 0 {
                 bump(&self.metrics.outbound_budget_closed);
                 self.close(slot, Some(ws::CLOSE_POLICY));
                 return false;
@@ -106,6 +98,12 @@ impl Shard {
             self.dirty.push((slot, generation));
         }
         true
+    }
+
+    /// Bytes queued for the connection in `slot`; `None` when there is none.
+    fn outbox_len(&self, slot: u32) -> Option<usize> {
+        let conn = self.conns.get(slot)?;
+        Some(conn.outbox.as_ref().map_or(0, |o| o.len()))
     }
 
     /// Flushes every connection written to since the last flush.
