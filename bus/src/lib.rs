@@ -1,7 +1,7 @@
 //! `bus`: the msgbus — routing between comets, online state, device uploads.
 //!
 //! Inside a node it runs as a **sidecar thread behind bounded channels**: shards send it
-//! [`messages::ToBus`] requests and receive [`messages::FromBus`] answers in their inbox,
+//! [`messages::ToBus`] requests and receive [`messages::ToShard`] answers in their inbox,
 //! woken through [`messages::Wake`]. The embedded backend ([`embedded`]) keeps online
 //! state, mobile ids and bindings in memory and appends uploads to a log file; the
 //! cluster backend ([`cluster`]) keeps them in Redis and relays through msgbus links;

@@ -90,9 +90,10 @@ pub enum ToBus {
     },
 }
 
-/// Bus sidecar (and admin endpoints) → shard, over the shard's inbox.
+/// What arrives in a shard's inbox: from the bus sidecar, the platform workers, the
+/// status endpoints and the node itself (shutdown). (Shard → shard goes over the mesh.)
 #[derive(Debug)]
-pub enum FromBus {
+pub enum ToShard {
     /// The answer to a [`ToBus::Login`].
     LoginDone {
         /// The connection that asked.
@@ -265,7 +266,7 @@ pub trait Wake: Send + Sync {
 #[derive(Clone)]
 pub struct ShardInbox {
     /// The shard's bounded inbox.
-    pub tx: crossbeam_channel::Sender<FromBus>,
+    pub tx: crossbeam_channel::Sender<ToShard>,
     /// Wakes the shard after a send.
     pub waker: Arc<dyn Wake>,
 }
@@ -273,7 +274,7 @@ pub struct ShardInbox {
 impl ShardInbox {
     /// Puts `msg` in the inbox and wakes the shard; gives the message back when the inbox
     /// is full (the caller counts the drop or retries).
-    pub fn send(&self, msg: FromBus) -> Result<(), FromBus> {
+    pub fn send(&self, msg: ToShard) -> Result<(), ToShard> {
         let result = self.tx.try_send(msg).map_err(|e| e.into_inner());
         self.waker.wake();
         result

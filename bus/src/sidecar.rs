@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, select};
 
 use crate::embedded::{State, UploadLog};
-use crate::messages::{Admin, AdminRequest, FromBus, Payload, ShardInbox, ToBus};
+use crate::messages::{Admin, AdminRequest, ToShard, Payload, ShardInbox, ToBus};
 
 /// The embedded sidecar's inputs and outputs.
 pub struct Embedded {
@@ -51,7 +51,7 @@ fn run(mut side: Embedded) {
     for (device, user) in std::mem::take(&mut side.binds) {
         state.bind(device, user);
     }
-    let mut acks: Vec<(usize, FromBus)> = Vec::new();
+    let mut acks: Vec<(usize, ToShard)> = Vec::new();
     loop {
         select! {
             recv(side.requests) -> msg => match msg {
@@ -77,14 +77,14 @@ fn run(mut side: Embedded) {
     }
 }
 
-fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(usize, FromBus)>) {
+fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(usize, ToShard)>) {
     match msg {
         ToBus::Login { conn, id } => {
             let result = state.login(id);
             if let Some(shard) = side.shards.get(conn.shard as usize)
-                && let Err(FromBus::LoginDone {
+                && let Err(ToShard::LoginDone {
                     result: Ok(grant), ..
-                }) = shard.send(FromBus::LoginDone { conn, result })
+                }) = shard.send(ToShard::LoginDone { conn, result })
             {
                 // The shard could not take the answer: give the mobile id back.
                 state.logout(grant.session);
@@ -109,14 +109,14 @@ fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(us
                 }
                 acks.push((
                     conn.shard as usize,
-                    FromBus::UploadAck { conn, ack: message },
+                    ToShard::UploadAck { conn, ack: message },
                 ));
             }
         }
     }
 }
 
-fn flush_uploads(side: &mut Embedded, acks: &mut Vec<(usize, FromBus)>) {
+fn flush_uploads(side: &mut Embedded, acks: &mut Vec<(usize, ToShard)>) {
     if acks.is_empty() {
         return;
     }
@@ -147,7 +147,7 @@ pub fn expand_push_ids(ids: &[i64]) -> Vec<i64> {
 }
 
 fn admin(state: &mut State, shards: &[ShardInbox], admin: Admin) -> Result<String, String> {
-    let broadcast = |msg: &dyn Fn() -> FromBus| {
+    let broadcast = |msg: &dyn Fn() -> ToShard| {
         let mut missed = 0;
         for shard in shards {
             if shard.send(msg()).is_err() {
@@ -168,7 +168,7 @@ fn admin(state: &mut State, shards: &[ShardInbox], admin: Admin) -> Result<Strin
             if !state.bind(device, user) {
                 return Ok(format!("device {device} already bound to user {user}"));
             }
-            broadcast(&|| FromBus::Binding {
+            broadcast(&|| ToShard::Binding {
                 device,
                 user,
                 bound: true,
@@ -179,7 +179,7 @@ fn admin(state: &mut State, shards: &[ShardInbox], admin: Admin) -> Result<Strin
             if !state.unbind(device, user) {
                 return Err(format!("device {device} is not bound to user {user}"));
             }
-            broadcast(&|| FromBus::Binding {
+            broadcast(&|| ToShard::Binding {
                 device,
                 user,
                 bound: false,
@@ -192,7 +192,7 @@ fn admin(state: &mut State, shards: &[ShardInbox], admin: Admin) -> Result<Strin
                 return Err("no valid destination id".into());
             }
             let body: Arc<[u8]> = body.into();
-            let missed = broadcast(&|| FromBus::Deliver {
+            let missed = broadcast(&|| ToShard::Deliver {
                 ids: ids.clone(),
                 payload: Payload::Push {
                     msg_id,

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bus::cluster::MsgbusSource;
-use bus::messages::{FromBus, ToBus, dir_shard};
+use bus::messages::{ToShard, ToBus, dir_shard};
 use cluster_support::{Harness, WAIT, config, eventually, unique_ip};
 use edge_proto::link::{Downstream, LinkDecoder, LinkItem, Upstream};
 
@@ -82,8 +82,8 @@ impl Peer {
     }
 }
 
-fn route_to(key: i64) -> impl Fn(&FromBus) -> bool {
-    move |m| matches!(m, FromBus::Route { key: k, .. } if *k == key)
+fn route_to(key: i64) -> impl Fn(&ToShard) -> bool {
+    move |m| matches!(m, ToShard::Route { key: k, .. } if *k == key)
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn relays_go_up_and_downstream_frames_come_back_as_routes() {
     for (key, ids) in [(32, vec![33, 34]), (-5, vec![-5])] {
         let shard = dir_shard(key, 2);
         match node.next(shard, route_to(key)) {
-            FromBus::Route {
+            ToShard::Route {
                 ids: got, message, ..
             } => {
                 assert_eq!((got, message), (ids, b"down".to_vec()));
@@ -307,7 +307,7 @@ fn without_a_msgbus_ids_held_here_are_delivered_here_and_the_rest_waits() {
     };
     node.requests.send(relay).unwrap();
     match node.next(dir_shard(here, 2), route_to(here)) {
-        FromBus::Route { ids, message, .. } => {
+        ToShard::Route { ids, message, .. } => {
             assert_eq!((ids, message), (vec![here], b"now".to_vec()));
         }
         _ => unreachable!(),

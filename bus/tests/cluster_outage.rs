@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use bus::messages::{FromBus, Payload};
+use bus::messages::{ToShard, Payload};
 use cluster_support::{Harness, config, eventually, unique_ip, unique_user};
 use redis::Commands;
 
@@ -72,7 +72,7 @@ fn redis_outage_defers_and_recovers() {
         .unwrap();
     let _: i64 = con.publish("PubCommonMsg:1", "16|back").unwrap();
     node.next(0, |m| {
-        matches!(m, FromBus::Deliver { payload: Payload::Push { body, .. }, .. } if &body[..] == b"back")
+        matches!(m, ToShard::Deliver { payload: Payload::Push { body, .. }, .. } if &body[..] == b"back")
     });
     node.stop();
 }

@@ -5,17 +5,17 @@
 
 mod cluster_support;
 
-use bus::messages::{Admin, FromBus, Payload};
+use bus::messages::{Admin, ToShard, Payload};
 use cluster_support::{Harness, config, redis_con, unique_ip, unique_user};
 use redis::Commands;
 
-fn is_push_with(body: &[u8]) -> impl Fn(&FromBus) -> bool + '_ {
-    move |m| matches!(m, FromBus::Deliver { payload: Payload::Push { body: b, .. }, .. } if &b[..] == body)
+fn is_push_with(body: &[u8]) -> impl Fn(&ToShard) -> bool + '_ {
+    move |m| matches!(m, ToShard::Deliver { payload: Payload::Push { body: b, .. }, .. } if &b[..] == body)
 }
 
-fn delivered(msg: FromBus) -> (Vec<i64>, u16) {
+fn delivered(msg: ToShard) -> (Vec<i64>, u16) {
     match msg {
-        FromBus::Deliver {
+        ToShard::Deliver {
             ids,
             payload: Payload::Push { msg_id, .. },
         } => (ids.to_vec(), msg_id),
@@ -76,8 +76,8 @@ fn bind_events_and_password_changes_reach_every_shard() {
         .unwrap();
     for shard in 0..2 {
         let binding = |bound: bool| {
-            move |m: &FromBus| {
-                matches!(m, FromBus::Binding { device: d, user: u, bound: b }
+            move |m: &ToShard| {
+                matches!(m, ToShard::Binding { device: d, user: u, bound: b }
                     if *d == device && *u == user && *b == bound)
             }
         };
@@ -85,7 +85,7 @@ fn bind_events_and_password_changes_reach_every_shard() {
         node.next(shard, binding(false));
         node.next(
             shard,
-            |m| matches!(m, FromBus::Kick { user: u } if *u == user),
+            |m| matches!(m, ToShard::Kick { user: u } if *u == user),
         );
     }
 }

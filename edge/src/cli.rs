@@ -116,6 +116,10 @@ pub struct NodeArgs {
     /// Most UDP sessions held by the node (new sessions beyond it get status 1001).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_udp_sessions: usize,
+    /// Most live sessions of one id (a device logged in over several UDP sessions or
+    /// connections) per shard; a login beyond it ends the oldest (counted).
+    #[arg(long, default_value_t = 4)]
+    pub max_sessions_per_device: usize,
     /// Bind a device to a user at start (`<device>:<user>`, repeatable; embedded node).
     #[arg(long = "bind", value_name = "DEVICE:USER")]
     pub binds: Vec<String>,

@@ -75,6 +75,8 @@ pub struct Config {
     pub udp_timeout_secs: u32,
     /// Most UDP sessions held by the node.
     pub max_udp_sessions: usize,
+    /// Most live sessions of one id on a shard (the oldest is evicted beyond it).
+    pub max_sessions_per_device: usize,
     /// The HTTP device platform's root URL (`--hurl`); `None` = the builtin platform.
     pub platform_url: Option<String>,
     /// This node's name in the cluster (`--lip`), `127.0.0.1` when not given.
@@ -185,6 +187,11 @@ impl Config {
                 "--max-outbound must be at least --max-message".into(),
             ));
         }
+        if args.max_sessions_per_device == 0 || args.max_sessions_per_device > 64 {
+            return Err(ConfigError::Limit(
+                "--max-sessions-per-device must be between 1 and 64".into(),
+            ));
+        }
         if args.max_outbound_shard < args.max_outbound {
             return Err(ConfigError::Limit(
                 "--max-outbound-shard must be at least --max-outbound".into(),
@@ -201,6 +208,7 @@ impl Config {
             udpaddr_http: parse_addr("hhttp", &args.hhttp, lip)?,
             udp_timeout_secs: args.uto.max(1),
             max_udp_sessions: args.max_udp_sessions.max(1),
+            max_sessions_per_device: args.max_sessions_per_device,
             platform_url: Some(args.hurl.trim().to_owned()).filter(|u| !u.is_empty()),
             node_ip: lip.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
             default_salt: salt.is_none(),
@@ -257,6 +265,7 @@ impl Config {
             udpaddr_http: any,
             udp_timeout_secs: 40,
             max_udp_sessions: 100_000,
+            max_sessions_per_device: 4,
             platform_url: None,
             node_ip: "127.0.0.1".into(),
             salt: edge_proto::login::DEFAULT_SALT.as_bytes().to_vec(),

@@ -5,14 +5,16 @@
 //! drives the pure codecs of `edge-proto` and does not define wire formats itself; it
 //! talks to the bus sidecar only through bounded channels.
 //!
-//! Map: [`node`] starts everything; [`shard`] is the per-core event loop (WebSocket
-//! terminals, routing, the directory); [`poller`] gives a shard readiness without a task
-//! per connection; [`wheel`] holds its deadlines; [`status`] serves `/stat`, `/metrics`
-//! and `/admin/*`.
+//! Map: [`node`] starts everything; [`core`] is a shard's state and rules with no IO
+//! (session index, directory slice, UDP session table, timer wheel); [`shard`] is the
+//! per-core event loop around it that moves bytes (sockets, frames, the mesh);
+//! [`poller`] gives a shard readiness without a task per connection; [`status`] serves
+//! `/stat`, `/metrics` and `/admin/*`.
 
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod core;
 pub mod metrics;
 pub mod msg;
 pub mod node;
@@ -21,7 +23,6 @@ pub mod poller;
 mod programs;
 pub mod shard;
 pub mod status;
-pub mod wheel;
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use cli::{Command, NodeArgs};
 
 /// Starts what the command line asks for; returns the process exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
+    programs::abort_on_panic();
     match cli.command {
         None => {
             let args = cli::Cli::try_parse_from_defaults();

@@ -23,6 +23,8 @@ macro_rules! counters {
             pub outbound_queued_bytes: AtomicI64,
             /// Live UDP sessions.
             pub udp_sessions: AtomicI64,
+            /// Longest shard turn seen, microseconds (a gauge, never reset).
+            pub shard_turn_max_us: AtomicU64,
         }
 
         /// Every counter name with its help text, in declaration order.
@@ -119,6 +121,12 @@ counters! {
     udp_expired,
     /// Platform calls refused because the platform queue was full.
     drop_platform_queue_full,
+    /// Oldest sessions ended because their id reached --max-sessions-per-device.
+    sessions_evicted,
+    /// The session index and the records disagreed: a bug caught, logged and recovered from.
+    invariant_broken,
+    /// Shard turns (or ticks) longer than 100 ms.
+    shard_slow_turns,
 }
 
 /// All shards' counters, shared read-only with the status endpoints.
@@ -197,7 +205,7 @@ impl NodeMetrics {
             }
         }
         type Gauge = (&'static str, &'static str, fn(&ShardMetrics) -> i64);
-        let gauges: [Gauge; 4] = [
+        let gauges: [Gauge; 5] = [
             ("udp_sessions", "Live UDP device sessions.", |m| {
                 m.udp_sessions.load(Ordering::Relaxed)
             }),
@@ -211,6 +219,11 @@ impl NodeMetrics {
                 "outbound_queued_bytes",
                 "Bytes queued for blocked writers.",
                 |m| m.outbound_queued_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "shard_turn_max_us",
+                "Longest shard turn or tick seen, microseconds.",
+                |m| m.shard_turn_max_us.load(Ordering::Relaxed) as i64,
             ),
         ];
         for (name, help, get) in gauges {

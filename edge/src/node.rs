@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use bus::messages::{AdminRequest, FromBus, ShardInbox, Wake};
+use bus::messages::{AdminRequest, ToShard, ShardInbox, Wake};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -131,7 +131,7 @@ impl Node {
         let mut inboxes = Vec::new();
         for (i, (listeners, udp)) in per_shard.into_iter().zip(udp_fds).enumerate() {
             let poller = Poller::new()?;
-            let (tx, rx): (Sender<FromBus>, Receiver<FromBus>) = bounded(QUEUE);
+            let (tx, rx): (Sender<ToShard>, Receiver<ToShard>) = bounded(QUEUE);
             inboxes.push(ShardInbox {
                 tx,
                 waker: Arc::new(poller.waker()),
@@ -276,7 +276,7 @@ impl Node {
         // Leave ZooKeeper first, so nobody is sent here while we drain.
         drop(self.zookeeper.take());
         for inbox in &self.inboxes {
-            let _ = inbox.send(FromBus::Shutdown);
+            let _ = inbox.send(ToShard::Shutdown);
         }
         for shard in self.shards.drain(..) {
             let _ = shard.join();

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bus::messages::{FromBus, PlatformAnswer, PlatformCall, PlatformRequest, ShardInbox};
+use bus::messages::{ToShard, PlatformAnswer, PlatformCall, PlatformRequest, ShardInbox};
 use crossbeam_channel::Receiver;
 use md5::{Digest, Md5};
 
@@ -90,7 +90,7 @@ pub fn spawn(
                     for request in requests.iter() {
                         let answer = platform.answer(&request.call);
                         if let Some(shard) = shards.get(request.conn.shard as usize) {
-                            let _ = shard.send(FromBus::Platform {
+                            let _ = shard.send(ToShard::Platform {
                                 conn: request.conn,
                                 answer,
                             });

@@ -359,7 +359,7 @@ async fn ask_shards(shards: &[bus::messages::ShardInbox], device: i64) -> Option
     let mut asked = 0;
     for shard in shards {
         if shard
-            .send(bus::messages::FromBus::AddrQuery {
+            .send(bus::messages::ToShard::AddrQuery {
                 device,
                 reply: tx.clone(),
             })

@@ -1,7 +1,7 @@
 //! Msgbus links (original §9): one thread per link dials the msgbus (local side bound to
 //! the node's `--lip`, so the msgbus keys it by that IP), does the one-byte handshake and
 //! writes the frames queued for it; a reader thread per connection turns downstream frames
-//! into [`FromBus::Route`] for the directory shard of each id group.
+//! into [`ToShard::Route`] for the directory shard of each id group.
 //!
 //! A link that drops or fails to dial is re-dialled with a backoff (100 ms doubling to
 //! 1 s, back to 100 ms once a link stayed up a second) — the original re-dialled only on a
@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use edge_proto::link::{CometKind, DEFAULT_MAX_PAYLOAD, Downstream, LinkDecoder, LinkItem};
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
-use crate::messages::{FromBus, ShardInbox, dir_shard, route_key};
+use crate::messages::{ToShard, ShardInbox, dir_shard, route_key};
 
 /// Frames queued per link.
 pub const LINK_QUEUE_FRAMES: usize = 4096;
@@ -438,7 +438,7 @@ fn route_to_shards(mut ids: Vec<i64>, message: &[u8], context: &LinkContext) {
         let Some(shard) = shards.get(dir_shard(key, shards.len())) else {
             continue;
         };
-        let msg = FromBus::Route {
+        let msg = ToShard::Route {
             key,
             ids: group.to_vec(),
             message: message.to_vec(),

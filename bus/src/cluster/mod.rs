@@ -10,7 +10,7 @@
 //!  msgbus list ──▶       │ frames (4096/link)
 //!                        ▼
 //!                  link threads (1 per msgbus × kind) ──tcp──▶ msgbus
-//!                  link reader threads ──FromBus::Route──▶ directory shard
+//!                  link reader threads ──ToShard::Route──▶ directory shard
 //!  Redis pub/sub ─▶ subscriber thread ──Deliver/Binding/Kick──▶ every shard
 //! ```
 //!
@@ -61,7 +61,7 @@ use mobile::Sessions;
 use session::SessionWrites;
 use store::Store;
 
-use crate::messages::{Admin, AdminRequest, FromBus, ShardInbox, ToBus};
+use crate::messages::{Admin, AdminRequest, ToShard, ShardInbox, ToBus};
 
 /// How often sessions are flushed and deferred work retried.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -244,12 +244,12 @@ impl Node {
                     Err(mobile::REPLY_WRONG_ID) => bump(&self.metrics.logins_refused),
                     Err(_) => bump(&self.metrics.logins_redis_error),
                 }
-                let answer = FromBus::LoginDone { conn, result };
+                let answer = ToShard::LoginDone { conn, result };
                 let refused = match self.shards.get(usize::from(conn.shard)) {
                     Some(shard) => shard.send(answer).err(),
                     None => Some(answer),
                 };
-                if let Some(FromBus::LoginDone {
+                if let Some(ToShard::LoginDone {
                     result: Ok(grant), ..
                 }) = refused
                 {

@@ -22,7 +22,7 @@ use edge_proto::pubsub::{
 };
 
 use super::metrics::{ClusterMetrics, bump};
-use crate::messages::{FromBus, Payload, ShardInbox};
+use crate::messages::{ToShard, Payload, ShardInbox};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -109,7 +109,7 @@ fn on_message(sub: &Subscriber, channel: &str, payload: &[u8]) {
             return bump(&sub.metrics.pubsub_bad);
         };
         bump(&sub.metrics.bindings);
-        broadcast(sub, &|| FromBus::Binding {
+        broadcast(sub, &|| ToShard::Binding {
             device: event.device,
             user: event.user,
             bound: event.bind,
@@ -119,7 +119,7 @@ fn on_message(sub: &Subscriber, channel: &str, payload: &[u8]) {
             return bump(&sub.metrics.pubsub_bad);
         };
         bump(&sub.metrics.kicks);
-        broadcast(sub, &|| FromBus::Kick { user });
+        broadcast(sub, &|| ToShard::Kick { user });
     } else if channel.starts_with(PUB_COMMON_MSG_PREFIX) {
         on_push(sub, channel, payload);
     }
@@ -137,7 +137,7 @@ fn on_push(sub: &Subscriber, channel: &str, payload: &[u8]) {
     bump(&sub.metrics.pushes);
     let ids: Arc<[i64]> = ids.into();
     let body: Arc<[u8]> = msg.body.into();
-    broadcast(sub, &|| FromBus::Deliver {
+    broadcast(sub, &|| ToShard::Deliver {
         ids: ids.clone(),
         payload: Payload::Push {
             msg_id,
@@ -160,7 +160,7 @@ pub(crate) fn expand_push(ids: impl Iterator<Item = i64>, pusher: bool) -> Vec<i
     out
 }
 
-fn broadcast(sub: &Subscriber, msg: &dyn Fn() -> FromBus) {
+fn broadcast(sub: &Subscriber, msg: &dyn Fn() -> ToShard) {
     for shard in sub.shards.iter() {
         if shard.send(msg()).is_err() {
             bump(&sub.metrics.broadcast_dropped);

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bus::cluster::{Cluster, ClusterConfig, ClusterMetrics, MsgbusSource, spawn_cluster};
-use bus::messages::{Admin, AdminRequest, ConnRef, FromBus, LoginGrant, ShardInbox, ToBus, Wake};
+use bus::messages::{Admin, AdminRequest, ConnRef, ToShard, LoginGrant, ShardInbox, ToBus, Wake};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 #[path = "../support/testenv.rs"]
@@ -29,7 +29,7 @@ impl Wake for NoWake {
 pub struct Harness {
     pub requests: Sender<ToBus>,
     pub admin: Sender<AdminRequest>,
-    pub inboxes: Vec<Receiver<FromBus>>,
+    pub inboxes: Vec<Receiver<ToShard>>,
     pub metrics: Arc<ClusterMetrics>,
     pub node_ip: String,
     stop: Option<Sender<()>>,
@@ -130,9 +130,9 @@ impl Harness {
     pub fn login(&self, id: i64) -> Result<LoginGrant, u8> {
         let conn = Self::conn(0, 1);
         self.requests.send(ToBus::Login { conn, id }).unwrap();
-        let answer = self.next(0, |m| matches!(m, FromBus::LoginDone { .. }));
+        let answer = self.next(0, |m| matches!(m, ToShard::LoginDone { .. }));
         match answer {
-            FromBus::LoginDone { conn: got, result } => {
+            ToShard::LoginDone { conn: got, result } => {
                 assert_eq!(got, conn);
                 result
             }
@@ -147,7 +147,7 @@ impl Harness {
 
     /// The next message on `shard`'s inbox that `wanted` accepts (others are skipped:
     /// pushes of other tests arrive everywhere); panics after [`WAIT`].
-    pub fn next(&self, shard: usize, wanted: impl Fn(&FromBus) -> bool) -> FromBus {
+    pub fn next(&self, shard: usize, wanted: impl Fn(&ToShard) -> bool) -> ToShard {
         let deadline = Instant::now() + WAIT;
         loop {
             match self.inboxes[shard].recv_deadline(deadline) {

@@ -1,15 +1,14 @@
-//! A shard's connection records: the slab they live in and the per-shard session index.
+//! A shard's WebSocket connection record: what the shell keeps per socket.
 //!
-//! A connection is a small plain record (`Conn`, under a hundred bytes) in a slab; an
-//! idle connection owns no buffer (the optional boxes are only filled while a partial
-//! frame or a blocked write is pending). Sessions with the same id (several logins of one
-//! device, say) are chained through the records, so the index is one map entry per id.
+//! A connection is a small plain record (`Conn`, under a hundred bytes) in the core's
+//! slab; an idle connection owns no buffer (the optional boxes are only filled while a
+//! partial frame or a blocked write is pending). Which sessions hold an id is the core's
+//! session index (`core::sessions`), not a field of the record.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 
-use crate::wheel::Secs;
+pub use crate::core::slab::{GENERATION_MASK, IdMap, Slab};
+use crate::core::wheel::Secs;
 
 /// Where a WebSocket connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +47,6 @@ pub struct Conn {
     pub timeout_secs: u32,
     /// Login id before login; session id after (mobile id for phones, device id for devices).
     pub id: i64,
-    /// Next record with the same session id (`NONE` ends the chain).
-    pub next: u32,
     /// Phones: bound devices; devices: bound users (base ids).
     pub bound: Box<[i64]>,
     /// Bytes of an incomplete request or frame, kept between reads. (Boxed: 8 bytes in
@@ -60,9 +57,6 @@ pub struct Conn {
     #[allow(clippy::box_collection)]
     pub outbox: Option<Box<Vec<u8>>>,
 }
-
-/// The end of a session chain.
-pub const NONE: u32 = u32::MAX;
 
 impl Conn {
     /// A fresh connection waiting for its upgrade.
@@ -77,7 +71,6 @@ impl Conn {
             mobile: 0,
             timeout_secs: 0,
             id: 0,
-            next: NONE,
             bound: Box::new([]),
             carry: None,
             outbox: None,
@@ -85,176 +78,9 @@ impl Conn {
     }
 }
 
-/// Slot storage with generations, so a stale reference never reaches a new occupant.
-///
-/// Slots live in fixed chunks of [`CHUNK`] entries allocated as needed, never in one
-/// growing vector: a table of N records costs N records plus at most one chunk, instead
-/// of up to 2N while a doubling vector is half empty (this is most of an idle session's
-/// cost), and no record moves.
-pub struct Slab<T> {
-    chunks: Vec<Vec<(u32, Option<T>)>>,
-    free: Vec<u32>,
-    len: usize,
-}
-
-/// Entries per chunk of a [`Slab`].
-pub const CHUNK: usize = 1024;
-
-impl<T> Default for Slab<T> {
-    fn default() -> Self {
-        Slab {
-            chunks: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<T> Slab<T> {
-    fn entry(&self, slot: u32) -> Option<&(u32, Option<T>)> {
-        self.chunks
-            .get(slot as usize / CHUNK)?
-            .get(slot as usize % CHUNK)
-    }
-
-    fn entry_mut(&mut self, slot: u32) -> Option<&mut (u32, Option<T>)> {
-        self.chunks
-            .get_mut(slot as usize / CHUNK)?
-            .get_mut(slot as usize % CHUNK)
-    }
-
-    /// Stores `value`; returns its slot and generation.
-    pub fn insert(&mut self, value: T) -> (u32, u32) {
-        self.len += 1;
-        if let Some(slot) = self.free.pop()
-            && let Some(entry) = self.entry_mut(slot)
-        {
-            entry.1 = Some(value);
-            return (slot, entry.0);
-        }
-        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
-        }
-        let index = self.chunks.len() - 1;
-        let chunk = &mut self.chunks[index];
-        chunk.push((0, Some(value)));
-        ((index * CHUNK + chunk.len() - 1) as u32, 0)
-    }
-
-    /// The value in `slot`, if occupied.
-    pub fn get(&self, slot: u32) -> Option<&T> {
-        self.entry(slot)?.1.as_ref()
-    }
-
-    /// The value in `slot`, if occupied.
-    pub fn get_mut(&mut self, slot: u32) -> Option<&mut T> {
-        self.entry_mut(slot)?.1.as_mut()
-    }
-
-    /// The value in `slot` if it is still of `generation`.
-    pub fn get_gen(&self, slot: u32, generation: u32) -> Option<&T> {
-        let entry = self.entry(slot)?;
-        if entry.0 != generation {
-            return None;
-        }
-        entry.1.as_ref()
-    }
-
-    /// The value in `slot` if it is still of `generation`.
-    pub fn get_gen_mut(&mut self, slot: u32, generation: u32) -> Option<&mut T> {
-        let entry = self.entry_mut(slot)?;
-        if entry.0 != generation {
-            return None;
-        }
-        entry.1.as_mut()
-    }
-
-    /// The generation of `slot` (of its current or next occupant).
-    pub fn generation(&self, slot: u32) -> u32 {
-        self.entry(slot).map_or(0, |e| e.0)
-    }
-
-    /// Frees `slot`, bumping its generation.
-    pub fn remove(&mut self, slot: u32) -> Option<T> {
-        let entry = self.entry_mut(slot)?;
-        let value = entry.1.take()?;
-        entry.0 = (entry.0 + 1) & GENERATION_MASK;
-        self.free.push(slot);
-        self.len -= 1;
-        Some(value)
-    }
-
-    /// Every occupied slot index.
-    pub fn slots(&self) -> Vec<u32> {
-        let entries = self.chunks.iter().flatten();
-        entries
-            .enumerate()
-            .filter(|(_, e)| e.1.is_some())
-            .map(|(i, _)| i as u32)
-            .collect()
-    }
-}
-
-/// Generations fit in 30 bits so a readiness token keeps two bits for its kind.
-pub const GENERATION_MASK: u32 = (1 << 30) - 1;
-
-/// A fast hasher for terminal ids (multiplicative; ids are authenticated, not free input).
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_i64(&mut self, id: i64) {
-        self.0 = (self.0 ^ id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.write_i64(id as i64);
-    }
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 31)
-    }
-}
-
-/// A map keyed by terminal id.
-pub type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slab_generations_guard_reuse() {
-        let mut slab = Slab::default();
-        let (a, ga) = slab.insert("a");
-        assert_eq!(slab.remove(a), Some("a"));
-        let (b, gb) = slab.insert("b");
-        assert_eq!(a, b);
-        assert_ne!(ga, gb);
-        assert!(slab.get_gen_mut(a, ga).is_none());
-        assert_eq!(slab.get_gen_mut(b, gb), Some(&mut "b"));
-        assert_eq!(slab.len, 1);
-    }
-
-    #[test]
-    fn slab_spans_chunks() {
-        let mut slab = Slab::default();
-        let slots: Vec<u32> = (0..(CHUNK as u32 * 2 + 5))
-            .map(|i| slab.insert(i).0)
-            .collect();
-        assert_eq!(slots[CHUNK + 3], CHUNK as u32 + 3);
-        assert_eq!(
-            slab.get(CHUNK as u32 * 2 + 4),
-            Some(&(CHUNK as u32 * 2 + 4))
-        );
-        assert_eq!(slab.remove(CHUNK as u32), Some(CHUNK as u32));
-        assert_eq!(slab.insert(7).0, CHUNK as u32, "freed slots are reused");
-        assert_eq!(slab.slots().len(), CHUNK * 2 + 5);
-        assert!(slab.get(u32::MAX).is_none());
-    }
 
     #[test]
     fn conn_record_is_small() {

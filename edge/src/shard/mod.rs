@@ -12,6 +12,7 @@
 mod conn;
 mod net;
 mod route;
+mod sessions;
 mod udp;
 mod write;
 mod ws;
@@ -23,7 +24,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bus::messages::{FromBus, ToBus};
+use bus::messages::{ToShard, ToBus};
 use crossbeam_channel::{Receiver, Sender};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::io::BufferedFile;
@@ -32,7 +33,9 @@ use crate::config::Config;
 use crate::metrics::ShardMetrics;
 use crate::msg::PeerMsg;
 use crate::poller::{Poller, Readiness};
-use crate::wheel::{Entry, Secs, Wheel};
+use crate::core::ShardCore;
+use crate::core::sessions::Handle;
+use crate::core::wheel::{Entry, Secs, Wheel};
 pub use conn::IdMap;
 use conn::{Conn, Slab};
 
@@ -45,6 +48,8 @@ const KIND_UDP: u64 = 2;
 /// everything else: a storm of connects or bad logins cannot make a turn long for the
 /// logged-in sessions (the rest waits for the next turn, which comes at once).
 const NEWCOMERS_PER_TURN: usize = 32;
+/// A turn (or tick) longer than this is counted (`shard_slow_turns`) and logged.
+const SLOW_TURN: Duration = Duration::from_millis(100);
 
 fn conn_token(slot: u32, generation: u32) -> u64 {
     (KIND_CONN << KIND_SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
@@ -61,7 +66,7 @@ pub struct ShardParts {
     /// The readiness ring (created before the thread, so sidecars hold its waker).
     pub poller: Poller,
     /// Messages from the bus sidecar.
-    pub inbox: Receiver<FromBus>,
+    pub inbox: Receiver<ToShard>,
     /// Requests to the bus sidecar.
     pub bus: Sender<ToBus>,
     /// This shard's counters.
@@ -80,7 +85,7 @@ pub struct Shard {
     count: usize,
     config: Arc<Config>,
     poller: Poller,
-    inbox: Receiver<FromBus>,
+    inbox: Receiver<ToShard>,
     bus: Sender<ToBus>,
     metrics: Arc<ShardMetrics>,
     peers: Option<Senders<PeerMsg>>,
@@ -90,12 +95,8 @@ pub struct Shard {
     udp: Option<udp::UdpSide>,
     platform: Sender<bus::messages::PlatformRequest>,
     conns: Slab<Conn>,
-    /// Session id → first record of its chain.
-    sessions: IdMap<u32>,
-    /// Directory key → local sessions under it.
-    keys: IdMap<u32>,
-    /// For the keys this shard is the directory of: key → bitmask of shards holding it.
-    directory: IdMap<u64>,
+    /// The session index and this shard's directory slice (sans IO).
+    core: ShardCore,
     wheel: Wheel,
     epoch: Instant,
     /// Read buffer shared by every connection of the shard.
@@ -117,8 +118,8 @@ pub struct Shard {
     due: Vec<Entry>,
     /// Reused destination list (no allocation per relayed message).
     dests: Vec<i64>,
-    /// Reused session-slot list for delivery.
-    slots: Vec<u32>,
+    /// Reused session list for delivery.
+    slots: Vec<Handle>,
     /// Reused buffer for a relayed datagram (no allocation per forward message).
     relay: Vec<u8>,
     /// Descriptors to close once their polls are removed (after the next submit).
@@ -132,6 +133,7 @@ impl Shard {
     pub fn new(parts: ShardParts) -> Self {
         let scratch_len = (2 * (parts.config.max_message + 14)).max(64 * 1024);
         let max_udp_sessions = parts.config.max_udp_sessions;
+        let max_per_id = parts.config.max_sessions_per_device;
         Shard {
             index: parts.index,
             count: parts.count,
@@ -149,9 +151,7 @@ impl Shard {
             }),
             platform: parts.platform,
             conns: Slab::default(),
-            sessions: IdMap::default(),
-            keys: IdMap::default(),
-            directory: IdMap::default(),
+            core: ShardCore::new(parts.index, parts.count, max_per_id),
             wheel: Wheel::new(),
             epoch: Instant::now(),
             scratch: vec![0; scratch_len],
@@ -190,6 +190,26 @@ impl Shard {
     /// One batch: readiness, inbox, backlog, then hand registrations to the kernel and
     /// close what was closed.
     fn turn(&mut self) {
+        let started = Instant::now();
+        self.turn_inner();
+        self.account_turn(started, "turn");
+    }
+
+    /// Records a turn's length: the longest in `shard_turn_max_us`, a slow one counted
+    /// and logged with the shard's index.
+    fn account_turn(&self, started: Instant, what: &str) {
+        let took = started.elapsed();
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.metrics
+            .shard_turn_max_us
+            .fetch_max(us, std::sync::atomic::Ordering::Relaxed);
+        if took > SLOW_TURN {
+            crate::metrics::bump(&self.metrics.shard_slow_turns);
+            eprintln!("shard {}: slow {what}: {} ms", self.index, took.as_millis());
+        }
+    }
+
+    fn turn_inner(&mut self) {
         self.poller.drain(&mut self.ready);
         let ready = std::mem::take(&mut self.ready);
         for r in &ready {
@@ -277,35 +297,42 @@ impl Shard {
         }
     }
 
-    fn on_bus(&mut self, msg: FromBus) {
+    fn on_bus(&mut self, msg: ToShard) {
         match msg {
-            FromBus::LoginDone { conn, result } if conn.slot & udp::UDP_BIT != 0 => {
+            ToShard::LoginDone { conn, result } if conn.slot & udp::UDP_BIT != 0 => {
                 self.on_udp_login_done(conn, result)
             }
-            FromBus::LoginDone { conn, result } => self.on_login_done(conn, result),
-            FromBus::Platform { conn, answer } => self.on_platform(conn, answer),
-            FromBus::UploadAck { conn, ack } => {
+            ToShard::LoginDone { conn, result } => self.on_login_done(conn, result),
+            ToShard::Platform { conn, answer } => self.on_platform(conn, answer),
+            ToShard::UploadAck { conn, ack } => {
                 if self.conns.get_gen_mut(conn.slot, conn.generation).is_some() {
                     self.send_message(conn.slot, &ack);
                 }
             }
-            FromBus::Binding {
+            ToShard::Binding {
                 device,
                 user,
                 bound,
             } => self.on_binding(device, user, bound),
-            FromBus::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
-            FromBus::Route { key, ids, message } => self.resolve(key, &ids, &message),
-            FromBus::Kick { user } => self.kick_user(user),
-            FromBus::AddrQuery { device, reply } => {
-                let _ = reply.try_send(self.device_addr(device));
+            ToShard::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
+            ToShard::Route { key, ids, message } => self.resolve(key, &ids, &message),
+            ToShard::Kick { user } => self.kick_user(user),
+            ToShard::AddrQuery { device, reply } => {
+                let addr = self.device_addr(device);
+                let _ = reply.try_send(addr);
             }
-            FromBus::Shutdown => self.begin_shutdown(),
+            ToShard::Shutdown => self.begin_shutdown(),
         }
     }
 
     /// The one-second tick: deadlines.
     fn on_tick(&mut self) {
+        let started = Instant::now();
+        self.expire_due();
+        self.account_turn(started, "tick");
+    }
+
+    fn expire_due(&mut self) {
         let now = self.now();
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now, &mut due);
@@ -499,9 +526,11 @@ fn spawn_peer_receivers(
         tasks.push(glommio::spawn_local(async move {
             while let Some(msg) = rx.recv().await {
                 let mut s = shard.borrow_mut();
+                let started = Instant::now();
                 s.on_peer(msg);
                 // Drain what else is queued before registering changes.
                 s.flush_registrations();
+                s.account_turn(started, "mesh message");
             }
         }));
     }

@@ -13,8 +13,6 @@ use edge_proto::id;
 use edge_proto::status::StatusType;
 
 use super::Shard;
-use super::conn::NONE;
-use super::udp::UDP_BIT;
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 
@@ -114,12 +112,8 @@ impl Shard {
     pub(super) fn kick_user(&mut self, user: i64) {
         let mut slots = Vec::new();
         for mobile in id::mobile_ids(user) {
-            slots.clear();
-            self.session_slots(mobile, &mut slots);
-            for &slot in &slots {
-                if slot & UDP_BIT != 0 {
-                    continue;
-                }
+            self.live_holders(mobile, &mut slots);
+            for slot in slots.iter().filter(|h| !h.is_udp()).map(|h| h.slot) {
                 let mut message = Vec::with_capacity(48);
                 edge_proto::status::write_status_message(
                     &mut message,
@@ -137,7 +131,7 @@ impl Shard {
 
     /// At the directory shard of `key`: hand the message to each holder.
     pub(super) fn resolve(&mut self, key: i64, ids: &[i64], payload: &[u8]) {
-        let mask = self.directory.get(&key).copied().unwrap_or(0);
+        let mask = self.core.directory.mask(key);
         if mask == 0 {
             bump(&self.metrics.drop_no_destination);
             return;
@@ -217,7 +211,7 @@ impl Shard {
                 present,
                 ack,
             } => {
-                self.apply_directory(key, shard as usize, present);
+                self.core.on_report(key, shard as usize, present);
                 if let Some((slot, generation)) = ack {
                     self.send_peer(shard as usize, PeerMsg::DirectoryAck { slot, generation });
                 }
@@ -226,137 +220,12 @@ impl Shard {
         }
     }
 
-    fn apply_directory(&mut self, key: i64, shard: usize, present: bool) {
-        let bit = 1u64 << shard;
-        if present {
-            *self.directory.entry(key).or_default() |= bit;
-        } else if let Some(mask) = self.directory.get_mut(&key) {
-            *mask &= !bit;
-            if *mask == 0 {
-                self.directory.remove(&key);
-            }
-        }
-    }
-
-    /// Reports a 0 → 1 or 1 → 0 transition of `key` to its directory shard. With `ack`,
-    /// returns false when the entry is remote: the caller waits for a `DirectoryAck`.
-    fn report_directory(&mut self, key: i64, present: bool, ack: Option<(u32, u32)>) -> bool {
-        let dir = dir_shard(key, self.count);
-        if dir == self.index {
-            self.apply_directory(key, self.index, present);
-            return true;
-        }
-        let msg = PeerMsg::Directory {
-            key,
-            shard: self.index as u16,
-            present,
-            ack,
-        };
-        self.send_peer(dir, msg);
-        ack.is_none()
-    }
-
-    /// Adds a logged-in connection to the session index (and the directory). Returns true
-    /// when the session can be reached from every shard now; false when its login must
-    /// wait for the directory shard's `DirectoryAck`.
-    pub(super) fn register_session(&mut self, slot: u32, session: i64) -> bool {
-        let head = self.sessions.insert(session, slot).unwrap_or(NONE);
-        self.set_chain_next(slot, head);
-        let key = route_key(session);
-        let count = self.keys.entry(key).or_default();
-        *count += 1;
-        if *count == 1 {
-            let generation = if slot & UDP_BIT != 0 {
-                self.udp.as_ref().map_or(0, |u| u.generation(slot))
-            } else {
-                self.conns.generation(slot)
-            };
-            return self.report_directory(key, true, Some((slot, generation)));
-        }
-        true
-    }
-
-    /// Removes a connection from the session index (and the directory).
-    pub(super) fn unregister_session(&mut self, slot: u32, session: i64) {
-        let next = self.chain_next(slot);
-        let head = self.sessions.get(&session).copied().unwrap_or(NONE);
-        if head == slot {
-            if next == NONE {
-                self.sessions.remove(&session);
-            } else {
-                self.sessions.insert(session, next);
-            }
-        } else {
-            let mut at = head;
-            while at != NONE {
-                let Some(conn) = self.conns.get_mut(at) else {
-                    break;
-                };
-                if conn.next == slot {
-                    conn.next = next;
-                    break;
-                }
-                at = conn.next;
-            }
-        }
-        let key = route_key(session);
-        if let Some(count) = self.keys.get_mut(&key) {
-            *count -= 1;
-            if *count == 0 {
-                self.keys.remove(&key);
-                self.report_directory(key, false, None);
-            }
-        }
-    }
-
-    /// The next slot in a session chain (WebSocket record or UDP session).
-    fn chain_next(&self, slot: u32) -> u32 {
-        if slot & UDP_BIT != 0 {
-            self.udp
-                .as_ref()
-                .and_then(|u| u.session(slot))
-                .map_or(NONE, |s| s.next)
-        } else {
-            self.conns.get(slot).map_or(NONE, |c| c.next)
-        }
-    }
-
-    fn set_chain_next(&mut self, slot: u32, next: u32) {
-        if slot & UDP_BIT != 0 {
-            if let Some(session) = self.udp.as_mut().and_then(|u| u.session_mut(slot)) {
-                session.next = next;
-            }
-        } else if let Some(conn) = self.conns.get_mut(slot) {
-            conn.next = next;
-        }
-    }
-
-    fn bound_mut(&mut self, slot: u32) -> Option<&mut Box<[i64]>> {
-        if slot & UDP_BIT != 0 {
-            self.udp
-                .as_mut()
-                .and_then(|u| u.session_mut(slot))
-                .map(|s| &mut s.bound)
-        } else {
-            self.conns.get_mut(slot).map(|c| &mut c.bound)
-        }
-    }
-
-    pub(super) fn session_slots(&self, session: i64, out: &mut Vec<u32>) {
-        let mut at = self.sessions.get(&session).copied().unwrap_or(NONE);
-        while at != NONE {
-            out.push(at);
-            at = self.chain_next(at);
-        }
-    }
-
     fn deliver_raw(&mut self, ids: &[i64], bytes: &[u8]) {
         let mut slots = std::mem::take(&mut self.slots);
         for &id in ids {
-            slots.clear();
-            self.session_slots(id, &mut slots);
-            for &slot in &slots {
-                self.send_message(slot, bytes);
+            self.live_holders(id, &mut slots);
+            for h in &slots {
+                self.send_message(h.slot, bytes);
             }
         }
         self.slots = slots;
@@ -370,8 +239,7 @@ impl Shard {
                 let mut slots = Vec::new();
                 let mut message = Vec::with_capacity(36 + body.len());
                 for &id in ids {
-                    slots.clear();
-                    self.session_slots(id, &mut slots);
+                    self.live_holders(id, &mut slots);
                     if slots.is_empty() {
                         continue;
                     }
@@ -388,11 +256,11 @@ impl Shard {
                         bump(&self.metrics.drop_no_destination);
                         return;
                     }
-                    for &slot in &slots {
-                        let sent = if slot & UDP_BIT != 0 {
-                            self.udp_push(slot, *msg_id, body)
+                    for h in &slots {
+                        let sent = if h.is_udp() {
+                            self.udp_push(h.slot, *msg_id, body)
                         } else {
-                            self.send_message(slot, &message)
+                            self.send_message(h.slot, &message)
                         };
                         if sent {
                             bump(&self.metrics.pushes_out);
@@ -425,15 +293,14 @@ impl Shard {
     pub(super) fn on_binding(&mut self, device: i64, user: i64, bound: bool) {
         let mut slots = Vec::new();
         for mobile in id::mobile_ids(user) {
-            self.session_slots(mobile, &mut slots);
+            self.live_holders(mobile, &mut slots);
+            for h in &slots {
+                update_bound(self.bound_mut(h.slot), device, bound);
+            }
         }
-        for &slot in &slots {
-            update_bound(&mut self.bound_mut(slot), device, bound);
-        }
-        slots.clear();
-        self.session_slots(device, &mut slots);
-        for &slot in &slots {
-            update_bound(&mut self.bound_mut(slot), user, bound);
+        self.live_holders(device, &mut slots);
+        for h in &slots {
+            update_bound(self.bound_mut(h.slot), user, bound);
         }
         let kind = if bound {
             StatusType::DeviceBound
@@ -460,7 +327,7 @@ impl Shard {
     }
 }
 
-fn update_bound(list: &mut Option<&mut Box<[i64]>>, id: i64, bound: bool) {
+fn update_bound(list: Option<&mut Box<[i64]>>, id: i64, bound: bool) {
     let Some(list) = list else { return };
     let mut ids: Vec<i64> = list.to_vec();
     if bound && !ids.contains(&id) {
@@ -468,7 +335,7 @@ fn update_bound(list: &mut Option<&mut Box<[i64]>>, id: i64, bound: bool) {
     } else if !bound {
         ids.retain(|&x| x != id);
     }
-    **list = ids.into_boxed_slice();
+    *list = ids.into_boxed_slice();
 }
 
 #[cfg(test)]

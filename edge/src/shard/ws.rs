@@ -15,6 +15,7 @@ use edge_proto::ws::{self, OpCode};
 
 use super::Shard;
 use super::conn::State;
+use crate::core::sessions::Handle;
 use super::net::{self, send2};
 use crate::metrics::bump;
 
@@ -336,14 +337,26 @@ impl Shard {
         c.mobile = grant.mobile;
         c.state = State::Joining;
         c.bound = grant.bound.into_boxed_slice();
-        if self.register_session(slot, grant.session) {
-            self.finish_login(slot);
+        match self.join_session(Handle::ws(slot, conn.generation), grant.session) {
+            Ok(true) => self.finish_login(slot),
+            Ok(false) => {}
+            Err(_) => {
+                // Not indexed: give the grant back and refuse, as for a full bus queue.
+                if let Some(c) = self.conns.get_mut(slot) {
+                    c.state = State::LoginPending;
+                }
+                let _ = self.bus.try_send(ToBus::Logout {
+                    session: grant.session,
+                });
+                bump(&self.metrics.login_server_error);
+                self.refuse(slot, LoginReply::ServerError);
+            }
         }
     }
 
     /// The directory shard confirmed the entry a login waited for.
     pub(super) fn on_directory_ack(&mut self, slot: u32, generation: u32) {
-        if slot & super::udp::UDP_BIT != 0 {
+        if Handle::ws(slot, generation).is_udp() {
             let live = self
                 .udp
                 .as_ref()
@@ -436,19 +449,10 @@ impl Shard {
         if matches!(conn.state, State::Online | State::Joining) {
             let (session, online) = (conn.id, conn.state == State::Online);
             let bound = conn.bound.to_vec();
-            self.unregister_session(slot, session);
-            if self.bus.try_send(ToBus::Logout { session }).is_err() {
-                bump(&self.metrics.drop_bus_queue_full);
-            }
+            let handle = Handle::ws(slot, self.conns.generation(slot));
+            self.session_ended(handle, session, online, &bound);
             if online {
                 self.metrics.ws_online.fetch_sub(1, Ordering::Relaxed);
-            }
-            if online && session < 0 {
-                self.send_device_status(
-                    session,
-                    &bound,
-                    edge_proto::status::StatusType::DeviceOffline,
-                );
             }
         }
         let Some(conn) = self.conns.remove(slot) else {

@@ -8,10 +8,10 @@ use edge_proto::device::{self, Request, Sid};
 use edge_proto::status::StatusType;
 
 use super::super::Shard;
-use super::super::conn::NONE;
-use super::{Joining, Pending, UDP_BIT, UdpSession};
+use super::{Joining, Pending, UDP_BIT};
+use crate::core::sessions::Handle;
 use crate::metrics::bump;
-use crate::wheel::Entry;
+use crate::core::wheel::Entry;
 
 impl Shard {
     pub(in crate::shard) fn on_direct(&mut self, bytes: &[u8], from: SocketAddr) {
@@ -28,7 +28,7 @@ impl Shard {
             Request::Upload { .. } => {
                 let conn = ConnRef {
                     shard: self.index as u16,
-                    slot: NONE,
+                    slot: u32::MAX,
                     generation: 0,
                 };
                 if self
@@ -60,41 +60,27 @@ impl Shard {
 
     pub(in crate::shard) fn on_new_session(&mut self, bytes: &[u8], from: SocketAddr) {
         // `now + timeout` is a deadline on the one-second clock: +1 so it never fires early.
-        let (index, now, timeout) = (self.index, self.now(), self.config.udp_timeout_secs + 1);
+        let index = self.index;
+        let deadline = self.now() + self.config.udp_timeout_secs + 1;
         let Some(udp) = self.udp.as_mut() else { return };
-        if udp.len() >= udp.max_sessions {
+        let opened = udp
+            .new_sid(index)
+            .ok()
+            .and_then(|sid| Some((sid, udp.table.open(sid, from, deadline).ok()?)));
+        let Some((sid, (slot, generation))) = opened else {
             bump(&self.metrics.udp_drop_full);
             let body = device::new_session_body(device::STATUS_SERVER_ERROR, &Sid([0; 16]));
             self.udp_reply(from, bytes, &body);
             return;
-        }
-        let Ok(sid) = udp.new_sid(index) else { return };
-        let session = UdpSession {
-            sid,
-            addr: from,
-            device: 0,
-            sidx: 0,
-            ridx: 0,
-            deadline: now + timeout,
-            scheduled: now + timeout,
-            next: NONE,
-            bound: Box::new([]),
-            pending: None,
-            joining: None,
-            written: 0,
         };
-        let (slot, generation) = udp.sessions.insert(session);
-        udp.by_sid.insert(sid.0, slot);
         self.metrics
             .udp_sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.wheel.insert(
-            now + timeout,
-            Entry {
-                slot: slot | UDP_BIT,
-                generation,
-            },
-        );
+        let entry = Entry {
+            slot: slot | UDP_BIT,
+            generation,
+        };
+        self.wheel.insert(deadline, entry);
         self.write_behind(slot, true);
         let body = device::new_session_body(device::STATUS_OK, &sid);
         self.udp_reply(from, bytes, &body);
@@ -147,7 +133,7 @@ impl Shard {
         let Some(conn) = self.udp_ref(slot) else {
             return;
         };
-        if let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) {
+        if let Some(session) = self.udp.as_mut().and_then(|u| u.table.get_mut(slot)) {
             session.pending = Some(Box::new(Pending { header, mac }));
         }
         if self
@@ -171,7 +157,7 @@ impl Shard {
         let Some(session) = self
             .udp
             .as_mut()
-            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+            .and_then(|u| u.table.get_mut(slot & !UDP_BIT))
         else {
             return;
         };
@@ -189,7 +175,7 @@ impl Shard {
         let live = self
             .udp
             .as_mut()
-            .and_then(|u| u.sessions.get_gen_mut(slot, conn.generation))
+            .and_then(|u| u.table.get_gen_mut(slot, conn.generation))
             .is_some();
         if !live {
             return;
@@ -248,7 +234,7 @@ impl Shard {
         let Some(session) = self
             .udp
             .as_mut()
-            .and_then(|u| u.sessions.get_gen_mut(slot, conn.generation))
+            .and_then(|u| u.table.get_gen_mut(slot, conn.generation))
         else {
             return;
         };
@@ -265,25 +251,33 @@ impl Shard {
                 });
             }
         };
-        let previous = session.device;
+        let handle = Handle::udp(slot, conn.generation);
+        let previous = std::mem::take(&mut session.device);
         if previous != 0 {
-            self.unregister_session(slot | UDP_BIT, previous);
+            self.leave_session(handle, previous);
         }
-        let Some(udp) = self.udp.as_mut() else { return };
-        let Some(session) = udp.sessions.get_mut(slot) else {
+        bump(&self.metrics.udp_logins);
+        let joined = self.join_session(handle, grant.session);
+        let Some(session) = self.udp.as_mut().and_then(|u| u.table.get_mut(slot)) else {
             return;
         };
+        if joined.is_err() {
+            session.bound = Box::new([]);
+            return self.finish_pending(slot, |_, sid| {
+                device::login_body(
+                    device::STATUS_SERVER_ERROR,
+                    sid,
+                    device::HEARTBEAT_INTERVAL_SECS,
+                )
+                .to_vec()
+            });
+        }
         session.device = grant.session;
         session.bound = grant.bound.into_boxed_slice();
-        let device_id = session.device;
-        bump(&self.metrics.udp_logins);
-        let joining = Joining {
+        session.joining = Some(Joining {
             fresh: previous == 0,
-        };
-        if let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) {
-            session.joining = Some(joining);
-        }
-        if self.register_session(slot | UDP_BIT, device_id) {
+        });
+        if joined == Ok(true) {
             self.finish_udp_login(slot);
         }
     }
@@ -292,7 +286,7 @@ impl Shard {
     /// users it is online.
     pub(in crate::shard) fn finish_udp_login(&mut self, slot: u32) {
         let slot = slot & !UDP_BIT;
-        let Some(session) = self.udp.as_mut().and_then(|u| u.sessions.get_mut(slot)) else {
+        let Some(session) = self.udp.as_mut().and_then(|u| u.table.get_mut(slot)) else {
             return;
         };
         let Some(joining) = session.joining.take() else {

@@ -9,8 +9,6 @@
 //! per datagram on the heartbeat path. Platform calls (register, login, rename) go to the
 //! platform workers and are answered when they reply. Expiry is on the shard's wheel.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,16 +17,16 @@ use bus::messages::ConnRef;
 use edge_proto::device::{self, Sid};
 
 use super::Shard;
-use super::conn::{IdHasher, Slab};
+use crate::core::udp::{Accept, UdpTable};
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
-use crate::wheel::Secs;
 
 mod commands;
 mod relay;
 
-/// Marks a session-index slot as a UDP session (WebSocket slots never reach it).
-pub const UDP_BIT: u32 = 1 << 31;
+pub use crate::core::sessions::UDP_BIT;
+pub use crate::core::udp::{Joining, Pending, UdpSession};
+
 /// Datagrams read per `recvmmsg`.
 const BATCH: usize = 32;
 /// Largest datagram handled (longer ones are dropped as malformed, never truncated).
@@ -36,59 +34,13 @@ const DGRAM: usize = 4096;
 /// Datagrams sent per `sendmmsg`.
 const OUT_BATCH: usize = 64;
 
-/// One device session.
-#[derive(Debug)]
-pub struct UdpSession {
-    /// The session id handed out at `0xE0`.
-    pub sid: Sid,
-    /// Where the device was last heard from.
-    pub addr: SocketAddr,
-    /// The device id once logged in (0 before).
-    pub device: i64,
-    /// Last sequence number used towards the device.
-    pub sidx: u16,
-    /// Last sequence number accepted from the device.
-    pub ridx: u16,
-    /// Expiry (`--uto` after the last accepted packet).
-    pub deadline: Secs,
-    /// Earliest pending wheel entry (0: none).
-    pub scheduled: Secs,
-    /// Next session-index slot with the same device id.
-    pub next: u32,
-    /// Users (base ids) bound to the device.
-    pub bound: Box<[i64]>,
-    /// The request awaiting a platform or bus answer (only while one is pending).
-    pub pending: Option<Box<Pending>>,
-    /// Set while a login waits for the directory shard's acknowledgement.
-    pub joining: Option<Joining>,
-    /// Cluster mode: when the session was last written behind to Redis (0: never).
-    pub written: Secs,
-}
-
-/// A login waiting for its directory entry.
-#[derive(Debug, Clone, Copy)]
-pub struct Joining {
-    /// The session was not logged in before (its users get the online status).
-    pub fresh: bool,
-}
-
-/// What a reply to a pending request needs.
-#[derive(Debug)]
-pub struct Pending {
-    /// The request's first 36 bytes (echoed in the reply).
-    pub header: [u8; 36],
-    /// The request's MAC (echoed by the rename reply).
-    pub mac: [u8; 8],
-}
-
-/// The UDP state of a shard.
+/// The UDP side of a shard: its socket and buffers around the core's session table.
 pub struct UdpSide {
     fd: OwnedFd,
-    sessions: Slab<UdpSession>,
-    by_sid: HashMap<[u8; 16], u32, BuildHasherDefault<IdHasher>>,
+    /// The sessions (sans IO: sid index, sequence and expiry rules).
+    table: UdpTable,
     bufs: Vec<u8>,
     random: Vec<u8>,
-    max_sessions: usize,
     /// Datagrams to send at the end of the batch (one `sendmmsg`): bytes, then
     /// `(start, len, to)` per datagram.
     out: Vec<u8>,
@@ -100,11 +52,9 @@ impl UdpSide {
     pub fn new(fd: OwnedFd, max_sessions: usize) -> Self {
         UdpSide {
             fd,
-            sessions: Slab::default(),
-            by_sid: HashMap::default(),
+            table: UdpTable::new(max_sessions),
             bufs: vec![0; BATCH * DGRAM],
             random: Vec::new(),
-            max_sessions,
             out: Vec::with_capacity(64 * 1024),
             out_msgs: Vec::with_capacity(OUT_BATCH),
         }
@@ -113,12 +63,6 @@ impl UdpSide {
     /// The socket descriptor (for readiness).
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
-    }
-
-    /// Live sessions.
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.by_sid.len()
     }
 
     fn new_sid(&mut self, shard: usize) -> io::Result<Sid> {
@@ -134,19 +78,24 @@ impl UdpSide {
         Ok(Sid(sid))
     }
 
-    /// The generation of session `slot` (without the UDP bit).
+    /// The session table.
+    pub fn table(&self) -> &UdpTable {
+        &self.table
+    }
+
+    /// The generation of session `slot` (with or without the UDP bit).
     pub fn generation(&self, slot: u32) -> u32 {
-        self.sessions.generation(slot & !UDP_BIT)
+        self.table.generation(slot & !UDP_BIT)
     }
 
-    /// The session of `slot` (without the UDP bit).
+    /// The session of `slot` (with or without the UDP bit).
     pub fn session(&self, slot: u32) -> Option<&UdpSession> {
-        self.sessions.get(slot & !UDP_BIT)
+        self.table.get(slot & !UDP_BIT)
     }
 
-    /// The session of `slot` (without the UDP bit), mutably.
+    /// The session of `slot` (with or without the UDP bit), mutably.
     pub fn session_mut(&mut self, slot: u32) -> Option<&mut UdpSession> {
-        self.sessions.get_mut(slot & !UDP_BIT)
+        self.table.get_mut(slot & !UDP_BIT)
     }
 }
 
@@ -156,7 +105,7 @@ impl Shard {
         Some(ConnRef {
             shard: self.index as u16,
             slot: slot | UDP_BIT,
-            generation: udp.sessions.generation(slot & !UDP_BIT),
+            generation: udp.generation(slot),
         })
     }
 
@@ -249,56 +198,29 @@ impl Shard {
         bytes: &[u8],
         from: SocketAddr,
     ) -> Option<u32> {
-        let owner = sid[15] as usize;
-        if owner != self.index {
-            if owner >= self.count {
-                bump(&self.metrics.udp_drop_unknown_session);
-            } else {
-                bump(&self.metrics.udp_handed_over);
-                self.send_peer(
-                    owner,
-                    PeerMsg::Datagram {
-                        from,
-                        bytes: bytes.to_vec(),
-                    },
-                );
-            }
-            return None;
-        }
-        let now = self.now();
-        let timeout = self.config.udp_timeout_secs + 1; // never early (see deadline_in)
+        let here = (self.index, self.count);
+        // `now + timeout` on the one-second clock: +1 so it never expires early.
+        let deadline = self.now() + self.config.udp_timeout_secs + 1;
         let udp = self.udp.as_mut()?;
-        let Some(&slot) = udp.by_sid.get(sid) else {
-            bump(&self.metrics.udp_drop_unknown_session);
-            return None;
-        };
-        let session = udp.sessions.get_mut(slot)?;
-        if !device::seq_accepts(session.ridx, seq) {
-            bump(&self.metrics.udp_drop_stale_seq);
-            return None;
+        match udp.table.accept(here, sid, seq, from, deadline) {
+            Accept::Mine { slot, moved } => {
+                self.write_behind(slot, moved);
+                Some(slot)
+            }
+            Accept::Handover(owner) => {
+                bump(&self.metrics.udp_handed_over);
+                let bytes = bytes.to_vec();
+                self.send_peer(owner, PeerMsg::Datagram { from, bytes });
+                None
+            }
+            Accept::Unknown => {
+                bump(&self.metrics.udp_drop_unknown_session);
+                None
+            }
+            Accept::StaleSeq => {
+                bump(&self.metrics.udp_drop_stale_seq);
+                None
+            }
         }
-        session.ridx = seq;
-        session.deadline = now + timeout;
-        let moved = session.addr != from;
-        if moved {
-            session.addr = from;
-        }
-        self.write_behind(slot, moved);
-        Some(slot)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_record_is_small() {
-        let size = std::mem::size_of::<(u32, Option<UdpSession>)>();
-        eprintln!(
-            "udp session slot: {size} B, SocketAddr {} B",
-            std::mem::size_of::<SocketAddr>()
-        );
-        assert!(size <= 128, "{size}");
     }
 }

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 
 use bus::messages::ToBus;
 use edge_proto::frame;
-use edge_proto::status::StatusType;
 
 use super::super::Shard;
 use super::UDP_BIT;
+use crate::core::sessions::Handle;
 use crate::metrics::bump;
-use crate::wheel::{Entry, Secs};
+use crate::core::wheel::{Entry, Secs};
 
 impl Shard {
     /// A forward message from a device (opcode 3): relayed to its users' phones by the
@@ -28,7 +28,7 @@ impl Shard {
         let Some(slot) = self.accept_session(&sid, seq, bytes, from) else {
             return;
         };
-        let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot)) else {
+        let Some(session) = self.udp.as_ref().and_then(|u| u.table.get(slot)) else {
             return;
         };
         if session.device == 0 {
@@ -63,7 +63,7 @@ impl Shard {
         let Some(session) = self
             .udp
             .as_mut()
-            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+            .and_then(|u| u.table.get_mut(slot & !UDP_BIT))
         else {
             return false;
         };
@@ -90,7 +90,7 @@ impl Shard {
         let Some(session) = self
             .udp
             .as_mut()
-            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+            .and_then(|u| u.table.get_mut(slot & !UDP_BIT))
         else {
             return false;
         };
@@ -126,7 +126,7 @@ impl Shard {
         let Some(session) = self
             .udp
             .as_mut()
-            .and_then(|u| u.sessions.get_mut(slot & !UDP_BIT))
+            .and_then(|u| u.table.get_mut(slot & !UDP_BIT))
         else {
             return;
         };
@@ -156,7 +156,7 @@ impl Shard {
         let Some(session) = self
             .udp
             .as_mut()
-            .and_then(|u| u.sessions.get_gen_mut(slot, entry.generation))
+            .and_then(|u| u.table.get_gen_mut(slot, entry.generation))
         else {
             return;
         };
@@ -170,43 +170,44 @@ impl Shard {
         self.remove_udp_session(slot);
     }
 
-    /// `udpaddr`: the address of this shard's session of `device`, if it holds one.
-    pub(in crate::shard) fn device_addr(&self, device: i64) -> Option<SocketAddr> {
-        let mut slots = Vec::new();
-        self.session_slots(device, &mut slots);
+    /// `udpaddr`: the address of this shard's newest live UDP session of `device`, if
+    /// it holds one.
+    pub(in crate::shard) fn device_addr(&mut self, device: i64) -> Option<SocketAddr> {
+        let mut slots = std::mem::take(&mut self.slots);
+        self.live_holders(device, &mut slots);
         let udp = self.udp.as_ref()?;
-        slots
+        let addr = slots
             .iter()
-            .filter(|&&s| s & UDP_BIT != 0)
-            .find_map(|&s| udp.session(s).map(|session| session.addr))
+            .rev()
+            .filter(|h| h.is_udp())
+            .find_map(|h| udp.session(h.slot).map(|session| session.addr));
+        self.slots = slots;
+        addr
     }
 
     /// Ends a session: logout, offline status to its users, release.
     pub(in crate::shard) fn remove_udp_session(&mut self, slot: u32) {
-        let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot)) else {
+        let Some(udp) = self.udp.as_ref() else { return };
+        let Some(session) = udp.table.get(slot) else {
             return;
         };
+        let handle = Handle::udp(slot, udp.table.generation(slot));
         let (device_id, users, announced) = (
             session.device,
             session.bound.to_vec(),
             session.joining.is_none(),
         );
         if device_id != 0 {
-            self.unregister_session(slot | UDP_BIT, device_id);
-            if self
-                .bus
-                .try_send(ToBus::Logout { session: device_id })
-                .is_err()
-            {
-                bump(&self.metrics.drop_bus_queue_full);
-            }
-            if announced {
-                self.send_device_status(device_id, &users, StatusType::DeviceOffline);
-            }
+            self.session_ended(handle, device_id, announced, &users);
         }
-        if self.config.cluster.is_some()
-            && let Some(session) = self.udp.as_ref().and_then(|u| u.sessions.get(slot))
-        {
+        let Some(udp) = self.udp.as_mut() else { return };
+        let Some(session) = udp.table.remove(slot) else {
+            return;
+        };
+        self.metrics
+            .udp_sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if self.config.cluster.is_some() {
             let gone = ToBus::UdpSessionGone {
                 sid: session.sid.0,
                 device: device_id,
@@ -214,13 +215,6 @@ impl Shard {
             if self.bus.try_send(gone).is_err() {
                 bump(&self.metrics.drop_bus_queue_full);
             }
-        }
-        let Some(udp) = self.udp.as_mut() else { return };
-        if let Some(session) = udp.sessions.remove(slot) {
-            udp.by_sid.remove(&session.sid.0);
-            self.metrics
-                .udp_sessions
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

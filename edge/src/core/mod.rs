@@ -1,0 +1,139 @@
+//! The shard core: the state of one shard and the rules that change it, sans IO.
+//!
+//! Owns: which local sessions hold each id and the per-id cap (`sessions`), this shard's
+//! slice of the partitioned directory (`directory`), the UDP session table with its
+//! sequence, NAT-rebinding and expiry rules (`udp`), the slot storage (`slab`) and the
+//! timer wheel (`wheel`). [`ShardCore`] ties the index to the directory: a session that
+//! joins or leaves yields the directory report to send, and reports from other shards
+//! are applied here.
+//!
+//! Does not own: sockets, buffers, the clock, glommio, channels. Time comes in as
+//! arguments; what must go out (a report to another shard, a session to evict) comes
+//! back as return values for the shell (`crate::shard`) to carry out. This is what the
+//! model-based tests drive (`edge/tests/core_model.rs`), N cores at a time, against a
+//! deliberately naive reference.
+//!
+//! Not yet moved here (the shell still decides them): the WebSocket connection life
+//! (upgrade, login, deadlines), bindings of live sessions, and outbox accounting.
+
+pub mod directory;
+pub mod sessions;
+pub mod slab;
+pub mod udp;
+pub mod wheel;
+
+pub use bus::messages::{dir_shard, route_key};
+use directory::Directory;
+use sessions::{Handle, IndexError, SessionIndex};
+
+/// A directory report: shard `from` tells the directory shard `to` that it now holds
+/// (or no longer holds) sessions under `key`. Never dropped: the shell queues it in
+/// order when the mesh is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// The directory shard of `key`.
+    pub to: usize,
+    /// The key.
+    pub key: i64,
+    /// Holds sessions under it now.
+    pub present: bool,
+}
+
+/// The session state of one shard.
+#[derive(Debug)]
+pub struct ShardCore {
+    index: usize,
+    count: usize,
+    /// Local sessions by id.
+    pub sessions: SessionIndex,
+    /// The keys this shard is the directory of.
+    pub directory: Directory,
+}
+
+impl ShardCore {
+    /// Shard `index` of `count`, with at most `max_per_id` sessions per id.
+    pub fn new(index: usize, count: usize, max_per_id: usize) -> Self {
+        ShardCore {
+            index,
+            count,
+            sessions: SessionIndex::new(max_per_id),
+            directory: Directory::default(),
+        }
+    }
+
+    /// This shard's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The number of shards.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The directory shard of `key`.
+    pub fn dir_shard(&self, key: i64) -> usize {
+        dir_shard(key, self.count)
+    }
+
+    /// A session logged in as `id`. `Ok(None)`: every shard can reach it now.
+    /// `Ok(Some(report))`: the first local session of its key, whose directory is on
+    /// another shard: send the report (and wait for its acknowledgement before telling
+    /// the terminal it is online). Evict [`SessionIndex::oldest_if_full`] first.
+    pub fn join(&mut self, id: i64, handle: Handle) -> Result<Option<Report>, IndexError> {
+        let first = self.sessions.insert(id, handle)?;
+        Ok(first.then(|| self.report(route_key(id), true)).flatten())
+    }
+
+    /// A session of `id` ended (closed, expired, evicted, or logged in as another id).
+    /// `Ok(Some(report))`: the last local session of its key went; send the report.
+    pub fn leave(&mut self, id: i64, handle: Handle) -> Result<Option<Report>, IndexError> {
+        let last = self.sessions.remove(id, handle)?;
+        Ok(last.then(|| self.report(route_key(id), false)).flatten())
+    }
+
+    /// A report from shard `from` (this shard is the directory of `key`).
+    pub fn on_report(&mut self, key: i64, from: usize, present: bool) {
+        self.directory.apply(key, from, present);
+    }
+
+    /// Applies a transition of `key` in place, or returns the report for its directory.
+    fn report(&mut self, key: i64, present: bool) -> Option<Report> {
+        let to = self.dir_shard(key);
+        if to == self.index {
+            self.directory.apply(key, self.index, present);
+            return None;
+        }
+        Some(Report { to, key, present })
+    }
+
+    /// The shards holding sessions under `key`, read at its directory shard (this one).
+    pub fn holders_of_key(&self, key: i64) -> impl Iterator<Item = usize> + '_ {
+        let mask = self.directory.mask(key);
+        (0..self.count).filter(move |s| mask & (1 << s) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_session_of_a_key_report() {
+        let mut shards: Vec<ShardCore> = (0..3).map(|i| ShardCore::new(i, 3, 4)).collect();
+        let key = (1..).map(|u| u * 16).find(|&k| dir_shard(k, 3) == 2).unwrap();
+        let h = Handle::ws(0, 0);
+        let report = shards[0].join(key + 1, h).unwrap().unwrap();
+        assert_eq!(report, Report { to: 2, key, present: true });
+        assert_eq!(shards[0].join(key + 2, Handle::ws(1, 0)), Ok(None));
+        shards[2].on_report(key, 0, true);
+        assert_eq!(shards[2].holders_of_key(key).collect::<Vec<_>>(), [0]);
+        assert_eq!(shards[0].leave(key + 2, Handle::ws(1, 0)), Ok(None));
+        let gone = shards[0].leave(key + 1, h).unwrap().unwrap();
+        assert!(!gone.present);
+        // A key whose directory is here is applied in place.
+        let own = (1..).map(|u| -u).find(|&k| dir_shard(k, 3) == 1).unwrap();
+        assert_eq!(shards[1].join(own, Handle::udp(0, 0)), Ok(None));
+        assert_eq!(shards[1].directory.mask(own), 0b10);
+    }
+}

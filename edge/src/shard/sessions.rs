@@ -1,0 +1,160 @@
+//! The shell's side of the session index: carrying out what `core::ShardCore` decides
+//! when a session joins or leaves (directory reports over the mesh, evicting the oldest
+//! session of an id at the cap), and checking each holder against its record before
+//! anything is written to it.
+//!
+//! A holder whose record is gone, reused or logged in as another id is an invariant
+//! broken: it is counted (`invariant_broken`), logged with the shard's index, taken out
+//! of the index, and never written to.
+
+use edge_proto::status::StatusType;
+
+use super::Shard;
+use super::conn::State;
+use crate::core::Report;
+use crate::core::sessions::{Handle, IndexError};
+use crate::metrics::bump;
+use crate::msg::PeerMsg;
+
+impl Shard {
+    /// Indexes a logged-in session of `id` and reports a new key to its directory. At
+    /// `--max-sessions-per-device` the id's oldest local session is ended first. Ok(true)
+    /// when every shard can reach the session now; Ok(false) when its login must wait
+    /// for the directory shard's `DirectoryAck`; Err when the index refused it (counted).
+    pub(super) fn join_session(&mut self, handle: Handle, id: i64) -> Result<bool, IndexError> {
+        // Bounded: each round ends one session; the cap is at most 64.
+        for _ in 0..=self.config.max_sessions_per_device {
+            let Some(oldest) = self.core.sessions.oldest_if_full(id) else {
+                break;
+            };
+            bump(&self.metrics.sessions_evicted);
+            self.evict(oldest, id);
+        }
+        match self.core.join(id, handle) {
+            Ok(None) => Ok(true),
+            Ok(Some(report)) => {
+                self.send_report(report, Some(handle));
+                Ok(false)
+            }
+            Err(e) => {
+                self.invariant_broken(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a session of `id` out of the index and reports a vanished key. Returns
+    /// whether it was the id's last local session.
+    pub(super) fn leave_session(&mut self, handle: Handle, id: i64) -> bool {
+        match self.core.leave(id, handle) {
+            Ok(Some(report)) => self.send_report(report, None),
+            Ok(None) => {}
+            Err(e) => self.invariant_broken(&e),
+        }
+        self.core.sessions.holders(id).is_empty()
+    }
+
+    fn send_report(&mut self, report: Report, ack: Option<Handle>) {
+        let msg = PeerMsg::Directory {
+            key: report.key,
+            shard: self.index as u16,
+            present: report.present,
+            ack: ack.map(|h| (h.slot, h.generation)),
+        };
+        self.send_peer(report.to, msg);
+    }
+
+    /// Ends `handle`, the oldest session of `id`, to make room for a newer one.
+    fn evict(&mut self, handle: Handle, id: i64) {
+        if !self.holds(handle, id) {
+            self.forget_stale(handle, id);
+        } else if handle.is_udp() {
+            self.remove_udp_session(handle.index());
+        } else {
+            self.close(handle.slot, Some(edge_proto::ws::CLOSE_POLICY));
+        }
+    }
+
+    /// The bound-ids list of a session's record (phones: devices; devices: users).
+    pub(super) fn bound_mut(&mut self, slot: u32) -> Option<&mut Box<[i64]>> {
+        if slot & crate::core::sessions::UDP_BIT != 0 {
+            let udp = self.udp.as_mut()?;
+            udp.session_mut(slot).map(|s| &mut s.bound)
+        } else {
+            self.conns.get_mut(slot).map(|c| &mut c.bound)
+        }
+    }
+
+    /// Whether `handle`'s record is alive and logged in as `id`.
+    fn holds(&self, handle: Handle, id: i64) -> bool {
+        if handle.is_udp() {
+            let udp = self.udp.as_ref();
+            let session = udp.and_then(|u| u.table().get_gen(handle.index(), handle.generation));
+            session.is_some_and(|s| s.device == id)
+        } else {
+            let conn = self.conns.get_gen(handle.slot, handle.generation);
+            conn.is_some_and(|c| c.id == id && matches!(c.state, State::Joining | State::Online))
+        }
+    }
+
+    /// Copies the live local sessions of `id` into `out` (cleared first); holders that
+    /// fail [`Shard::holds`] are taken out of the index, counted and logged.
+    pub(super) fn live_holders(&mut self, id: i64, out: &mut Vec<Handle>) {
+        out.clear();
+        out.extend_from_slice(self.core.sessions.holders(id));
+        let before = out.len();
+        out.retain(|&h| self.holds(h, id));
+        if out.len() == before {
+            return;
+        }
+        let stale: Vec<Handle> = self
+            .core
+            .sessions
+            .holders(id)
+            .iter()
+            .copied()
+            .filter(|h| !out.contains(h))
+            .collect();
+        for handle in stale {
+            self.forget_stale(handle, id);
+        }
+    }
+
+    fn forget_stale(&mut self, handle: Handle, id: i64) {
+        eprintln!(
+            "shard {}: invariant broken: {handle:?} is indexed under {id} but its record is gone or elsewhere; removed",
+            self.index
+        );
+        bump(&self.metrics.invariant_broken);
+        self.leave_session(handle, id);
+    }
+
+    /// Counts and logs an index refusal.
+    pub(super) fn invariant_broken(&self, error: &IndexError) {
+        eprintln!("shard {}: invariant broken: {error}", self.index);
+        bump(&self.metrics.invariant_broken);
+    }
+
+    /// A logged-in session ended: take it out of the index, log it out with the bus, and
+    /// for a device that had been announced online, tell its users it went offline when
+    /// no other session of it is left on this shard.
+    pub(super) fn session_ended(
+        &mut self,
+        handle: Handle,
+        id: i64,
+        announced: bool,
+        users: &[i64],
+    ) {
+        let last = self.leave_session(handle, id);
+        if self
+            .bus
+            .try_send(bus::messages::ToBus::Logout { session: id })
+            .is_err()
+        {
+            bump(&self.metrics.drop_bus_queue_full);
+        }
+        if announced && last && id < 0 {
+            self.send_device_status(id, users, StatusType::DeviceOffline);
+        }
+    }
+}
