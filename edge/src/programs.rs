@@ -148,6 +148,22 @@ fn merge_brokers(fixed: &[String], listed: &[String]) -> Vec<String> {
     brokers
 }
 
+/// Makes any panic end the process: a shard that panicked would otherwise leave a node
+/// running one shard short (its sockets still bound, its sessions unreachable), which is
+/// worse than a clean restart by the supervisor. The message names the thread.
+pub(crate) fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        eprintln!(
+            "cloudsocket: thread {} panicked; aborting the process (run it under a supervisor that restarts it)",
+            thread.name().unwrap_or("unnamed")
+        );
+        std::process::abort();
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,18 +185,3 @@ mod tests {
     }
 }
 
-/// Makes any panic end the process: a shard that panicked would otherwise leave a node
-/// running one shard short (its sockets still bound, its sessions unreachable), which is
-/// worse than a clean restart by the supervisor. The message names the thread.
-pub(crate) fn abort_on_panic() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        let thread = std::thread::current();
-        eprintln!(
-            "cloudsocket: thread {} panicked; aborting the process (run it under a supervisor that restarts it)",
-            thread.name().unwrap_or("unnamed")
-        );
-        std::process::abort();
-    }));
-}

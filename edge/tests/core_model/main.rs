@@ -1,0 +1,299 @@
+//! The shard core against a naive reference model: random operation sequences through
+//! 2–4 simulated shards, every invariant checked after every step, counterexamples
+//! shrunk by proptest, and each one found kept below as a named regression test.
+//!
+//! `CORE_MODEL_CASES` sets the number of sequences (default 10 000); the long run in
+//! `benches/RESULTS.md` is `CORE_MODEL_CASES=… cargo test --release -p edge --test
+//! core_model -- --nocapture`.
+
+mod model;
+mod sim;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use edge::core::sessions::Handle;
+use model::Model;
+use proptest::prelude::*;
+use sim::{Sim, UTO};
+
+/// Ids the operations draw from: three devices, and phones of two users (17 and 18 share
+/// the directory key 16), so sessions collide on ids and keys all the time.
+const IDS: [i64; 6] = [-1, -2, -3, 17, 18, 33];
+
+#[derive(Debug, Clone)]
+enum Op {
+    WsOpen { shard: u8 },
+    WsLogin { sel: u8, id: u8 },
+    WsClose { sel: u8 },
+    UdpOpen { shard: u8, port: u8 },
+    /// A device login on a UDP session (again or as another device: `0xE2`).
+    UdpLogin { sel: u8, id: u8 },
+    /// A heartbeat arriving at `shard`'s socket from `port` (NAT rebinding when they
+    /// differ from before); `replay` reuses the last sequence number.
+    UdpPacket { sel: u8, shard: u8, port: u8, replay: bool },
+    Tick { secs: u8 },
+    /// One mesh message, from the `pick`-th busy queue.
+    Step { pick: u8 },
+    /// Drain, send a message for an id from a shard, drain, check who got it.
+    Relay { shard: u8, id: u8 },
+    /// Drain, then `udpaddr` on every shard.
+    UdpAddr { id: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => any::<u8>().prop_map(|shard| Op::WsOpen { shard }),
+        3 => (any::<u8>(), any::<u8>()).prop_map(|(sel, id)| Op::WsLogin { sel, id }),
+        2 => any::<u8>().prop_map(|sel| Op::WsClose { sel }),
+        4 => (any::<u8>(), 0..4u8).prop_map(|(shard, port)| Op::UdpOpen { shard, port }),
+        5 => (any::<u8>(), any::<u8>()).prop_map(|(sel, id)| Op::UdpLogin { sel, id }),
+        4 => (any::<u8>(), any::<u8>(), 0..4u8, prop::bool::weighted(0.1))
+            .prop_map(|(sel, shard, port, replay)| Op::UdpPacket { sel, shard, port, replay }),
+        2 => (1..=(UTO as u8 + 2)).prop_map(|secs| Op::Tick { secs }),
+        4 => any::<u8>().prop_map(|pick| Op::Step { pick }),
+        3 => (any::<u8>(), any::<u8>()).prop_map(|(shard, id)| Op::Relay { shard, id }),
+        1 => any::<u8>().prop_map(|id| Op::UdpAddr { id }),
+    ]
+}
+
+fn addr(port: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40_000 + u16::from(port)))
+}
+
+/// The simulation, the model, and what the test tracks per UDP session.
+struct Run {
+    sim: Sim,
+    model: Model,
+    /// (shard, handle) → (last sequence sent, address, expiry) of each live UDP session.
+    devices: std::collections::BTreeMap<(usize, Handle), (u16, SocketAddr, u32)>,
+    seed: u64,
+}
+
+static OPS: AtomicU64 = AtomicU64::new(0);
+
+impl Run {
+    fn new(shards: usize, cap: usize, seed: u64) -> Self {
+        Run {
+            sim: Sim::new(shards, cap),
+            model: Model::default(),
+            devices: Default::default(),
+            seed,
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.sim.shards.len()
+    }
+
+    fn drain(&mut self) {
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.sim.drain(self.seed | 1);
+    }
+
+    fn pick(&self, udp: bool, sel: u8) -> Option<(usize, Handle)> {
+        let live = self.model.live(udp);
+        (!live.is_empty()).then(|| live[sel as usize % live.len()])
+    }
+
+    /// Applies `op` to both sides, then checks every invariant.
+    fn apply(&mut self, op: &Op) {
+        OPS.fetch_add(1, Ordering::Relaxed);
+        let n = self.n();
+        match *op {
+            Op::WsOpen { shard } => {
+                let at = shard as usize % n;
+                let h = self.sim.ws_open(at);
+                self.model.open(at, h);
+            }
+            Op::WsLogin { sel, id } => {
+                let Some((at, h)) = self.pick(false, sel) else { return };
+                if self.model.get(at, h).is_some_and(|r| r.id.is_some()) {
+                    return; // a connection logs in once
+                }
+                let id = IDS[id as usize % IDS.len()];
+                self.sim.ws_login(at, h.slot, id);
+                self.login_model(at, h, id);
+            }
+            Op::WsClose { sel } => {
+                let Some((at, h)) = self.pick(false, sel) else { return };
+                self.sim.ws_close(at, h.slot);
+                self.model.close(at, h);
+            }
+            Op::UdpOpen { shard, port } => {
+                let at = shard as usize % n;
+                let (h, _) = self.sim.udp_open(at, addr(port));
+                self.model.open(at, h);
+                self.devices.insert((at, h), (0, addr(port), self.sim.now + UTO + 1));
+            }
+            Op::UdpLogin { sel, id } => {
+                let Some((at, h)) = self.pick(true, sel) else { return };
+                let id = IDS[id as usize % 3];
+                self.sim.udp_login(at, h.index(), id);
+                self.login_model(at, h, id);
+            }
+            Op::UdpPacket { sel, shard, port, replay } => self.packet(sel, shard, port, replay),
+            Op::Tick { secs } => self.tick(u32::from(secs)),
+            Op::Step { pick } => {
+                self.sim.step(pick as usize);
+            }
+            Op::Relay { shard, id } => self.relay(shard as usize % n, IDS[id as usize % IDS.len()]),
+            Op::UdpAddr { id } => self.udpaddr(IDS[id as usize % 3]),
+        }
+        self.check();
+    }
+
+    fn login_model(&mut self, at: usize, h: Handle, id: i64) {
+        if let Some(old) = self.model.login(at, h, id, self.sim.cap) {
+            self.devices.remove(&(at, old));
+        }
+    }
+
+    fn packet(&mut self, sel: u8, shard: u8, port: u8, replay: bool) {
+        let Some((owner, h)) = self.pick(true, sel) else { return };
+        let at = shard as usize % self.n();
+        let sid = self.sim.shards[owner].udp.get(h.index()).expect("live").sid.0;
+        let (last, _, _) = self.devices[&(owner, h)];
+        let seq = if replay { last } else { last + 1 };
+        self.sim.packet(at, sid, seq, addr(port));
+        self.drain(); // a handed-over packet reaches its owner
+        if !replay {
+            let deadline = self.sim.now + UTO + 1;
+            self.devices.insert((owner, h), (seq, addr(port), deadline));
+        }
+    }
+
+    fn tick(&mut self, secs: u32) {
+        self.sim.tick(secs);
+        let now = self.sim.now;
+        let expired: Vec<(usize, Handle)> = self
+            .devices
+            .iter()
+            .filter(|&(_, &(_, _, deadline))| deadline <= now)
+            .map(|(&k, _)| k)
+            .collect();
+        for (at, h) in expired {
+            self.devices.remove(&(at, h));
+            self.model.close(at, h);
+        }
+    }
+
+    fn relay(&mut self, from: usize, id: i64) {
+        self.drain();
+        self.sim.delivered.clear();
+        self.sim.route(from, id);
+        self.drain();
+        let mut got = self.sim.delivered.clone();
+        got.sort();
+        let want: Vec<(usize, Handle)> = self.model.sessions_of(id).into_iter().collect();
+        assert_eq!(got, want, "a message for {id} from shard {from} reached the wrong sessions");
+    }
+
+    fn udpaddr(&mut self, id: i64) {
+        self.drain();
+        let live: BTreeSet<SocketAddr> = self
+            .model
+            .sessions_of(id)
+            .iter()
+            .filter(|(_, h)| h.is_udp())
+            .map(|k| self.devices[k].1)
+            .collect();
+        let answers: Vec<SocketAddr> =
+            (0..self.n()).filter_map(|at| self.sim.device_addr(at, id)).collect();
+        assert_eq!(answers.is_empty(), live.is_empty(), "udpaddr {id}: {answers:?} vs {live:?}");
+        for a in answers {
+            assert!(live.contains(&a), "udpaddr {id} answered {a}, not a live session's address");
+        }
+    }
+
+    /// Every invariant, after every step.
+    fn check(&mut self) {
+        assert_eq!(self.sim.broken, 0, "the shell found the core inconsistent");
+        for (at, shard) in self.sim.shards.iter().enumerate() {
+            shard.core.sessions.check().unwrap_or_else(|e| panic!("shard {at}: {e}"));
+            let mut index: std::collections::BTreeMap<i64, BTreeSet<Handle>> = Default::default();
+            for (id, holders) in shard.core.sessions.iter() {
+                assert!(holders.len() <= self.sim.cap, "shard {at}: id {id} over the cap");
+                index.insert(id, holders.iter().copied().collect());
+            }
+            assert_eq!(index, self.model.index_of(at), "shard {at}: index differs from the model");
+            let udp_live = self.model.live(true).iter().filter(|(s, _)| *s == at).count();
+            assert_eq!(shard.udp.len(), udp_live, "shard {at}: UDP sessions");
+        }
+        if self.sim.queues.iter().all(|q| q.is_empty()) {
+            let mut masks = std::collections::BTreeMap::new();
+            for shard in &self.sim.shards {
+                for (key, mask) in shard.core.directory.iter() {
+                    assert_eq!(shard.core.dir_shard(key), shard.core.index(), "misplaced entry");
+                    masks.insert(key, mask);
+                }
+            }
+            assert_eq!(masks, self.model.masks(), "directory differs from the model");
+        }
+    }
+}
+
+fn run(shards: usize, cap: usize, seed: u64, ops: &[Op]) {
+    let mut r = Run::new(shards, cap, seed);
+    for op in ops {
+        r.apply(op);
+    }
+    r.drain();
+    r.check();
+}
+
+fn cases() -> u32 {
+    std::env::var("CORE_MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(10_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 20_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn core_matches_the_model(
+        shards in 2..=4usize,
+        cap in 1..=4usize,
+        seed in any::<u64>(),
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        run(shards, cap, seed, &ops);
+    }
+}
+
+/// The long run recorded in `benches/RESULTS.md` (≥ 10 million operations):
+/// `CORE_MODEL_CASES=200000 CORE_MODEL_SEED=20261206 cargo test --release -p edge --test
+/// core_model -- --ignored --nocapture long_run`.
+#[test]
+#[ignore = "long: run by hand, see benches/RESULTS.md"]
+fn long_run() {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let seed: u64 = std::env::var("CORE_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &key);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    let strategy = (2..=4usize, 1..=4usize, any::<u64>(), prop::collection::vec(op(), 1..120));
+    let started = std::time::Instant::now();
+    let before = OPS.load(Ordering::Relaxed);
+    let result = runner.run(&strategy, |(shards, cap, seed, ops)| {
+        run(shards, cap, seed, &ops);
+        Ok(())
+    });
+    let ops = OPS.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "core_model long run: seed {seed}, {} sequences, {ops} operations checked in {:.1} s: {}",
+        cases(),
+        started.elapsed().as_secs_f64(),
+        if result.is_ok() { "0 invariant breaks" } else { "FAILED" }
+    );
+    result.unwrap();
+}
+
+mod regressions;
