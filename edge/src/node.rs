@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use bus::messages::{AdminRequest, ToShard, ShardInbox, Wake};
+use bus::messages::{AdminRequest, ShardInbox, ToBus, ToShard, Wake};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -71,65 +71,93 @@ fn sidecar_cores(shards: &[usize]) -> Option<tuning::cores::CoreList> {
     (!free.is_empty()).then_some(free)
 }
 
-impl Node {
-    /// Binds, starts the sidecar and the shards; returns once they run.
-    pub fn start(config: Config) -> anyhow::Result<Node> {
-        let config = Arc::new(config);
-        let n = config.cores.len();
-        anyhow::ensure!(
-            n > 0 && n <= 64,
-            "between 1 and 64 shards are supported (got {n})"
-        );
-        let mut metrics = NodeMetrics::new(n);
-        if config.cluster.is_some() {
-            metrics.cluster = Some(Arc::new(bus::cluster::ClusterMetrics::default()));
-        }
-        let mut per_shard: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
-        let mut ws_addrs = Vec::new();
-        if config.ws {
-            for &addr in &config.ws_addrs {
-                let (bound, fds) = bind_all(addr, n)
-                    .map_err(|e| anyhow::anyhow!("WebSocket listener {addr}: {e}"))?;
-                ws_addrs.push(bound);
-                for (i, fd) in fds.into_iter().enumerate() {
-                    per_shard[i].push(fd);
-                }
-            }
-        }
-        let status_fd = status::bind(config.status_addr)
-            .map_err(|e| anyhow::anyhow!("status listener {}: {e}", config.status_addr))?;
-        let status_addr = shard::local_addr(status_fd.as_raw_fd())?;
-        let mut udp_fds: Vec<Option<OwnedFd>> = (0..n).map(|_| None).collect();
-        let (mut udp_addr, mut udpaddr_http, mut udpaddr_fd) = (None, None, None);
-        if config.udp {
-            let first = shard::udp_socket(config.udp_addr)
-                .map_err(|e| anyhow::anyhow!("UDP socket {}: {e}", config.udp_addr))?;
-            let bound = shard::local_addr(first.as_raw_fd())?;
-            udp_fds[0] = Some(first);
-            for fd in udp_fds.iter_mut().skip(1) {
-                *fd = Some(shard::udp_socket(bound)?);
-            }
-            udp_addr = Some(bound);
-            let http = status::bind(config.udpaddr_http)
-                .map_err(|e| anyhow::anyhow!("udpaddr listener {}: {e}", config.udpaddr_http))?;
-            udpaddr_http = Some(shard::local_addr(http.as_raw_fd())?);
-            udpaddr_fd = Some(http);
-        }
-        let platform = match &config.platform_url {
-            Some(url) => {
-                Platform::Http(HttpPlatform::from_url(url).map_err(|e| anyhow::anyhow!(e))?)
-            }
-            None => Platform::Builtin {
-                secret: config.salt.clone(),
-            },
-        };
-        let (platform_tx, platform_rx) = bounded(QUEUE);
+/// Every socket of a node, bound before anything runs.
+struct Sockets {
+    /// Each shard's WebSocket listeners (one per address).
+    listeners: Vec<Vec<OwnedFd>>,
+    ws_addrs: Vec<SocketAddr>,
+    status: OwnedFd,
+    status_addr: SocketAddr,
+    /// Each shard's UDP socket (when serving UDP).
+    udp: Vec<Option<OwnedFd>>,
+    udp_addr: Option<SocketAddr>,
+    udpaddr: Option<OwnedFd>,
+    udpaddr_http: Option<SocketAddr>,
+}
 
-        let (bus_tx, bus_rx) = bounded(QUEUE);
-        let (admin_tx, admin_rx) = bounded(64);
+impl Sockets {
+    /// Binds every listener and socket for `n` shards (a bad address fails here).
+    fn bind(config: &Config, n: usize) -> anyhow::Result<Sockets> {
+        let mut listeners: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
+        let mut ws_addrs = Vec::new();
+        for &addr in config.ws_addrs.iter().filter(|_| config.ws) {
+            let (bound, fds) = bind_all(addr, n)
+                .map_err(|e| anyhow::anyhow!("WebSocket listener {addr}: {e}"))?;
+            ws_addrs.push(bound);
+            for (i, fd) in fds.into_iter().enumerate() {
+                listeners[i].push(fd);
+            }
+        }
+        let status = status::bind(config.status_addr)
+            .map_err(|e| anyhow::anyhow!("status listener {}: {e}", config.status_addr))?;
+        let status_addr = shard::local_addr(status.as_raw_fd())?;
+        let mut sockets = Sockets {
+            listeners,
+            ws_addrs,
+            status,
+            status_addr,
+            udp: (0..n).map(|_| None).collect(),
+            udp_addr: None,
+            udpaddr: None,
+            udpaddr_http: None,
+        };
+        if config.udp {
+            sockets.bind_udp(config)?;
+        }
+        Ok(sockets)
+    }
+
+    fn bind_udp(&mut self, config: &Config) -> anyhow::Result<()> {
+        let first = shard::udp_socket(config.udp_addr)
+            .map_err(|e| anyhow::anyhow!("UDP socket {}: {e}", config.udp_addr))?;
+        let bound = shard::local_addr(first.as_raw_fd())?;
+        self.udp[0] = Some(first);
+        for fd in self.udp.iter_mut().skip(1) {
+            *fd = Some(shard::udp_socket(bound)?);
+        }
+        self.udp_addr = Some(bound);
+        let http = status::bind(config.udpaddr_http)
+            .map_err(|e| anyhow::anyhow!("udpaddr listener {}: {e}", config.udpaddr_http))?;
+        self.udpaddr_http = Some(shard::local_addr(http.as_raw_fd())?);
+        self.udpaddr = Some(http);
+        Ok(())
+    }
+}
+
+/// The channels between the shards and the sidecars, made before any thread starts.
+struct Wiring {
+    parts: Vec<Option<ShardParts>>,
+    inboxes: Vec<ShardInbox>,
+    bus: Receiver<ToBus>,
+    platform: Receiver<bus::messages::PlatformRequest>,
+}
+
+impl Wiring {
+    /// One inbox and readiness ring per shard; every shard gets the bus and platform
+    /// queues' senders (the receivers go to the sidecars).
+    fn new(
+        config: &Arc<Config>,
+        metrics: &NodeMetrics,
+        sockets: &mut Sockets,
+    ) -> anyhow::Result<Wiring> {
+        let (platform_tx, platform) = bounded(QUEUE);
+        let (bus_tx, bus) = bounded(QUEUE);
+        let n = config.cores.len();
         let mut parts = Vec::new();
         let mut inboxes = Vec::new();
-        for (i, (listeners, udp)) in per_shard.into_iter().zip(udp_fds).enumerate() {
+        let listeners = std::mem::take(&mut sockets.listeners);
+        let udp = std::mem::take(&mut sockets.udp);
+        for (i, (listeners, udp)) in listeners.into_iter().zip(udp).enumerate() {
             let poller = Poller::new()?;
             let (tx, rx): (Sender<ToShard>, Receiver<ToShard>) = bounded(QUEUE);
             inboxes.push(ShardInbox {
@@ -149,107 +177,159 @@ impl Node {
                 platform: platform_tx.clone(),
             }));
         }
-        drop(bus_tx);
-        drop(platform_tx);
-        // Sidecar threads (bus, platform, ZooKeeper) start pinned to the cores the shards
-        // do not use, when there are any: threads inherit their creator's affinity, so they
-        // are created from a thread pinned there (the caller's own affinity is untouched).
-        let sidecar_cores = sidecar_cores(&config.cores);
-        let pin = || {
-            if let Some(cores) = &sidecar_cores {
+        Ok(Wiring {
+            parts,
+            inboxes,
+            bus,
+            platform,
+        })
+    }
+}
+
+/// What the bus sidecar thread needs.
+struct SidecarStart<'a> {
+    config: &'a Config,
+    inboxes: &'a [ShardInbox],
+    requests: Receiver<ToBus>,
+    admin: Receiver<AdminRequest>,
+    stop: Receiver<()>,
+    metrics: &'a NodeMetrics,
+}
+
+/// Starts the embedded or cluster sidecar; in cluster mode also returns the ZooKeeper
+/// discovery handle.
+fn start_sidecar(
+    s: SidecarStart<'_>,
+) -> anyhow::Result<(JoinHandle<()>, Option<crate::cluster::ZooKeeper>)> {
+    let config = s.config;
+    let Some(cluster) = &config.cluster else {
+        let uploads = bus::embedded::UploadLog::open(&config.upload_log)
+            .map_err(|e| anyhow::anyhow!("upload log {}: {e}", config.upload_log.display()))?;
+        let handle = bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
+            stop: s.stop,
+            shards: s.inboxes.to_vec(),
+            requests: s.requests,
+            admin: s.admin,
+            uploads,
+            binds: config.binds.clone(),
+        })?;
+        return Ok((handle, None));
+    };
+    let (msgbus, zk) = crate::cluster::discovery(cluster)?;
+    let mut side =
+        bus::cluster::ClusterConfig::new(cluster.redis.clone(), config.node_ip.clone(), msgbus);
+    side.ws = config.ws;
+    side.udp = config.udp;
+    side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
+    // Sessions live on the comet that holds them, so every comet delivers pushes to its
+    // own devices: exactly once, with no pusher election (`--up` is moot).
+    side.pusher = true;
+    let handle = bus::cluster::spawn_cluster(bus::cluster::Cluster {
+        shards: s.inboxes.to_vec(),
+        requests: s.requests,
+        admin: s.admin,
+        stop: s.stop,
+        config: side,
+        metrics: s.metrics.cluster.clone().unwrap_or_default(),
+    })?;
+    Ok((handle, zk))
+}
+
+/// One glommio executor per core, each running [`shard::run`].
+fn spawn_shards(config: &Config, startup: &Arc<Startup>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mesh = MeshBuilder::full(config.cores.len(), MESH_QUEUE);
+    let mut shards = Vec::new();
+    for (i, &core) in config.cores.iter().enumerate() {
+        let startup = startup.clone();
+        let mesh = mesh.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("shard-{i}"))
+            .io_memory(1 << 20)
+            .spawn(move || shard::run(startup, mesh))
+            .map_err(|e| anyhow::anyhow!("shard {i} on core {core}: {e}"))?;
+        shards.push(std::thread::spawn(move || {
+            if let Err(e) = handle.join() {
+                eprintln!("shard {i} ended with an error: {e:?}");
+            }
+        }));
+    }
+    Ok(shards)
+}
+
+/// Runs `f` on a thread pinned to the cores no shard uses, when there are any: threads
+/// inherit their creator's affinity, so sidecar threads created there start there (the
+/// caller's own affinity is untouched).
+fn on_sidecar_cores<T: Send>(config: &Config, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let cores = sidecar_cores(&config.cores);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(cores) = &cores {
                 let _ = tuning::cores::pin_current_thread_to(cores);
             }
+            f()
+        })
+        .join()
+    })
+    .map_err(|_| anyhow::anyhow!("sidecar start panicked"))
+}
+
+impl Node {
+    /// Binds, starts the sidecars and the shards; returns once they run.
+    pub fn start(config: Config) -> anyhow::Result<Node> {
+        let config = Arc::new(config);
+        let n = config.cores.len();
+        anyhow::ensure!(
+            n > 0 && n <= 64,
+            "between 1 and 64 shards are supported (got {n})"
+        );
+        let mut metrics = NodeMetrics::new(n);
+        if config.cluster.is_some() {
+            metrics.cluster = Some(Arc::new(bus::cluster::ClusterMetrics::default()));
+        }
+        let mut sockets = Sockets::bind(&config, n)?;
+        let platform = match &config.platform_url {
+            Some(url) => {
+                Platform::Http(HttpPlatform::from_url(url).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            None => Platform::Builtin {
+                secret: config.salt.clone(),
+            },
         };
-        let platform_workers = std::thread::scope(|s| {
-            s.spawn(|| {
-                pin();
-                crate::platform::spawn(platform, 4, platform_rx, inboxes.clone())
-            })
-            .join()
-        })
-        .map_err(|_| anyhow::anyhow!("platform start panicked"))??;
+        let wiring = Wiring::new(&config, &metrics, &mut sockets)?;
+        let (admin_tx, admin_rx) = bounded(64);
         let (stop_tx, stop_rx) = bounded(0);
-        let mut zookeeper = None;
-        let sidecar = std::thread::scope(|s| {
-            s.spawn(|| -> anyhow::Result<_> {
-                pin();
-                Ok(match &config.cluster {
-                    None => {
-                        let uploads =
-                            bus::embedded::UploadLog::open(&config.upload_log).map_err(|e| {
-                                anyhow::anyhow!("upload log {}: {e}", config.upload_log.display())
-                            })?;
-                        bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
-                            stop: stop_rx,
-                            shards: inboxes.clone(),
-                            requests: bus_rx,
-                            admin: admin_rx,
-                            uploads,
-                            binds: config.binds.clone(),
-                        })?
-                    }
-                    Some(cluster) => {
-                        let (msgbus, zk) = crate::cluster::discovery(cluster)?;
-                        zookeeper = zk;
-                        let mut side = bus::cluster::ClusterConfig::new(
-                            cluster.redis.clone(),
-                            config.node_ip.clone(),
-                            msgbus,
-                        );
-                        side.ws = config.ws;
-                        side.udp = config.udp;
-                        side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
-                        // Sessions live on the comet that holds them, so every comet delivers pushes
-                        // to its own devices: exactly once, with no pusher election (`--up` is moot).
-                        side.pusher = true;
-                        let _ = cluster.pusher;
-                        bus::cluster::spawn_cluster(bus::cluster::Cluster {
-                            shards: inboxes.clone(),
-                            requests: bus_rx,
-                            admin: admin_rx,
-                            stop: stop_rx,
-                            config: side,
-                            metrics: metrics.cluster.clone().unwrap_or_default(),
-                        })?
-                    }
-                })
-            })
-            .join()
-        })
-        .map_err(|_| anyhow::anyhow!("sidecar start panicked"))??;
+        let inboxes = wiring.inboxes;
+        let platform_rx = wiring.platform;
+        let platform_workers = on_sidecar_cores(&config, || {
+            crate::platform::spawn(platform, 4, platform_rx, inboxes.clone())
+        })??;
+        let start = SidecarStart {
+            config: &config,
+            inboxes: &inboxes,
+            requests: wiring.bus,
+            admin: admin_rx,
+            stop: stop_rx,
+            metrics: &metrics,
+        };
+        let (sidecar, zookeeper) = on_sidecar_cores(&config, || start_sidecar(start))??;
         let startup = Arc::new(Startup {
-            parts: Mutex::new(parts),
+            parts: Mutex::new(wiring.parts),
             status: Mutex::new(Some(StatusServer {
-                listener: status_fd,
+                listener: sockets.status,
                 metrics: metrics.clone(),
                 admin: admin_tx.clone(),
             })),
-            udpaddr: Mutex::new(udpaddr_fd.map(|listener| UdpAddrServer {
+            udpaddr: Mutex::new(sockets.udpaddr.map(|listener| UdpAddrServer {
                 listener,
                 shards: inboxes.clone(),
             })),
         });
-        let mesh = MeshBuilder::full(n, MESH_QUEUE);
-        let mut shards = Vec::new();
-        for (i, &core) in config.cores.iter().enumerate() {
-            let startup = startup.clone();
-            let mesh = mesh.clone();
-            let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
-                .name(&format!("shard-{i}"))
-                .io_memory(1 << 20)
-                .spawn(move || shard::run(startup, mesh))
-                .map_err(|e| anyhow::anyhow!("shard {i} on core {core}: {e}"))?;
-            shards.push(std::thread::spawn(move || {
-                if let Err(e) = handle.join() {
-                    eprintln!("shard {i} ended with an error: {e:?}");
-                }
-            }));
-        }
+        let shards = spawn_shards(&config, &startup)?;
         let mut node = Node {
-            ws_addrs,
-            status_addr,
-            udp_addr,
-            udpaddr_http,
+            ws_addrs: sockets.ws_addrs,
+            status_addr: sockets.status_addr,
+            udp_addr: sockets.udp_addr,
+            udpaddr_http: sockets.udpaddr_http,
             platform_workers,
             zookeeper: None,
             metrics,

@@ -69,7 +69,6 @@ fn bad_signature_logins_are_refused_while_legit_traffic_flows() {
     bind(&node, -1, 16);
     let (mut phone, reply) = login(ws, 16);
     assert_eq!(reply, vec![0, 1]);
-    settle();
     let (mut dev, reply) = login(ws, -1);
     assert_eq!(reply, vec![0]);
     next_status(&mut phone, 9).expect("online status");
@@ -127,10 +126,8 @@ fn split_unmasked_fragmented_and_oversized_frames() {
     bind(&node, -1, 16);
     let mut phone = Raw::connect(ws);
     assert_eq!(phone.login(16), vec![0, 1]);
-    settle();
     let (mut dev, reply) = login(ws, -1);
     assert_eq!(reply, vec![0]);
-    settle();
 
     // A frame written one byte per segment arrives whole.
     phone.stream.set_nodelay(true).unwrap();
@@ -328,7 +325,6 @@ fn replayed_sequence_numbers_are_dropped() {
     bind(&node, device_id, 16);
     let (mut phone, reply) = login(node.ws_addrs[0], 16);
     assert_eq!(reply, vec![0, 1]);
-    settle();
     let stale_before = counter(&node, |m| &m.udp_drop_stale_seq);
     let first = forward_packet(100, 0, 0, &device.sid.0, b"seq 100");
     device.socket.send_to(&first, udp).unwrap();

@@ -50,7 +50,6 @@ fn device_session_register_login_heartbeat_and_relay() {
     );
     let (mut phone, reply) = login(node.ws_addrs[0], 16);
     assert_eq!(reply, vec![0, 1]);
-    std::thread::sleep(Duration::from_millis(100));
 
     assert_eq!(
         device.login(b"not the cookie"),
@@ -185,7 +184,6 @@ fn nat_rebinding_keeps_the_session_across_shards() {
         );
         login(node.ws_addrs[0], 32)
     };
-    std::thread::sleep(Duration::from_millis(100));
     let to_device = forward_packet(0, device_id, 33, &[0; 16], b"after rebinding");
     phone.send(Message::binary(to_device)).unwrap();
     let got = device.recv().expect("delivered to the new address");
@@ -238,7 +236,6 @@ fn expiry_sends_offline_and_forgets_the_address() {
         b"",
     );
     let (mut phone, _) = login(node.ws_addrs[0], 48);
-    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(device.login(&cookie), 0);
     next_status(&mut phone, 9).expect("online status");
     let offline = next_status(&mut phone, 10).expect("offline status");

@@ -258,7 +258,6 @@ fn device_offline_reaches_bound_phone() {
     assert_eq!(code, 200, "{text}");
     let (mut phone, reply) = login(ws, 80);
     assert_eq!(reply, vec![0, 1]);
-    settle();
     let (device, reply) = login(ws, -5);
     assert_eq!(reply, vec![0]);
     next_status(&mut phone, 9).expect("online status");
@@ -302,11 +301,9 @@ fn slow_reader_is_closed_while_others_flow() {
     assert_eq!(a.login(16), vec![0, 1]);
     let (mut b, reply) = login(ws, 32);
     assert_eq!(reply, vec![0, 1]);
-    settle();
     let (mut d, _) = login(ws, -1);
     let (mut d2, _) = login(ws, -2);
     next_status(&mut b, 9).expect("online status");
-    settle();
 
     let big = message(3, 0, &[0x5a; 8 * 1024]);
     let started = Instant::now();

@@ -76,13 +76,25 @@ impl ShardCore {
         dir_shard(key, self.count)
     }
 
-    /// A session logged in as `id`. `Ok(None)`: every shard can reach it now.
-    /// `Ok(Some(report))`: the first local session of its key, whose directory is on
-    /// another shard: send the report (and wait for its acknowledgement before telling
-    /// the terminal it is online). Evict [`SessionIndex::oldest_if_full`] first.
+    /// A session logged in as `id`. `Ok(None)`: every shard can reach it now (its
+    /// key's directory is here). `Ok(Some(report))`: the directory is on another shard:
+    /// send the report and wait for its acknowledgement before telling the terminal it
+    /// is online. That holds for every session, not only the key's first: a second one
+    /// joining while the first one's report is still in flight would otherwise be told
+    /// it is online before any shard can reach it (a repeated report is harmless, and
+    /// the mesh keeps one shard's reports in order). Evict
+    /// [`SessionIndex::oldest_if_full`] first.
     pub fn join(&mut self, id: i64, handle: Handle) -> Result<Option<Report>, IndexError> {
         let first = self.sessions.insert(id, handle)?;
-        Ok(first.then(|| self.report(route_key(id), true)).flatten())
+        let key = route_key(id);
+        let to = self.dir_shard(key);
+        if to != self.index {
+            return Ok(Some(Report { to, key, present: true }));
+        }
+        if first {
+            self.directory.apply(key, to, true);
+        }
+        Ok(None)
     }
 
     /// A session of `id` ended (closed, expired, evicted, or logged in as another id).
@@ -97,7 +109,7 @@ impl ShardCore {
         self.directory.apply(key, from, present);
     }
 
-    /// Applies a transition of `key` in place, or returns the report for its directory.
+    /// Applies a vanished `key` in place, or returns the report for its directory.
     fn report(&mut self, key: i64, present: bool) -> Option<Report> {
         let to = self.dir_shard(key);
         if to == self.index {
@@ -125,7 +137,7 @@ mod tests {
         let h = Handle::ws(0, 0);
         let report = shards[0].join(key + 1, h).unwrap().unwrap();
         assert_eq!(report, Report { to: 2, key, present: true });
-        assert_eq!(shards[0].join(key + 2, Handle::ws(1, 0)), Ok(None));
+        assert_eq!(shards[0].join(key + 2, Handle::ws(1, 0)), Ok(Some(report)));
         shards[2].on_report(key, 0, true);
         assert_eq!(shards[2].holders_of_key(key).collect::<Vec<_>>(), [0]);
         assert_eq!(shards[0].leave(key + 2, Handle::ws(1, 0)), Ok(None));

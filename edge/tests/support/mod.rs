@@ -54,7 +54,9 @@ pub fn connect(addr: SocketAddr) -> Ws {
     ws
 }
 
-/// Connects and logs in as `id`; returns the socket and the login reply bytes.
+/// Connects and logs in as `id`; returns the socket and the login reply bytes. The node
+/// replies only once every shard can reach the session (its directory shard has
+/// acknowledged it), so a test may send to it as soon as the reply is in: no sleep.
 pub fn login(addr: SocketAddr, id: i64) -> (Ws, Vec<u8>) {
     let mut ws = connect(addr);
     ws.send(Message::text(login_string(id))).unwrap();
@@ -296,10 +298,8 @@ pub fn assert_node_serves(node: &Node, user: i64, device: i64) {
     assert_eq!(code, 200, "{text}");
     let (mut phone, reply) = login(ws, user);
     assert_eq!(reply[0], 0, "phone login ok");
-    settle();
     let (mut dev, reply) = login(ws, device);
     assert_eq!(reply, vec![0], "device login ok");
-    settle();
     let m = message(3, device, b"still alive");
     phone.send(Message::binary(m.clone())).unwrap();
     assert_eq!(next_data(&mut dev).unwrap(), m);
@@ -334,8 +334,3 @@ pub fn next_status(ws: &mut Ws, kind: u8) -> Option<Vec<u8>> {
     }
 }
 
-/// Lets a new session's directory report reach its directory shard (it travels over the
-/// mesh, so a status sent from another shard just after a login may overtake it).
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(100));
-}
