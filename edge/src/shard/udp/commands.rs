@@ -200,9 +200,7 @@ impl Shard {
                 } else {
                     status
                 };
-                self.finish_pending(slot, |_, sid| {
-                    device::login_body(status, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
-                });
+                self.answer_udp_login(slot, status);
             }
             PlatformAnswer::Login { device, .. } => {
                 if self
@@ -211,14 +209,7 @@ impl Shard {
                     .is_err()
                 {
                     bump(&self.metrics.drop_bus_queue_full);
-                    self.finish_pending(slot, |_, sid| {
-                        device::login_body(
-                            device::STATUS_SERVER_ERROR,
-                            sid,
-                            device::HEARTBEAT_INTERVAL_SECS,
-                        )
-                        .to_vec()
-                    });
+                    self.answer_udp_login(slot, device::STATUS_SERVER_ERROR);
                 }
             }
         }
@@ -240,16 +231,7 @@ impl Shard {
         };
         let grant = match result {
             Ok(grant) => grant,
-            Err(_) => {
-                return self.finish_pending(slot, |_, sid| {
-                    device::login_body(
-                        device::STATUS_SERVER_ERROR,
-                        sid,
-                        device::HEARTBEAT_INTERVAL_SECS,
-                    )
-                    .to_vec()
-                });
-            }
+            Err(_) => return self.answer_udp_login(slot, device::STATUS_SERVER_ERROR),
         };
         let handle = Handle::udp(slot, conn.generation);
         let previous = std::mem::take(&mut session.device);
@@ -263,14 +245,7 @@ impl Shard {
         };
         if joined.is_err() {
             session.bound = Box::new([]);
-            return self.finish_pending(slot, |_, sid| {
-                device::login_body(
-                    device::STATUS_SERVER_ERROR,
-                    sid,
-                    device::HEARTBEAT_INTERVAL_SECS,
-                )
-                .to_vec()
-            });
+            return self.answer_udp_login(slot, device::STATUS_SERVER_ERROR);
         }
         session.device = grant.session;
         session.bound = grant.bound.into_boxed_slice();
@@ -280,6 +255,13 @@ impl Shard {
         if joined == Ok(true) {
             self.finish_udp_login(slot);
         }
+    }
+
+    /// Answers the pending login of `slot` with `status`.
+    fn answer_udp_login(&mut self, slot: u32, status: i32) {
+        self.finish_pending(slot, |_, sid| {
+            device::login_body(status, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
+        });
     }
 
     /// The device's session is reachable from every shard: reply to its login and tell its
@@ -293,9 +275,7 @@ impl Shard {
             return;
         };
         let (device_id, users) = (session.device, session.bound.to_vec());
-        self.finish_pending(slot, |_, sid| {
-            device::login_body(device::STATUS_OK, sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
-        });
+        self.answer_udp_login(slot, device::STATUS_OK);
         if joining.fresh {
             self.send_device_status(device_id, &users, StatusType::DeviceOnline);
         }
