@@ -16,7 +16,7 @@
 
 use thiserror::Error;
 
-use super::slab::IdMap;
+use super::slab::{IdMap, Slab};
 
 /// Marks a handle's slot as a UDP session (WebSocket slots never have it).
 pub const UDP_BIT: u32 = 1 << 31;
@@ -71,27 +71,19 @@ pub enum IndexError {
     Full(i64),
 }
 
-/// The holders of one id: inline for the usual single session (16 bytes either way).
-#[derive(Debug)]
-enum Holders {
-    One(Handle),
-    #[allow(clippy::box_collection)] // a thin pointer keeps the map entry at 24 bytes
-    Many(Box<Vec<Handle>>),
-}
-
-impl Holders {
-    fn as_slice(&self) -> &[Handle] {
-        match self {
-            Holders::One(h) => std::slice::from_ref(h),
-            Holders::Many(v) => v,
-        }
-    }
-}
+/// Set in a stored handle's generation (generations use 30 bits, see
+/// `slab::GENERATION_MASK`) when its slot is not a session but the index of the id's
+/// list in [`SessionIndex::lists`]: one id's entry is 8 bytes whether it has one session
+/// (the usual case, inline) or several.
+const LIST: u32 = 1 << 31;
 
 /// The index. Every list it keeps is bounded by the per-id cap.
 #[derive(Debug)]
 pub struct SessionIndex {
-    by_id: IdMap<Holders>,
+    /// id → its only holder, or (generation | [`LIST`]) the slot of its list.
+    by_id: IdMap<Handle>,
+    /// Holder lists of ids with more than one session (oldest first, 2..=cap long).
+    lists: Slab<Vec<Handle>>,
     keys: IdMap<u32>,
     cap: usize,
     len: usize,
@@ -102,6 +94,7 @@ impl SessionIndex {
     pub fn new(cap: usize) -> Self {
         SessionIndex {
             by_id: IdMap::default(),
+            lists: Slab::default(),
             keys: IdMap::default(),
             cap: cap.max(1),
             len: 0,
@@ -110,7 +103,11 @@ impl SessionIndex {
 
     /// The local sessions of `id`, oldest first.
     pub fn holders(&self, id: i64) -> &[Handle] {
-        self.by_id.get(&id).map_or(&[], Holders::as_slice)
+        match self.by_id.get(&id) {
+            None => &[],
+            Some(h) if h.generation & LIST != 0 => self.lists.get(h.slot).map_or(&[], |l| l),
+            Some(h) => std::slice::from_ref(h),
+        }
     }
 
     /// The oldest session of `id` when it already has `cap` sessions: the one to end
@@ -123,25 +120,29 @@ impl SessionIndex {
     /// Indexes `handle` under `id`. Ok(true) when it is the first local session of the
     /// id's directory key (the directory must hear of it).
     pub fn insert(&mut self, id: i64, handle: Handle) -> Result<bool, IndexError> {
-        let cap = self.cap;
-        match self.by_id.get_mut(&id) {
+        let list = self.holders(id);
+        if list.contains(&handle) {
+            return Err(IndexError::Duplicate(handle, id));
+        }
+        if list.len() >= self.cap {
+            return Err(IndexError::Full(id));
+        }
+        match self.by_id.get(&id).copied() {
             None => {
-                self.by_id.insert(id, Holders::One(handle));
+                self.by_id.insert(id, handle);
             }
-            Some(holders) => {
-                let list = holders.as_slice();
-                if list.contains(&handle) {
-                    return Err(IndexError::Duplicate(handle, id));
+            Some(entry) if entry.generation & LIST != 0 => {
+                if let Some(list) = self.lists.get_mut(entry.slot) {
+                    list.push(handle);
                 }
-                if list.len() >= cap {
-                    return Err(IndexError::Full(id));
-                }
-                match holders {
-                    Holders::One(first) => {
-                        *holders = Holders::Many(Box::new(vec![*first, handle]));
-                    }
-                    Holders::Many(list) => list.push(handle),
-                }
+            }
+            Some(first) => {
+                let (slot, _) = self.lists.insert(vec![first, handle]);
+                let entry = Handle {
+                    slot,
+                    generation: LIST,
+                };
+                self.by_id.insert(id, entry);
             }
         }
         self.len += 1;
@@ -153,23 +154,22 @@ impl SessionIndex {
     /// Takes `handle` out of `id`. Ok(true) when it was the last local session of the
     /// id's directory key (the directory must hear of it).
     pub fn remove(&mut self, id: i64, handle: Handle) -> Result<bool, IndexError> {
-        let Some(holders) = self.by_id.get_mut(&id) else {
-            return Err(IndexError::Missing(handle, id));
-        };
-        match holders {
-            Holders::One(only) if *only == handle => {
+        let missing = IndexError::Missing(handle, id);
+        match self.by_id.get(&id).copied() {
+            None => return Err(missing),
+            Some(only) if only == handle => {
                 self.by_id.remove(&id);
             }
-            Holders::One(_) => return Err(IndexError::Missing(handle, id)),
-            Holders::Many(list) => {
-                let Some(at) = list.iter().position(|&h| h == handle) else {
-                    return Err(IndexError::Missing(handle, id));
-                };
+            Some(entry) if entry.generation & LIST != 0 => {
+                let list = self.lists.get_mut(entry.slot).ok_or(missing)?;
+                let at = list.iter().position(|&h| h == handle).ok_or(missing)?;
                 list.remove(at);
                 if let [last] = list[..] {
-                    *holders = Holders::One(last);
+                    self.lists.remove(entry.slot);
+                    self.by_id.insert(id, last);
                 }
             }
+            Some(_) => return Err(missing),
         }
         self.len -= 1;
         let key = super::route_key(id);
@@ -201,7 +201,7 @@ impl SessionIndex {
 
     /// Every (id, holders) pair, in no order (for checks and tests).
     pub fn iter(&self) -> impl Iterator<Item = (i64, &[Handle])> {
-        self.by_id.iter().map(|(&id, h)| (id, h.as_slice()))
+        self.by_id.keys().map(|&id| (id, self.holders(id)))
     }
 
     /// Every directory key with local sessions, with its count (for checks and tests).
@@ -218,8 +218,9 @@ impl SessionIndex {
             if list.is_empty() || list.len() > self.cap {
                 return Err(format!("id {id}: {} holders (cap {})", list.len(), self.cap));
             }
-            if matches!(self.by_id.get(&id), Some(Holders::Many(l)) if l.len() < 2) {
-                return Err(format!("id {id}: a list of {} kept out of line", list.len()));
+            let listed = self.by_id.get(&id).is_some_and(|h| h.generation & LIST != 0);
+            if listed != (list.len() > 1) {
+                return Err(format!("id {id}: {} holders, kept as a list: {listed}", list.len()));
             }
             for (i, h) in list.iter().enumerate() {
                 if list[..i].contains(h) {
@@ -234,6 +235,10 @@ impl SessionIndex {
         }
         if len != self.len {
             return Err(format!("len {} != {len}", self.len));
+        }
+        let listed = self.by_id.values().filter(|h| h.generation & LIST != 0).count();
+        if listed != self.lists.len() {
+            return Err(format!("{} lists kept for {listed} ids", self.lists.len()));
         }
         Ok(())
     }
@@ -298,6 +303,22 @@ mod tests {
 
     #[test]
     fn map_entry_is_small() {
-        assert_eq!(std::mem::size_of::<Holders>(), 16);
+        // (id, entry): no larger than the chain head it replaced.
+        assert_eq!(std::mem::size_of::<(i64, Handle)>(), 16);
+    }
+
+    #[test]
+    fn lists_are_released_when_one_holder_is_left() {
+        let mut index = SessionIndex::new(4);
+        for slot in 0..3 {
+            index.insert(-7, Handle::udp(slot, 0)).unwrap();
+        }
+        index.remove(-7, Handle::udp(1, 0)).unwrap();
+        index.remove(-7, Handle::udp(0, 0)).unwrap();
+        assert_eq!(index.holders(-7), &[Handle::udp(2, 0)]);
+        index.check().unwrap();
+        index.insert(-7, Handle::udp(4, 0)).unwrap();
+        assert_eq!(index.holders(-7), &[Handle::udp(2, 0), Handle::udp(4, 0)]);
+        index.check().unwrap();
     }
 }

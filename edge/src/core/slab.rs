@@ -10,6 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// growing vector: a table of N records costs N records plus at most one chunk, instead
 /// of up to 2N while a doubling vector is half empty (this is most of an idle session's
 /// cost), and no record moves.
+#[derive(Debug)]
 pub struct Slab<T> {
     chunks: Vec<Vec<(u32, Option<T>)>>,
     free: Vec<u32>,
@@ -101,6 +102,16 @@ impl<T> Slab<T> {
         self.free.push(slot);
         self.len -= 1;
         Some(value)
+    }
+
+    /// Occupied slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slot is occupied.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Every occupied slot index.
