@@ -13,8 +13,11 @@
 //! model-based tests drive (`edge/tests/core_model.rs`), N cores at a time, against a
 //! deliberately naive reference.
 //!
+//! Bindings of live sessions change through [`update_bound`]; the destination rules
+//! applied to them are `edge_proto::id`'s.
+//!
 //! Not yet moved here (the shell still decides them): the WebSocket connection life
-//! (upgrade, login, deadlines), bindings of live sessions, and outbox accounting.
+//! (upgrade, login, deadlines) and outbox accounting.
 
 pub mod directory;
 pub mod sessions;
@@ -124,6 +127,18 @@ impl ShardCore {
         let mask = self.directory.mask(key);
         (0..self.count).filter(move |s| mask & (1 << s) != 0)
     }
+}
+
+/// A binding changed: adds `id` to (or takes it from) a live session's bound list
+/// (phones: devices; devices: users). Bindings are rare; the list is rebuilt.
+pub fn update_bound(list: &mut Box<[i64]>, id: i64, bound: bool) {
+    let mut ids: Vec<i64> = list.to_vec();
+    if bound && !ids.contains(&id) {
+        ids.push(id);
+    } else if !bound {
+        ids.retain(|&x| x != id);
+    }
+    *list = ids.into_boxed_slice();
 }
 
 #[cfg(test)]

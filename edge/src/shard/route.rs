@@ -13,6 +13,7 @@ use edge_proto::id;
 use edge_proto::status::StatusType;
 
 use super::Shard;
+use crate::core::update_bound;
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 
@@ -295,12 +296,16 @@ impl Shard {
         for mobile in id::mobile_ids(user) {
             self.live_holders(mobile, &mut slots);
             for h in &slots {
-                update_bound(self.bound_mut(h.slot), device, bound);
+                if let Some(list) = self.bound_mut(h.slot) {
+                    update_bound(list, device, bound);
+                }
             }
         }
         self.live_holders(device, &mut slots);
         for h in &slots {
-            update_bound(self.bound_mut(h.slot), user, bound);
+            if let Some(list) = self.bound_mut(h.slot) {
+                update_bound(list, user, bound);
+            }
         }
         let kind = if bound {
             StatusType::DeviceBound
@@ -325,17 +330,6 @@ impl Shard {
             self.send_device_status(device, &[user], kind);
         }
     }
-}
-
-fn update_bound(list: Option<&mut Box<[i64]>>, id: i64, bound: bool) {
-    let Some(list) = list else { return };
-    let mut ids: Vec<i64> = list.to_vec();
-    if bound && !ids.contains(&id) {
-        ids.push(id);
-    } else if !bound {
-        ids.retain(|&x| x != id);
-    }
-    *list = ids.into_boxed_slice();
 }
 
 #[cfg(test)]

@@ -40,7 +40,17 @@ enum Op {
     Relay { shard: u8, id: u8 },
     /// Drain, then `udpaddr` on every shard.
     UdpAddr { id: u8 },
+    /// `/admin/bind` (or unbind) of a device and a user; every live session's bound
+    /// list follows.
+    Bind { device: u8, user: u8, bound: bool },
+    /// Drain, a logged-in session sends to `dst` by its destination rules, drain, check.
+    Send { sel: u8, udp: bool, dst: u8 },
+    /// Drain, `/admin/push` to one id, check who got it.
+    Push { id: u8 },
 }
+
+/// Destinations a message may name: all, devices, users, mobile ids.
+const DSTS: [i64; 9] = [0, -1, -2, -3, 16, 17, 18, 32, 33];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -55,6 +65,10 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<u8>().prop_map(|pick| Op::Step { pick }),
         3 => (any::<u8>(), any::<u8>()).prop_map(|(shard, id)| Op::Relay { shard, id }),
         1 => any::<u8>().prop_map(|id| Op::UdpAddr { id }),
+        2 => (any::<u8>(), any::<u8>(), any::<bool>())
+            .prop_map(|(device, user, bound)| Op::Bind { device, user, bound }),
+        3 => (any::<u8>(), any::<bool>(), any::<u8>()).prop_map(|(sel, udp, dst)| Op::Send { sel, udp, dst }),
+        1 => any::<u8>().prop_map(|id| Op::Push { id }),
     ]
 }
 
@@ -68,6 +82,8 @@ struct Run {
     model: Model,
     /// (shard, handle) → (last sequence sent, address, expiry) of each live UDP session.
     devices: std::collections::BTreeMap<(usize, Handle), (u16, SocketAddr, u32)>,
+    /// The bindings (device, user) as the test made them.
+    bindings: BTreeSet<(i64, i64)>,
     seed: u64,
 }
 
@@ -79,6 +95,7 @@ impl Run {
             sim: Sim::new(shards, cap),
             model: Model::default(),
             devices: Default::default(),
+            bindings: BTreeSet::new(),
             seed,
         }
     }
@@ -140,6 +157,23 @@ impl Run {
             }
             Op::Relay { shard, id } => self.relay(shard as usize % n, IDS[id as usize % IDS.len()]),
             Op::UdpAddr { id } => self.udpaddr(IDS[id as usize % 3]),
+            Op::Bind { device, user, bound } => {
+                let (device, user) = (IDS[device as usize % 3], [16, 32][user as usize % 2]);
+                self.sim.bind(device, user, bound);
+                if bound {
+                    self.bindings.insert((device, user));
+                } else {
+                    self.bindings.remove(&(device, user));
+                }
+            }
+            Op::Send { sel, udp, dst } => self.send(sel, udp, DSTS[dst as usize % DSTS.len()]),
+            Op::Push { id } => {
+                let id = IDS[id as usize % IDS.len()];
+                self.drain();
+                self.sim.delivered.clear();
+                self.sim.push(&[id]);
+                self.expect_delivered(&[id], &format!("a push to {id}"));
+            }
         }
         self.check();
     }
@@ -184,10 +218,35 @@ impl Run {
         self.sim.delivered.clear();
         self.sim.route(from, id);
         self.drain();
+        self.expect_delivered(&[id], &format!("a message for {id} from shard {from}"));
+    }
+
+    fn send(&mut self, sel: u8, udp: bool, dst: i64) {
+        let Some((at, h)) = self.pick(udp, sel) else { return };
+        let Some(id) = self.model.get(at, h).and_then(|r| r.id) else { return };
+        self.drain();
+        self.sim.delivered.clear();
+        self.sim.terminal_send(at, h, id, dst);
+        self.drain();
+        // The naive view: the sender's bound list is whatever the bindings say now.
+        let bound = sim::granted_bound(&self.bindings, id);
+        let mut ids = Vec::new();
+        if id < 0 {
+            edge_proto::id::device_destinations(dst, &bound, &mut ids);
+        } else {
+            edge_proto::id::phone_destinations(dst, &bound, &mut ids);
+        }
+        self.expect_delivered(&ids, &format!("{id} sending to {dst}"));
+    }
+
+    /// What the last relay, send or push reached is exactly every session of `ids`.
+    fn expect_delivered(&self, ids: &[i64], what: &str) {
         let mut got = self.sim.delivered.clone();
         got.sort();
-        let want: Vec<(usize, Handle)> = self.model.sessions_of(id).into_iter().collect();
-        assert_eq!(got, want, "a message for {id} from shard {from} reached the wrong sessions");
+        let mut want: Vec<(usize, Handle)> =
+            ids.iter().flat_map(|&id| self.model.sessions_of(id)).collect();
+        want.sort();
+        assert_eq!(got, want, "{what} reached the wrong sessions");
     }
 
     fn udpaddr(&mut self, id: i64) {
@@ -220,6 +279,13 @@ impl Run {
             assert_eq!(index, self.model.index_of(at), "shard {at}: index differs from the model");
             let udp_live = self.model.live(true).iter().filter(|(s, _)| *s == at).count();
             assert_eq!(shard.udp.len(), udp_live, "shard {at}: UDP sessions");
+        }
+        for r in &self.model.records {
+            let Some(id) = r.id else { continue };
+            let mut have = self.sim.bound(r.shard, r.handle);
+            have.sort();
+            let want = sim::granted_bound(&self.bindings, id).to_vec();
+            assert_eq!(have, want, "{:?} logged in as {id}: bound list", r.handle);
         }
         if self.sim.queues.iter().all(|q| q.is_empty()) {
             let mut masks = std::collections::BTreeMap::new();

@@ -4,11 +4,10 @@
 //! and a mesh of per-pair FIFO queues whose messages are delivered in an order the test
 //! chooses (any interleaving the real mesh allows).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use edge::core::ShardCore;
-use edge::core::route_key;
+use edge::core::{ShardCore, route_key, update_bound};
 use edge::core::sessions::Handle;
 use edge::core::slab::Slab;
 use edge::core::udp::{Accept, UdpTable};
@@ -23,6 +22,8 @@ pub const UTO: u32 = 5;
 pub struct Ws {
     pub id: i64,
     pub joined: bool,
+    /// Phones: bound devices; devices: bound users.
+    pub bound: Box<[i64]>,
 }
 
 /// Shard → shard messages (the subset of `msg::PeerMsg` the core's state depends on).
@@ -55,6 +56,8 @@ pub struct Sim {
     pub broken: u64,
     /// Sessions evicted at the cap: (shard, handle).
     pub evicted: Vec<(usize, Handle)>,
+    /// The bus's bindings (device, user): what a login is granted.
+    pub bindings: BTreeSet<(i64, i64)>,
     pub now: u32,
     sids: u64,
 }
@@ -75,6 +78,7 @@ impl Sim {
             delivered: Vec::new(),
             broken: 0,
             evicted: Vec::new(),
+            bindings: BTreeSet::new(),
             now: 0,
             sids: 0,
         }
@@ -204,7 +208,12 @@ impl Sim {
     // ---- WebSocket connections ----
 
     pub fn ws_open(&mut self, at: usize) -> Handle {
-        let (slot, generation) = self.shards[at].ws.insert(Ws { id: 0, joined: false });
+        let ws = Ws {
+            id: 0,
+            joined: false,
+            bound: Box::new([]),
+        };
+        let (slot, generation) = self.shards[at].ws.insert(ws);
         Handle::ws(slot, generation)
     }
 
@@ -212,6 +221,7 @@ impl Sim {
         let Some(ws) = self.shards[at].ws.get_mut(slot) else { return };
         assert_eq!(ws.id, 0, "the simulation logs a connection in once");
         ws.id = id;
+        ws.bound = granted_bound(&self.bindings, id);
         let handle = Handle::ws(slot, self.shards[at].ws.generation(slot));
         if !self.join(at, handle, id) {
             self.shards[at].ws.get_mut(slot).expect("live").id = 0;
@@ -251,10 +261,12 @@ impl Sim {
         if previous != 0 {
             self.leave(at, handle, previous);
         }
+        let bound = granted_bound(&self.bindings, id);
         if self.join(at, handle, id)
             && let Some(s) = self.shards[at].udp.get_mut(slot)
         {
             s.device = id;
+            s.bound = bound;
         }
     }
 
@@ -337,4 +349,81 @@ impl Sim {
             .filter(|h| h.is_udp())
             .find_map(|h| shard.udp.get(h.index()).map(|s| s.addr))
     }
+
+    // ---- bindings, sends by the destination rules, pushes ----
+
+    /// `/admin/bind` or `unbind`: the bus's table changes and every shard hears of it
+    /// (mirrors `route::on_binding`).
+    pub fn bind(&mut self, device: i64, user: i64, bound: bool) {
+        if bound {
+            self.bindings.insert((device, user));
+        } else {
+            self.bindings.remove(&(device, user));
+        }
+        for at in 0..self.shards.len() {
+            for mobile in edge_proto::id::mobile_ids(user) {
+                for h in self.live_holders(at, mobile) {
+                    update_bound(self.bound_mut(at, h), device, bound);
+                }
+            }
+            for h in self.live_holders(at, device) {
+                update_bound(self.bound_mut(at, h), user, bound);
+            }
+        }
+    }
+
+    fn bound_mut(&mut self, at: usize, h: Handle) -> &mut Box<[i64]> {
+        let shard = &mut self.shards[at];
+        if h.is_udp() {
+            &mut shard.udp.get_mut(h.index()).expect("live").bound
+        } else {
+            &mut shard.ws.get_mut(h.slot).expect("live").bound
+        }
+    }
+
+    /// A logged-in session's bound list.
+    pub fn bound(&self, at: usize, h: Handle) -> Vec<i64> {
+        let shard = &self.shards[at];
+        let list = if h.is_udp() {
+            shard.udp.get(h.index()).map(|s| s.bound.to_vec())
+        } else {
+            shard.ws.get(h.slot).map(|c| c.bound.to_vec())
+        };
+        list.unwrap_or_default()
+    }
+
+    /// The session `h` (logged in as `id`) sends to `dst`: destinations by its rules
+    /// and its bound list (mirrors `route::on_message` / `udp::on_forward`).
+    pub fn terminal_send(&mut self, at: usize, h: Handle, id: i64, dst: i64) {
+        let bound = self.bound(at, h);
+        let mut ids = Vec::new();
+        if id < 0 {
+            edge_proto::id::device_destinations(dst, &bound, &mut ids);
+        } else {
+            edge_proto::id::phone_destinations(dst, &bound, &mut ids);
+        }
+        for id in ids {
+            self.route(at, id);
+        }
+    }
+
+    /// `/admin/push`: every shard delivers to what it holds of `ids`.
+    pub fn push(&mut self, ids: &[i64]) {
+        for at in 0..self.shards.len() {
+            for &id in ids {
+                self.deliver(at, id);
+            }
+        }
+    }
+}
+
+/// What the bus grants a login of `id`: a device's users, a phone's user's devices.
+pub fn granted_bound(bindings: &BTreeSet<(i64, i64)>, id: i64) -> Box<[i64]> {
+    let list: Vec<i64> = if id < 0 {
+        bindings.iter().filter(|b| b.0 == id).map(|b| b.1).collect()
+    } else {
+        let user = route_key(id);
+        bindings.iter().filter(|b| b.1 == user).map(|b| b.0).collect()
+    };
+    list.into_boxed_slice()
 }
