@@ -1,7 +1,8 @@
 //! The shard core: the state of one shard and the rules that change it, sans IO.
 //!
 //! Owns: which local sessions hold each id and the per-id cap (`sessions`), this shard's
-//! slice of the partitioned directory (`directory`), the UDP session table with its
+//! slice of the partitioned directory (`directory`), the life of a WebSocket connection
+//! — stage, heartbeat period, deadlines (`terminal`) —, the UDP session table with its
 //! sequence, NAT-rebinding and expiry rules (`udp`), the slot storage (`slab`) and the
 //! timer wheel (`wheel`). [`ShardCore`] ties the index to the directory: a session that
 //! joins or leaves yields the directory report to send, and reports from other shards
@@ -16,12 +17,13 @@
 //! Bindings of live sessions change through [`update_bound`]; the destination rules
 //! applied to them are `edge_proto::id`'s.
 //!
-//! Not yet moved here (the shell still decides them): the WebSocket connection life
-//! (upgrade, login, deadlines) and outbox accounting.
+//! Not yet moved here (the shell still decides it): outbox accounting and the shard's
+//! outbound budget (`shard::write`).
 
 pub mod directory;
 pub mod sessions;
 pub mod slab;
+pub mod terminal;
 pub mod udp;
 pub mod wheel;
 

@@ -34,6 +34,7 @@ use crate::metrics::ShardMetrics;
 use crate::msg::PeerMsg;
 use crate::poller::{Poller, Readiness};
 use crate::core::ShardCore;
+use crate::core::terminal::Timeouts;
 use crate::core::sessions::Handle;
 use crate::core::wheel::{Entry, Secs, Wheel};
 pub use conn::IdMap;
@@ -84,6 +85,8 @@ pub struct Shard {
     index: usize,
     count: usize,
     config: Arc<Config>,
+    /// The stage timeouts of every connection (from the config).
+    timeouts: Timeouts,
     poller: Poller,
     inbox: Receiver<ToShard>,
     bus: Sender<ToBus>,
@@ -137,6 +140,10 @@ impl Shard {
         Shard {
             index: parts.index,
             count: parts.count,
+            timeouts: Timeouts {
+                handshake: parts.config.handshake_timeout_secs,
+                login: parts.config.login_timeout_secs,
+            },
             config: parts.config,
             poller: parts.poller,
             inbox: parts.inbox,
@@ -173,12 +180,6 @@ impl Shard {
 
     fn now(&self) -> Secs {
         self.epoch.elapsed().as_secs() as Secs
-    }
-
-    /// The deadline `secs` from now on the one-second clock: it fires between `secs` and
-    /// `secs + 1` seconds later, never before (`now()` rounds the current second down).
-    fn deadline_in(&self, secs: u32) -> Secs {
-        self.now() + secs + 1
     }
 
     fn unix_now() -> u64 {
@@ -255,7 +256,7 @@ impl Shard {
                 let generation = ((r.token >> 32) as u32) & conn::GENERATION_MASK;
                 self.conns
                     .get_gen(r.token as u32, generation)
-                    .is_some_and(|c| matches!(c.state, conn::State::Handshake | conn::State::Login))
+                    .is_some_and(|c| c.terminal.newcomer())
             }
             _ => false,
         }
@@ -344,12 +345,12 @@ impl Shard {
             let Some(conn) = self.conns.get_gen_mut(entry.slot, entry.generation) else {
                 continue;
             };
-            if conn.deadline <= now {
+            if let Some(expired) = conn.terminal.expired(now) {
                 conn.scheduled = 0;
-                self.on_deadline(entry.slot);
+                self.on_expired(entry.slot, expired);
             } else {
-                conn.scheduled = conn.deadline;
-                let at = conn.deadline;
+                let at = conn.terminal.deadline();
+                conn.scheduled = at;
                 self.wheel.insert(at, entry);
             }
         }
@@ -358,13 +359,14 @@ impl Shard {
         self.flush_registrations();
     }
 
-    /// Moves a connection's deadline; only an earlier one costs a wheel insert.
-    fn set_deadline(&mut self, slot: u32, at: Secs) {
+    /// Puts a connection's deadline on the wheel after its terminal moved it; only an
+    /// earlier one costs an insert (a later one is found when the earlier entry is due).
+    fn schedule(&mut self, slot: u32) {
         let generation = self.conns.generation(slot);
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        conn.deadline = at;
+        let at = conn.terminal.deadline();
         if conn.scheduled == 0 || at < conn.scheduled {
             conn.scheduled = at;
             self.wheel.insert(at, Entry { slot, generation });

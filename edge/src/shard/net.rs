@@ -10,6 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::Shard;
 use super::conn::Conn;
+use crate::core::terminal::Terminal;
 
 /// A non-blocking TCP listener on `addr` with `SO_REUSEPORT`, so every shard binds its own
 /// and the kernel spreads connections between them.
@@ -295,8 +296,8 @@ impl Shard {
             close(fd);
             return;
         }
-        let deadline = self.deadline_in(self.config.handshake_timeout_secs);
-        let (slot, generation) = self.conns.insert(Conn::new(fd, deadline));
+        let terminal = Terminal::accepted(self.now(), &self.timeouts);
+        let (slot, generation) = self.conns.insert(Conn::new(fd, terminal));
         if self
             .poller
             .watch(fd, super::conn_token(slot, generation))
@@ -310,6 +311,6 @@ impl Shard {
         self.metrics
             .ws_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.set_deadline(slot, deadline);
+        self.schedule(slot);
     }
 }

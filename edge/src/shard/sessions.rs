@@ -10,7 +10,6 @@
 use edge_proto::status::StatusType;
 
 use super::Shard;
-use super::conn::State;
 use crate::core::Report;
 use crate::core::sessions::{Handle, IndexError};
 use crate::metrics::bump;
@@ -93,7 +92,7 @@ impl Shard {
             session.is_some_and(|s| s.device == id)
         } else {
             let conn = self.conns.get_gen(handle.slot, handle.generation);
-            conn.is_some_and(|c| c.id == id && matches!(c.state, State::Joining | State::Online))
+            conn.is_some_and(|c| c.id == id && c.terminal.logged_in())
         }
     }
 

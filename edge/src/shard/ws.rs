@@ -15,6 +15,7 @@ use edge_proto::ws::{self, OpCode};
 
 use super::Shard;
 use super::conn::State;
+use crate::core::terminal::Expired;
 use crate::core::sessions::Handle;
 use super::net::{self, send2};
 use crate::metrics::bump;
@@ -23,9 +24,6 @@ use crate::metrics::bump;
 const MAX_REQUEST: usize = 8 * 1024;
 /// Reads per readiness event before yielding to other connections.
 const READ_BUDGET: usize = 16;
-/// Heartbeat period assumed when the login says 0, and the longest honoured (seconds).
-const DEFAULT_TIMEOUT: u32 = 150;
-const MAX_TIMEOUT: u32 = 300;
 
 impl Shard {
     pub(super) fn conn_ref(&self, slot: u32) -> ConnRef {
@@ -48,7 +46,7 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
-            if matches!(conn.state, State::LoginPending | State::Joining) {
+            if !conn.terminal.reading() {
                 return;
             }
             let fd = conn.fd;
@@ -113,7 +111,7 @@ impl Shard {
     /// Handles `buf[..len]`; keeps an incomplete tail. False when the connection closed.
     fn process(&mut self, slot: u32, buf: &mut [u8], len: usize) -> bool {
         let mut pos = 0;
-        if self.conns.get(slot).map(|c| c.state) == Some(State::Handshake) {
+        if self.state(slot) == Some(State::Handshake) {
             match self.on_upgrade_bytes(slot, &buf[..len]) {
                 Some(0) => {
                     self.keep_carry(slot, &buf[..len]);
@@ -125,7 +123,7 @@ impl Shard {
         }
         let max = self.config.max_message;
         while pos < len {
-            match self.conns.get(slot).map(|c| c.state) {
+            match self.state(slot) {
                 Some(State::Login | State::Online) => {}
                 Some(_) => break,
                 None => return false,
@@ -182,11 +180,11 @@ impl Shard {
         match result {
             Some(consumed) if sent.is_ok() => {
                 bump(&self.metrics.ws_upgraded);
+                let (now, timeouts) = (self.now(), self.timeouts);
                 if let Some(conn) = self.conns.get_mut(slot) {
-                    conn.state = State::Login;
+                    conn.terminal.upgraded(now, &timeouts);
                 }
-                let at = self.deadline_in(self.config.login_timeout_secs);
-                self.set_deadline(slot, at);
+                self.schedule(slot);
                 Some(consumed)
             }
             _ => {
@@ -212,13 +210,12 @@ impl Shard {
             }
             OpCode::Ping => self.send_frame(slot, OpCode::Pong, payload),
             OpCode::Pong => true,
-            _ => match self.conns.get(slot).map(|c| c.state) {
+            _ => match self.state(slot) {
                 Some(State::Login) => self.on_login(slot, payload),
                 Some(State::Online) => {
-                    let window = self.read_window(slot);
                     let now = self.now();
                     if let Some(conn) = self.conns.get_mut(slot) {
-                        conn.deadline = now + window;
+                        conn.terminal.heard(now);
                     }
                     self.on_message(slot, payload)
                 }
@@ -227,11 +224,8 @@ impl Shard {
         }
     }
 
-    fn read_window(&self, slot: u32) -> u32 {
-        3 * self
-            .conns
-            .get(slot)
-            .map_or(DEFAULT_TIMEOUT, |c| c.timeout_secs)
+    fn state(&self, slot: u32) -> Option<State> {
+        self.conns.get(slot).map(|c| c.terminal.state())
     }
 
     fn on_login(&mut self, slot: u32, payload: &[u8]) -> bool {
@@ -265,13 +259,7 @@ impl Shard {
         let conn_ref = self.conn_ref(slot);
         if let Some(conn) = self.conns.get_mut(slot) {
             conn.id = id;
-            let timeout = u32::try_from(request.timeout).unwrap_or(MAX_TIMEOUT);
-            conn.timeout_secs = if timeout == 0 {
-                DEFAULT_TIMEOUT
-            } else {
-                timeout.min(MAX_TIMEOUT)
-            };
-            conn.state = State::LoginPending;
+            conn.terminal.login_requested(request.timeout);
         }
         if self
             .bus
@@ -299,7 +287,7 @@ impl Shard {
         let alive = self
             .conns
             .get_gen_mut(conn.slot, conn.generation)
-            .is_some_and(|c| c.state == State::LoginPending);
+            .is_some_and(|c| c.terminal.state() == State::LoginPending);
         let slot = conn.slot;
         let grant = match result {
             Ok(grant) if alive => grant,
@@ -335,7 +323,7 @@ impl Shard {
         };
         c.id = grant.session;
         c.mobile = grant.mobile;
-        c.state = State::Joining;
+        c.terminal.granted();
         c.bound = grant.bound.into_boxed_slice();
         match self.join_session(Handle::ws(slot, conn.generation), grant.session) {
             Ok(true) => self.finish_login(slot),
@@ -343,7 +331,7 @@ impl Shard {
             Err(_) => {
                 // Not indexed: give the grant back and refuse, as for a full bus queue.
                 if let Some(c) = self.conns.get_mut(slot) {
-                    c.state = State::LoginPending;
+                    c.terminal.join_failed();
                 }
                 let _ = self.bus.try_send(ToBus::Logout {
                     session: grant.session,
@@ -367,7 +355,7 @@ impl Shard {
         } else if self
             .conns
             .get_gen_mut(slot, generation)
-            .is_some_and(|c| c.state == State::Joining)
+            .is_some_and(|c| c.terminal.state() == State::Joining)
         {
             self.finish_login(slot);
         }
@@ -375,11 +363,12 @@ impl Shard {
 
     /// The session is reachable from every shard: reply to the login, go online.
     fn finish_login(&mut self, slot: u32) {
+        let now = self.now();
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
         let session = c.id;
-        c.state = State::Online;
+        c.terminal.joined(now);
         let reply = if session > 0 {
             LoginReply::PhoneOk(c.mobile)
         } else {
@@ -392,8 +381,7 @@ impl Shard {
         if !self.send_frame(slot, OpCode::Binary, &bytes) {
             return;
         }
-        let at = self.deadline_in(self.read_window(slot));
-        self.set_deadline(slot, at);
+        self.schedule(slot);
         if session < 0 {
             let users = self
                 .conns
@@ -412,21 +400,20 @@ impl Shard {
     }
 
     /// A deadline passed: the upgrade, the login or the read window.
-    pub(super) fn on_deadline(&mut self, slot: u32) {
-        match self.conns.get(slot).map(|c| c.state) {
-            Some(State::Handshake) => {
+    pub(super) fn on_expired(&mut self, slot: u32, expired: Expired) {
+        match expired {
+            Expired::Handshake => {
                 bump(&self.metrics.handshake_timeout);
                 self.close(slot, None);
             }
-            Some(State::Login | State::LoginPending | State::Joining) => {
+            Expired::Login => {
                 bump(&self.metrics.login_timeout);
                 self.refuse(slot, LoginReply::LoginTimeout);
             }
-            Some(State::Online) => {
+            Expired::Read => {
                 bump(&self.metrics.read_timeout);
                 self.close(slot, Some(ws::CLOSE_NORMAL));
             }
-            None => {}
         }
     }
 
@@ -441,13 +428,14 @@ impl Shard {
             .outbox
             .as_ref()
             .is_none_or(|o| send2(conn.fd, o, &[]).is_ok_and(|n| n == o.len()));
-        if let (Some(code), true, true) = (code, conn.state != State::Handshake, flushed) {
+        let state = conn.terminal.state();
+        if let (Some(code), true, true) = (code, state != State::Handshake, flushed) {
             let mut frame = Vec::with_capacity(4);
             ws::write_close(&mut frame, code);
             let _ = send2(conn.fd, &frame, &[]);
         }
-        if matches!(conn.state, State::Online | State::Joining) {
-            let (session, online) = (conn.id, conn.state == State::Online);
+        if conn.terminal.logged_in() {
+            let (session, online) = (conn.id, state == State::Online);
             let bound = conn.bound.to_vec();
             let handle = Handle::ws(slot, self.conns.generation(slot));
             self.session_ended(handle, session, online, &bound);

@@ -25,7 +25,12 @@ const IDS: [i64; 6] = [-1, -2, -3, 17, 18, 33];
 #[derive(Debug, Clone)]
 enum Op {
     WsOpen { shard: u8 },
-    WsLogin { sel: u8, id: u8 },
+    /// The upgrade request of a connection.
+    WsUpgrade { sel: u8 },
+    /// A login asking for a heartbeat period, granted.
+    WsLogin { sel: u8, id: u8, period: u8 },
+    /// A data frame on a connection.
+    WsFrame { sel: u8 },
     WsClose { sel: u8 },
     UdpOpen { shard: u8, port: u8 },
     /// A device login on a UDP session (again or as another device: `0xE2`).
@@ -49,13 +54,36 @@ enum Op {
     Push { id: u8 },
 }
 
+/// Heartbeat periods a login may ask for (0: the default 150 s; 400: capped at 300 s).
+const PERIODS: [u64; 5] = [0, 1, 2, 5, 400];
+
+/// A connection's life as the naive model sees it.
+#[derive(Debug, Clone, Copy)]
+struct Life {
+    stage: Stage,
+    /// When it is closed if nothing happens.
+    deadline: u32,
+    /// Seconds of silence allowed once online.
+    window: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    Upgrading,
+    LoggingIn,
+    Online,
+}
+
 /// Destinations a message may name: all, devices, users, mobile ids.
 const DSTS: [i64; 9] = [0, -1, -2, -3, 16, 17, 18, 32, 33];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => any::<u8>().prop_map(|shard| Op::WsOpen { shard }),
-        3 => (any::<u8>(), any::<u8>()).prop_map(|(sel, id)| Op::WsLogin { sel, id }),
+        3 => any::<u8>().prop_map(|sel| Op::WsUpgrade { sel }),
+        3 => (any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(sel, id, period)| Op::WsLogin { sel, id, period }),
+        2 => any::<u8>().prop_map(|sel| Op::WsFrame { sel }),
         2 => any::<u8>().prop_map(|sel| Op::WsClose { sel }),
         4 => (any::<u8>(), 0..4u8).prop_map(|(shard, port)| Op::UdpOpen { shard, port }),
         5 => (any::<u8>(), any::<u8>()).prop_map(|(sel, id)| Op::UdpLogin { sel, id }),
@@ -84,6 +112,8 @@ struct Run {
     devices: std::collections::BTreeMap<(usize, Handle), (u16, SocketAddr, u32)>,
     /// The bindings (device, user) as the test made them.
     bindings: BTreeSet<(i64, i64)>,
+    /// Each live connection's life.
+    lives: std::collections::BTreeMap<(usize, Handle), Life>,
     seed: u64,
 }
 
@@ -96,6 +126,7 @@ impl Run {
             model: Model::default(),
             devices: Default::default(),
             bindings: BTreeSet::new(),
+            lives: Default::default(),
             seed,
         }
     }
@@ -123,20 +154,33 @@ impl Run {
                 let at = shard as usize % n;
                 let h = self.sim.ws_open(at);
                 self.model.open(at, h);
+                let life = Life { stage: Stage::Upgrading, deadline: self.sim.now + 11, window: 0 };
+                self.lives.insert((at, h), life);
             }
-            Op::WsLogin { sel, id } => {
+            Op::WsUpgrade { sel } => {
                 let Some((at, h)) = self.pick(false, sel) else { return };
-                if self.model.get(at, h).is_some_and(|r| r.id.is_some()) {
-                    return; // a connection logs in once
+                let life = self.lives.get_mut(&(at, h)).expect("a live connection");
+                let expected = life.stage == Stage::Upgrading;
+                if expected {
+                    *life = Life { stage: Stage::LoggingIn, deadline: self.sim.now + 61, window: 0 };
                 }
-                let id = IDS[id as usize % IDS.len()];
-                self.sim.ws_login(at, h.slot, id);
-                self.login_model(at, h, id);
+                assert_eq!(self.sim.ws_upgrade(at, h.slot), expected, "upgrade accepted");
+            }
+            Op::WsLogin { sel, id, period } => self.ws_login(sel, id, period),
+            Op::WsFrame { sel } => {
+                let Some((at, h)) = self.pick(false, sel) else { return };
+                self.sim.ws_frame(at, h.slot);
+                let now = self.sim.now;
+                let life = self.lives.get_mut(&(at, h)).expect("a live connection");
+                if life.stage == Stage::Online {
+                    life.deadline = now + life.window + 1;
+                }
             }
             Op::WsClose { sel } => {
                 let Some((at, h)) = self.pick(false, sel) else { return };
                 self.sim.ws_close(at, h.slot);
                 self.model.close(at, h);
+                self.lives.remove(&(at, h));
             }
             Op::UdpOpen { shard, port } => {
                 let at = shard as usize % n;
@@ -181,7 +225,27 @@ impl Run {
     fn login_model(&mut self, at: usize, h: Handle, id: i64) {
         if let Some(old) = self.model.login(at, h, id, self.sim.cap) {
             self.devices.remove(&(at, old));
+            self.lives.remove(&(at, old));
         }
+    }
+
+    fn ws_login(&mut self, sel: u8, id: u8, period: u8) {
+        let Some((at, h)) = self.pick(false, sel) else { return };
+        let id = IDS[id as usize % IDS.len()];
+        let period = PERIODS[period as usize % PERIODS.len()];
+        let expected = self.lives[&(at, h)].stage == Stage::LoggingIn;
+        assert_eq!(self.sim.ws_login(at, h.slot, id, period), expected, "login taken");
+        if !expected {
+            return;
+        }
+        self.drain(); // the login waits for its directory acknowledgement
+        let window = 3 * match period {
+            0 => 150,
+            p => p.min(300) as u32,
+        };
+        let life = Life { stage: Stage::Online, deadline: self.sim.now + window + 1, window };
+        self.lives.insert((at, h), life);
+        self.login_model(at, h, id);
     }
 
     fn packet(&mut self, sel: u8, shard: u8, port: u8, replay: bool) {
@@ -201,6 +265,12 @@ impl Run {
     fn tick(&mut self, secs: u32) {
         self.sim.tick(secs);
         let now = self.sim.now;
+        let silent: Vec<(usize, Handle)> =
+            self.lives.iter().filter(|(_, l)| l.deadline <= now).map(|(&k, _)| k).collect();
+        for (at, h) in silent {
+            self.lives.remove(&(at, h));
+            self.model.close(at, h);
+        }
         let expired: Vec<(usize, Handle)> = self
             .devices
             .iter()
@@ -279,6 +349,8 @@ impl Run {
             assert_eq!(index, self.model.index_of(at), "shard {at}: index differs from the model");
             let udp_live = self.model.live(true).iter().filter(|(s, _)| *s == at).count();
             assert_eq!(shard.udp.len(), udp_live, "shard {at}: UDP sessions");
+            let ws_live = self.model.live(false).iter().filter(|(s, _)| *s == at).count();
+            assert_eq!(shard.ws.len(), ws_live, "shard {at}: connections");
         }
         for r in &self.model.records {
             let Some(id) = r.id else { continue };

@@ -55,10 +55,31 @@ fn an_expired_session_slot_reused_by_a_stranger_gets_nothing() {
 fn the_oldest_session_is_evicted_at_the_cap() {
     let mut ops: Vec<Op> = (0..3).map(|port| Op::UdpOpen { shard: 1, port }).collect();
     ops.push(Op::WsOpen { shard: 1 });
-    ops.push(Op::WsLogin { sel: 0, id: 0 });
+    ops.push(Op::WsUpgrade { sel: 0 });
+    ops.push(Op::WsLogin { sel: 0, id: 0, period: 0 });
     for sel in 0..3 {
         ops.push(Op::UdpLogin { sel, id: 0 });
     }
     ops.push(Op::Relay { shard: 0, id: 0 });
     run(2, 2, 3, &ops);
+}
+
+/// A frame moves an online terminal's read deadline to three heartbeat periods from now,
+/// never less: the shell used to set `now + window` there, one second short of the
+/// `deadline_in` rule the other deadlines follow (a 1 s period could close at 3 s of
+/// silence measured from a frame late in its second).
+#[test]
+fn a_read_deadline_never_fires_early() {
+    let ops = vec![
+        Op::WsOpen { shard: 0 },
+        Op::WsUpgrade { sel: 0 },
+        Op::WsLogin { sel: 0, id: 3, period: 1 },
+        Op::Tick { secs: 2 },
+        Op::WsFrame { sel: 0 },
+        Op::Tick { secs: 3 },
+        Op::Relay { shard: 1, id: 3 },
+        Op::Tick { secs: 1 },
+        Op::Relay { shard: 1, id: 3 },
+    ];
+    run(2, 4, 5, &ops);
 }

@@ -8,7 +8,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use edge::core::{ShardCore, route_key, update_bound};
-use edge::core::sessions::Handle;
+use edge::core::sessions::{Handle, UDP_BIT};
+use edge::core::terminal::{State, Terminal, Timeouts};
 use edge::core::slab::Slab;
 use edge::core::udp::{Accept, UdpTable};
 use edge::core::wheel::{Entry, Wheel};
@@ -21,10 +22,19 @@ pub const UTO: u32 = 5;
 #[derive(Debug)]
 pub struct Ws {
     pub id: i64,
-    pub joined: bool,
+    /// Its life: stage and deadline (the real `core::terminal`).
+    pub terminal: Terminal,
+    /// The earliest wheel entry for it (0: none), as the shell keeps it.
+    pub scheduled: u32,
     /// Phones: bound devices; devices: bound users.
     pub bound: Box<[i64]>,
 }
+
+/// The node's stage timeouts (as `Config`'s).
+pub const TIMEOUTS: Timeouts = Timeouts {
+    handshake: 10,
+    login: 60,
+};
 
 /// Shard → shard messages (the subset of `msg::PeerMsg` the core's state depends on).
 #[derive(Debug, Clone)]
@@ -125,10 +135,12 @@ impl Sim {
                 }
             }
             Mesh::Ack(h) => {
+                let now = self.now;
                 if !h.is_udp()
                     && let Some(ws) = self.shards[at].ws.get_gen_mut(h.slot, h.generation)
+                    && ws.terminal.joined(now)
                 {
-                    ws.joined = true;
+                    self.schedule(at, h.slot);
                 }
             }
             Mesh::Route { id } => self.resolve(at, id),
@@ -190,7 +202,7 @@ impl Sim {
             s.is_some_and(|s| s.device == id)
         } else {
             let c = shard.ws.get_gen(h.slot, h.generation);
-            c.is_some_and(|c| c.id == id)
+            c.is_some_and(|c| c.id == id && c.terminal.logged_in())
         }
     }
 
@@ -210,28 +222,69 @@ impl Sim {
     pub fn ws_open(&mut self, at: usize) -> Handle {
         let ws = Ws {
             id: 0,
-            joined: false,
+            terminal: Terminal::accepted(self.now, &TIMEOUTS),
+            scheduled: 0,
             bound: Box::new([]),
         };
         let (slot, generation) = self.shards[at].ws.insert(ws);
+        self.schedule(at, slot);
         Handle::ws(slot, generation)
     }
 
-    pub fn ws_login(&mut self, at: usize, slot: u32, id: i64) {
-        let Some(ws) = self.shards[at].ws.get_mut(slot) else { return };
-        assert_eq!(ws.id, 0, "the simulation logs a connection in once");
+    /// Puts a connection's deadline on the wheel when it moved earlier (mirrors the
+    /// shell's `schedule`).
+    fn schedule(&mut self, at: usize, slot: u32) {
+        let shard = &mut self.shards[at];
+        let generation = shard.ws.generation(slot);
+        let Some(ws) = shard.ws.get_mut(slot) else { return };
+        let due = ws.terminal.deadline();
+        if ws.scheduled == 0 || due < ws.scheduled {
+            ws.scheduled = due;
+            shard.wheel.insert(due, Entry { slot, generation });
+        }
+    }
+
+    /// The upgrade request arrived. False unless it was waiting for one.
+    pub fn ws_upgrade(&mut self, at: usize, slot: u32) -> bool {
+        let now = self.now;
+        let Some(ws) = self.shards[at].ws.get_mut(slot) else { return false };
+        let upgraded = ws.terminal.upgraded(now, &TIMEOUTS);
+        self.schedule(at, slot);
+        upgraded
+    }
+
+    /// A login string asking for heartbeat period `period`, granted as `id` (mirrors
+    /// `ws::on_login` and `on_login_done`). False unless it was waiting for a login.
+    pub fn ws_login(&mut self, at: usize, slot: u32, id: i64, period: u64) -> bool {
+        let Some(ws) = self.shards[at].ws.get_mut(slot) else { return false };
+        if ws.terminal.state() != State::Login {
+            return false;
+        }
+        ws.terminal.login_requested(period);
+        ws.terminal.granted();
         ws.id = id;
         ws.bound = granted_bound(&self.bindings, id);
         let handle = Handle::ws(slot, self.shards[at].ws.generation(slot));
-        if !self.join(at, handle, id) {
-            self.shards[at].ws.get_mut(slot).expect("live").id = 0;
+        let reachable = self.join(at, handle, id);
+        if reachable && let Some(ws) = self.shards[at].ws.get_mut(slot) {
+            ws.terminal.joined(self.now);
+            self.schedule(at, slot);
+        }
+        true
+    }
+
+    /// A data frame arrived on a connection.
+    pub fn ws_frame(&mut self, at: usize, slot: u32) {
+        let now = self.now;
+        if let Some(ws) = self.shards[at].ws.get_mut(slot) {
+            ws.terminal.heard(now);
         }
     }
 
     pub fn ws_close(&mut self, at: usize, slot: u32) {
         let generation = self.shards[at].ws.generation(slot);
         let Some(ws) = self.shards[at].ws.get(slot) else { return };
-        if ws.id != 0 {
+        if ws.terminal.logged_in() {
             let id = ws.id;
             self.leave(at, Handle::ws(slot, generation), id);
         }
@@ -248,7 +301,11 @@ impl Sim {
         let deadline = self.now + UTO + 1;
         let shard = &mut self.shards[at];
         let (slot, generation) = shard.udp.open(Sid(sid), from, deadline).expect("room");
-        shard.wheel.insert(deadline, Entry { slot, generation });
+        let entry = Entry {
+            slot: slot | UDP_BIT,
+            generation,
+        };
+        shard.wheel.insert(deadline, entry);
         (Handle::udp(slot, generation), Sid(sid))
     }
 
@@ -290,24 +347,46 @@ impl Sim {
         }
     }
 
-    /// Time passes: expiry on every shard's wheel (mirrors `on_udp_due`).
+    /// Time passes: deadlines on every shard's wheel (mirrors `expire_due` and
+    /// `on_udp_due`).
     pub fn tick(&mut self, secs: u32) {
         self.now += secs;
         for at in 0..self.shards.len() {
             let mut due = Vec::new();
             self.shards[at].wheel.advance(self.now, &mut due);
             for entry in due {
-                let shard = &mut self.shards[at];
-                let Some(s) = shard.udp.get_gen(entry.slot, entry.generation) else {
-                    continue;
-                };
-                if s.deadline > self.now {
-                    let deadline = s.deadline;
-                    shard.wheel.insert(deadline, entry);
+                if entry.slot & UDP_BIT != 0 {
+                    self.udp_due(at, entry);
                 } else {
-                    self.udp_remove(at, entry.slot);
+                    self.ws_due(at, entry);
                 }
             }
+        }
+    }
+
+    fn udp_due(&mut self, at: usize, entry: Entry) {
+        let shard = &mut self.shards[at];
+        let slot = entry.slot & !UDP_BIT;
+        let Some(s) = shard.udp.get_gen(slot, entry.generation) else { return };
+        if s.deadline > self.now {
+            let deadline = s.deadline;
+            shard.wheel.insert(deadline, entry);
+        } else {
+            self.udp_remove(at, slot);
+        }
+    }
+
+    fn ws_due(&mut self, at: usize, entry: Entry) {
+        let now = self.now;
+        let shard = &mut self.shards[at];
+        let Some(ws) = shard.ws.get_gen_mut(entry.slot, entry.generation) else { return };
+        if ws.terminal.expired(now).is_some() {
+            ws.scheduled = 0;
+            self.ws_close(at, entry.slot);
+        } else {
+            let due = ws.terminal.deadline();
+            ws.scheduled = due;
+            shard.wheel.insert(due, entry);
         }
     }
 
