@@ -17,10 +17,12 @@
 //! Bindings of live sessions change through [`update_bound`]; the destination rules
 //! applied to them are `edge_proto::id`'s.
 //!
-//! Not yet moved here (the shell still decides it): outbox accounting and the shard's
-//! outbound budget (`shard::write`).
+//! `outbound` keeps the shard's queued bytes and decides, for each frame, whether it is
+//! queued, written at once or its reader closed (`--max-outbound`,
+//! `--max-outbound-shard`); the shell owns the buffers and the writes.
 
 pub mod directory;
+pub mod outbound;
 pub mod sessions;
 pub mod slab;
 pub mod terminal;

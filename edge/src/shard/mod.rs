@@ -34,6 +34,7 @@ use crate::metrics::ShardMetrics;
 use crate::msg::PeerMsg;
 use crate::poller::{Poller, Readiness};
 use crate::core::ShardCore;
+use crate::core::outbound::Outbound;
 use crate::core::terminal::Timeouts;
 use crate::core::sessions::Handle;
 use crate::core::wheel::{Entry, Secs, Wheel};
@@ -100,6 +101,8 @@ pub struct Shard {
     conns: Slab<Conn>,
     /// The session index and this shard's directory slice (sans IO).
     core: ShardCore,
+    /// Bytes queued for readers, and the bounds on them (sans IO).
+    outbound: Outbound,
     wheel: Wheel,
     epoch: Instant,
     /// Read buffer shared by every connection of the shard.
@@ -137,6 +140,7 @@ impl Shard {
         let scratch_len = (2 * (parts.config.max_message + 14)).max(64 * 1024);
         let max_udp_sessions = parts.config.max_udp_sessions;
         let max_per_id = parts.config.max_sessions_per_device;
+        let outbound = Outbound::new(parts.config.max_outbound, parts.config.max_outbound_shard);
         Shard {
             index: parts.index,
             count: parts.count,
@@ -159,6 +163,7 @@ impl Shard {
             platform: parts.platform,
             conns: Slab::default(),
             core: ShardCore::new(parts.index, parts.count, max_per_id),
+            outbound,
             wheel: Wheel::new(),
             epoch: Instant::now(),
             scratch: vec![0; scratch_len],
@@ -266,6 +271,7 @@ impl Shard {
         self.flush_writes();
         self.flush_udp();
         self.closing.clear();
+        self.publish_queued();
     }
 
     fn on_ready(&mut self, r: Readiness) {

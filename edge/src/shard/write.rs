@@ -14,6 +14,7 @@ use edge_proto::ws::{self, OpCode};
 
 use super::net::send2;
 use super::{Shard, conn_token};
+use crate::core::outbound::{Closed, Verdict};
 use crate::metrics::bump;
 
 /// Largest outbox buffer kept for reuse, and how many are kept per shard.
@@ -50,27 +51,19 @@ impl Shard {
     pub(super) fn send_frame(&mut self, slot: u32, opcode: OpCode, payload: &[u8]) -> bool {
         let (head, head_len) = ws::encode_head(opcode, payload.len() as u64);
         let total = head_len + payload.len();
-        let Some(mut queued) = self.outbox_len(slot) else {
+        let Some(waiting) = self.outbox_len(slot) else {
             return false;
         };
-        // Past the shard's budget every blocked reader costs memory the node does not have:
-        // each frame is written at once, and a connection that cannot take it is closed.
-        let shard_queued = self.metrics.outbound_queued_bytes.load(Ordering::Relaxed);
-        let over_budget = shard_queued.max(0) as usize + total > self.config.max_outbound_shard;
-        if queued + total > self.config.max_outbound || over_budget {
+        let over_budget = self.outbound.over_budget(total);
+        let mut verdict = Verdict::Queue;
+        if self.outbound.needs_flush(waiting, total) {
             // Try the socket first: only a reader that really does not keep up is closed.
             self.flush_conn(slot);
-            queued = self.outbox_len(slot).unwrap_or(0);
-            if queued + total > self.config.max_outbound {
-                bump(&self.metrics.slow_reader_closed);
-                self.close(slot, Some(ws::CLOSE_POLICY));
-                return false;
-            }
-            if over_budget && queued > 0 {
-                bump(&self.metrics.outbound_budget_closed);
-                self.close(slot, Some(ws::CLOSE_POLICY));
-                return false;
-            }
+            let waiting = self.outbox_len(slot).unwrap_or(0);
+            verdict = self.outbound.verdict(waiting, total, over_budget);
+        }
+        if let Verdict::Close(why) = verdict {
+            return self.close_reader(slot, why);
         }
         let generation = self.conns.generation(slot);
         let Some(conn) = self.conns.get_mut(slot) else {
@@ -81,15 +74,11 @@ impl Shard {
             .get_or_insert_with(|| self.buffers.pop().unwrap_or_default());
         outbox.extend_from_slice(&head[..head_len]);
         outbox.extend_from_slice(payload);
-        self.metrics
-            .outbound_queued_bytes
-            .fetch_add(total as i64, Ordering::Relaxed);
-        if over_budget {
+        self.outbound.queued_more(total);
+        if verdict == Verdict::WriteNow {
             self.flush_conn(slot);
             if self.outbox_len(slot).unwrap_or(0) > 0 {
-                bump(&self.metrics.outbound_budget_closed);
-                self.close(slot, Some(ws::CLOSE_POLICY));
-                return false;
+                return self.close_reader(slot, Closed::Budget);
             }
             return true;
         }
@@ -98,6 +87,24 @@ impl Shard {
             self.dirty.push((slot, generation));
         }
         true
+    }
+
+    /// Closes a reader the outbound bounds refuse (1008), counted by why. Always false.
+    fn close_reader(&mut self, slot: u32, why: Closed) -> bool {
+        match why {
+            Closed::SlowReader => bump(&self.metrics.slow_reader_closed),
+            Closed::Budget => bump(&self.metrics.outbound_budget_closed),
+        }
+        self.close(slot, Some(ws::CLOSE_POLICY));
+        false
+    }
+
+    /// Shows the core's queued total in `/metrics`.
+    pub(super) fn publish_queued(&self) {
+        let queued = i64::try_from(self.outbound.queued()).unwrap_or(i64::MAX);
+        self.metrics
+            .outbound_queued_bytes
+            .store(queued, Ordering::Relaxed);
     }
 
     /// Bytes queued for the connection in `slot`; `None` when there is none.
@@ -148,9 +155,7 @@ impl Shard {
             match send2(conn.fd, &outbox, &[]) {
                 Ok(n) => {
                     outbox.drain(..n);
-                    self.metrics
-                        .outbound_queued_bytes
-                        .fetch_sub(n as i64, Ordering::Relaxed);
+                    self.outbound.sent(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -447,9 +447,7 @@ impl Shard {
             return;
         };
         if let Some(outbox) = &conn.outbox {
-            self.metrics
-                .outbound_queued_bytes
-                .fetch_sub(outbox.len() as i64, Ordering::Relaxed);
+            self.outbound.discarded(outbox.len());
         }
         let _ = self.poller.unwatch(conn.fd);
         // SAFETY: the record owned the descriptor; it is closed after the removal is submitted.
