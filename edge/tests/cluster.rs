@@ -280,7 +280,14 @@ fn comets_find_a_restarted_msgbus() {
     relay_until(&mut device, &mut phone, &before);
 
     first.shutdown();
-    std::thread::sleep(Duration::from_millis(300));
+    let links_down = |node: &edge::node::Node| {
+        let cluster = node.metrics.cluster.as_ref().expect("cluster metrics");
+        cluster.links_up.load(std::sync::atomic::Ordering::Relaxed) == 0
+    };
+    assert!(
+        eventually(|| links_down(&a) && links_down(&b)),
+        "the comets saw the msgbus go"
+    );
     // Sent while no msgbus is up: held by the comet (bounded) and relayed once one is back.
     let held = message(3, 0, b"sent while the msgbus was away");
     device.send(Message::binary(held.clone())).unwrap();

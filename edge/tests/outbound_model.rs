@@ -127,7 +127,7 @@ fn run(ops: &[Op]) {
     for (step, op) in ops.iter().enumerate() {
         let keeper_open = sim.readers[0].open;
         sim.apply(op);
-        let closed_by_hand = matches!(op, Op::Close { conn } if *conn as usize % CONNS == 0);
+        let closed_by_hand = matches!(op, Op::Close { conn } if (*conn as usize).is_multiple_of(CONNS));
         assert!(
             !keeper_open || sim.readers[0].open || closed_by_hand,
             "step {step}: a reader that keeps up was closed"
