@@ -65,11 +65,13 @@ pub fn login(addr: SocketAddr, id: i64) -> (Ws, Vec<u8>) {
 }
 
 /// The next text or binary message (pings answered by tungstenite), or None at close/timeout.
+/// A read that a signal interrupts is retried (timed socket calls are not restarted).
 pub fn next_data(ws: &mut Ws) -> Option<Vec<u8>> {
     loop {
         match ws.read() {
             Ok(Message::Binary(b)) => return Some(b.to_vec()),
             Ok(Message::Text(t)) => return Some(t.as_bytes().to_vec()),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => continue,
         }

@@ -62,9 +62,19 @@ impl Device {
         self.socket.send_to(bytes, self.node).unwrap();
     }
 
+    /// The next datagram, or None after the socket's read timeout. A receive that a
+    /// signal interrupts is retried (a timed socket call is never restarted by the
+    /// kernel, so EINTR reaches here on a loaded machine).
     pub fn recv(&self) -> Option<Vec<u8>> {
         let mut buf = [0u8; 4096];
-        self.socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+        for _ in 0..100 {
+            match self.socket.recv(&mut buf) {
+                Ok(n) => return Some(buf[..n].to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Sends a command and returns the reply body (after the 36-byte header), checking
