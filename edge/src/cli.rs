@@ -8,12 +8,18 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// cloudsocket: an edge proxy for smart-device fleets.
+///
+/// With no subcommand it runs the embedded node, and takes `run`'s flags directly:
+/// `cloudsocket --cores 0-1` is `cloudsocket run --cores 0-1`.
 #[derive(Debug, Parser)]
-#[command(name = "cloudsocket", version, about)]
+#[command(name = "cloudsocket", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to run; the embedded node when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The embedded node's flags, when no subcommand is named.
+    #[command(flatten)]
+    pub run: NodeArgs,
 }
 
 /// The programs in the `cloudsocket` binary.
@@ -310,6 +316,46 @@ mod tests {
                 assert_eq!(args.uto, 40);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_command_takes_run_flags() {
+        let cli = Cli::try_parse_from(normalize_args(
+            ["cloudsocket", "--cores", "1", "-lip=127.0.0.1"].map(String::from),
+        ))
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!((cli.run.cores.as_str(), cli.run.lip.as_str()), ("1", "127.0.0.1"));
+        assert!(Cli::try_parse_from(["cloudsocket", "--cores", "1", "run"]).is_err());
+    }
+
+    /// Every `cloudsocket …` line `cloudsocket tune` prints runs as printed: the ones for
+    /// this host parse and validate; the shapes it prints for other topologies parse.
+    #[test]
+    fn every_command_tune_prints_runs_as_printed() {
+        let words = |line: &str| -> Vec<String> {
+            let command = line.split('#').next().unwrap_or("");
+            normalize_args(command.split_whitespace().map(str::to_owned))
+        };
+        let here: Vec<String> = tuning::report(100_000)
+            .into_iter()
+            .map(|c| c.command)
+            .filter(|c| c.starts_with("cloudsocket "))
+            .collect();
+        assert!(!here.is_empty(), "tune prints a --cores line");
+        for line in &here {
+            let cli = Cli::try_parse_from(words(line)).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(cli.command.is_none(), "{line}");
+            crate::config::Config::from_args(&cli.run).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        let shapes = [
+            "cloudsocket --cores all",
+            "cloudsocket --cores 0-7",
+            "cloudsocket --cores 0-1,4-5  # cat /sys/class/net/IFACE/device/numa_node",
+        ];
+        for line in shapes {
+            Cli::try_parse_from(words(line)).unwrap_or_else(|e| panic!("{line}: {e}"));
         }
     }
 }

@@ -32,10 +32,7 @@ use cli::{Command, NodeArgs};
 pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
     programs::abort_on_panic();
     match cli.command {
-        None => {
-            let args = cli::Cli::try_parse_from_defaults();
-            run_node(args, false)
-        }
+        None => run_node(cli.run, false),
         Some(Command::Run(args)) => run_node(args, false),
         Some(Command::Comet(args)) => run_node(args, true),
         Some(Command::Tune(args)) => {
@@ -88,6 +85,12 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     );
     for addr in &node.ws_addrs {
         println!("listening: WebSocket ws://{addr}/ws");
+    }
+    if let Some(addr) = node.udp_addr {
+        println!("listening: UDP devices udp://{addr}");
+    }
+    if let Some(addr) = node.udpaddr_http {
+        println!("listening: udpaddr http://{addr}/api/device/udpaddr?deviceId=<id>");
     }
     println!(
         "listening: status http://{}/stat  /metrics  /admin/{{bind,unbind,push}}",
