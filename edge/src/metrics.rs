@@ -129,6 +129,16 @@ counters! {
     shard_slow_turns,
 }
 
+/// The `reason` label of a drop counter in `/metrics` (`drop_no_destination` →
+/// `no_destination`, `udp_drop_malformed` → `udp_malformed`); `None` for other counters.
+/// (`/stat?type=app` keeps every counter's own name.)
+fn drop_reason(name: &str) -> Option<String> {
+    if let Some(reason) = name.strip_prefix("drop_") {
+        return Some(reason.to_owned());
+    }
+    name.strip_prefix("udp_drop_").map(|r| format!("udp_{r}"))
+}
+
 /// All shards' counters, shared read-only with the status endpoints.
 #[derive(Debug, Clone)]
 pub struct NodeMetrics {
@@ -193,14 +203,31 @@ impl NodeMetrics {
     /// `/metrics` in the Prometheus text format: node totals and per-shard figures.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
+        let values: Vec<Vec<u64>> = self.shards.iter().map(|m| m.values()).collect();
         for (i, (name, help)) in COUNTERS.iter().enumerate() {
+            if drop_reason(name).is_some() {
+                continue;
+            }
             let _ = writeln!(out, "# HELP cloudsocket_{name}_total {help}");
             let _ = writeln!(out, "# TYPE cloudsocket_{name}_total counter");
-            for (shard, m) in self.shards.iter().enumerate() {
+            for (shard, v) in values.iter().enumerate() {
+                let _ = writeln!(out, "cloudsocket_{name}_total{{shard=\"{shard}\"}} {}", v[i]);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cloudsocket_drops_total Messages, datagrams and requests dropped, by reason."
+        );
+        let _ = writeln!(out, "# TYPE cloudsocket_drops_total counter");
+        for (i, (name, _)) in COUNTERS.iter().enumerate() {
+            let Some(reason) = drop_reason(name) else {
+                continue;
+            };
+            for (shard, v) in values.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "cloudsocket_{name}_total{{shard=\"{shard}\"}} {}",
-                    m.values()[i]
+                    "cloudsocket_drops_total{{shard=\"{shard}\",reason=\"{reason}\"}} {}",
+                    v[i]
                 );
             }
         }
@@ -267,6 +294,24 @@ mod tests {
             prom.contains("cloudsocket_msgs_in_total{shard=\"1\"} 1"),
             "{prom}"
         );
+    }
+
+    #[test]
+    fn drops_are_one_family_with_a_reason() {
+        let m = NodeMetrics::new(2);
+        bump(&m.shards[1].udp_drop_malformed);
+        bump(&m.shards[0].drop_no_destination);
+        let prom = m.render_prometheus();
+        for line in [
+            "cloudsocket_drops_total{shard=\"1\",reason=\"udp_malformed\"} 1",
+            "cloudsocket_drops_total{shard=\"0\",reason=\"no_destination\"} 1",
+            "cloudsocket_drops_total{shard=\"0\",reason=\"platform_queue_full\"} 0",
+        ] {
+            assert!(prom.contains(line), "{line} in {prom}");
+        }
+        assert!(!prom.contains("cloudsocket_drop_no_destination_total"));
+        assert!(!prom.contains("cloudsocket_udp_drop_"));
+        assert!(m.render_app_json().contains("\"drop_no_destination\":1"));
     }
 
     #[test]
