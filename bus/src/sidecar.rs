@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, select};
 
 use crate::embedded::{State, UploadLog};
-use crate::messages::{Admin, AdminRequest, ToShard, Payload, ShardInbox, ToBus};
+use crate::messages::{Admin, AdminRequest, Payload, ShardInbox, ToBus, ToShard};
 
 /// The embedded sidecar's inputs and outputs.
 pub struct Embedded {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bus::cluster::MsgbusSource;
-use bus::messages::{ToShard, ToBus, dir_shard};
+use bus::messages::{ToBus, ToShard, dir_shard};
 use cluster_support::{Harness, WAIT, config, eventually, unique_ip};
 use edge_proto::link::{Downstream, LinkDecoder, LinkItem, Upstream};
 

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use bus::messages::{ToShard, Payload};
+use bus::messages::{Payload, ToShard};
 use cluster_support::{Harness, config, eventually, unique_ip, unique_user};
 use redis::Commands;
 

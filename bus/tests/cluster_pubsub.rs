@@ -5,7 +5,7 @@
 
 mod cluster_support;
 
-use bus::messages::{Admin, ToShard, Payload};
+use bus::messages::{Admin, Payload, ToShard};
 use cluster_support::{Harness, config, redis_con, unique_ip, unique_user};
 use redis::Commands;
 

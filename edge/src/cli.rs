@@ -12,7 +12,12 @@ use clap::{Args, Parser, Subcommand};
 /// With no subcommand it runs the embedded node, and takes `run`'s flags directly:
 /// `cloudsocket --cores 0-1` is `cloudsocket run --cores 0-1`.
 #[derive(Debug, Parser)]
-#[command(name = "cloudsocket", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "cloudsocket",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to run; the embedded node when omitted.
     #[command(subcommand)]
@@ -326,7 +331,10 @@ mod tests {
         ))
         .unwrap();
         assert!(cli.command.is_none());
-        assert_eq!((cli.run.cores.as_str(), cli.run.lip.as_str()), ("1", "127.0.0.1"));
+        assert_eq!(
+            (cli.run.cores.as_str(), cli.run.lip.as_str()),
+            ("1", "127.0.0.1")
+        );
         assert!(Cli::try_parse_from(["cloudsocket", "--cores", "1", "run"]).is_err());
     }
 

@@ -91,8 +91,8 @@ impl Sockets {
         let mut listeners: Vec<Vec<OwnedFd>> = (0..n).map(|_| Vec::new()).collect();
         let mut ws_addrs = Vec::new();
         for &addr in config.ws_addrs.iter().filter(|_| config.ws) {
-            let (bound, fds) = bind_all(addr, n)
-                .map_err(|e| anyhow::anyhow!("WebSocket listener {addr}: {e}"))?;
+            let (bound, fds) =
+                bind_all(addr, n).map_err(|e| anyhow::anyhow!("WebSocket listener {addr}: {e}"))?;
             ws_addrs.push(bound);
             for (i, fd) in fds.into_iter().enumerate() {
                 listeners[i].push(fd);

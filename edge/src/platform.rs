@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bus::messages::{ToShard, PlatformAnswer, PlatformCall, PlatformRequest, ShardInbox};
+use bus::messages::{PlatformAnswer, PlatformCall, PlatformRequest, ShardInbox, ToShard};
 use crossbeam_channel::Receiver;
 use md5::{Digest, Md5};
 

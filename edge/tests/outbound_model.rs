@@ -48,7 +48,11 @@ struct Sim {
 impl Sim {
     fn flush(&mut self, c: usize) {
         let r = &mut self.readers[c];
-        let n = if r.keeps_up { r.outbox } else { r.outbox.min(r.room) };
+        let n = if r.keeps_up {
+            r.outbox
+        } else {
+            r.outbox.min(r.room)
+        };
         r.outbox -= n;
         r.room = r.room.saturating_sub(n);
         self.core.sent(n);
@@ -105,10 +109,21 @@ impl Sim {
 
     fn check(&self, step: usize) {
         let sum: usize = self.readers.iter().map(|r| r.outbox).sum();
-        assert_eq!(self.core.queued(), sum, "step {step}: the total is the outboxes' sum");
-        assert!(sum <= PER_SHARD, "step {step}: {sum} queued past the shard's budget");
+        assert_eq!(
+            self.core.queued(),
+            sum,
+            "step {step}: the total is the outboxes' sum"
+        );
+        assert!(
+            sum <= PER_SHARD,
+            "step {step}: {sum} queued past the shard's budget"
+        );
         for (c, r) in self.readers.iter().enumerate() {
-            assert!(r.outbox <= PER_CONN, "step {step}: reader {c} holds {}", r.outbox);
+            assert!(
+                r.outbox <= PER_CONN,
+                "step {step}: reader {c} holds {}",
+                r.outbox
+            );
         }
     }
 }
@@ -127,7 +142,8 @@ fn run(ops: &[Op]) {
     for (step, op) in ops.iter().enumerate() {
         let keeper_open = sim.readers[0].open;
         sim.apply(op);
-        let closed_by_hand = matches!(op, Op::Close { conn } if (*conn as usize).is_multiple_of(CONNS));
+        let closed_by_hand =
+            matches!(op, Op::Close { conn } if (*conn as usize).is_multiple_of(CONNS));
         assert!(
             !keeper_open || sim.readers[0].open || closed_by_hand,
             "step {step}: a reader that keeps up was closed"

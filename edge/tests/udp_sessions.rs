@@ -71,7 +71,9 @@ fn relogins_of_several_sessions_in_any_order_keep_serving() {
         }
         let answer = udpaddr(&node, device_id);
         assert!(
-            sessions.iter().any(|s| answer.contains(&addr_of(s).to_string())),
+            sessions
+                .iter()
+                .any(|s| answer.contains(&addr_of(s).to_string())),
             "udpaddr answers a live session: {answer}"
         );
         for s in &mut sessions {
@@ -123,7 +125,10 @@ fn an_expired_sessions_slot_reused_by_strangers_gets_nothing() {
         // Delivery to every holder happens in one turn: had a stranger been one, its
         // datagram would be waiting by now.
         for s in &strangers {
-            assert!(s.recv().is_none(), "a stranger received the device's message");
+            assert!(
+                s.recv().is_none(),
+                "a stranger received the device's message"
+            );
         }
         assert!(
             udpaddr(&node, device_id).contains(&addr_of(&second).to_string()),

@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use edge_proto::link::{CometKind, DEFAULT_MAX_PAYLOAD, Downstream, LinkDecoder, LinkItem};
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
-use crate::messages::{ToShard, ShardInbox, dir_shard, route_key};
+use crate::messages::{ShardInbox, ToShard, dir_shard, route_key};
 
 /// Frames queued per link.
 pub const LINK_QUEUE_FRAMES: usize = 4096;

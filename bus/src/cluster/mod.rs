@@ -61,7 +61,7 @@ use mobile::Sessions;
 use session::SessionWrites;
 use store::Store;
 
-use crate::messages::{Admin, AdminRequest, ToShard, ShardInbox, ToBus};
+use crate::messages::{Admin, AdminRequest, ShardInbox, ToBus, ToShard};
 
 /// How often sessions are flushed and deferred work retried.
 pub const TICK: Duration = Duration::from_millis(200);

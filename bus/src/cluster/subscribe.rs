@@ -22,7 +22,7 @@ use edge_proto::pubsub::{
 };
 
 use super::metrics::{ClusterMetrics, bump};
-use crate::messages::{ToShard, Payload, ShardInbox};
+use crate::messages::{Payload, ShardInbox, ToShard};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);

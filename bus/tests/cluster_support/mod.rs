@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bus::cluster::{Cluster, ClusterConfig, ClusterMetrics, MsgbusSource, spawn_cluster};
-use bus::messages::{Admin, AdminRequest, ConnRef, ToShard, LoginGrant, ShardInbox, ToBus, Wake};
+use bus::messages::{Admin, AdminRequest, ConnRef, LoginGrant, ShardInbox, ToBus, ToShard, Wake};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 #[path = "../support/testenv.rs"]

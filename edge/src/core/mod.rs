@@ -96,7 +96,11 @@ impl ShardCore {
         let key = route_key(id);
         let to = self.dir_shard(key);
         if to != self.index {
-            return Ok(Some(Report { to, key, present: true }));
+            return Ok(Some(Report {
+                to,
+                key,
+                present: true,
+            }));
         }
         if first {
             self.directory.apply(key, to, true);
@@ -152,10 +156,20 @@ mod tests {
     #[test]
     fn first_and_last_session_of_a_key_report() {
         let mut shards: Vec<ShardCore> = (0..3).map(|i| ShardCore::new(i, 3, 4)).collect();
-        let key = (1..).map(|u| u * 16).find(|&k| dir_shard(k, 3) == 2).unwrap();
+        let key = (1..)
+            .map(|u| u * 16)
+            .find(|&k| dir_shard(k, 3) == 2)
+            .unwrap();
         let h = Handle::ws(0, 0);
         let report = shards[0].join(key + 1, h).unwrap().unwrap();
-        assert_eq!(report, Report { to: 2, key, present: true });
+        assert_eq!(
+            report,
+            Report {
+                to: 2,
+                key,
+                present: true
+            }
+        );
         assert_eq!(shards[0].join(key + 2, Handle::ws(1, 0)), Ok(Some(report)));
         shards[2].on_report(key, 0, true);
         assert_eq!(shards[2].holders_of_key(key).collect::<Vec<_>>(), [0]);

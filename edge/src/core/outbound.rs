@@ -112,8 +112,15 @@ mod tests {
     fn a_reader_too_far_behind_is_closed_after_a_try() {
         let out = Outbound::new(100, 1000);
         assert!(out.needs_flush(60, 50));
-        assert_eq!(out.verdict(60, 50, false), Verdict::Close(Closed::SlowReader));
-        assert_eq!(out.verdict(0, 50, false), Verdict::Queue, "the socket took it all");
+        assert_eq!(
+            out.verdict(60, 50, false),
+            Verdict::Close(Closed::SlowReader)
+        );
+        assert_eq!(
+            out.verdict(0, 50, false),
+            Verdict::Queue,
+            "the socket took it all"
+        );
     }
 
     #[test]

@@ -216,11 +216,21 @@ impl SessionIndex {
         let mut len = 0;
         for (id, list) in self.iter() {
             if list.is_empty() || list.len() > self.cap {
-                return Err(format!("id {id}: {} holders (cap {})", list.len(), self.cap));
+                return Err(format!(
+                    "id {id}: {} holders (cap {})",
+                    list.len(),
+                    self.cap
+                ));
             }
-            let listed = self.by_id.get(&id).is_some_and(|h| h.generation & LIST != 0);
+            let listed = self
+                .by_id
+                .get(&id)
+                .is_some_and(|h| h.generation & LIST != 0);
             if listed != (list.len() > 1) {
-                return Err(format!("id {id}: {} holders, kept as a list: {listed}", list.len()));
+                return Err(format!(
+                    "id {id}: {} holders, kept as a list: {listed}",
+                    list.len()
+                ));
             }
             for (i, h) in list.iter().enumerate() {
                 if list[..i].contains(h) {
@@ -236,7 +246,11 @@ impl SessionIndex {
         if len != self.len {
             return Err(format!("len {} != {len}", self.len));
         }
-        let listed = self.by_id.values().filter(|h| h.generation & LIST != 0).count();
+        let listed = self
+            .by_id
+            .values()
+            .filter(|h| h.generation & LIST != 0)
+            .count();
         if listed != self.lists.len() {
             return Err(format!("{} lists kept for {listed} ids", self.lists.len()));
         }

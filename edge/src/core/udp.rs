@@ -220,15 +220,27 @@ mod tests {
             table.accept(here, &sid(1, 0).0, 1, addr(1), 20),
             Accept::Mine { slot, moved: false }
         );
-        assert_eq!(table.accept(here, &sid(1, 0).0, 1, addr(1), 20), Accept::StaleSeq);
+        assert_eq!(
+            table.accept(here, &sid(1, 0).0, 1, addr(1), 20),
+            Accept::StaleSeq
+        );
         assert_eq!(
             table.accept(here, &sid(1, 0).0, 2, addr(2), 30),
             Accept::Mine { slot, moved: true }
         );
         assert_eq!(table.get(slot).unwrap().deadline, 30);
-        assert_eq!(table.accept(here, &sid(1, 1).0, 3, addr(2), 30), Accept::Handover(1));
-        assert_eq!(table.accept(here, &sid(1, 9).0, 3, addr(2), 30), Accept::Unknown);
-        assert_eq!(table.accept(here, &sid(2, 0).0, 3, addr(2), 30), Accept::Unknown);
+        assert_eq!(
+            table.accept(here, &sid(1, 1).0, 3, addr(2), 30),
+            Accept::Handover(1)
+        );
+        assert_eq!(
+            table.accept(here, &sid(1, 9).0, 3, addr(2), 30),
+            Accept::Unknown
+        );
+        assert_eq!(
+            table.accept(here, &sid(2, 0).0, 3, addr(2), 30),
+            Accept::Unknown
+        );
     }
 
     #[test]
@@ -241,7 +253,10 @@ mod tests {
         assert_eq!(again, slot);
         assert_ne!(next, generation);
         assert!(table.get_gen(slot, generation).is_none());
-        assert_eq!(table.accept((0, 1), &sid(1, 0).0, 5, addr(1), 10), Accept::Unknown);
+        assert_eq!(
+            table.accept((0, 1), &sid(1, 0).0, 5, addr(1), 10),
+            Accept::Unknown
+        );
     }
 
     #[test]

@@ -26,19 +26,19 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bus::messages::{ToShard, ToBus};
+use bus::messages::{ToBus, ToShard};
 use crossbeam_channel::{Receiver, Sender};
 use glommio::channels::channel_mesh::Senders;
 
 use crate::config::Config;
+use crate::core::ShardCore;
+use crate::core::outbound::Outbound;
+use crate::core::sessions::Handle;
+use crate::core::terminal::Timeouts;
+use crate::core::wheel::{Entry, Secs, Wheel};
 use crate::metrics::ShardMetrics;
 use crate::msg::PeerMsg;
 use crate::poller::{Poller, Readiness};
-use crate::core::ShardCore;
-use crate::core::outbound::Outbound;
-use crate::core::terminal::Timeouts;
-use crate::core::sessions::Handle;
-use crate::core::wheel::{Entry, Secs, Wheel};
 pub use conn::IdMap;
 use conn::{Conn, Slab};
 

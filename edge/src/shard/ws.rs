@@ -15,9 +15,9 @@ use edge_proto::ws::{self, OpCode};
 
 use super::Shard;
 use super::conn::State;
-use crate::core::terminal::Expired;
-use crate::core::sessions::Handle;
 use super::net::{self, send2};
+use crate::core::sessions::Handle;
+use crate::core::terminal::Expired;
 use crate::metrics::bump;
 
 /// Longest upgrade request accepted.

@@ -15,7 +15,12 @@ fn relogins_of_several_udp_sessions_in_any_order() {
         }
         ops.push(Op::UdpAddr { id: 0 });
         for sel in 0..3 {
-            ops.push(Op::UdpPacket { sel, shard: 0, port: sel, replay: false });
+            ops.push(Op::UdpPacket {
+                sel,
+                shard: 0,
+                port: sel,
+                replay: false,
+            });
         }
         for from in 0..shards as u8 {
             ops.push(Op::Relay { shard: from, id: 0 });
@@ -37,7 +42,12 @@ fn an_expired_session_slot_reused_by_a_stranger_gets_nothing() {
             Op::UdpLogin { sel: 0, id: 0 },
             Op::UdpLogin { sel: 1, id: 0 },
             Op::Tick { secs: 3 },
-            Op::UdpPacket { sel: 1, shard: 0, port: 1, replay: false },
+            Op::UdpPacket {
+                sel: 1,
+                shard: 0,
+                port: 1,
+                replay: false,
+            },
             Op::Tick { secs: 3 },
         ];
         ops.extend((0..8).map(|_| Op::UdpOpen { shard: 0, port: 2 }));
@@ -45,7 +55,12 @@ fn an_expired_session_slot_reused_by_a_stranger_gets_nothing() {
             ops.push(Op::Relay { shard: from, id: 0 });
         }
         ops.push(Op::UdpAddr { id: 0 });
-        ops.push(Op::UdpPacket { sel: 1, shard: 0, port: 1, replay: false });
+        ops.push(Op::UdpPacket {
+            sel: 1,
+            shard: 0,
+            port: 1,
+            replay: false,
+        });
         run(shards, 4, 11, &ops);
     }
 }
@@ -56,7 +71,11 @@ fn the_oldest_session_is_evicted_at_the_cap() {
     let mut ops: Vec<Op> = (0..3).map(|port| Op::UdpOpen { shard: 1, port }).collect();
     ops.push(Op::WsOpen { shard: 1 });
     ops.push(Op::WsUpgrade { sel: 0 });
-    ops.push(Op::WsLogin { sel: 0, id: 0, period: 0 });
+    ops.push(Op::WsLogin {
+        sel: 0,
+        id: 0,
+        period: 0,
+    });
     for sel in 0..3 {
         ops.push(Op::UdpLogin { sel, id: 0 });
     }
@@ -73,7 +92,11 @@ fn a_read_deadline_never_fires_early() {
     let ops = vec![
         Op::WsOpen { shard: 0 },
         Op::WsUpgrade { sel: 0 },
-        Op::WsLogin { sel: 0, id: 3, period: 1 },
+        Op::WsLogin {
+            sel: 0,
+            id: 3,
+            period: 1,
+        },
         Op::Tick { secs: 2 },
         Op::WsFrame { sel: 0 },
         Op::Tick { secs: 3 },

@@ -7,12 +7,12 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use edge::core::{ShardCore, route_key, update_bound};
 use edge::core::sessions::{Handle, UDP_BIT};
-use edge::core::terminal::{State, Terminal, Timeouts};
 use edge::core::slab::Slab;
+use edge::core::terminal::{State, Terminal, Timeouts};
 use edge::core::udp::{Accept, UdpTable};
 use edge::core::wheel::{Entry, Wheel};
+use edge::core::{ShardCore, route_key, update_bound};
 use edge_proto::device::Sid;
 
 /// UDP session lifetime in the simulation, seconds.
@@ -39,11 +39,24 @@ pub const TIMEOUTS: Timeouts = Timeouts {
 /// Shard → shard messages (the subset of `msg::PeerMsg` the core's state depends on).
 #[derive(Debug, Clone)]
 pub enum Mesh {
-    Report { key: i64, from: usize, present: bool, ack: Option<Handle> },
+    Report {
+        key: i64,
+        from: usize,
+        present: bool,
+        ack: Option<Handle>,
+    },
     Ack(Handle),
-    Route { id: i64 },
-    Deliver { id: i64 },
-    Datagram { sid: [u8; 16], seq: u16, from: SocketAddr },
+    Route {
+        id: i64,
+    },
+    Deliver {
+        id: i64,
+    },
+    Datagram {
+        sid: [u8; 16],
+        seq: u16,
+        from: SocketAddr,
+    },
 }
 
 /// One shard: the core, and the records the shell keeps beside it.
@@ -128,7 +141,12 @@ impl Sim {
 
     fn on_mesh(&mut self, from: usize, at: usize, msg: Mesh) {
         match msg {
-            Mesh::Report { key, from: f, present, ack } => {
+            Mesh::Report {
+                key,
+                from: f,
+                present,
+                ack,
+            } => {
                 self.shards[at].core.on_report(key, f, present);
                 if let Some(h) = ack {
                     self.send(at, from, Mesh::Ack(h));
@@ -162,7 +180,12 @@ impl Sim {
         match self.shards[at].core.join(id, handle) {
             Ok(None) => true,
             Ok(Some(r)) => {
-                let msg = Mesh::Report { key: r.key, from: at, present: true, ack: Some(handle) };
+                let msg = Mesh::Report {
+                    key: r.key,
+                    from: at,
+                    present: true,
+                    ack: Some(handle),
+                };
                 self.send(at, r.to, msg);
                 true
             }
@@ -176,7 +199,12 @@ impl Sim {
     pub fn leave(&mut self, at: usize, handle: Handle, id: i64) {
         match self.shards[at].core.leave(id, handle) {
             Ok(Some(r)) => {
-                let msg = Mesh::Report { key: r.key, from: at, present: false, ack: None };
+                let msg = Mesh::Report {
+                    key: r.key,
+                    from: at,
+                    present: false,
+                    ack: None,
+                };
                 self.send(at, r.to, msg);
             }
             Ok(None) => {}
@@ -236,7 +264,9 @@ impl Sim {
     fn schedule(&mut self, at: usize, slot: u32) {
         let shard = &mut self.shards[at];
         let generation = shard.ws.generation(slot);
-        let Some(ws) = shard.ws.get_mut(slot) else { return };
+        let Some(ws) = shard.ws.get_mut(slot) else {
+            return;
+        };
         let due = ws.terminal.deadline();
         if ws.scheduled == 0 || due < ws.scheduled {
             ws.scheduled = due;
@@ -247,7 +277,9 @@ impl Sim {
     /// The upgrade request arrived. False unless it was waiting for one.
     pub fn ws_upgrade(&mut self, at: usize, slot: u32) -> bool {
         let now = self.now;
-        let Some(ws) = self.shards[at].ws.get_mut(slot) else { return false };
+        let Some(ws) = self.shards[at].ws.get_mut(slot) else {
+            return false;
+        };
         let upgraded = ws.terminal.upgraded(now, &TIMEOUTS);
         self.schedule(at, slot);
         upgraded
@@ -256,7 +288,9 @@ impl Sim {
     /// A login string asking for heartbeat period `period`, granted as `id` (mirrors
     /// `ws::on_login` and `on_login_done`). False unless it was waiting for a login.
     pub fn ws_login(&mut self, at: usize, slot: u32, id: i64, period: u64) -> bool {
-        let Some(ws) = self.shards[at].ws.get_mut(slot) else { return false };
+        let Some(ws) = self.shards[at].ws.get_mut(slot) else {
+            return false;
+        };
         if ws.terminal.state() != State::Login {
             return false;
         }
@@ -283,7 +317,9 @@ impl Sim {
 
     pub fn ws_close(&mut self, at: usize, slot: u32) {
         let generation = self.shards[at].ws.generation(slot);
-        let Some(ws) = self.shards[at].ws.get(slot) else { return };
+        let Some(ws) = self.shards[at].ws.get(slot) else {
+            return;
+        };
         if ws.terminal.logged_in() {
             let id = ws.id;
             self.leave(at, Handle::ws(slot, generation), id);
@@ -312,7 +348,9 @@ impl Sim {
     /// A device login (`0xE2`) granted as `id` (mirrors `on_udp_login_done`).
     pub fn udp_login(&mut self, at: usize, slot: u32, id: i64) {
         let generation = self.shards[at].udp.generation(slot);
-        let Some(s) = self.shards[at].udp.get_mut(slot) else { return };
+        let Some(s) = self.shards[at].udp.get_mut(slot) else {
+            return;
+        };
         let previous = std::mem::take(&mut s.device);
         let handle = Handle::udp(slot, generation);
         if previous != 0 {
@@ -329,7 +367,9 @@ impl Sim {
 
     pub fn udp_remove(&mut self, at: usize, slot: u32) {
         let generation = self.shards[at].udp.generation(slot);
-        let Some(s) = self.shards[at].udp.get(slot) else { return };
+        let Some(s) = self.shards[at].udp.get(slot) else {
+            return;
+        };
         if s.device != 0 {
             let id = s.device;
             self.leave(at, Handle::udp(slot, generation), id);
@@ -341,7 +381,10 @@ impl Sim {
     pub fn packet(&mut self, at: usize, sid: [u8; 16], seq: u16, from: SocketAddr) {
         let n = self.shards.len();
         let deadline = self.now + UTO + 1;
-        match self.shards[at].udp.accept((at, n), &sid, seq, from, deadline) {
+        match self.shards[at]
+            .udp
+            .accept((at, n), &sid, seq, from, deadline)
+        {
             Accept::Handover(owner) => self.send(at, owner, Mesh::Datagram { sid, seq, from }),
             Accept::Mine { .. } | Accept::Unknown | Accept::StaleSeq => {}
         }
@@ -367,7 +410,9 @@ impl Sim {
     fn udp_due(&mut self, at: usize, entry: Entry) {
         let shard = &mut self.shards[at];
         let slot = entry.slot & !UDP_BIT;
-        let Some(s) = shard.udp.get_gen(slot, entry.generation) else { return };
+        let Some(s) = shard.udp.get_gen(slot, entry.generation) else {
+            return;
+        };
         if s.deadline > self.now {
             let deadline = s.deadline;
             shard.wheel.insert(deadline, entry);
@@ -379,7 +424,9 @@ impl Sim {
     fn ws_due(&mut self, at: usize, entry: Entry) {
         let now = self.now;
         let shard = &mut self.shards[at];
-        let Some(ws) = shard.ws.get_gen_mut(entry.slot, entry.generation) else { return };
+        let Some(ws) = shard.ws.get_gen_mut(entry.slot, entry.generation) else {
+            return;
+        };
         if ws.terminal.expired(now).is_some() {
             ws.scheduled = 0;
             self.ws_close(at, entry.slot);
@@ -502,7 +549,11 @@ pub fn granted_bound(bindings: &BTreeSet<(i64, i64)>, id: i64) -> Box<[i64]> {
         bindings.iter().filter(|b| b.0 == id).map(|b| b.1).collect()
     } else {
         let user = route_key(id);
-        bindings.iter().filter(|b| b.1 == user).map(|b| b.0).collect()
+        bindings
+            .iter()
+            .filter(|b| b.1 == user)
+            .map(|b| b.0)
+            .collect()
     };
     list.into_boxed_slice()
 }

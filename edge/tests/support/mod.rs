@@ -335,4 +335,3 @@ pub fn next_status(ws: &mut Ws, kind: u8) -> Option<Vec<u8>> {
         }
     }
 }
-

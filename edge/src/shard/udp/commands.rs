@@ -10,8 +10,8 @@ use edge_proto::status::StatusType;
 use super::super::Shard;
 use super::{Joining, Pending, UDP_BIT};
 use crate::core::sessions::Handle;
-use crate::metrics::bump;
 use crate::core::wheel::Entry;
+use crate::metrics::bump;
 
 impl Shard {
     pub(in crate::shard) fn on_direct(&mut self, bytes: &[u8], from: SocketAddr) {

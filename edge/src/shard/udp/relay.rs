@@ -9,8 +9,8 @@ use edge_proto::frame;
 use super::super::Shard;
 use super::UDP_BIT;
 use crate::core::sessions::Handle;
-use crate::metrics::bump;
 use crate::core::wheel::{Entry, Secs};
+use crate::metrics::bump;
 
 impl Shard {
     /// A forward message from a device (opcode 3): relayed to its users' phones by the
