@@ -25,6 +25,12 @@ pub struct Cli {
     /// The embedded node's flags, when no subcommand is named.
     #[command(flatten)]
     pub run: NodeArgs,
+    /// Log lines as text or as one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+    /// Log filter (`info`, `debug`, `edge=debug,bus=info`, …); overrides `RUST_LOG`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
 }
 
 /// The programs in the `cloudsocket` binary.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod logging;
 pub mod metrics;
 pub mod msg;
 pub mod node;
@@ -31,6 +32,7 @@ use cli::{Command, NodeArgs};
 /// Starts what the command line asks for; returns the process exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
     programs::abort_on_panic();
+    logging::init(cli.log_format, cli.log_level.as_deref());
     match cli.command {
         None => run_node(cli.run, false),
         Some(Command::Run(args)) => run_node(args, false),
@@ -109,7 +111,7 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
         let _ = done_tx.send(());
     });
     if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
-        eprintln!("drain took longer than 5 s: exiting");
+        tracing::warn!("drain took longer than 5 s: exiting");
     }
     Ok(0)
 }

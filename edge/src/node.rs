@@ -249,7 +249,7 @@ fn spawn_shards(config: &Config, startup: &Arc<Startup>) -> anyhow::Result<Vec<J
             .map_err(|e| anyhow::anyhow!("shard {i} on core {core}: {e}"))?;
         shards.push(std::thread::spawn(move || {
             if let Err(e) = handle.join() {
-                eprintln!("shard {i} ended with an error: {e:?}");
+                tracing::error!(shard = i, "shard ended with an error: {e:?}");
             }
         }));
     }

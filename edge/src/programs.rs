@@ -69,7 +69,7 @@ pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
         let _ = done_tx.send(());
     });
     if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
-        eprintln!("stop took longer than 5 s: exiting");
+        tracing::warn!("stop took longer than 5 s: exiting");
     }
     Ok(0)
 }

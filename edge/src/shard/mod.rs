@@ -36,6 +36,7 @@ use crate::core::outbound::Outbound;
 use crate::core::sessions::Handle;
 use crate::core::terminal::Timeouts;
 use crate::core::wheel::{Entry, Secs, Wheel};
+use crate::logging::Throttle;
 use crate::metrics::ShardMetrics;
 use crate::msg::PeerMsg;
 use crate::poller::{Poller, Readiness};
@@ -137,6 +138,10 @@ pub struct Shard {
     closing: Vec<OwnedFd>,
     draining: bool,
     done: bool,
+    /// One slow-turn warning a second at most (the count of the others goes with it).
+    slow_log: Throttle,
+    /// One invariant warning a second at most.
+    invariant_log: Throttle,
 }
 
 impl Shard {
@@ -185,6 +190,8 @@ impl Shard {
             closing: Vec::new(),
             draining: false,
             done: false,
+            slow_log: Throttle::new(),
+            invariant_log: Throttle::new(),
         }
     }
 
@@ -208,7 +215,7 @@ impl Shard {
 
     /// Records a turn's length: the longest in `shard_turn_max_us`, a slow one counted
     /// and logged with the shard's index.
-    fn account_turn(&self, started: Instant, what: &str) {
+    fn account_turn(&mut self, started: Instant, what: &str) {
         let took = started.elapsed();
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.metrics
@@ -216,7 +223,10 @@ impl Shard {
             .fetch_max(us, std::sync::atomic::Ordering::Relaxed);
         if took > SLOW_TURN {
             crate::metrics::bump(&self.metrics.shard_slow_turns);
-            eprintln!("shard {}: slow {what}: {} ms", self.index, took.as_millis());
+            if let Some(held) = self.slow_log.admit(Instant::now()) {
+                let ms = took.as_millis();
+                tracing::warn!(shard = self.index, ms, held, "slow {what}");
+            }
         }
     }
 

@@ -279,7 +279,7 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: leave the rest in the backlog, try again later.
-                    eprintln!("shard {}: accept: {e}", self.index);
+                    tracing::warn!(shard = self.index, "accept: {e}");
                     return;
                 }
             }

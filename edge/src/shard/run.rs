@@ -31,7 +31,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
     let (senders, receivers): (Senders<PeerMsg>, Receivers<PeerMsg>) = match mesh.join().await {
         Ok(pair) => pair,
         Err(e) => {
-            eprintln!("cannot join the shard mesh: {e:?}");
+            tracing::error!("cannot join the shard mesh: {e:?}");
             return;
         }
     };
@@ -42,7 +42,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         .ok()
         .and_then(|mut p| p.get_mut(index).and_then(Option::take));
     let Some(parts) = parts else {
-        eprintln!("shard {index}: no parts");
+        tracing::error!(shard = index, "no parts");
         return;
     };
     let mut tasks = Vec::new();
@@ -61,19 +61,19 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
     for i in 0..shard.listeners.len() {
         let fd = shard.listeners[i].as_raw_fd();
         if let Err(e) = shard.poller.watch(fd, listener_token(i)) {
-            eprintln!("shard {}: cannot watch listener: {e}", shard.index);
+            tracing::error!(shard = shard.index, "cannot watch listener: {e}");
         }
     }
     if let Some(fd) = shard.udp.as_ref().map(udp::UdpSide::raw_fd)
         && let Err(e) = shard.poller.watch(fd, KIND_UDP << KIND_SHIFT)
     {
-        eprintln!("shard {}: cannot watch the UDP socket: {e}", shard.index);
+        tracing::error!(shard = shard.index, "cannot watch the UDP socket: {e}");
     }
     shard.flush_registrations();
     let eventfd = match shard.poller.eventfd_dup() {
         Ok(fd) => fd,
         Err(e) => {
-            eprintln!("shard {}: {e}", shard.index);
+            tracing::error!(shard = shard.index, "{e}");
             return;
         }
     };
@@ -104,7 +104,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
             if !s.has_backlog() {
                 s.poller.set_parked(true);
                 if let Err(e) = s.poller.arm() {
-                    eprintln!("shard {}: cannot arm the readiness ring: {e}", s.index);
+                    tracing::error!(shard = s.index, "cannot arm the readiness ring: {e}");
                 }
                 s.turn();
                 if s.done {
@@ -119,7 +119,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
             continue;
         }
         if let Err(e) = wake_file.read_at(0, 8).await {
-            eprintln!("shard {}: wait failed: {e}", shard.borrow().index);
+            tracing::error!(shard = shard.borrow().index, "wait failed: {e}");
             break;
         }
         shard.borrow().poller.set_parked(false);

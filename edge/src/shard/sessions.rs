@@ -120,17 +120,22 @@ impl Shard {
     }
 
     fn forget_stale(&mut self, handle: Handle, id: i64) {
-        eprintln!(
-            "shard {}: invariant broken: {handle:?} is indexed under {id} but its record is gone or elsewhere; removed",
-            self.index
-        );
+        if let Some(held) = self.invariant_log.admit(std::time::Instant::now()) {
+            tracing::error!(
+                shard = self.index,
+                held,
+                "invariant broken: {handle:?} is indexed under {id} but its record is gone or elsewhere; removed"
+            );
+        }
         bump(&self.metrics.invariant_broken);
         self.leave_session(handle, id);
     }
 
     /// Counts and logs an index refusal.
-    pub(super) fn invariant_broken(&self, error: &IndexError) {
-        eprintln!("shard {}: invariant broken: {error}", self.index);
+    pub(super) fn invariant_broken(&mut self, error: &IndexError) {
+        if let Some(held) = self.invariant_log.admit(std::time::Instant::now()) {
+            tracing::error!(shard = self.index, held, "invariant broken: {error}");
+        }
         bump(&self.metrics.invariant_broken);
     }
 
