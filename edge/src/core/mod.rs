@@ -112,7 +112,7 @@ impl ShardCore {
     /// `Ok(Some(report))`: the last local session of its key went; send the report.
     pub fn leave(&mut self, id: i64, handle: Handle) -> Result<Option<Report>, IndexError> {
         let last = self.sessions.remove(id, handle)?;
-        Ok(last.then(|| self.report(route_key(id), false)).flatten())
+        Ok(last.then(|| self.vanished(route_key(id))).flatten())
     }
 
     /// A report from shard `from` (this shard is the directory of `key`).
@@ -121,13 +121,17 @@ impl ShardCore {
     }
 
     /// Applies a vanished `key` in place, or returns the report for its directory.
-    fn report(&mut self, key: i64, present: bool) -> Option<Report> {
+    fn vanished(&mut self, key: i64) -> Option<Report> {
         let to = self.dir_shard(key);
         if to == self.index {
-            self.directory.apply(key, self.index, present);
+            self.directory.apply(key, self.index, false);
             return None;
         }
-        Some(Report { to, key, present })
+        Some(Report {
+            to,
+            key,
+            present: false,
+        })
     }
 
     /// The shards holding sessions under `key`, read at its directory shard (this one).

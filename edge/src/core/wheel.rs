@@ -70,6 +70,16 @@ impl Wheel {
         self.len += 1;
     }
 
+    /// Puts `entry` on the wheel at `at` unless an entry of it already comes due no later
+    /// (`scheduled`, the owner's record of its earliest entry; 0: none). A later deadline
+    /// costs nothing: the earlier entry comes due, and the owner re-inserts it then.
+    pub fn schedule(&mut self, scheduled: &mut Secs, at: Secs, entry: Entry) {
+        if *scheduled == 0 || at < *scheduled {
+            *scheduled = at;
+            self.insert(at, entry);
+        }
+    }
+
     /// Advances to `now`, pushing every entry whose deadline has passed into `due`.
     /// Entries scheduled for a later lap stay in place.
     pub fn advance(&mut self, now: Secs, due: &mut Vec<Entry>) {
@@ -126,6 +136,17 @@ mod tests {
         assert!(due.is_empty());
         w.advance(SLOTS as Secs * 2 + 5, &mut due);
         assert_eq!(due, vec![e(7)]);
+    }
+
+    #[test]
+    fn schedule_inserts_only_an_earlier_deadline() {
+        let mut w = Wheel::new();
+        let mut scheduled = 0;
+        w.schedule(&mut scheduled, 10, e(1));
+        w.schedule(&mut scheduled, 20, e(1));
+        assert_eq!((scheduled, w.len()), (10, 1));
+        w.schedule(&mut scheduled, 5, e(1));
+        assert_eq!((scheduled, w.len()), (5, 2));
     }
 
     #[test]

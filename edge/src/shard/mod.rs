@@ -388,10 +388,8 @@ impl Shard {
             return;
         };
         let at = conn.terminal.deadline();
-        if conn.scheduled == 0 || at < conn.scheduled {
-            conn.scheduled = at;
-            self.wheel.insert(at, Entry { slot, generation });
-        }
+        let entry = Entry { slot, generation };
+        self.wheel.schedule(&mut conn.scheduled, at, entry);
     }
 
     fn begin_shutdown(&mut self) {

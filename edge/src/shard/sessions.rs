@@ -120,23 +120,23 @@ impl Shard {
     }
 
     fn forget_stale(&mut self, handle: Handle, id: i64) {
-        if let Some(held) = self.invariant_log.admit(std::time::Instant::now()) {
-            tracing::error!(
-                shard = self.index,
-                held,
-                "invariant broken: {handle:?} is indexed under {id} but its record is gone or elsewhere; removed"
-            );
-        }
-        bump(&self.metrics.invariant_broken);
+        self.broken(format_args!(
+            "{handle:?} is indexed under {id} but its record is gone or elsewhere; removed"
+        ));
         self.leave_session(handle, id);
     }
 
     /// Counts and logs an index refusal.
     pub(super) fn invariant_broken(&mut self, error: &IndexError) {
-        if let Some(held) = self.invariant_log.admit(std::time::Instant::now()) {
-            tracing::error!(shard = self.index, held, "invariant broken: {error}");
-        }
+        self.broken(format_args!("{error}"));
+    }
+
+    /// Counts a broken invariant; logs it, at most once a second with the count held back.
+    fn broken(&mut self, what: std::fmt::Arguments<'_>) {
         bump(&self.metrics.invariant_broken);
+        if let Some(held) = self.invariant_log.admit(std::time::Instant::now()) {
+            tracing::error!(shard = self.index, held, "invariant broken: {what}");
+        }
     }
 
     /// A logged-in session ended: take it out of the index, log it out with the bus, and

@@ -362,20 +362,9 @@ impl Run {
                 self.model.index_of(at),
                 "shard {at}: index differs from the model"
             );
-            let udp_live = self
-                .model
-                .live(true)
-                .iter()
-                .filter(|(s, _)| *s == at)
-                .count();
-            assert_eq!(shard.udp.len(), udp_live, "shard {at}: UDP sessions");
-            let ws_live = self
-                .model
-                .live(false)
-                .iter()
-                .filter(|(s, _)| *s == at)
-                .count();
-            assert_eq!(shard.ws.len(), ws_live, "shard {at}: connections");
+            let (udp, ws) = (self.model.live_on(true, at), self.model.live_on(false, at));
+            assert_eq!(shard.udp.len(), udp, "shard {at}: UDP sessions");
+            assert_eq!(shard.ws.len(), ws, "shard {at}: connections");
         }
         for r in &self.model.records {
             let Some(id) = r.id else { continue };

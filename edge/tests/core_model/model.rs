@@ -108,6 +108,11 @@ impl Model {
         masks
     }
 
+    /// How many live records of a kind shard `shard` holds.
+    pub fn live_on(&self, udp: bool, shard: usize) -> usize {
+        self.live(udp).iter().filter(|(s, _)| *s == shard).count()
+    }
+
     /// Live records of a kind, in a stable order (what an operation's selector indexes).
     pub fn live(&self, udp: bool) -> Vec<(usize, Handle)> {
         let mut live: Vec<(usize, Handle)> = self

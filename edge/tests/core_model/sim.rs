@@ -268,10 +268,8 @@ impl Sim {
             return;
         };
         let due = ws.terminal.deadline();
-        if ws.scheduled == 0 || due < ws.scheduled {
-            ws.scheduled = due;
-            shard.wheel.insert(due, Entry { slot, generation });
-        }
+        let entry = Entry { slot, generation };
+        shard.wheel.schedule(&mut ws.scheduled, due, entry);
     }
 
     /// The upgrade request arrived. False unless it was waiting for one.
