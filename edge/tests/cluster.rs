@@ -3,75 +3,15 @@
 //! online status reaches the user; Redis pushes arrive exactly once; an upload is confirmed
 //! by the broker and acked; a restarted msgbus is found again.
 
+mod cluster_support;
 mod support;
-
-#[path = "../../bus/tests/support/testenv.rs"]
-mod testenv;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use edge::config::{ClusterConfig, Config};
-use edge::node::Node;
+use cluster_support::{bind, comet, msgbus, redis, testenv, unique};
 use support::*;
 use tungstenite::Message;
-
-fn redis() -> redis::Connection {
-    let client = redis::Client::open(format!(
-        "redis://{}/",
-        testenv::service_addr(testenv::REDIS)
-    ))
-    .unwrap();
-    client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap()
-}
-
-fn unique() -> i64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    ((nanos / 1000) % 1_000_000_000) as i64 + i64::from(std::process::id() % 1000) * 1_000_000_000
-}
-
-fn msgbus(listen: &str, tmp: &std::path::Path) -> bus::msgbus::Msgbus {
-    let mut config =
-        bus::msgbus::Config::new(listen.to_owned(), tmp.join(format!("spool-{}", unique())));
-    config.status = None;
-    config.redis = Some(testenv::service_addr(testenv::REDIS));
-    config.brokers = vec![testenv::service_addr(testenv::AMQP)];
-    bus::msgbus::Msgbus::start(config).expect("msgbus starts")
-}
-
-fn comet(ip: &str, zk_root: &str, comet_root: &str) -> Node {
-    let mut config = Config::for_tests(2);
-    config.node_ip = ip.to_owned();
-    config.cluster = Some(ClusterConfig {
-        redis: testenv::service_addr(testenv::REDIS),
-        zookeeper: testenv::service_addr(testenv::ZK),
-        msgbus_root: zk_root.to_owned(),
-        comet_root: comet_root.to_owned(),
-        comet_root_udp: format!("{comet_root}Udp"),
-        msgbus: Vec::new(),
-        pusher: true,
-    });
-    Node::start(config).expect("comet starts")
-}
-
-fn bind(con: &mut redis::Connection, device: i64, user: i64) {
-    redis::cmd("HSET")
-        .arg("device:owner")
-        .arg(device)
-        .arg(user)
-        .query::<()>(con)
-        .unwrap();
-    redis::cmd("SADD")
-        .arg(format!("u:{user}:devices"))
-        .arg(device)
-        .query::<()>(con)
-        .unwrap();
-}
 
 /// Logs in with retries while the comet's msgbus links and Redis come up.
 fn login_when_ready(addr: std::net::SocketAddr, id: i64) -> Ws {

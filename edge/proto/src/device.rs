@@ -190,10 +190,14 @@ pub enum Request<'a> {
         /// Session id.
         sid: Sid,
     },
-    /// `0x30` / `0x31`: uploaded as is, no session.
+    /// `0x30` / `0x31`: state or alarm sync, uploaded for the session's device. Unlike the
+    /// original (no session, source 0), the first 16 body bytes name the session, as for
+    /// every session command.
     Upload {
         /// The message id.
         msg_id: u16,
+        /// The session id.
+        sid: Sid,
     },
     /// Any other message id (the original locked the session, checked the sequence, and
     /// dropped it without reply).
@@ -258,7 +262,9 @@ impl<'a> Request<'a> {
             Command::SubDeviceOffline => {
                 sid_only(body, msg_id).map(|sid| Self::SubDeviceOffline { sid })
             }
-            Command::StateSync | Command::AlarmSync => Ok(Self::Upload { msg_id }),
+            Command::StateSync | Command::AlarmSync => {
+                sid_only(body, msg_id).map(|sid| Self::Upload { msg_id, sid })
+            }
             Command::Unknown(_) => Ok(Self::Unknown {
                 msg_id,
                 sid: Sid::from_prefix(body),
@@ -277,7 +283,9 @@ impl<'a> Request<'a> {
             Self::Bind { .. } => Command::Bind,
             Self::Heartbeat { .. } => Command::Heartbeat,
             Self::SubDeviceOffline { .. } => Command::SubDeviceOffline,
-            Self::Upload { msg_id } | Self::Unknown { msg_id, .. } => Command::from_u16(*msg_id),
+            Self::Upload { msg_id, .. } | Self::Unknown { msg_id, .. } => {
+                Command::from_u16(*msg_id)
+            }
         }
     }
 
@@ -290,11 +298,33 @@ impl<'a> Request<'a> {
             | Self::Rename { sid, .. }
             | Self::Bind { sid }
             | Self::Heartbeat { sid, .. }
-            | Self::SubDeviceOffline { sid } => Some(sid),
+            | Self::SubDeviceOffline { sid }
+            | Self::Upload { sid, .. } => Some(sid),
             Self::Unknown { sid, .. } => sid.as_ref(),
-            Self::NewSession { .. } | Self::Upload { .. } => None,
+            Self::NewSession { .. } => None,
         }
     }
+}
+
+/// Whether `message` is the ACK of a device upload (§12.1 step 3): a direct packet whose
+/// data header carries the ACK flag and message id `0x30` or `0x31`. Such an ACK goes to a
+/// UDP device as it is (its sequence number is the request's, which the device matches),
+/// not patched like a relayed message (§10.7).
+#[must_use]
+pub fn is_upload_ack(message: &[u8]) -> bool {
+    use crate::frame::{DATA_ACK, DIRECT_DATA_OFFSET, DIRECT_MIN_LEN, DIRECT_MSG_ID_OFFSET};
+    if message.len() < DIRECT_MIN_LEN || message[0] & 0x07 != 2 {
+        return false;
+    }
+    let msg_id = u16::from_le_bytes([
+        message[DIRECT_MSG_ID_OFFSET],
+        message[DIRECT_MSG_ID_OFFSET + 1],
+    ]);
+    message[DIRECT_DATA_OFFSET] & DATA_ACK != 0
+        && matches!(
+            Command::from_u16(msg_id),
+            Command::StateSync | Command::AlarmSync
+        )
 }
 
 fn exact(body: &[u8], command: Command, expected: usize) -> Result<(), DeviceError> {

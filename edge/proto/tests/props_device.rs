@@ -59,7 +59,7 @@ fn body_fits(msg_id: u16, body: &[u8]) -> bool {
         0xE1 => n >= 310 && 310 + usize::from(u16::from_le_bytes([body[308], body[309]])) <= n,
         0xE2 => n == 88,
         0xE3 => n >= 25 && 25 + usize::from(body[24]) <= n,
-        0xE4..=0xE6 => n >= 16,
+        0xE4..=0xE6 | 0x30 | 0x31 => n >= 16,
         _ => true,
     }
 }
@@ -104,7 +104,10 @@ fn check_fields(request: &Request<'_>, body: &[u8]) -> Result<(), TestCaseError>
         Request::Bind { sid } | Request::SubDeviceOffline { sid } => {
             prop_assert_eq!(sid, sid_of(body))
         }
-        Request::Upload { msg_id } => prop_assert!(msg_id == 0x30 || msg_id == 0x31),
+        Request::Upload { msg_id, sid } => {
+            prop_assert!(msg_id == 0x30 || msg_id == 0x31);
+            prop_assert_eq!(sid, sid_of(body));
+        }
         Request::Unknown { msg_id, sid } => {
             let unknown = matches!(Command::from_u16(msg_id), Command::Unknown(_));
             prop_assert!(unknown);

@@ -326,6 +326,9 @@ impl Shard {
             }
             ToShard::LoginDone { conn, result } => self.on_login_done(conn, result),
             ToShard::Platform { conn, answer } => self.on_platform(conn, answer),
+            ToShard::UploadAck { conn, ack } if conn.slot & udp::UDP_BIT != 0 => {
+                self.udp_upload_ack(conn, &ack)
+            }
             ToShard::UploadAck { conn, ack } => {
                 if self.conns.get_gen_mut(conn.slot, conn.generation).is_some() {
                     self.send_message(conn.slot, &ack);

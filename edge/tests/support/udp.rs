@@ -149,6 +149,30 @@ impl Device {
         i32::from_le_bytes(reply[..4].try_into().unwrap())
     }
 
+    /// A state (`0x30`) or alarm (`0x31`) sync on this session: the sid, then `payload`.
+    pub fn upload(&mut self, msg_id: u16, payload: &[u8]) -> Vec<u8> {
+        let mut body = self.sid.0.to_vec();
+        body.extend_from_slice(payload);
+        self.request(msg_id, &body)
+    }
+
+    /// Waits for the ACK of `upload` from `device` (§12.1): the upload with the frame's
+    /// source set to the device id, the ACK flag set and both checks resealed. None if
+    /// no such datagram came before the read timeout.
+    pub fn upload_ack(&self, upload: &[u8], device: i64) -> Option<Vec<u8>> {
+        let mut expect = upload.to_vec();
+        expect[16..24].copy_from_slice(&device.to_le_bytes());
+        expect[24] |= 0x40;
+        edge_proto::frame::seal(&mut expect).unwrap();
+        for _ in 0..10 {
+            let got = self.recv()?;
+            if got == expect {
+                return Some(got);
+            }
+        }
+        None
+    }
+
     /// A forward message (opcode 3) from this device to `dst` with `payload`.
     pub fn forward(&mut self, dst: i64, src: i64, payload: &[u8]) -> Vec<u8> {
         self.seq += 1;

@@ -15,8 +15,8 @@ pub(super) fn seeds_udp() -> Vec<Vec<u8>> {
         (0xE4, 16),
         (0xE5, 24),
         (0xE6, 16),
-        (0x30, 4),
-        (0x31, 0),
+        (0x30, 20),
+        (0x31, 16),
         (0x77, 20),
     ] {
         let body: Vec<u8> = (0..body_len).map(|i| (i * 7) as u8).collect();

@@ -267,8 +267,26 @@ fn session_only_bodies() {
     check(0xE4, &[], short(0xE4, 0));
     check(0xE6, &body, Ok(Request::SubDeviceOffline { sid: SID }));
     check(0xE6, &[1], short(0xE6, 1));
-    check(0x30, &[], Ok(Request::Upload { msg_id: 0x30 }));
-    check(0x31, &[1; 900], Ok(Request::Upload { msg_id: 0x31 }));
+    check(
+        0x30,
+        &body,
+        Ok(Request::Upload {
+            msg_id: 0x30,
+            sid: SID,
+        }),
+    );
+    let mut long = vec![1u8; 900];
+    long[..16].copy_from_slice(&SID.0);
+    check(
+        0x31,
+        &long,
+        Ok(Request::Upload {
+            msg_id: 0x31,
+            sid: SID,
+        }),
+    );
+    check(0x30, &[], short(0x30, 0));
+    check(0x31, &body[..15], short(0x31, 15));
     check(
         0x101,
         &[],
@@ -295,8 +313,11 @@ fn request_accessors() {
     };
     assert_eq!(hb.command(), Command::Heartbeat);
     assert_eq!(hb.sid(), Some(&SID));
-    let up = Request::Upload { msg_id: 0x31 };
-    assert_eq!((up.command(), up.sid()), (Command::AlarmSync, None));
+    let up = Request::Upload {
+        msg_id: 0x31,
+        sid: SID,
+    };
+    assert_eq!((up.command(), up.sid()), (Command::AlarmSync, Some(&SID)));
     let unknown = Request::Unknown {
         msg_id: 0x99,
         sid: None,
@@ -313,4 +334,18 @@ fn packet_errors_surface() {
         got,
         Err(DeviceError::Packet(PacketError::HeaderCheck { .. }))
     ));
+}
+
+#[test]
+fn upload_acks_are_recognised() {
+    let mut up = packet(0x30, &SID.0);
+    assert!(!is_upload_ack(&up), "a request is not an ACK");
+    up[crate::frame::DIRECT_DATA_OFFSET] |= crate::frame::DATA_ACK;
+    assert!(is_upload_ack(&up));
+    let mut other = packet(0xE5, &SID.0);
+    other[crate::frame::DIRECT_DATA_OFFSET] |= crate::frame::DATA_ACK;
+    assert!(!is_upload_ack(&other), "only 0x30 and 0x31");
+    assert!(!is_upload_ack(&up[..35]), "too short");
+    up[0] = (up[0] & !7) | 3;
+    assert!(!is_upload_ack(&up), "a forward packet");
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use bus::messages::{ConnRef, LoginGrant, PlatformAnswer, PlatformCall, PlatformRequest, ToBus};
 use edge_proto::device::{self, Request, Sid};
+use edge_proto::frame;
 use edge_proto::status::StatusType;
 
 use super::super::Shard;
@@ -25,26 +26,6 @@ impl Shard {
         let seq = u16::from_le_bytes([bytes[2], bytes[3]]);
         match request {
             Request::NewSession { .. } => self.on_new_session(bytes, from),
-            Request::Upload { .. } => {
-                let conn = ConnRef {
-                    shard: self.index as u16,
-                    slot: u32::MAX,
-                    generation: 0,
-                };
-                if self
-                    .bus
-                    .try_send(ToBus::Upload {
-                        conn,
-                        src: 0,
-                        message: bytes.to_vec(),
-                    })
-                    .is_err()
-                {
-                    bump(&self.metrics.drop_bus_queue_full);
-                } else {
-                    bump(&self.metrics.uploads);
-                }
-            }
             other => {
                 let Some(sid) = other.sid() else {
                     bump(&self.metrics.udp_drop_malformed);
@@ -110,6 +91,7 @@ impl Shard {
                 mac,
                 name: name.to_vec(),
             },
+            Request::Upload { .. } => return self.udp_upload(slot, bytes),
             Request::Heartbeat { .. } => {
                 bump(&self.metrics.udp_heartbeats);
                 return self.udp_reply(from, bytes, &device::status_body(device::STATUS_OK, sid));
@@ -145,6 +127,55 @@ impl Shard {
             self.finish_pending(slot, |_, sid| {
                 device::status_body(device::STATUS_SERVER_ERROR, sid).to_vec()
             });
+        }
+    }
+
+    /// `0x30` / `0x31` on a live, logged-in session: attributed to the session's device
+    /// (the frame's source becomes its id, the header check resealed) and handed to the bus
+    /// like any device upload. The ACK comes back as [`ToShard::UploadAck`] (embedded) or
+    /// from the msgbus once a broker confirmed it or it was spooled (cluster).
+    ///
+    /// [`ToShard::UploadAck`]: bus::messages::ToShard::UploadAck
+    fn udp_upload(&mut self, slot: u32, bytes: &[u8]) {
+        let device = self
+            .udp
+            .as_ref()
+            .and_then(|u| u.session(slot))
+            .map_or(0, |s| s.device);
+        if device >= 0 {
+            bump(&self.metrics.udp_drop_not_logged_in);
+            return;
+        }
+        let Some(conn) = self.udp_ref(slot) else {
+            return;
+        };
+        let mut message = bytes.to_vec();
+        message[frame::SRC_OFFSET..frame::SRC_OFFSET + 8].copy_from_slice(&device.to_le_bytes());
+        if frame::seal(&mut message).is_err() {
+            bump(&self.metrics.udp_drop_malformed);
+            return;
+        }
+        let upload = ToBus::Upload {
+            conn,
+            src: device,
+            message,
+        };
+        if self.bus.try_send(upload).is_err() {
+            bump(&self.metrics.drop_bus_queue_full);
+        } else {
+            bump(&self.metrics.uploads);
+        }
+    }
+
+    /// Sends a stored upload's ACK to the UDP session that sent it, if it is still live.
+    pub(in crate::shard) fn udp_upload_ack(&mut self, conn: ConnRef, ack: &[u8]) {
+        let addr = self
+            .udp
+            .as_mut()
+            .and_then(|u| u.table.get_gen_mut(conn.slot & !UDP_BIT, conn.generation))
+            .map(|s| s.addr);
+        if let Some(addr) = addr {
+            self.udp_send(addr, ack);
         }
     }
 

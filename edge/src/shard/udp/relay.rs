@@ -67,6 +67,12 @@ impl Shard {
         else {
             return false;
         };
+        if edge_proto::device::is_upload_ack(message) {
+            // The msgbus's ACK of this device's upload: as it is, matched by its sequence.
+            let addr = session.addr;
+            self.udp_send(addr, message);
+            return true;
+        }
         if message.len() < frame::PATCH_MIN_LEN {
             bump(&self.metrics.udp_drop_malformed);
             return false;
