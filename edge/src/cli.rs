@@ -108,9 +108,19 @@ pub struct NodeArgs {
     /// Accepted for compatibility: every comet follows binding changes.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub us: bool,
-    /// Login signature salt (the original's is the default, with a warning).
+    /// Login signature salt (the original's is the default: a warning on the embedded
+    /// node, refused by a cluster comet unless --insecure-default-salt).
     #[arg(long, env = "CLOUDSOCKET_SALT", hide_env_values = true)]
     pub salt: Option<String>,
+    /// Let a cluster comet run with the original's public login salt.
+    #[arg(long)]
+    pub insecure_default_salt: bool,
+    /// Bearer token the status endpoint's /admin/* calls need (`Authorization: Bearer …`).
+    #[arg(long, env = "CLOUDSOCKET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Serve /admin/* on a non-loopback --sh without a token.
+    #[arg(long)]
+    pub admin_insecure: bool,
     /// Accept login timestamp 0 (the original's never-expiring tokens).
     #[arg(long)]
     pub allow_zero_timestamp: bool,

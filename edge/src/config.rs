@@ -33,6 +33,9 @@ pub enum ConfigError {
     /// A numeric limit is out of range.
     #[error("{0}")]
     Limit(String),
+    /// A setting that would leave the node open to strangers.
+    #[error("{0}")]
+    Insecure(&'static str),
 }
 
 /// What a comet needs to join a cluster (`cloudsocket comet --rh … --zks …`).
@@ -85,6 +88,8 @@ pub struct Config {
     pub salt: Vec<u8>,
     /// True when the salt is the original's public one.
     pub default_salt: bool,
+    /// The bearer token `/admin/*` needs; `None`: no check (loopback or --admin-insecure).
+    pub admin_token: Option<String>,
     /// Accept login timestamp 0.
     pub allow_zero_timestamp: bool,
     /// Send text frames to terminals (original behaviour) instead of binary.
@@ -198,12 +203,15 @@ impl Config {
             ));
         }
         let salt = args.salt.clone();
+        let status_addr = parse_addr("sh", &args.sh, None)?;
+        let admin_token = check_security(args, status_addr)?;
         Ok(Config {
             cores,
             ws,
             udp,
             ws_addrs,
-            status_addr: parse_addr("sh", &args.sh, None)?,
+            status_addr,
+            admin_token,
             udp_addr: parse_addr("hudp", &args.hudp, lip)?,
             udpaddr_http: parse_addr("hhttp", &args.hhttp, lip)?,
             udp_timeout_secs: args.uto.max(1),
@@ -270,6 +278,7 @@ impl Config {
             node_ip: "127.0.0.1".into(),
             salt: edge_proto::login::DEFAULT_SALT.as_bytes().to_vec(),
             default_salt: true,
+            admin_token: None,
             allow_zero_timestamp: false,
             text_frames: false,
             handshake_timeout_secs: 10,
@@ -283,6 +292,34 @@ impl Config {
             cluster: None,
         }
     }
+}
+
+/// The login salt and admin rules (issue 12): an empty salt is refused everywhere, the
+/// public default salt by a cluster comet unless `--insecure-default-salt`, and a status
+/// endpoint off loopback needs `--admin-token` unless `--admin-insecure`. Returns the token.
+fn check_security(args: &NodeArgs, status: SocketAddr) -> Result<Option<String>, ConfigError> {
+    let cluster = args.rh.as_deref().is_some_and(|r| !r.is_empty());
+    match args.salt.as_deref() {
+        Some("") => return Err(ConfigError::Insecure("--salt: an empty salt signs nothing")),
+        None if cluster && !args.insecure_default_salt => {
+            return Err(ConfigError::Insecure(
+                "a cluster comet needs --salt (or CLOUDSOCKET_SALT): the default salt is public; \
+                 --insecure-default-salt runs with it anyway",
+            ));
+        }
+        _ => {}
+    }
+    let token = args.admin_token.clone();
+    if token.as_deref() == Some("") {
+        return Err(ConfigError::Insecure("--admin-token: an empty token"));
+    }
+    if token.is_none() && !status.ip().is_loopback() && !args.admin_insecure {
+        return Err(ConfigError::Insecure(
+            "--sh is not a loopback address: /admin/* would take binds and pushes from anyone; \
+             set --admin-token (or CLOUDSOCKET_ADMIN_TOKEN), or --admin-insecure",
+        ));
+    }
+    Ok(token)
 }
 
 fn tuning_cores(text: &str) -> Result<Vec<usize>, ConfigError> {
@@ -314,6 +351,44 @@ mod tests {
         );
         assert!(parse_addr("x", "nonsense", None).is_err());
         assert!(parse_addr("x", ":99999", None).is_err());
+    }
+
+    fn from(words: &[&str]) -> Result<Config, ConfigError> {
+        use clap::Parser;
+        let mut all = vec!["cloudsocket", "run", "--cores", "0"];
+        all.extend_from_slice(words);
+        match crate::cli::Cli::try_parse_from(all).unwrap().command {
+            Some(crate::cli::Command::Run(args)) => Config::from_args(&args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn salt_and_admin_rules() {
+        let insecure = |r: Result<Config, ConfigError>| matches!(r, Err(ConfigError::Insecure(_)));
+        assert!(
+            from(&[]).unwrap().default_salt,
+            "the embedded node warns only"
+        );
+        assert!(insecure(from(&["--salt", ""])));
+        assert!(insecure(from(&["--rh", "127.0.0.1:6379"])));
+        assert!(from(&["--rh", "127.0.0.1:6379", "--salt", "s3cret"]).is_ok());
+        assert!(from(&["--rh", "127.0.0.1:6379", "--insecure-default-salt"]).is_ok());
+        assert!(
+            insecure(from(&["--sh", ":29999"])),
+            "the original's -sh=:29999"
+        );
+        assert!(insecure(from(&["--sh", ":29999", "--admin-token", ""])));
+        let open = from(&["--sh", ":29999", "--admin-insecure"]).unwrap();
+        assert_eq!(open.admin_token, None);
+        let guarded = from(&["--sh", "0.0.0.0:29999", "--admin-token", "t0ken"]).unwrap();
+        assert_eq!(guarded.admin_token.as_deref(), Some("t0ken"));
+        let local = from(&["--admin-token", "t0ken"]).unwrap();
+        assert_eq!(
+            local.admin_token.as_deref(),
+            Some("t0ken"),
+            "loopback may have one too"
+        );
     }
 
     #[test]

@@ -209,6 +209,10 @@ pub struct NodeMetrics {
     pub shards: Arc<[Arc<ShardMetrics>]>,
     /// The cluster sidecar's counters (cluster mode only): msgbus links, Redis, leases.
     pub cluster: Option<Arc<bus::cluster::ClusterMetrics>>,
+    /// Refusals of the HTTP endpoints (status, admin, udpaddr).
+    pub http: Arc<crate::http::HttpCounters>,
+    /// The login salt is the original's public one (`cloudsocket_default_salt 1`).
+    pub default_salt: bool,
 }
 
 impl NodeMetrics {
@@ -219,6 +223,8 @@ impl NodeMetrics {
                 .map(|_| Arc::new(ShardMetrics::default()))
                 .collect(),
             cluster: None,
+            http: Arc::default(),
+            default_salt: false,
         }
     }
 
@@ -327,6 +333,7 @@ impl NodeMetrics {
                 let _ = writeln!(out, "cloudsocket_{name}{{shard=\"{shard}\"}} {}", get(m));
             }
         }
+        self.render_node(&mut out);
         out.push_str(&process_families());
         if let Some(cluster) = &self.cluster {
             // Monotonic counters, except the gauges links_up, redis_up and mobile_leases.
@@ -335,6 +342,34 @@ impl NodeMetrics {
             }
         }
         out
+    }
+}
+
+impl NodeMetrics {
+    /// The node-wide families: HTTP refusals by endpoint reason, and the salt gauge.
+    fn render_node(&self, out: &mut String) {
+        let h = &self.http;
+        let _ = writeln!(
+            out,
+            "# HELP cloudsocket_http_refused_total HTTP requests refused, by reason.\n# TYPE cloudsocket_http_refused_total counter"
+        );
+        for (reason, c) in [
+            ("busy", &h.busy),
+            ("timeout", &h.timeouts),
+            ("bad_request", &h.bad),
+            ("unauthorized", &h.unauthorized),
+        ] {
+            let v = c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "cloudsocket_http_refused_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cloudsocket_default_salt 1 while logins are signed with the original's public salt.\n# TYPE cloudsocket_default_salt gauge\ncloudsocket_default_salt {}",
+            u8::from(self.default_salt)
+        );
     }
 }
 

@@ -283,6 +283,7 @@ impl Node {
             "between 1 and 64 shards are supported (got {n})"
         );
         let mut metrics = NodeMetrics::new(n);
+        metrics.default_salt = config.default_salt;
         if config.cluster.is_some() {
             metrics.cluster = Some(Arc::new(bus::cluster::ClusterMetrics::default()));
         }
@@ -318,10 +319,12 @@ impl Node {
                 listener: sockets.status,
                 metrics: metrics.clone(),
                 admin: admin_tx.clone(),
+                admin_token: config.admin_token.clone(),
             })),
             udpaddr: Mutex::new(sockets.udpaddr.map(|listener| UdpAddrServer {
                 listener,
                 shards: inboxes.clone(),
+                counters: metrics.http.clone(),
             })),
         });
         let shards = spawn_shards(&config, &startup)?;

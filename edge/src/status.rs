@@ -1,25 +1,25 @@
 //! The status and admin HTTP endpoint (`--sh`, loopback by default), run as glommio
 //! tasks on shard 0: `/stat` (the original's index and `type=app` counters), `/metrics`
 //! (Prometheus), and the admin calls `/admin/bind`, `/admin/unbind`, `/admin/push` that
-//! go to the bus sidecar.
+//! go to the bus sidecar. With `--admin-token`, `/admin/*` needs `Authorization: Bearer`;
+//! `/stat` and `/metrics` stay open. Also the `udpaddr` endpoint of §10.9.
 //!
-//! It is a deliberately small HTTP/1.1 server: one request per connection, bounded head
-//! and body, `Connection: close`. It reads counters and sends admin requests; it holds no
-//! node state.
+//! HTTP itself (parsing, deadlines, connection caps) is [`crate::http`]. It reads counters
+//! and sends admin requests; it holds no node state.
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bus::messages::{Admin, AdminRequest};
 use crossbeam_channel::Sender;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::metrics::NodeMetrics;
-
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_BODY: usize = 1024 * 1024;
+use crate::http::{Gate, HttpCounters, Read, read_request, respond, token_matches};
+pub use crate::http::{Request, parse_head};
+use crate::metrics::{NodeMetrics, bump};
 
 /// The status endpoint, ready to serve on shard 0.
 pub struct StatusServer {
@@ -29,95 +29,8 @@ pub struct StatusServer {
     pub metrics: NodeMetrics,
     /// Where admin requests go.
     pub admin: Sender<AdminRequest>,
-}
-
-/// A parsed request: method, path, query and body.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Request {
-    /// `GET`, `POST`, …
-    pub method: String,
-    /// The path without the query.
-    pub path: String,
-    /// Decoded query pairs.
-    pub query: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses a request head; `Ok(None)` while incomplete. Returns the request (body empty)
-/// and the head length and declared body length.
-pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize, usize)>, &'static str> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD {
-            Err("request head too large")
-        } else {
-            Ok(None)
-        };
-    };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_owned();
-    let target = first.next().ok_or("no request target")?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    let mut body_len = 0;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
-            body_len = value.trim().parse().map_err(|_| "bad Content-Length")?;
-        }
-    }
-    if body_len > MAX_BODY {
-        return Err("body too large");
-    }
-    let request = Request {
-        method,
-        path: path.to_owned(),
-        query,
-        body: Vec::new(),
-    };
-    Ok(Some((request, end + 4, body_len)))
+    /// The bearer token `/admin/*` needs, if any.
+    pub admin_token: Option<String>,
 }
 
 /// Reads a message id with automatic base detection (`0x36`, `54`, `066`), like the
@@ -141,8 +54,19 @@ pub enum Route {
     Admin(Admin),
 }
 
-/// Routes a request (pure, for tests).
-pub fn route(request: &Request, metrics: &NodeMetrics) -> Route {
+/// Routes a request (pure, for tests). With `token` set, `/admin/*` without it is 401.
+pub fn route(request: &Request, metrics: &NodeMetrics, token: Option<&str>) -> Route {
+    if let Some(token) = token
+        && request.path.starts_with("/admin/")
+        && !token_matches(request.bearer.as_deref(), token)
+    {
+        bump(&metrics.http.unauthorized);
+        return Route::Answer(
+            401,
+            "text/plain",
+            "admin calls need the bearer token\n".into(),
+        );
+    }
     let bad = |why: &str| Route::Answer(400, "text/plain", format!("{why}\n"));
     let pair = || -> Option<(i64, i64)> {
         Some((
@@ -186,18 +110,24 @@ impl StatusServer {
     pub async fn serve(self) {
         // SAFETY: the descriptor is a bound, listening TCP socket we own.
         let listener = unsafe { TcpListener::from_raw_fd(self.listener.into_raw_fd()) };
+        let (gate, token) = (Gate::default(), self.admin_token.map(Rc::<str>::from));
         loop {
             match listener.accept().await {
                 Ok(stream) => {
+                    let Some(admitted) = gate.admit(&self.metrics.http) else {
+                        continue;
+                    };
                     let metrics = self.metrics.clone();
                     let admin = self.admin.clone();
+                    let token = token.clone();
                     glommio::spawn_local(async move {
-                        let _ = handle(stream, metrics, admin).await;
+                        let _ = handle(stream, metrics, admin, token.as_deref()).await;
+                        drop(admitted);
                     })
                     .detach();
                 }
                 Err(e) => {
-                    eprintln!("status endpoint: accept: {e}");
+                    tracing::warn!("status endpoint: accept: {e}");
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -205,50 +135,20 @@ impl StatusServer {
     }
 }
 
-/// Reads one request (head, then its body) with a 10 s read timeout. `None` when the peer
-/// closed first; `Some(Err(why))` for a request to answer 400.
-async fn read_request(
-    stream: &mut TcpStream,
-) -> std::io::Result<Option<Result<Request, &'static str>>> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let (mut request, head_len, body_len) = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match parse_head(&buf) {
-            Ok(Some(parsed)) => break parsed,
-            Ok(None) => continue,
-            Err(why) => return Ok(Some(Err(why))),
-        }
-    };
-    while buf.len() < head_len + body_len {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    request.body = buf[head_len..head_len + body_len].to_vec();
-    Ok(Some(Ok(request)))
-}
-
 async fn handle(
     mut stream: TcpStream,
     metrics: NodeMetrics,
     admin: Sender<AdminRequest>,
+    token: Option<&str>,
 ) -> std::io::Result<()> {
-    let request = match read_request(&mut stream).await? {
-        Some(Ok(request)) => request,
-        Some(Err(why)) => {
+    let request = match read_request(&mut stream, &metrics.http).await {
+        Read::Request(request) => request,
+        Read::Bad(why) => {
             return respond(&mut stream, 400, "text/plain", &format!("{why}\n")).await;
         }
-        None => return Ok(()),
+        Read::Gone => return Ok(()),
     };
-    match route(&request, &metrics) {
+    match route(&request, &metrics, token) {
         Route::Answer(code, kind, body) => respond(&mut stream, code, kind, &body).await,
         Route::Admin(a) => {
             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -277,24 +177,6 @@ async fn handle(
     }
 }
 
-async fn respond(stream: &mut TcpStream, code: u16, kind: &str, body: &str) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.close().await
-}
-
 /// The `udpaddr` endpoint of §10.9 on `--hhttp`, run on shard 0. It asks every shard's
 /// session table (no side map to keep in step).
 pub struct UdpAddrServer {
@@ -302,6 +184,8 @@ pub struct UdpAddrServer {
     pub listener: OwnedFd,
     /// Every shard's inbox.
     pub shards: Vec<bus::messages::ShardInbox>,
+    /// Where its refusals are counted.
+    pub counters: Arc<HttpCounters>,
 }
 
 /// What a `udpaddr` request asks: the device id, or the answer to give right away.
@@ -331,15 +215,19 @@ impl UdpAddrServer {
     pub async fn serve(self) {
         // SAFETY: the descriptor is a bound, listening TCP socket we own.
         let listener = unsafe { TcpListener::from_raw_fd(self.listener.into_raw_fd()) };
-        let shards = std::rc::Rc::new(self.shards);
+        let (shards, gate) = (Rc::new(self.shards), Gate::default());
         loop {
             let Ok(mut stream) = listener.accept().await else {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let shards = shards.clone();
+            let Some(admitted) = gate.admit(&self.counters) else {
+                continue;
+            };
+            let (shards, counters) = (shards.clone(), self.counters.clone());
             glommio::spawn_local(async move {
-                let Ok(Some(Ok(request))) = read_request(&mut stream).await else {
+                let _admitted = admitted;
+                let Read::Request(request) = read_request(&mut stream, &counters).await else {
                     return;
                 };
                 let (code, body) = match udpaddr_request(&request) {
@@ -413,7 +301,7 @@ mod tests {
             req("POST /admin/push?ids=16%2C-1&msgid=0x36 HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(r.path, "/admin/push");
         assert_eq!(r.param("ids"), Some("16,-1"));
-        assert_eq!(percent_decode("a%2cb%zz+%4"), "a,b%zz %4");
+        assert_eq!(crate::http::percent_decode("a%2cb%zz+%4"), "a,b%zz %4");
         assert!(parse_head(b"GET / HTTP/1.1\r\n").unwrap().is_none());
         assert!(parse_head(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").is_err());
     }
@@ -433,7 +321,8 @@ mod tests {
         assert!(matches!(
             route(
                 &req("POST /admin/bind?device=-1&user=16 HTTP/1.1\r\n\r\n"),
-                &m
+                &m,
+                None
             ),
             Route::Admin(Admin::Bind {
                 device: -1,
@@ -441,19 +330,19 @@ mod tests {
             })
         ));
         assert!(matches!(
-            route(&req("POST /admin/bind?device=x HTTP/1.1\r\n\r\n"), &m),
+            route(&req("POST /admin/bind?device=x HTTP/1.1\r\n\r\n"), &m, None),
             Route::Answer(400, ..)
         ));
         assert!(matches!(
-            route(&req("GET /stat?type=app HTTP/1.1\r\n\r\n"), &m),
+            route(&req("GET /stat?type=app HTTP/1.1\r\n\r\n"), &m, None),
             Route::Answer(200, ..)
         ));
         assert!(matches!(
-            route(&req("GET /nope HTTP/1.1\r\n\r\n"), &m),
+            route(&req("GET /nope HTTP/1.1\r\n\r\n"), &m, None),
             Route::Answer(404, ..)
         ));
         assert!(matches!(
-            route(&req("GET /admin/push HTTP/1.1\r\n\r\n"), &m),
+            route(&req("GET /admin/push HTTP/1.1\r\n\r\n"), &m, None),
             Route::Answer(405, ..)
         ));
     }

@@ -150,8 +150,9 @@ pub(super) fn check_http(data: &[u8]) -> Outcome {
     match edge::status::parse_head(data) {
         Ok(Some((request, head, body))) => {
             ensure!(head <= data.len(), "head {head} > len {}", data.len());
+            let end = &data[..head];
             ensure!(
-                head >= 4 && &data[head - 4..head] == b"\r\n\r\n",
+                end.ends_with(b"\n\r\n") || end.ends_with(b"\n\n"),
                 "head end"
             );
             ensure!(body <= 1024 * 1024, "body {body} above the cap");
@@ -164,7 +165,7 @@ pub(super) fn check_http(data: &[u8]) -> Outcome {
                 let _ = edge::status::parse_msg_id(v);
             }
             let metrics = edge::metrics::NodeMetrics::new(1);
-            let _ = edge::status::route(&request, &metrics);
+            let _ = edge::status::route(&request, &metrics, Some("token"));
             Ok(1 + request.query.len().min(3) as u64 + 4 * u64::from(body > 0))
         }
         Ok(None) => Ok(0),

@@ -1,0 +1,262 @@
+//! The node's small HTTP/1.1 server layer, shared by the status/admin endpoint and the
+//! `udpaddr` endpoint: one request per connection (`Connection: close`), the head parsed
+//! by `httparse`, a bounded head and body, one deadline for the whole request (not per
+//! read, so a client dribbling a byte a second is cut off all the same), and a cap on
+//! concurrent connections per endpoint. Every refusal is counted in [`HttpCounters`].
+//!
+//! It does not route (`status` does) and holds no node state.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::metrics::bump;
+
+/// Largest request head.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 32;
+/// Time for a whole request, from accept to the end of its body.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Most connections one endpoint serves at once; beyond, new ones are closed at once.
+pub const MAX_CONNS: usize = 64;
+
+/// Refusals of the HTTP endpoints, all endpoints together.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Connections closed at once: the endpoint already served [`MAX_CONNS`].
+    pub busy: AtomicU64,
+    /// Requests that did not arrive whole within [`REQUEST_DEADLINE`].
+    pub timeouts: AtomicU64,
+    /// Requests answered 400 (malformed head, too large).
+    pub bad: AtomicU64,
+    /// `/admin/*` calls without the right bearer token (answered 401).
+    pub unauthorized: AtomicU64,
+}
+
+/// A parsed request: method, path, query, the bearer token if any, and the body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path without the query.
+    pub path: String,
+    /// Decoded query pairs.
+    pub query: Vec<(String, String)>,
+    /// The token of an `Authorization: Bearer <token>` header.
+    pub bearer: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first value of query parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes `%xx` escapes and `+` (invalid escapes are kept as they are).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a request head; `Ok(None)` while incomplete. Returns the request (body empty),
+/// the head length and the declared body length.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize, usize)>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+        Ok(_) => return Err("request head too large"),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many headers"),
+        Err(_) => return Err("malformed request head"),
+    };
+    let target = parsed.path.ok_or("no request target")?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let (mut body_len, mut bearer) = (0, None);
+    for header in parsed.headers.iter() {
+        let value = std::str::from_utf8(header.value).map_err(|_| "header is not UTF-8");
+        if header.name.eq_ignore_ascii_case("content-length") {
+            body_len = value?.trim().parse().map_err(|_| "bad Content-Length")?;
+        } else if header.name.eq_ignore_ascii_case("authorization") {
+            let value = value?.trim();
+            bearer = value
+                .get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| value[7..].trim().to_owned());
+        }
+    }
+    if body_len > MAX_BODY {
+        return Err("body too large");
+    }
+    let request = Request {
+        method: parsed.method.unwrap_or("").to_owned(),
+        path: path.to_owned(),
+        query,
+        bearer,
+        body: Vec::new(),
+    };
+    Ok(Some((request, head_len, body_len)))
+}
+
+/// What reading a request came to.
+pub enum Read {
+    /// A whole request.
+    Request(Request),
+    /// A malformed one: answer 400 with this reason.
+    Bad(&'static str),
+    /// The peer closed, the deadline passed, or the socket failed: just close.
+    Gone,
+}
+
+/// Reads one request (head, then its body), all of it within [`REQUEST_DEADLINE`].
+pub async fn read_request(stream: &mut TcpStream, counters: &HttpCounters) -> Read {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let mut parsed = None;
+    loop {
+        if let Some((_, head_len, body_len)) = &parsed
+            && buf.len() >= head_len + body_len
+        {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            bump(&counters.timeouts);
+            return Read::Gone;
+        }
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) => return Read::Gone,
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    bump(&counters.timeouts);
+                }
+                return Read::Gone;
+            }
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if parsed.is_none() {
+            match parse_head(&buf) {
+                Ok(head) => parsed = head,
+                Err(why) => {
+                    bump(&counters.bad);
+                    return Read::Bad(why);
+                }
+            }
+        }
+    }
+    let Some((mut request, head_len, body_len)) = parsed else {
+        return Read::Gone;
+    };
+    request.body = buf[head_len..head_len + body_len].to_vec();
+    Read::Request(request)
+}
+
+/// Writes a whole response and closes the connection.
+pub async fn respond(
+    stream: &mut TcpStream,
+    code: u16,
+    kind: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let challenge = if code == 401 {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.close().await
+}
+
+/// Counts an endpoint's open connections (single-threaded: it lives on shard 0).
+#[derive(Clone, Default)]
+pub struct Gate(Rc<Cell<usize>>);
+
+/// One admitted connection; dropping it frees its place.
+pub struct Admitted(Rc<Cell<usize>>);
+
+impl Gate {
+    /// A place for one more connection, or `None` (counted) when [`MAX_CONNS`] are open.
+    pub fn admit(&self, counters: &HttpCounters) -> Option<Admitted> {
+        if self.0.get() >= MAX_CONNS {
+            bump(&counters.busy);
+            return None;
+        }
+        self.0.set(self.0.get() + 1);
+        Some(Admitted(self.0.clone()))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Compares a presented token with the expected one in time that does not depend on
+/// where they differ.
+pub fn token_matches(presented: Option<&str>, expected: &str) -> bool {
+    let Some(presented) = presented else {
+        return false;
+    };
+    let (a, b) = (presented.as_bytes(), expected.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &y) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(!y) ^ y;
+    }
+    diff == 0
+}
