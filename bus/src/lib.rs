@@ -14,4 +14,5 @@ pub mod cluster;
 pub mod embedded;
 pub mod messages;
 pub mod msgbus;
+pub mod net;
 pub mod sidecar;

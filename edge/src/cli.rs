@@ -121,6 +121,10 @@ pub struct NodeArgs {
     /// Serve /admin/* on a non-loopback --sh without a token.
     #[arg(long)]
     pub admin_insecure: bool,
+    /// Secret shared with the msgbuses: links open with an HMAC challenge-response.
+    /// Without it, the original's open one-byte opening (a warning at start).
+    #[arg(long, env = "CLOUDSOCKET_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
     /// Accept login timestamp 0 (the original's never-expiring tokens).
     #[arg(long)]
     pub allow_zero_timestamp: bool,
@@ -170,9 +174,23 @@ pub struct MsgbusArgs {
     /// ZooKeeper root watched for RabbitMQ brokers.
     #[arg(long, default_value = "Rabbitmq")]
     pub zkrootr: String,
-    /// Status HTTP address (`/usermap`, `/stat?type=app`, `/metrics`).
-    #[arg(long, default_value = ":29998")]
+    /// Status HTTP address (`/usermap`, `/stat?type=app`, `/metrics`); loopback by
+    /// default: `/usermap` lists every online id.
+    #[arg(long, default_value = "127.0.0.1:29998")]
     pub sh: String,
+    /// Bearer token `/usermap` needs (`/stat`, `/metrics` stay open).
+    #[arg(long, env = "CLOUDSOCKET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Serve `/usermap` on a non-loopback --sh without a token.
+    #[arg(long)]
+    pub admin_insecure: bool,
+    /// Secret shared with the comets: links must open with an HMAC challenge-response.
+    /// Without it, any TCP peer may link (a warning at start).
+    #[arg(long, env = "CLOUDSOCKET_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
+    /// Most comet links served at once (each costs two threads).
+    #[arg(long, default_value_t = 512)]
+    pub max_links: usize,
     /// Directory of the upload spool (uploads wait there while no broker confirms).
     #[arg(long, default_value = "./msgbus-spool")]
     pub spool_dir: PathBuf,

@@ -55,6 +55,8 @@ pub struct ClusterConfig {
     pub msgbus: Vec<String>,
     /// Deliver pushes to UDP devices (`--up`).
     pub pusher: bool,
+    /// The msgbus link secret (`--link-secret`); `None`: the original's open opening.
+    pub link_secret: Option<Vec<u8>>,
 }
 
 /// Everything a node needs to know, validated.
@@ -255,6 +257,7 @@ impl Config {
                         .map(str::to_owned)
                         .collect(),
                     pusher: args.up,
+                    link_secret: args.link_secret.as_ref().map(|s| s.as_bytes().to_vec()),
                 }),
         })
     }
@@ -308,6 +311,11 @@ fn check_security(args: &NodeArgs, status: SocketAddr) -> Result<Option<String>,
             ));
         }
         _ => {}
+    }
+    if args.link_secret.as_deref() == Some("") {
+        return Err(ConfigError::Insecure(
+            "--link-secret: an empty secret authenticates nothing",
+        ));
     }
     let token = args.admin_token.clone();
     if token.as_deref() == Some("") {

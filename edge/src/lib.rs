@@ -99,6 +99,13 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
         "listening: status http://{}/stat  /metrics  /admin/{{bind,unbind,push}}",
         node.status_addr
     );
+    if let Some(cluster) = &config.cluster
+        && cluster.link_secret.is_none()
+    {
+        println!(
+            "warning: no --link-secret: msgbus links open the original's unauthenticated way; set --link-secret or CLOUDSOCKET_LINK_SECRET on msgbus and comets"
+        );
+    }
     if config.default_salt {
         println!(
             "warning: the login salt is the original's public default; set --salt or CLOUDSOCKET_SALT in production"

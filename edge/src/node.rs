@@ -221,6 +221,7 @@ fn start_sidecar(
     side.ws = config.ws;
     side.udp = config.udp;
     side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
+    side.link_secret = cluster.link_secret.clone();
     // Sessions live on the comet that holds them, so every comet delivers pushes to its
     // own devices: exactly once, with no pusher election (`--up` is moot).
     side.pusher = true;

@@ -39,6 +39,21 @@ pub(crate) fn run_rmqkeeper(args: cli::RmqkeeperArgs) -> anyhow::Result<i32> {
 pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
     let mut config = bus::msgbus::Config::new(args.addr.clone(), args.spool_dir.clone());
     config.status = Some(args.sh.clone()).filter(|sh| !sh.is_empty());
+    config.status_token = args.admin_token.clone();
+    config.link_secret = secret("--link-secret", args.link_secret.as_deref())?;
+    config.max_links = args.max_links.max(1);
+    if let Some(sh) = &config.status {
+        let addr = crate::config::parse_addr("sh", sh, None)?;
+        anyhow::ensure!(
+            args.admin_token.as_deref() != Some(""),
+            "--admin-token: an empty token"
+        );
+        anyhow::ensure!(
+            addr.ip().is_loopback() || args.admin_token.is_some() || args.admin_insecure,
+            "--sh is not a loopback address: /usermap would list every online id to anyone; \
+             set --admin-token (or CLOUDSOCKET_ADMIN_TOKEN), or --admin-insecure"
+        );
+    }
     config.redis = args.rh.clone().filter(|rh| !rh.is_empty());
     config.brokers = args.amqp.clone();
     let signals = block_signals();
@@ -57,6 +72,11 @@ pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
     if let Some(addr) = msgbus.status_addr() {
         println!("listening: status http://{addr}/stat?type=app  /usermap  /metrics");
     }
+    if args.link_secret.is_none() {
+        println!(
+            "warning: no --link-secret: any TCP peer can link as a comet and inject frames; set --link-secret or CLOUDSOCKET_LINK_SECRET on msgbus and comets"
+        );
+    }
     let signal = wait_signal(signals);
     println!("signal {signal}: stopping");
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
@@ -72,6 +92,15 @@ pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
         tracing::warn!("stop took longer than 5 s: exiting");
     }
     Ok(0)
+}
+
+/// A link secret from the command line: `None` when absent, refused when empty.
+pub(crate) fn secret(flag: &str, value: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
+    match value {
+        Some("") => anyhow::bail!("{flag}: an empty secret authenticates nothing"),
+        Some(v) => Ok(Some(v.as_bytes().to_vec())),
+        None => Ok(None),
+    }
 }
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so that

@@ -1,21 +1,26 @@
 //! A UDP device's state sync (`0x30`) in cluster mode, against real RabbitMQ, ZooKeeper and
 //! Redis (from `scripts/test`): it reaches a queue bound to `MsgTopic` with `#`, routing key
 //! `48`, carrying the device id as its source, and the device gets its ACK once the broker
-//! confirmed it. (The original dropped these at the msgbus: §10.2 step 6, §14.4.)
+//! confirmed it. (The original dropped these at the msgbus: §10.2 step 6, §14.4.) The
+//! links open with the link secret; a comet with another secret never links.
 
 mod cluster_support;
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cluster_support::{comet, msgbus, next_upload, testenv, unique, upload_queue};
+use cluster_support::{
+    comet_with_secret, msgbus_with_secret, next_upload, testenv, unique, upload_queue,
+};
 use support::udp::Device;
 
 #[test]
 fn a_udp_devices_state_sync_reaches_rabbitmq_under_its_id() {
     let tmp = std::path::PathBuf::from(testenv::service_addr(testenv::TMP));
     let root = format!("cs-msgbus-up-{}", unique());
-    let bus = msgbus("127.0.0.1:0", &tmp);
+    let secret: &[u8] = b"uploads-link-secret";
+    let bus = msgbus_with_secret("127.0.0.1:0", &tmp, Some(secret));
     let registration = keeper::zk::Registration::spawn(
         keeper::zk::ZkConfig::new(testenv::service_addr(testenv::ZK)),
         vec![keeper::zk::NodeSpec::fixed(
@@ -26,7 +31,9 @@ fn a_udp_devices_state_sync_reaches_rabbitmq_under_its_id() {
     .unwrap();
     let (_amqp, mut queue) = testenv::within(Duration::from_secs(15), "RabbitMQ", upload_queue);
     let n = unique() % 200 + 20;
-    let node = comet(&format!("127.0.{n}.4"), &root, &format!("cs-comets-up-{n}"));
+    let comets = format!("cs-comets-up-{n}");
+    let node = comet_with_secret(&format!("127.0.{n}.4"), &root, &comets, Some(secret));
+    let stranger = comet_with_secret(&format!("127.0.{n}.5"), &root, &comets, Some(b"guess"));
 
     let mac = [0x30, 0x22, 0x33, 0x44, 0x55, 0x66, (n % 250) as u8, 9];
     let mut device = Device::new(node.udp_addr.unwrap(), mac);
@@ -54,7 +61,17 @@ fn a_udp_devices_state_sync_reaches_rabbitmq_under_its_id() {
     assert_eq!(found, "48", "routing key: the message id in decimal");
     assert_eq!(i64::from_le_bytes(stored[16..24].try_into().unwrap()), id);
 
+    // The comet with the wrong secret found the msgbus but never linked.
+    let metrics = stranger.metrics.cluster.clone().unwrap();
+    assert!(support::eventually(|| {
+        metrics.link_auth_failures.load(Ordering::Relaxed) >= 1
+    }));
+    assert_eq!(metrics.link_connects.load(Ordering::Relaxed), 0);
+    let refused = &bus.metrics().unauthenticated;
+    assert!(support::eventually(|| refused.load(Ordering::Relaxed) >= 1));
+
     drop(registration);
+    stranger.shutdown();
     node.shutdown();
     bus.shutdown();
 }

@@ -37,11 +37,24 @@ fn admin_calls_need_the_token_when_one_is_set() {
     assert_eq!(code, 401, "{answer}");
     assert!(answer.contains("WWW-Authenticate: Bearer"));
     assert_eq!(bind_with(addr, "Authorization: Bearer wrong\r\n").0, 401);
-    assert_eq!(bind_with(addr, "Authorization: Basic czNjcmV0LXRva2Vu\r\n").0, 401);
-    assert_eq!(bind_with(addr, "Authorization: Bearer s3cret-token\r\n").0, 200);
-    assert_eq!(bind_with(addr, "authorization: bearer s3cret-token\r\n").0, 200);
+    assert_eq!(
+        bind_with(addr, "Authorization: Basic czNjcmV0LXRva2Vu\r\n").0,
+        401
+    );
+    assert_eq!(
+        bind_with(addr, "Authorization: Bearer s3cret-token\r\n").0,
+        200
+    );
+    assert_eq!(
+        bind_with(addr, "authorization: bearer s3cret-token\r\n").0,
+        200
+    );
     assert_eq!(node.metrics.http.unauthorized.load(Ordering::Relaxed), 3);
-    assert_eq!(http(addr, "GET", "/stat?type=app", b"").0, 200, "/stat stays open");
+    assert_eq!(
+        http(addr, "GET", "/stat?type=app", b"").0,
+        200,
+        "/stat stays open"
+    );
     let (code, metrics) = http(addr, "GET", "/metrics", b"");
     assert_eq!(code, 200, "/metrics stays open");
     assert!(metrics.contains("cloudsocket_http_refused_total{reason=\"unauthorized\"} 3"));
@@ -59,7 +72,9 @@ fn connections_beyond_the_cap_are_closed_and_counted() {
     // Each idle connection is admitted once the endpoint accepts it; the next is refused.
     assert!(eventually(|| {
         let mut extra = TcpStream::connect(addr).unwrap();
-        extra.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let _ = extra.write_all(b"GET /stat HTTP/1.1\r\n\r\n");
         let mut buf = [0u8; 64];
         matches!(extra.read(&mut buf), Ok(0) | Err(_))
@@ -74,7 +89,8 @@ fn connections_beyond_the_cap_are_closed_and_counted() {
 fn a_dribbling_request_is_cut_off_at_the_deadline() {
     let node = node();
     let mut s = TcpStream::connect(node.status_addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
     let started = Instant::now();
     s.write_all(b"GET /stat HTTP/1.1\r\n").unwrap();
     let mut buf = [0u8; 256];
@@ -91,6 +107,11 @@ fn a_dribbling_request_is_cut_off_at_the_deadline() {
         assert!(started.elapsed() < Duration::from_secs(20), "never cut off");
     };
     assert!(cut >= edge::http::REQUEST_DEADLINE, "cut after {cut:?}");
-    assert!(eventually(|| node.metrics.http.timeouts.load(Ordering::Relaxed) == 1));
+    assert!(eventually(|| node
+        .metrics
+        .http
+        .timeouts
+        .load(Ordering::Relaxed)
+        == 1));
     node.shutdown();
 }

@@ -28,9 +28,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use edge_proto::link::{CometKind, DEFAULT_MAX_PAYLOAD, Downstream, LinkDecoder, LinkItem};
+use edge_proto::link_auth;
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
 use crate::messages::{ShardInbox, ToShard, dir_shard, route_key};
+use crate::net::{read_exact_by, set_liveness, write_all_by};
 
 /// Frames queued per link.
 pub const LINK_QUEUE_FRAMES: usize = 4096;
@@ -53,6 +55,8 @@ pub(crate) struct LinkContext {
     pub node_ip: Option<IpAddr>,
     pub shards: Arc<[ShardInbox]>,
     pub metrics: Arc<ClusterMetrics>,
+    /// The link secret: open with the challenge–response; `None`: the original's byte.
+    pub secret: Option<Arc<[u8]>>,
 }
 
 /// One link as the request thread sees it.
@@ -307,20 +311,47 @@ impl LinkWorker {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
         let stream = dial(target, self.context.node_ip)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let byte = self.kind.handshake_byte();
-        (&stream).write_all(&[byte])?;
-        let mut echo = [0u8; 1];
-        (&stream).read_exact(&mut echo)?;
-        if echo[0] != byte {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "handshake refused",
-            ));
+        set_liveness(&stream)?;
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        match &self.context.secret {
+            Some(secret) => self.open_authenticated(&stream, secret, deadline)?,
+            None => {
+                let byte = [self.kind.handshake_byte()];
+                write_all_by(&stream, &byte, deadline)?;
+                let mut echo = [0u8; 1];
+                read_exact_by(&stream, &mut echo, deadline)?;
+                if echo != byte {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "handshake refused",
+                    ));
+                }
+            }
         }
         stream.set_read_timeout(None)?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(stream)
+    }
+
+    /// The comet's half of the challenge–response (`edge_proto::link_auth`).
+    fn open_authenticated(
+        &self,
+        stream: &TcpStream,
+        secret: &[u8],
+        deadline: Instant,
+    ) -> io::Result<()> {
+        let nonce = crate::net::nonce()?;
+        write_all_by(stream, &link_auth::hello(self.kind, &nonce), deadline)?;
+        let mut challenge = [0u8; link_auth::CHALLENGE_LEN];
+        read_exact_by(stream, &mut challenge, deadline)?;
+        let Ok(proof) = link_auth::answer(secret, self.kind, &nonce, &challenge) else {
+            bump(&self.context.metrics.link_auth_failures);
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the msgbus does not know the link secret",
+            ));
+        };
+        write_all_by(stream, &proof, deadline)
     }
 
     fn serve(&self, stream: TcpStream) -> Ended {

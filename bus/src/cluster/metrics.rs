@@ -69,6 +69,10 @@ counters! {
     link_connect_errors,
     /// Established msgbus links that dropped.
     link_drops,
+    /// Link openings whose msgbus did not prove it knows the link secret.
+    link_auth_failures,
+    /// Gauge: 1 when links open with the link secret, 0 when with the original's byte.
+    link_secret,
     /// Downstream frames received.
     downstream_frames,
     /// Downstream frames that did not decode, oversize ones, or ones with no ids.

@@ -96,6 +96,8 @@ pub struct ClusterConfig {
     pub msgbus: MsgbusSource,
     /// Mobile-id lease; refreshed every third of it.
     pub lease_ttl: Duration,
+    /// The msgbus link secret (`--link-secret`); `None`: the original's open opening.
+    pub link_secret: Option<Vec<u8>>,
 }
 
 /// The cluster sidecar's inputs and outputs (mirrors [`crate::sidecar::Embedded`]).
@@ -126,6 +128,7 @@ impl ClusterConfig {
             pusher: false,
             msgbus,
             lease_ttl: LEASE_TTL,
+            link_secret: None,
         }
     }
 }
@@ -179,7 +182,12 @@ fn run(side: Cluster) {
         node_ip: config.node_ip.parse::<IpAddr>().ok(),
         shards: shards.clone(),
         metrics: metrics.clone(),
+        secret: config.link_secret.as_deref().map(Arc::from),
     };
+    metrics::set(
+        &metrics.link_secret,
+        usize::from(config.link_secret.is_some()),
+    );
     let mut links = Links::new(context, kinds);
     let mut addresses = match config.msgbus {
         MsgbusSource::Static(list) => {

@@ -8,6 +8,14 @@
 //! that fails or times out closes the link; a closed link is reported as
 //! [`Event::LinkDown`] and leaves the router's tables.
 //!
+//! The opening must finish within 5 s. With a link secret, only the authenticated
+//! opening (`edge_proto::link_auth`) is accepted; without one, only the original's. A
+//! refused opening is counted and closed. At most `max_links` links live at once (each
+//! costs two threads); beyond, new connections are closed and counted. Accept errors
+//! (EMFILE and the like) back off instead of spinning. Every link socket gets keepalive
+//! and `TCP_USER_TIMEOUT` ([`crate::net::set_liveness`]), so a silent partition ends it
+//! within about 5 s.
+//!
 //! Threads rather than async: comets are few (tens), blocking reads and writes with
 //! deadlines are the simplest correct shape, and the router thread owns all state.
 //! Does **not** route or interpret payloads.
@@ -15,18 +23,23 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use edge_proto::link::{CometKind, LinkDecoder, LinkItem};
+use edge_proto::link_auth::{self, NONCE_LEN, Opening, PROOF_LEN};
 
 use super::Event;
 use super::route::LinkId;
 use super::stats::{Metrics, bump};
+use crate::net::{read_exact_by, set_liveness, write_all_by};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a comet's whole opening, authenticated or not.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS…) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 /// What every link thread needs.
@@ -39,6 +52,22 @@ pub(crate) struct LinkContext {
     pub max_payload: usize,
     pub write_timeout: Duration,
     pub next_id: Arc<AtomicU64>,
+    /// The shared link secret; `None`: the original's unauthenticated opening.
+    pub secret: Option<Arc<[u8]>>,
+    /// Most links served at once.
+    pub max_links: usize,
+    /// Links being served now (opening included).
+    pub live: Arc<AtomicUsize>,
+}
+
+/// Why an opening was refused.
+enum Refused {
+    /// Not a link opening, or the peer went away.
+    Malformed,
+    /// No secret, a wrong one, or an opening of the other kind.
+    Unauthenticated,
+    /// Not done within [`HANDSHAKE_DEADLINE`].
+    Timeout,
 }
 
 /// Accepts comets until `stop` is set (the shutdown wakes it with a connection).
@@ -53,24 +82,48 @@ pub(crate) fn spawn_acceptor(
                 if ctx.stop.load(Ordering::Acquire) {
                     break;
                 }
-                let Ok(stream) = stream else { continue };
+                let stream = match stream {
+                    Ok(stream) => stream,
+                    Err(_) => {
+                        bump(&ctx.metrics.accept_errors);
+                        std::thread::sleep(ACCEPT_BACKOFF);
+                        continue;
+                    }
+                };
+                if ctx.live.fetch_add(1, Ordering::AcqRel) >= ctx.max_links {
+                    ctx.live.fetch_sub(1, Ordering::AcqRel);
+                    bump(&ctx.metrics.links_refused);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let link_ctx = ctx.clone();
                 let spawned = std::thread::Builder::new()
                     .name("msgbus-link-rx".into())
-                    .spawn(move || serve(stream, link_ctx));
+                    .spawn(move || {
+                        serve(stream, &link_ctx);
+                        link_ctx.live.fetch_sub(1, Ordering::AcqRel);
+                    });
                 if spawned.is_err() {
-                    bump(&ctx.metrics.bad_handshake);
+                    ctx.live.fetch_sub(1, Ordering::AcqRel);
+                    bump(&ctx.metrics.links_refused);
                 }
             }
         })
 }
 
 /// Handshake, then read until the link ends.
-fn serve(stream: TcpStream, ctx: LinkContext) {
-    let Some((kind, name)) = handshake(&stream, &ctx) else {
-        bump(&ctx.metrics.bad_handshake);
-        let _ = stream.shutdown(Shutdown::Both);
-        return;
+fn serve(stream: TcpStream, ctx: &LinkContext) {
+    let (kind, name) = match handshake(&stream, ctx) {
+        Ok(opened) => opened,
+        Err(refused) => {
+            bump(match refused {
+                Refused::Malformed => &ctx.metrics.bad_handshake,
+                Refused::Unauthenticated => &ctx.metrics.unauthenticated,
+                Refused::Timeout => &ctx.metrics.handshake_timeouts,
+            });
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
     };
     let link = LinkId(ctx.next_id.fetch_add(1, Ordering::Relaxed));
     let (queue, frames) = bounded(ctx.queue_frames);
@@ -96,22 +149,73 @@ fn serve(stream: TcpStream, ctx: LinkContext) {
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
-    read_loop(&stream, link, &ctx);
+    read_loop(&stream, link, ctx);
     let _ = stream.shutdown(Shutdown::Both);
     let _ = ctx.events.send(Event::LinkDown { link });
 }
 
-fn handshake(mut stream: &TcpStream, ctx: &LinkContext) -> Option<(CometKind, String)> {
-    let name = stream.peer_addr().ok()?.ip().to_canonical().to_string();
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok()?;
+fn handshake(stream: &TcpStream, ctx: &LinkContext) -> Result<(CometKind, String), Refused> {
+    let deadline = Instant::now() + HANDSHAKE_DEADLINE;
+    let failed = refusal;
+    let name = stream
+        .peer_addr()
+        .map_err(failed)?
+        .ip()
+        .to_canonical()
+        .to_string();
     let _ = stream.set_nodelay(true);
-    let mut byte = [0u8; 1];
-    stream.read_exact(&mut byte).ok()?;
-    let kind = CometKind::from_handshake_byte(byte[0]).ok()?;
-    stream.set_write_timeout(Some(ctx.write_timeout)).ok()?;
-    stream.write_all(&byte).ok()?;
-    stream.set_read_timeout(None).ok()?;
-    Some((kind, name))
+    let _ = set_liveness(stream);
+    let mut first = [0u8; 1];
+    read_exact_by(stream, &mut first, deadline).map_err(failed)?;
+    let kind = match (link_auth::opening(first[0]), &ctx.secret) {
+        (Ok(Opening::Plain(kind)), None) => {
+            write_all_by(stream, &first, deadline).map_err(failed)?;
+            bump(&ctx.metrics.plain_links);
+            kind
+        }
+        (Ok(Opening::Authenticated(kind)), Some(secret)) => {
+            authenticate(stream, kind, secret, deadline)?;
+            kind
+        }
+        (Ok(_), _) => return Err(Refused::Unauthenticated),
+        (Err(_), _) => return Err(Refused::Malformed),
+    };
+    stream.set_read_timeout(None).map_err(failed)?;
+    stream
+        .set_write_timeout(Some(ctx.write_timeout))
+        .map_err(failed)?;
+    Ok((kind, name))
+}
+
+/// Why a socket error ends an opening.
+fn refusal(e: std::io::Error) -> Refused {
+    match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => Refused::Timeout,
+        _ => Refused::Malformed,
+    }
+}
+
+/// The msgbus's half of the challenge–response: nonce in, challenge out, proof in.
+fn authenticate(
+    stream: &TcpStream,
+    kind: CometKind,
+    secret: &[u8],
+    deadline: Instant,
+) -> Result<(), Refused> {
+    let failed = refusal;
+    let mut comet_nonce = [0u8; NONCE_LEN];
+    read_exact_by(stream, &mut comet_nonce, deadline).map_err(failed)?;
+    let bus_nonce = crate::net::nonce().map_err(failed)?;
+    let challenge = link_auth::challenge(secret, kind, &comet_nonce, &bus_nonce);
+    write_all_by(stream, &challenge, deadline).map_err(failed)?;
+    let mut proof = [0u8; PROOF_LEN];
+    // A comet that hangs up on the challenge could not answer it: it lacks the secret.
+    read_exact_by(stream, &mut proof, deadline).map_err(|e| match failed(e) {
+        Refused::Malformed => Refused::Unauthenticated,
+        other => other,
+    })?;
+    link_auth::verify_proof(secret, kind, &comet_nonce, &bus_nonce, &proof)
+        .map_err(|_| Refused::Unauthenticated)
 }
 
 fn read_loop(mut stream: &TcpStream, link: LinkId, ctx: &LinkContext) {

@@ -84,6 +84,13 @@ pub struct Config {
     pub confirm_timeout: Duration,
     /// Routing options.
     pub router: RouterConfig,
+    /// The secret comets prove they know (`--link-secret`); `None`: the original's open
+    /// opening.
+    pub link_secret: Option<Vec<u8>>,
+    /// Most comet links served at once.
+    pub max_links: usize,
+    /// The bearer token `/usermap` needs; `None`: open (keep `status` on loopback then).
+    pub status_token: Option<String>,
 }
 
 impl Config {
@@ -109,6 +116,9 @@ impl Config {
                 park_max: 65_536,
                 park_max_bytes: 64 << 20,
             },
+            link_secret: None,
+            max_links: 512,
+            status_token: None,
         }
     }
 }
@@ -229,10 +239,23 @@ impl Msgbus {
             max_payload: config.max_payload,
             write_timeout: config.write_timeout,
             next_id: Arc::new(AtomicU64::new(1)),
+            secret: config.link_secret.as_deref().map(Arc::from),
+            max_links: config.max_links.max(1),
+            live: Arc::default(),
         };
+        metrics
+            .link_secret
+            .store(u64::from(config.link_secret.is_some()), Ordering::Relaxed);
         threads.push(link::spawn_acceptor(listener, ctx).map_err(Error::Thread)?);
         if let Some(l) = status_listener {
-            threads.push(status::spawn(l, events.clone(), stop.clone()).map_err(Error::Thread)?);
+            let ctx = status::StatusContext {
+                events: events.clone(),
+                stop: stop.clone(),
+                metrics: metrics.clone(),
+                token: config.status_token.as_deref().map(Arc::from),
+                live: Arc::default(),
+            };
+            threads.push(status::spawn(l, ctx).map_err(Error::Thread)?);
         }
         if let Some(redis) = config.redis.clone() {
             let t = online::spawn(redis, events.clone(), metrics.clone(), stop.clone());

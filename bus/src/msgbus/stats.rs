@@ -116,8 +116,26 @@ pub struct Metrics {
     pub write_failed: AtomicU64,
     /// Upstream frames over the size limit, skipped (the link stays up).
     pub oversize: AtomicU64,
-    /// Links refused at the handshake.
+    /// Links refused at the handshake: not a link opening.
     pub bad_handshake: AtomicU64,
+    /// Links refused: no secret, a wrong one, or the other kind of opening.
+    pub unauthenticated: AtomicU64,
+    /// Links whose opening did not finish within 5 s.
+    pub handshake_timeouts: AtomicU64,
+    /// Connections closed at once: `max_links` links were already served.
+    pub links_refused: AtomicU64,
+    /// Failed accepts (EMFILE and the like), each followed by a short pause.
+    pub accept_errors: AtomicU64,
+    /// Links opened the original's way, without a secret.
+    pub plain_links: AtomicU64,
+    /// 1 when links need the secret (`--link-secret`), 0 when they are open to anyone.
+    pub link_secret: AtomicU64,
+    /// Status connections closed at once: the endpoint was serving its maximum.
+    pub status_refused: AtomicU64,
+    /// Status requests that did not arrive whole within their deadline.
+    pub status_timeouts: AtomicU64,
+    /// `/usermap` requests without the status token.
+    pub status_unauthorized: AtomicU64,
     /// Live comet links (`CometCount`).
     pub comets: AtomicU64,
     /// Connected RabbitMQ brokers (`RmqCount`).
@@ -176,6 +194,15 @@ pub fn counters(route: &RouteStats, m: &Metrics, now_ms: u64) -> Vec<(&'static s
         ("DropWriteFailed", load(&m.write_failed)),
         ("DropOversize", load(&m.oversize)),
         ("DropBadHandshake", load(&m.bad_handshake)),
+        ("DropUnauthenticated", load(&m.unauthenticated)),
+        ("DropHandshakeTimeout", load(&m.handshake_timeouts)),
+        ("DropLinksRefused", load(&m.links_refused)),
+        ("AcceptErrors", load(&m.accept_errors)),
+        ("PlainLinks", load(&m.plain_links)),
+        ("LinkSecret", load(&m.link_secret)),
+        ("DropStatusBusy", load(&m.status_refused)),
+        ("DropStatusTimeout", load(&m.status_timeouts)),
+        ("DropStatusUnauthorized", load(&m.status_unauthorized)),
         ("DropUploadQueueFull", load(&m.upload_queue_full)),
         ("DropSpoolFull", load(&m.spool_full)),
         ("Spooled", load(&m.spooled)),

@@ -1,24 +1,32 @@
 //! The msgbus status endpoint on `--sh` (original spec §13): `GET /usermap`,
 //! `GET /stat?type=app`, `GET /stat` and `GET /metrics`.
 //!
-//! A tiny HTTP/1.0-style server on one thread: one request per connection, answered from
-//! a report the router thread builds on request (the router owns the map; nothing is
-//! shared). It has no runtime flag editing and no goroutine-dump equivalents.
+//! A tiny HTTP/1.0-style server: one request per connection, answered from a report the
+//! router thread builds on request (the router owns the map; nothing is shared). Each
+//! connection gets its own short-lived thread, at most [`MAX_CONNS`] at once (beyond,
+//! closed and counted), and one deadline for its whole request, so no slow client holds
+//! the endpoint. `/usermap` lists every online id and its comet: with a status token set
+//! it needs `Authorization: Bearer <token>`; `/stat` and `/metrics` stay open. It has no
+//! runtime flag editing and no goroutine-dump equivalents.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded};
 
 use super::Event;
+use super::stats::{Metrics, bump};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time for a whole request to arrive, and for the answer to be written.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_MAX: usize = 8 * 1024;
+/// Most requests served at once.
+pub(crate) const MAX_CONNS: usize = 16;
 
 /// What a status request asks the router for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,45 +39,113 @@ pub(crate) enum Query {
     Metrics,
 }
 
+/// What the status threads share.
+#[derive(Clone)]
+pub(crate) struct StatusContext {
+    pub events: Sender<Event>,
+    pub stop: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+    /// The bearer token `/usermap` needs, if any.
+    pub token: Option<Arc<str>>,
+    pub live: Arc<AtomicUsize>,
+}
+
 /// Serves until `stop` is set (the shutdown wakes it with a connection).
-pub(crate) fn spawn(
-    listener: TcpListener,
-    events: Sender<Event>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+pub(crate) fn spawn(listener: TcpListener, ctx: StatusContext) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("msgbus-status".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                if stop.load(Ordering::Acquire) {
+                if ctx.stop.load(Ordering::Acquire) {
                     break;
                 }
-                if let Ok(stream) = stream {
-                    let _ = serve(stream, &events);
+                let Ok(stream) = stream else {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                if ctx.live.fetch_add(1, Ordering::AcqRel) >= MAX_CONNS {
+                    ctx.live.fetch_sub(1, Ordering::AcqRel);
+                    bump(&ctx.metrics.status_refused);
+                    continue;
+                }
+                let conn = ctx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("msgbus-status-conn".into())
+                    .spawn(move || {
+                        let _ = serve(stream, &conn);
+                        conn.live.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    ctx.live.fetch_sub(1, Ordering::AcqRel);
+                    bump(&ctx.metrics.status_refused);
                 }
             }
         })
 }
 
-fn serve(mut stream: TcpStream, events: &Sender<Event>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+/// Reads a request head within [`REQUEST_DEADLINE`]; `None` when it did not come whole.
+fn read_head(stream: &mut TcpStream, metrics: &Metrics) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut request = Vec::new();
     let mut chunk = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < REQUEST_MAX {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            bump(&metrics.status_timeouts);
+            return None;
         }
-        request.extend_from_slice(&chunk[..n]);
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => request.extend_from_slice(&chunk[..n]),
+            Err(_) => {
+                bump(&metrics.status_timeouts);
+                return None;
+            }
+        }
     }
+    Some(request)
+}
+
+/// The token of an `Authorization: Bearer` header line, if any.
+fn bearer(request: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(request);
+    text.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        let value = value.trim();
+        let scheme = value.get(..7)?;
+        (name.trim().eq_ignore_ascii_case("authorization")
+            && scheme.eq_ignore_ascii_case("bearer "))
+        .then(|| value[7..].trim().to_owned())
+    })
+}
+
+fn serve(mut stream: TcpStream, ctx: &StatusContext) -> std::io::Result<()> {
+    let Some(request) = read_head(&mut stream, &ctx.metrics) else {
+        return Ok(());
+    };
+    stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
     let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut words = line.split(' ');
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let allowed = |query: Query| {
+        query != Query::UserMap
+            || ctx.token.as_deref().is_none_or(|token| {
+                let presented = bearer(&request);
+                presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+            })
+    };
     let (status, kind, body) = match (method, route(target)) {
         ("GET", Some(Route::Index)) => ("200 OK", "text/html", index()),
-        ("GET", Some(Route::Query(query))) => match ask(events, query) {
+        ("GET", Some(Route::Query(query))) if !allowed(query) => {
+            bump(&ctx.metrics.status_unauthorized);
+            (
+                "401 Unauthorized\r\nWWW-Authenticate: Bearer",
+                "text/plain",
+                "token needed\n".into(),
+            )
+        }
+        ("GET", Some(Route::Query(query))) => match ask(&ctx.events, query) {
             Some(body) => ("200 OK", content_type(query), body),
             None => ("503 Service Unavailable", "text/plain", "busy\n".into()),
         },
@@ -82,6 +158,11 @@ fn serve(mut stream: TcpStream, events: &Sender<Event>) -> std::io::Result<()> {
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 enum Route {
@@ -155,5 +236,12 @@ mod tests {
         let mut out = String::new();
         json_string(&mut out, "a\"b\\c\n");
         assert_eq!(out, r#""a\"b\\c\u000a""#);
+        let head = b"GET /usermap HTTP/1.1\r\nAuthorization: Bearer  t0k \r\n\r\n";
+        assert_eq!(bearer(head).as_deref(), Some("t0k"));
+        assert_eq!(
+            bearer(b"GET / HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n"),
+            None
+        );
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
     }
 }

@@ -26,19 +26,29 @@ impl FakeComet {
         Self::connect_with_rcvbuf(bus, ip, kind, None)
     }
 
+    /// Connects from `ip` and opens the link with the challenge–response for `secret`.
+    pub fn connect_authenticated(bus: SocketAddr, ip: &str, kind: u8, secret: &[u8]) -> Self {
+        use edge_proto::link::CometKind;
+        use edge_proto::link_auth;
+        let mut stream = tcp_from(bus, ip, None);
+        let kind = CometKind::from_handshake_byte(kind).unwrap();
+        let nonce = [7u8; link_auth::NONCE_LEN];
+        stream.write_all(&link_auth::hello(kind, &nonce)).unwrap();
+        let mut challenge = [0u8; link_auth::CHALLENGE_LEN];
+        stream.read_exact(&mut challenge).unwrap();
+        let proof = link_auth::answer(secret, kind, &nonce, &challenge)
+            .expect("the msgbus knows the secret");
+        stream.write_all(&proof).unwrap();
+        Self {
+            stream,
+            decoder: LinkDecoder::new(1 << 20),
+            buf: Vec::new(),
+        }
+    }
+
     /// Like [`FakeComet::connect`], with a small receive buffer (a slow comet).
     pub fn connect_with_rcvbuf(bus: SocketAddr, ip: &str, kind: u8, rcvbuf: Option<usize>) -> Self {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        if let Some(size) = rcvbuf {
-            socket.set_recv_buffer_size(size).unwrap();
-        }
-        let local: SocketAddr = format!("{ip}:0").parse().unwrap();
-        socket.bind(&local.into()).unwrap();
-        socket.connect(&bus.into()).unwrap();
-        let mut stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let mut stream = tcp_from(bus, ip, rcvbuf);
         stream.write_all(&[kind]).unwrap();
         let mut echo = [9u8];
         stream.read_exact(&mut echo).unwrap();
@@ -79,6 +89,22 @@ impl FakeComet {
             }
         }
     }
+}
+
+/// A TCP connection to `bus` from `ip` (comets are keyed by IP), 10 s read timeout.
+pub fn tcp_from(bus: SocketAddr, ip: &str, rcvbuf: Option<usize>) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let local: SocketAddr = format!("{ip}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&bus.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
 }
 
 /// A direct packet (uploads use these) from `src` with message id `msg_id`.

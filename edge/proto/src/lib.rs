@@ -17,6 +17,7 @@ pub mod device;
 pub mod frame;
 pub mod id;
 pub mod link;
+pub mod link_auth;
 pub mod login;
 pub mod pubsub;
 pub mod status;

@@ -49,6 +49,9 @@ pub enum LinkError {
     /// More than 65535 ids, or a frame longer than `u32::MAX`.
     #[error("payload too large to encode")]
     TooLarge,
+    /// The authenticated opening failed: wrong secret, or not the answer to our nonce.
+    #[error("link authentication failed")]
+    Unauthenticated,
 }
 
 /// Incremental framing: remembers only how much of a skipped frame is left to discard.

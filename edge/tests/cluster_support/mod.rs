@@ -37,15 +37,30 @@ pub fn unique() -> i64 {
 }
 
 pub fn msgbus(listen: &str, tmp: &std::path::Path) -> bus::msgbus::Msgbus {
+    msgbus_with_secret(listen, tmp, None)
+}
+
+/// A msgbus whose links need `secret` (`--link-secret`), when given.
+pub fn msgbus_with_secret(
+    listen: &str,
+    tmp: &std::path::Path,
+    secret: Option<&[u8]>,
+) -> bus::msgbus::Msgbus {
     let mut config =
         bus::msgbus::Config::new(listen.to_owned(), tmp.join(format!("spool-{}", unique())));
     config.status = None;
     config.redis = Some(testenv::service_addr(testenv::REDIS));
     config.brokers = vec![testenv::service_addr(testenv::AMQP)];
+    config.link_secret = secret.map(<[u8]>::to_vec);
     bus::msgbus::Msgbus::start(config).expect("msgbus starts")
 }
 
 pub fn comet(ip: &str, zk_root: &str, comet_root: &str) -> Node {
+    comet_with_secret(ip, zk_root, comet_root, None)
+}
+
+/// A comet that opens its msgbus links with `secret`, when given.
+pub fn comet_with_secret(ip: &str, zk_root: &str, comet_root: &str, secret: Option<&[u8]>) -> Node {
     let mut config = Config::for_tests(2);
     config.node_ip = ip.to_owned();
     config.cluster = Some(ClusterConfig {
@@ -56,6 +71,7 @@ pub fn comet(ip: &str, zk_root: &str, comet_root: &str) -> Node {
         comet_root_udp: format!("{comet_root}Udp"),
         msgbus: Vec::new(),
         pusher: true,
+        link_secret: secret.map(<[u8]>::to_vec),
     });
     Node::start(config).expect("comet starts")
 }
