@@ -147,6 +147,13 @@ pub struct NodeArgs {
     /// Most UDP sessions held by the node (new sessions beyond it get status 1001).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_udp_sessions: usize,
+    /// New UDP sessions (`0xE0`) one source IP may open per second, per shard (0: no
+    /// limit). Devices behind one NAT share it: size it for the largest such fleet.
+    #[arg(long, default_value_t = 100)]
+    pub new_session_rate: u32,
+    /// New UDP sessions one source IP may open at once before --new-session-rate applies.
+    #[arg(long, default_value_t = 1000)]
+    pub new_session_burst: u32,
     /// Most live sessions of one id (a device logged in over several UDP sessions or
     /// connections) per shard; a login beyond it ends the oldest (counted).
     #[arg(long, default_value_t = 4)]

@@ -80,6 +80,10 @@ pub struct Config {
     pub udp_timeout_secs: u32,
     /// Most UDP sessions held by the node.
     pub max_udp_sessions: usize,
+    /// New UDP sessions per second per source IP and shard (0: no limit).
+    pub new_session_rate: u32,
+    /// Their burst.
+    pub new_session_burst: u32,
     /// Most live sessions of one id on a shard (the oldest is evicted beyond it).
     pub max_sessions_per_device: usize,
     /// The HTTP device platform's root URL (`--hurl`); `None` = the builtin platform.
@@ -218,6 +222,8 @@ impl Config {
             udpaddr_http: parse_addr("hhttp", &args.hhttp, lip)?,
             udp_timeout_secs: args.uto.max(1),
             max_udp_sessions: args.max_udp_sessions.max(1),
+            new_session_rate: args.new_session_rate,
+            new_session_burst: args.new_session_burst,
             max_sessions_per_device: args.max_sessions_per_device,
             platform_url: Some(args.hurl.trim().to_owned()).filter(|u| !u.is_empty()),
             node_ip: lip.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
@@ -276,6 +282,8 @@ impl Config {
             udpaddr_http: any,
             udp_timeout_secs: 40,
             max_udp_sessions: 100_000,
+            new_session_rate: 100,
+            new_session_burst: 1000,
             max_sessions_per_device: 4,
             platform_url: None,
             node_ip: "127.0.0.1".into(),

@@ -109,6 +109,12 @@ counters! {
     udp_drop_not_logged_in,
     /// New sessions refused: the shard's session table is full.
     udp_drop_full,
+    /// New sessions refused: their source IP is over --new-session-rate.
+    udp_drop_rate_limited,
+    /// New sessions admitted from addresses beyond what the rate limiter tracks.
+    udp_untracked_sources,
+    /// Sessions that never logged in, ended to make room for new ones.
+    udp_anonymous_evicted,
     /// Datagrams handed to the shard owning their session.
     udp_handed_over,
     /// Device heartbeats answered.

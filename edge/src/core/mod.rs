@@ -17,10 +17,13 @@
 //! Bindings of live sessions change through [`update_bound`]; the destination rules
 //! applied to them are `edge_proto::id`'s.
 //!
+//! `admission` rate-limits new UDP sessions per source address.
+//!
 //! `outbound` keeps the shard's queued bytes and decides, for each frame, whether it is
 //! queued, written at once or its reader closed (`--max-outbound`,
 //! `--max-outbound-shard`); the shell owns the buffers and the writes.
 
+pub mod admission;
 pub mod directory;
 pub mod outbound;
 pub mod sessions;

@@ -4,8 +4,14 @@
 //!
 //! A session belongs to the shard named by its sid's last byte; a packet for a sid owned
 //! elsewhere is handed to that shard (`Accept::Handover`).
+//!
+//! Headroom for devices that log in: sessions that have not logged in (anonymous: all a
+//! flood of spoofed `0xE0` can make) may fill at most three quarters of the table. When
+//! the table or that quota is full, [`UdpTable::make_room`] names the oldest anonymous
+//! session with no request pending for the shell to end, so a new device still gets a
+//! session and the flood only churns its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 
@@ -84,6 +90,13 @@ pub struct UdpTable {
     sessions: Slab<UdpSession>,
     by_sid: HashMap<[u8; 16], u32, BuildHasherDefault<IdHasher>>,
     max_sessions: usize,
+    /// Most sessions that have not logged in.
+    max_anonymous: usize,
+    /// Live sessions that have not logged in.
+    anonymous: usize,
+    /// Anonymous sessions in the order they opened, `(slot, generation)`; entries of
+    /// sessions since ended or logged in are skipped, and compacted away.
+    opened: VecDeque<(u32, u32)>,
 }
 
 impl UdpTable {
@@ -93,7 +106,68 @@ impl UdpTable {
             sessions: Slab::default(),
             by_sid: HashMap::default(),
             max_sessions,
+            max_anonymous: (max_sessions - max_sessions / 4).max(1),
+            anonymous: 0,
+            opened: VecDeque::new(),
         }
+    }
+
+    /// Live sessions that have not logged in.
+    pub fn anonymous(&self) -> usize {
+        self.anonymous
+    }
+
+    fn is_anonymous(&self, slot: u32, generation: u32) -> bool {
+        self.sessions
+            .get_gen(slot, generation)
+            .is_some_and(|s| s.device == 0)
+    }
+
+    /// When a new session would not fit (the table or the anonymous quota is full): the
+    /// slot of the oldest anonymous session with nothing pending, for the shell to end
+    /// before it opens the new one. `None`: there is room, or nothing may be ended.
+    pub fn make_room(&mut self) -> Option<u32> {
+        if self.len() < self.max_sessions && self.anonymous < self.max_anonymous {
+            return None;
+        }
+        let mut busy = Vec::new();
+        let mut victim = None;
+        while let Some((slot, generation)) = self.opened.pop_front() {
+            let Some(session) = self.sessions.get_gen(slot, generation) else {
+                continue;
+            };
+            if session.device != 0 {
+                continue;
+            }
+            if session.pending.is_some() || session.joining.is_some() {
+                busy.push((slot, generation));
+                continue;
+            }
+            victim = Some(slot);
+            break;
+        }
+        for entry in busy.into_iter().rev() {
+            self.opened.push_front(entry);
+        }
+        victim
+    }
+
+    /// The session in `slot` is now logged in as `device` (0: not logged in), which moves
+    /// it out of or back into the anonymous quota. The only way `device` changes.
+    pub fn set_device(&mut self, slot: u32, device: i64) {
+        let generation = self.sessions.generation(slot);
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        match (session.device == 0, device == 0) {
+            (true, false) => self.anonymous -= 1,
+            (false, true) => {
+                self.anonymous += 1;
+                self.opened.push_back((slot, generation));
+            }
+            _ => {}
+        }
+        session.device = device;
     }
 
     /// Live sessions.
@@ -109,7 +183,10 @@ impl UdpTable {
     /// Opens a session for `sid` (drawn by the shell, last byte = this shard) heard from
     /// `addr`, expiring at `deadline`. Returns its slot and generation.
     pub fn open(&mut self, sid: Sid, addr: SocketAddr, deadline: Secs) -> Result<(u32, u32), Full> {
-        if self.len() >= self.max_sessions || self.by_sid.contains_key(&sid.0) {
+        if self.len() >= self.max_sessions
+            || self.anonymous >= self.max_anonymous
+            || self.by_sid.contains_key(&sid.0)
+        {
             return Err(Full);
         }
         let session = UdpSession {
@@ -127,6 +204,13 @@ impl UdpTable {
         };
         let (slot, generation) = self.sessions.insert(session);
         self.by_sid.insert(sid.0, slot);
+        self.anonymous += 1;
+        self.opened.push_back((slot, generation));
+        if self.opened.len() > 2 * self.anonymous.max(64) {
+            let mut opened = std::mem::take(&mut self.opened);
+            opened.retain(|&(slot, generation)| self.is_anonymous(slot, generation));
+            self.opened = opened;
+        }
         Ok((slot, generation))
     }
 
@@ -164,6 +248,23 @@ impl UdpTable {
         Accept::Mine { slot, moved }
     }
 
+    /// Checks the anonymous count against the sessions (for tests: it walks the table).
+    pub fn check(&self) -> Result<(), String> {
+        let anonymous = self
+            .by_sid
+            .values()
+            .filter_map(|&slot| self.sessions.get(slot))
+            .filter(|s| s.device == 0)
+            .count();
+        if anonymous != self.anonymous {
+            return Err(format!(
+                "{anonymous} anonymous sessions, counted {}",
+                self.anonymous
+            ));
+        }
+        Ok(())
+    }
+
     /// The session in `slot`.
     pub fn get(&self, slot: u32) -> Option<&UdpSession> {
         self.sessions.get(slot)
@@ -193,75 +294,13 @@ impl UdpTable {
     pub fn remove(&mut self, slot: u32) -> Option<UdpSession> {
         let session = self.sessions.remove(slot)?;
         self.by_sid.remove(&session.sid.0);
+        if session.device == 0 {
+            self.anonymous -= 1;
+        }
         Some(session)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    fn sid(n: u8, shard: u8) -> Sid {
-        let mut s = [n; 16];
-        s[15] = shard;
-        Sid(s)
-    }
-
-    #[test]
-    fn accept_checks_owner_sequence_and_address() {
-        let mut table = UdpTable::new(8);
-        let (slot, _) = table.open(sid(1, 0), addr(1), 10).unwrap();
-        let here = (0, 2);
-        assert_eq!(
-            table.accept(here, &sid(1, 0).0, 1, addr(1), 20),
-            Accept::Mine { slot, moved: false }
-        );
-        assert_eq!(
-            table.accept(here, &sid(1, 0).0, 1, addr(1), 20),
-            Accept::StaleSeq
-        );
-        assert_eq!(
-            table.accept(here, &sid(1, 0).0, 2, addr(2), 30),
-            Accept::Mine { slot, moved: true }
-        );
-        assert_eq!(table.get(slot).unwrap().deadline, 30);
-        assert_eq!(
-            table.accept(here, &sid(1, 1).0, 3, addr(2), 30),
-            Accept::Handover(1)
-        );
-        assert_eq!(
-            table.accept(here, &sid(1, 9).0, 3, addr(2), 30),
-            Accept::Unknown
-        );
-        assert_eq!(
-            table.accept(here, &sid(2, 0).0, 3, addr(2), 30),
-            Accept::Unknown
-        );
-    }
-
-    #[test]
-    fn removal_frees_the_sid_and_moves_the_generation() {
-        let mut table = UdpTable::new(1);
-        let (slot, generation) = table.open(sid(1, 0), addr(1), 10).unwrap();
-        assert_eq!(table.open(sid(2, 0), addr(1), 10), Err(Full));
-        table.remove(slot).unwrap();
-        let (again, next) = table.open(sid(2, 0), addr(1), 10).unwrap();
-        assert_eq!(again, slot);
-        assert_ne!(next, generation);
-        assert!(table.get_gen(slot, generation).is_none());
-        assert_eq!(
-            table.accept((0, 1), &sid(1, 0).0, 5, addr(1), 10),
-            Accept::Unknown
-        );
-    }
-
-    #[test]
-    fn session_record_is_small() {
-        let size = std::mem::size_of::<(u32, Option<UdpSession>)>();
-        assert!(size <= 128, "{size}");
-    }
-}
+#[path = "udp_tests.rs"]
+mod tests;

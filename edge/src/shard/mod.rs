@@ -32,6 +32,7 @@ use glommio::channels::channel_mesh::Senders;
 
 use crate::config::Config;
 use crate::core::ShardCore;
+use crate::core::admission::SourceLimiter;
 use crate::core::outbound::Outbound;
 use crate::core::sessions::Handle;
 use crate::core::terminal::Timeouts;
@@ -54,6 +55,8 @@ const KIND_UDP: u64 = 2;
 const NEWCOMERS_PER_TURN: usize = 32;
 /// A turn (or tick) longer than this is counted (`shard_slow_turns`) and logged.
 const SLOW_TURN: Duration = Duration::from_millis(100);
+/// Source addresses whose new-session rate one shard tracks per window.
+const TRACKED_SOURCES: usize = 64 * 1024;
 
 fn listener_token(i: usize) -> u64 {
     (KIND_LISTENER << KIND_SHIFT) | i as u64
@@ -150,6 +153,10 @@ impl Shard {
         let scratch_len = (2 * (parts.config.max_message + 14)).max(64 * 1024);
         let max_udp_sessions = parts.config.max_udp_sessions;
         let max_per_id = parts.config.max_sessions_per_device;
+        let (rate, burst) = (
+            parts.config.new_session_rate,
+            parts.config.new_session_burst,
+        );
         let outbound = Outbound::new(parts.config.max_outbound, parts.config.max_outbound_shard);
         Shard {
             index: parts.index,
@@ -168,7 +175,8 @@ impl Shard {
             listeners: parts.listeners,
             udp: parts.udp.map(|fd| {
                 let per_shard = max_udp_sessions.div_ceil(parts.count.max(1));
-                udp::UdpSide::new(fd, per_shard)
+                let limiter = SourceLimiter::new(rate, burst, TRACKED_SOURCES);
+                udp::UdpSide::new(fd, per_shard, limiter)
             }),
             platform: parts.platform,
             conns: Slab::default(),

@@ -349,6 +349,10 @@ impl Run {
                 .sessions
                 .check()
                 .unwrap_or_else(|e| panic!("shard {at}: {e}"));
+            shard
+                .udp
+                .check()
+                .unwrap_or_else(|e| panic!("shard {at} UDP table: {e}"));
             let mut index: std::collections::BTreeMap<i64, BTreeSet<Handle>> = Default::default();
             for (id, holders) in shard.core.sessions.iter() {
                 assert!(

@@ -349,7 +349,8 @@ impl Sim {
         let Some(s) = self.shards[at].udp.get_mut(slot) else {
             return;
         };
-        let previous = std::mem::take(&mut s.device);
+        let previous = s.device;
+        self.shards[at].udp.set_device(slot, 0);
         let handle = Handle::udp(slot, generation);
         if previous != 0 {
             self.leave(at, handle, previous);
@@ -358,8 +359,8 @@ impl Sim {
         if self.join(at, handle, id)
             && let Some(s) = self.shards[at].udp.get_mut(slot)
         {
-            s.device = id;
             s.bound = bound;
+            self.shards[at].udp.set_device(slot, id);
         }
     }
 

@@ -10,6 +10,7 @@ use edge_proto::status::StatusType;
 
 use super::super::Shard;
 use super::{Joining, Pending, UDP_BIT};
+use crate::core::admission::Admit;
 use crate::core::sessions::Handle;
 use crate::core::wheel::Entry;
 use crate::metrics::bump;
@@ -41,8 +42,20 @@ impl Shard {
 
     pub(in crate::shard) fn on_new_session(&mut self, bytes: &[u8], from: SocketAddr) {
         // `now + timeout` is a deadline on the one-second clock: +1 so it never fires early.
-        let index = self.index;
-        let deadline = self.now() + self.config.udp_timeout_secs + 1;
+        let (index, now) = (self.index, self.now());
+        let deadline = now + self.config.udp_timeout_secs + 1;
+        let Some(udp) = self.udp.as_mut() else { return };
+        match udp.limiter.admit(from.ip(), now) {
+            Admit::Yes => {}
+            Admit::RateLimited => return bump(&self.metrics.udp_drop_rate_limited),
+            Admit::Untracked => bump(&self.metrics.udp_untracked_sources),
+        }
+        if let Some(victim) = udp.table.make_room() {
+            // The anonymous quota (or the table) is full: the oldest idle anonymous
+            // session makes way, so a flood of spoofed 0xE0 only churns its own.
+            bump(&self.metrics.udp_anonymous_evicted);
+            self.remove_udp_session(victim);
+        }
         let Some(udp) = self.udp.as_mut() else { return };
         let opened = udp
             .new_sid(index)
@@ -265,7 +278,10 @@ impl Shard {
             Err(_) => return self.answer_udp_login(slot, device::STATUS_SERVER_ERROR),
         };
         let handle = Handle::udp(slot, conn.generation);
-        let previous = std::mem::take(&mut session.device);
+        let previous = session.device;
+        if let Some(udp) = self.udp.as_mut() {
+            udp.table.set_device(slot, 0);
+        }
         if previous != 0 {
             self.leave_session(handle, previous);
         }
@@ -278,11 +294,13 @@ impl Shard {
             session.bound = Box::new([]);
             return self.answer_udp_login(slot, device::STATUS_SERVER_ERROR);
         }
-        session.device = grant.session;
         session.bound = grant.bound.into_boxed_slice();
         session.joining = Some(Joining {
             fresh: previous == 0,
         });
+        if let Some(udp) = self.udp.as_mut() {
+            udp.table.set_device(slot, grant.session);
+        }
         if joined == Ok(true) {
             self.finish_udp_login(slot);
         }

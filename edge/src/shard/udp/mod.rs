@@ -17,6 +17,7 @@ use bus::messages::ConnRef;
 use edge_proto::device::{self, Sid};
 
 use super::Shard;
+use crate::core::admission::SourceLimiter;
 use crate::core::udp::{Accept, UdpTable};
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
@@ -39,6 +40,8 @@ pub struct UdpSide {
     fd: OwnedFd,
     /// The sessions (sans IO: sid index, sequence and expiry rules).
     table: UdpTable,
+    /// New sessions per source address.
+    limiter: SourceLimiter,
     bufs: Vec<u8>,
     random: Vec<u8>,
     /// Datagrams to send at the end of the batch (one `sendmmsg`): bytes, then
@@ -49,10 +52,11 @@ pub struct UdpSide {
 
 impl UdpSide {
     /// The UDP state around a bound, non-blocking socket.
-    pub fn new(fd: OwnedFd, max_sessions: usize) -> Self {
+    pub fn new(fd: OwnedFd, max_sessions: usize, limiter: SourceLimiter) -> Self {
         UdpSide {
             fd,
             table: UdpTable::new(max_sessions),
+            limiter,
             bufs: vec![0; BATCH * DGRAM],
             random: Vec::new(),
             out: Vec::with_capacity(64 * 1024),
