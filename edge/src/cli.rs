@@ -147,6 +147,15 @@ pub struct NodeArgs {
     /// Most UDP sessions held by the node (new sessions beyond it get status 1001).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_udp_sessions: usize,
+    /// Most WebSocket connections one source IP (an IPv6 /64) may hold open per shard
+    /// (0: no cap, the default: phones behind one carrier NAT share an address); beyond
+    /// it new ones are closed at once and counted.
+    #[arg(long, default_value_t = 0)]
+    pub max_conns_per_ip: u32,
+    /// Most WebSocket connections each listener accepts per second per shard (0: no
+    /// limit); beyond it the rest waits in the kernel's backlog until the next second.
+    #[arg(long, default_value_t = 0)]
+    pub max_accept_rate: u32,
     /// New UDP sessions (`0xE0`) one source IP may open per second, per shard (0: no
     /// limit). Devices behind one NAT share it: size it for the largest such fleet.
     #[arg(long, default_value_t = 100)]

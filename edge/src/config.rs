@@ -80,6 +80,10 @@ pub struct Config {
     pub udp_timeout_secs: u32,
     /// Most UDP sessions held by the node.
     pub max_udp_sessions: usize,
+    /// WebSocket connections per source IP and shard (0: no cap).
+    pub max_conns_per_ip: u32,
+    /// Accepts per second per listener and shard (0: no limit).
+    pub max_accept_rate: u32,
     /// New UDP sessions per second per source IP and shard (0: no limit).
     pub new_session_rate: u32,
     /// Their burst.
@@ -222,6 +226,8 @@ impl Config {
             udpaddr_http: parse_addr("hhttp", &args.hhttp, lip)?,
             udp_timeout_secs: args.uto.max(1),
             max_udp_sessions: args.max_udp_sessions.max(1),
+            max_conns_per_ip: args.max_conns_per_ip,
+            max_accept_rate: args.max_accept_rate,
             new_session_rate: args.new_session_rate,
             new_session_burst: args.new_session_burst,
             max_sessions_per_device: args.max_sessions_per_device,
@@ -282,6 +288,8 @@ impl Config {
             udpaddr_http: any,
             udp_timeout_secs: 40,
             max_udp_sessions: 100_000,
+            max_conns_per_ip: 0,
+            max_accept_rate: 0,
             new_session_rate: 100,
             new_session_burst: 1000,
             max_sessions_per_device: 4,

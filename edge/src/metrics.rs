@@ -107,6 +107,14 @@ counters! {
     udp_drop_unknown_session,
     /// Forward messages dropped: the session has not logged in.
     udp_drop_not_logged_in,
+    /// Connections closed at accept: their source IP holds --max-conns-per-ip.
+    conns_per_ip_refused,
+    /// Times a listener stopped accepting until the next second (--max-accept-rate).
+    accept_paused,
+    /// Accepts that failed (EMFILE and the like); the listener retries at the next tick.
+    accept_errors,
+    /// Connections closed for sending more than the login string before logging in.
+    prelogin_refused,
     /// New sessions refused: the shard's session table is full.
     udp_drop_full,
     /// New sessions refused: their source IP is over --new-session-rate.

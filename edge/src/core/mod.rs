@@ -17,13 +17,15 @@
 //! Bindings of live sessions change through [`update_bound`]; the destination rules
 //! applied to them are `edge_proto::id`'s.
 //!
-//! `admission` rate-limits new UDP sessions per source address.
+//! `admission` rate-limits new UDP sessions per source address; `conn_limits` caps
+//! WebSocket connections per source and accepts per second.
 //!
 //! `outbound` keeps the shard's queued bytes and decides, for each frame, whether it is
 //! queued, written at once or its reader closed (`--max-outbound`,
 //! `--max-outbound-shard`); the shell owns the buffers and the writes.
 
 pub mod admission;
+pub mod conn_limits;
 pub mod directory;
 pub mod outbound;
 pub mod sessions;

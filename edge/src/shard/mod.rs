@@ -21,6 +21,8 @@ mod udp;
 mod write;
 mod ws;
 
+pub use ws::PRELOGIN_MAX;
+
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use glommio::channels::channel_mesh::Senders;
 use crate::config::Config;
 use crate::core::ShardCore;
 use crate::core::admission::SourceLimiter;
+use crate::core::conn_limits::ConnLimits;
 use crate::core::outbound::Outbound;
 use crate::core::sessions::Handle;
 use crate::core::terminal::Timeouts;
@@ -116,6 +119,10 @@ pub struct Shard {
     epoch: Instant,
     /// Read buffer shared by every connection of the shard.
     scratch: Vec<u8>,
+    /// A carry buffer whose bytes were taken back into `scratch`, kept for the next carry
+    /// (boxed: it moves into a connection's `carry` as it is).
+    #[allow(clippy::box_collection)]
+    spare_carry: Option<Box<Vec<u8>>>,
     /// Assembly buffer for outgoing frames and server-built messages.
     out: Vec<u8>,
     ready: Vec<Readiness>,
@@ -145,6 +152,12 @@ pub struct Shard {
     slow_log: Throttle,
     /// One invariant warning a second at most.
     invariant_log: Throttle,
+    /// One accept-error warning a second at most.
+    accept_log: Throttle,
+    /// Connections per source address and accepts per second (`core::conn_limits`).
+    conn_limits: ConnLimits,
+    /// Listeners that stopped accepting until the next tick (rate, or EMFILE).
+    paused_listeners: Vec<usize>,
 }
 
 impl Shard {
@@ -156,6 +169,11 @@ impl Shard {
         let (rate, burst) = (
             parts.config.new_session_rate,
             parts.config.new_session_burst,
+        );
+        let conn_limits = ConnLimits::new(
+            parts.config.max_conns_per_ip,
+            parts.config.max_accept_rate,
+            parts.listeners.len(),
         );
         let outbound = Outbound::new(parts.config.max_outbound, parts.config.max_outbound_shard);
         Shard {
@@ -185,6 +203,7 @@ impl Shard {
             wheel: Wheel::new(),
             epoch: Instant::now(),
             scratch: vec![0; scratch_len],
+            spare_carry: None,
             out: Vec::with_capacity(4096),
             ready: Vec::with_capacity(256),
             newcomers: VecDeque::new(),
@@ -200,6 +219,9 @@ impl Shard {
             done: false,
             slow_log: Throttle::new(),
             invariant_log: Throttle::new(),
+            accept_log: Throttle::new(),
+            conn_limits,
+            paused_listeners: Vec::new(),
         }
     }
 
@@ -361,6 +383,13 @@ impl Shard {
     /// The one-second tick: deadlines.
     fn on_tick(&mut self) {
         let started = Instant::now();
+        if !self.paused_listeners.is_empty() {
+            for i in std::mem::take(&mut self.paused_listeners) {
+                self.resume_listener(i);
+            }
+            // The loop may be parked: newcomers are work it would not be woken for.
+            self.poller.waker().wake();
+        }
         self.expire_due();
         self.account_turn(started, "tick");
     }

@@ -3,7 +3,7 @@
 //! `io::Error` and `WouldBlock` means "try when ready".
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -44,20 +44,27 @@ fn cvt(ret: isize) -> io::Result<usize> {
     }
 }
 
-/// Accepts one connection, non-blocking and close-on-exec, with `TCP_NODELAY` set.
-pub fn accept(listener: RawFd) -> io::Result<RawFd> {
-    // SAFETY: accept4 with null address pointers is valid.
+/// Accepts one connection, non-blocking and close-on-exec, with `TCP_NODELAY` set; the
+/// descriptor and the peer's address.
+pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<IpAddr>)> {
+    // SAFETY: a zeroed sockaddr_storage is a valid buffer for accept4 to fill.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr and len describe a buffer of the size accept4 is told.
     let fd = unsafe {
         libc::accept4(
             listener,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let peer = sockaddr_to_std(&addr).map(|a| a.ip());
     let one: libc::c_int = 1;
     // SAFETY: setting an int option on a socket we own.
     unsafe {
@@ -69,7 +76,7 @@ pub fn accept(listener: RawFd) -> io::Result<RawFd> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    Ok(fd)
+    Ok((owned, peer))
 }
 
 /// Receives into `buf` without blocking; `Ok(0)` is the peer's end of stream.
@@ -273,17 +280,35 @@ impl Shard {
             return;
         };
         for _ in 0..ACCEPTS_PER_CALL {
+            if !self.conn_limits.may_accept(i, self.now()) {
+                // Over --max-accept-rate: the rest waits in the backlog until the tick.
+                crate::metrics::bump(&self.metrics.accept_paused);
+                if !self.paused_listeners.contains(&i) {
+                    self.paused_listeners.push(i);
+                }
+                return;
+            }
             match accept(listener) {
-                Ok(fd) => self.on_accepted(fd),
+                Ok((fd, peer)) => self.on_accepted(fd, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: leave the rest in the backlog, try again later.
-                    tracing::warn!(shard = self.index, "accept: {e}");
+                    // EMFILE and friends: leave the rest in the backlog, retry at the tick.
+                    crate::metrics::bump(&self.metrics.accept_errors);
+                    self.log_accept_error(&e);
+                    if !self.paused_listeners.contains(&i) {
+                        self.paused_listeners.push(i);
+                    }
                     return;
                 }
             }
         }
+        self.resume_listener(i);
+    }
+
+    /// Queues listener `i` behind the other newcomers (no new edge would come for what
+    /// waits in its backlog).
+    pub(super) fn resume_listener(&mut self, i: usize) {
         self.newcomers.push_back(crate::poller::Readiness {
             token: super::listener_token(i),
             readable: true,
@@ -291,19 +316,31 @@ impl Shard {
         });
     }
 
-    fn on_accepted(&mut self, fd: RawFd) {
+    fn log_accept_error(&mut self, e: &io::Error) {
+        if let Some(held) = self.accept_log.admit(std::time::Instant::now()) {
+            tracing::warn!(shard = self.index, held, "accept: {e}");
+        }
+    }
+
+    fn on_accepted(&mut self, fd: OwnedFd, peer: Option<IpAddr>) {
         if self.draining {
-            close(fd);
             return;
         }
+        let source = peer.map_or(0, crate::core::conn_limits::source_key);
+        if !self.conn_limits.opened(source) {
+            crate::metrics::bump(&self.metrics.conns_per_ip_refused);
+            return;
+        }
+        let fd = fd.into_raw_fd();
         let terminal = Terminal::accepted(self.now(), &self.timeouts);
-        let (slot, generation) = self.conns.insert(Conn::new(fd, terminal));
+        let (slot, generation) = self.conns.insert(Conn::new(fd, source, terminal));
         if self
             .poller
             .watch(fd, super::conn_token(slot, generation))
             .is_err()
         {
             self.conns.remove(slot);
+            self.conn_limits.closed(source);
             close(fd);
             return;
         }

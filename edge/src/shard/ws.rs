@@ -22,6 +22,9 @@ use crate::metrics::bump;
 
 /// Longest upgrade request accepted.
 const MAX_REQUEST: usize = 8 * 1024;
+/// Largest frame, and most bytes held, before a connection has logged in: the login
+/// string fits in it with room to spare.
+pub const PRELOGIN_MAX: usize = 1024;
 /// Reads per readiness event before yielding to other connections.
 const READ_BUDGET: usize = 16;
 
@@ -56,6 +59,8 @@ impl Shard {
             if let Some(carry) = carry {
                 buf[..carry.len()].copy_from_slice(&carry);
                 len = carry.len();
+                // Its allocation serves the next carry: no new one per read.
+                self.spare_carry = Some(carry);
             }
             let space = buf.len() - len;
             match net::recv(fd, &mut buf[len..]) {
@@ -65,7 +70,7 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
-                    let alive = self.process(slot, &mut buf, len + n);
+                    let alive = self.process(slot, &mut buf, len, len + n);
                     self.scratch = buf;
                     if !alive || n < space {
                         return;
@@ -97,21 +102,34 @@ impl Shard {
         };
         let mut buf = std::mem::take(&mut self.scratch);
         buf[..carry.len()].copy_from_slice(&carry);
-        let alive = self.process(slot, &mut buf, carry.len());
+        let len = carry.len();
+        self.spare_carry = Some(carry);
+        let alive = self.process(slot, &mut buf, 0, len);
         self.scratch = buf;
         alive
     }
 
     fn keep_carry(&mut self, slot: u32, bytes: &[u8]) {
+        let mut carry = self.spare_carry.take().unwrap_or_default();
+        carry.clear();
+        carry.extend_from_slice(bytes);
         if let Some(conn) = self.conns.get_mut(slot) {
-            conn.carry = Some(Box::new(bytes.to_vec()));
+            conn.carry = Some(carry);
         }
     }
 
-    /// Handles `buf[..len]`; keeps an incomplete tail. False when the connection closed.
-    fn process(&mut self, slot: u32, buf: &mut [u8], len: usize) -> bool {
+    /// Handles `buf[..len]`, of which `buf[fresh..len]` just arrived; keeps an incomplete
+    /// tail. False when the connection closed.
+    fn process(&mut self, slot: u32, buf: &mut [u8], fresh: usize, len: usize) -> bool {
         let mut pos = 0;
         if self.state(slot) == Some(State::Handshake) {
+            // Parse only once the head can be complete, so a request dribbled in a byte at
+            // a time costs linear, not quadratic, work.
+            let tail = &buf[fresh.saturating_sub(3)..len];
+            if len < MAX_REQUEST && !tail.windows(4).any(|w| w == b"\r\n\r\n") {
+                self.keep_carry(slot, &buf[..len]);
+                return true;
+            }
             match self.on_upgrade_bytes(slot, &buf[..len]) {
                 Some(0) => {
                     self.keep_carry(slot, &buf[..len]);
@@ -121,13 +139,13 @@ impl Shard {
                 None => return false,
             }
         }
-        let max = self.config.max_message;
         while pos < len {
-            match self.state(slot) {
-                Some(State::Login | State::Online) => {}
+            let max = match self.state(slot) {
+                Some(State::Online) => self.config.max_message,
+                Some(State::Login) => PRELOGIN_MAX.min(self.config.max_message),
                 Some(_) => break,
                 None => return false,
-            }
+            };
             match ws::next_frame(&mut buf[pos..len], max) {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
@@ -138,6 +156,9 @@ impl Shard {
                     }
                 }
                 Err(ws::WsError::TooBig { .. }) => {
+                    if self.state(slot) == Some(State::Login) {
+                        bump(&self.metrics.prelogin_refused);
+                    }
                     bump(&self.metrics.oversized_frames);
                     self.close(slot, Some(ws::CLOSE_TOO_BIG));
                     return false;
@@ -148,6 +169,16 @@ impl Shard {
                     return false;
                 }
             }
+        }
+        let waiting = matches!(
+            self.state(slot),
+            Some(State::Login | State::LoginPending | State::Joining)
+        );
+        if waiting && len - pos > PRELOGIN_MAX {
+            // More than the login string before logging in: nobody needs to hold that.
+            bump(&self.metrics.prelogin_refused);
+            self.close(slot, Some(ws::CLOSE_POLICY));
+            return false;
         }
         if pos < len {
             self.keep_carry(slot, &buf[pos..len]);
@@ -446,6 +477,7 @@ impl Shard {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
+        self.conn_limits.closed(conn.source);
         if let Some(outbox) = &conn.outbox {
             self.outbound.discarded(outbox.len());
         }

@@ -193,6 +193,17 @@ impl Raw {
         raw
     }
 
+    /// Wraps a stream whose upgrade request was already written (its answer unread).
+    pub fn from_upgraded(stream: TcpStream) -> Raw {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Reads up to the end of an HTTP head; keeps what follows.
     pub fn read_http_head(&mut self) -> String {
         loop {
