@@ -2,7 +2,6 @@
 //! core keeps its records in. Pure data structures: no IO, no clock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// Slot storage with generations, so a stale reference never reaches a new occupant.
 ///
@@ -128,29 +127,10 @@ impl<T> Slab<T> {
 /// Generations fit in 30 bits so a readiness token keeps two bits for its kind.
 pub const GENERATION_MASK: u32 = (1 << 30) - 1;
 
-/// A fast hasher for terminal ids (multiplicative; ids are authenticated, not free input).
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_i64(&mut self, id: i64) {
-        self.0 = (self.0 ^ id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.write_i64(id as i64);
-    }
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 31)
-    }
-}
-
-/// A map keyed by terminal id.
-pub type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
+/// A map keyed by terminal id. The hash is keyed (foldhash, seeded at random per map):
+/// ids are chosen by clients — with the public default salt, freely — so their hashes
+/// must not be predictable, or crafted ids could pile into one bucket.
+pub type IdMap<V> = HashMap<i64, V, foldhash::fast::RandomState>;
 
 #[cfg(test)]
 mod tests {

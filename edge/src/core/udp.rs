@@ -12,12 +12,11 @@
 //! session and the flood only churns its own.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 
 use edge_proto::device::{self, Sid};
 
-use super::slab::{IdHasher, Slab};
+use super::slab::Slab;
 use super::wheel::Secs;
 
 /// One device session.
@@ -88,7 +87,8 @@ pub struct Full;
 /// The sessions of one shard.
 pub struct UdpTable {
     sessions: Slab<UdpSession>,
-    by_sid: HashMap<[u8; 16], u32, BuildHasherDefault<IdHasher>>,
+    /// Keyed hash: a sid comes off the network before it is known to be ours.
+    by_sid: HashMap<[u8; 16], u32, foldhash::fast::RandomState>,
     max_sessions: usize,
     /// Most sessions that have not logged in.
     max_anonymous: usize,
