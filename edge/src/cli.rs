@@ -121,6 +121,10 @@ pub struct NodeArgs {
     /// Serve /admin/* on a non-loopback --sh without a token.
     #[arg(long)]
     pub admin_insecure: bool,
+    /// ZooKeeper digest credentials `user:password`: our nodes are created readable and
+    /// writable by that identity only; every msgbus, comet and rmqkeeper needs the same.
+    #[arg(long, env = "CLOUDSOCKET_ZK_AUTH", hide_env_values = true)]
+    pub zk_auth: Option<String>,
     /// Secret shared with the msgbuses: links open with an HMAC challenge-response.
     /// Without it, the original's open one-byte opening (a warning at start).
     #[arg(long, env = "CLOUDSOCKET_LINK_SECRET", hide_env_values = true)]
@@ -200,6 +204,9 @@ pub struct MsgbusArgs {
     /// Serve `/usermap` on a non-loopback --sh without a token.
     #[arg(long)]
     pub admin_insecure: bool,
+    /// ZooKeeper digest credentials `user:password` (see `comet --help`).
+    #[arg(long, env = "CLOUDSOCKET_ZK_AUTH", hide_env_values = true)]
+    pub zk_auth: Option<String>,
     /// Secret shared with the comets: links must open with an HMAC challenge-response.
     /// Without it, any TCP peer may link (a warning at start).
     #[arg(long, env = "CLOUDSOCKET_LINK_SECRET", hide_env_values = true)]
@@ -238,6 +245,9 @@ pub struct RmqkeeperArgs {
     /// rmqkeeper defaulted to lowercase `rabbitmq` (a bug: msgbus never saw the broker).
     #[arg(long, default_value = keeper::rmq::DEFAULT_ROOT)]
     pub zkroot: String,
+    /// ZooKeeper digest credentials `user:password` (see `comet --help`).
+    #[arg(long, env = "CLOUDSOCKET_ZK_AUTH", hide_env_values = true)]
+    pub zk_auth: Option<String>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,

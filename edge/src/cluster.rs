@@ -33,10 +33,8 @@ pub fn discovery(cluster: &ClusterConfig) -> anyhow::Result<(MsgbusSource, Optio
         );
         return Ok((MsgbusSource::Static(cluster.msgbus.clone()), None));
     }
-    let discovery = Discovery::spawn(
-        ZkConfig::new(cluster.zookeeper.clone()),
-        &cluster.msgbus_root,
-    )?;
+    let zk_config = ZkConfig::new(cluster.zookeeper.clone()).with_auth(cluster.zk_auth.clone());
+    let discovery = Discovery::spawn(zk_config, &cluster.msgbus_root)?;
     let members = discovery.members.clone();
     let fixed = cluster.msgbus.clone();
     let (tx, rx) = crossbeam_channel::bounded(16);
@@ -110,7 +108,8 @@ pub fn register(
             ),
         ));
     }
-    let registration = Registration::spawn(ZkConfig::new(cluster.zookeeper.clone()), nodes)?;
+    let zk_config = ZkConfig::new(cluster.zookeeper.clone()).with_auth(cluster.zk_auth.clone());
+    let registration = Registration::spawn(zk_config, nodes)?;
     let mut zk = zk.unwrap_or_default();
     zk.registration = Some(registration);
     Ok(Some(zk))

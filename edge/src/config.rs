@@ -57,6 +57,8 @@ pub struct ClusterConfig {
     pub pusher: bool,
     /// The msgbus link secret (`--link-secret`); `None`: the original's open opening.
     pub link_secret: Option<Vec<u8>>,
+    /// ZooKeeper digest credentials (`--zk-auth user:pass`); `None`: open nodes.
+    pub zk_auth: Option<String>,
 }
 
 /// Everything a node needs to know, validated.
@@ -270,6 +272,7 @@ impl Config {
                         .collect(),
                     pusher: args.up,
                     link_secret: args.link_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                    zk_auth: args.zk_auth.clone().filter(|a| !a.is_empty()),
                 }),
         })
     }

@@ -12,7 +12,8 @@ pub(crate) fn run_rmqkeeper(args: cli::RmqkeeperArgs) -> anyhow::Result<i32> {
         eprintln!("cloudsocket rmqkeeper: --zks (ZooKeeper servers) is required");
         return Ok(2);
     }
-    let mut config = keeper::RmqConfig::new(keeper::ZkConfig::new(args.zks));
+    let zk = keeper::ZkConfig::new(args.zks).with_auth(args.zk_auth);
+    let mut config = keeper::RmqConfig::new(zk);
     config.amqp_addr = args.rmq;
     config.management_url = args.url;
     config.vhost = args.vh;
@@ -67,7 +68,9 @@ pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
         env!("CARGO_PKG_VERSION"),
         msgbus.local_addr(),
         args.amqp.len(),
-        args.rh.as_deref().unwrap_or("none")
+        args.rh
+            .as_deref()
+            .map_or("none".into(), bus::net::redact_url)
     );
     if let Some(addr) = msgbus.status_addr() {
         println!("listening: status http://{addr}/stat?type=app  /usermap  /metrics");
@@ -140,8 +143,9 @@ fn register_msgbus(
         args.addr.clone()
     };
     let node = keeper::zk::NodeSpec::fixed(args.zkroot.clone(), data.into_bytes());
-    let registration = keeper::zk::Registration::spawn(keeper::zk::ZkConfig::new(zks), vec![node])?;
-    let discovery = keeper::zk::Discovery::spawn(keeper::zk::ZkConfig::new(zks), &args.zkrootr)?;
+    let zk = keeper::zk::ZkConfig::new(zks).with_auth(args.zk_auth.clone());
+    let registration = keeper::zk::Registration::spawn(zk.clone(), vec![node])?;
+    let discovery = keeper::zk::Discovery::spawn(zk, &args.zkrootr)?;
     let members = discovery.members.clone();
     let feed = msgbus.broker_feed();
     // Brokers given with --amqp stay: ZooKeeper adds to them, it does not replace them.

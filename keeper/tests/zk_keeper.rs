@@ -263,3 +263,51 @@ fn rmqkeeper_never_registers_without_a_management_api() {
         remove_root(&zk, &root);
     });
 }
+
+#[test]
+fn with_zk_auth_our_nodes_are_closed_to_other_identities() {
+    let addr = testenv::service_addr(testenv::ZK);
+    testenv::within(
+        Duration::from_secs(30),
+        "digest-protected nodes",
+        move || {
+            let root = testenv::unique_name("cs-auth");
+            let auth = Some("cloudsocket:s3cret".to_owned());
+            let registration = Registration::spawn(
+                config(&addr).with_auth(auth.clone()),
+                vec![NodeSpec::fixed(root.clone(), b"10.0.0.7:9923".to_vec())],
+            )
+            .expect("spawn");
+            // The same identity finds it (discovery adds the credentials to its session).
+            let discovery = Discovery::spawn(config(&addr).with_auth(auth), &root).expect("spawn");
+            wait_for(Duration::from_secs(10), "the member", || {
+                let list = discovery
+                    .members
+                    .recv_timeout(Duration::from_secs(5))
+                    .ok()?;
+                (list == ["10.0.0.7:9923"]).then_some(())
+            });
+            // Anyone else can neither list the root nor read the node.
+            let stranger = observer(&addr);
+            assert!(matches!(
+                stranger.get_children(&format!("/{root}"), false),
+                Err(zookeeper::ZkError::NoAuth)
+            ));
+            let guest = observer(&addr);
+            guest
+                .add_auth("digest", b"cloudsocket:guess".to_vec())
+                .unwrap();
+            assert!(matches!(
+                guest.get_children(&format!("/{root}"), false),
+                Err(zookeeper::ZkError::NoAuth)
+            ));
+            discovery.stop();
+            registration.stop();
+            let owner = observer(&addr);
+            owner
+                .add_auth("digest", b"cloudsocket:s3cret".to_vec())
+                .unwrap();
+            remove_root(&owner, &root);
+        },
+    );
+}

@@ -72,6 +72,7 @@ pub fn comet_with_secret(ip: &str, zk_root: &str, comet_root: &str, secret: Opti
         msgbus: Vec::new(),
         pusher: true,
         link_secret: secret.map(<[u8]>::to_vec),
+        zk_auth: None,
     });
     Node::start(config).expect("comet starts")
 }

@@ -57,6 +57,8 @@ pub(crate) fn classify(error: ZkError) -> Option<Failure> {
 pub(crate) struct Client {
     addrs: Vec<String>,
     session_timeout: Duration,
+    /// Digest credentials added to every session.
+    auth: Option<String>,
     zk: Option<ZooKeeper>,
     generation: u64,
     online: bool,
@@ -73,11 +75,17 @@ pub(crate) struct Client {
 
 impl Client {
     /// No client yet; the first [`Self::maintain`] connects.
-    pub(crate) fn new(addrs: Vec<String>, session_timeout: Duration, now: Instant) -> Self {
+    pub(crate) fn new(
+        addrs: Vec<String>,
+        session_timeout: Duration,
+        auth: Option<String>,
+        now: Instant,
+    ) -> Self {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(WAKE_CAPACITY);
         Self {
             addrs,
             session_timeout,
+            auth,
             zk: None,
             generation: 0,
             online: false,
@@ -223,11 +231,16 @@ impl Client {
         let servers: Vec<String> = ordered.iter().map(SocketAddr::to_string).collect();
         let servers = servers.join(",");
         let timeout = self.session_timeout;
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let zk = std::panic::catch_unwind(AssertUnwindSafe(|| {
             ZooKeeper::connect(&servers, timeout, |_: WatchedEvent| {})
         }))
         .ok()?
-        .ok()
+        .ok()?;
+        if let Some(auth) = &self.auth {
+            // Without it every read and write of our nodes would fail: no session at all.
+            zk.add_auth("digest", auth.as_bytes().to_vec()).ok()?;
+        }
+        Some(zk)
     }
 }
 

@@ -84,7 +84,12 @@ fn run(
     stop_rx: &Receiver<()>,
 ) {
     let mut core = ChildrenTracker::new(root, config.resync);
-    let mut client = Client::new(addrs, config.session_timeout, Instant::now());
+    let mut client = Client::new(
+        addrs,
+        config.session_timeout,
+        config.auth.clone(),
+        Instant::now(),
+    );
     let mut events = Vec::new();
     let mut unsent: Option<Vec<String>> = None;
     let mut announced = false;

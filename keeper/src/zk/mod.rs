@@ -45,6 +45,10 @@ pub struct ZkConfig {
     pub refresh: Duration,
     /// How often discovery lists the children again even without a watch event.
     pub resync: Duration,
+    /// `user:password` for ZooKeeper's digest scheme (`--zk-auth`): every session adds it,
+    /// and every node we create is readable and writable by that identity only
+    /// (`CREATOR_ALL_ACL`). `None`: open nodes, as the original made them.
+    pub auth: Option<String>,
 }
 
 /// Errors of the keeper's adapters.
@@ -80,7 +84,14 @@ impl ZkConfig {
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             refresh: Duration::from_secs(1),
             resync: Duration::from_secs(10),
+            auth: None,
         }
+    }
+
+    /// The same with digest credentials (`user:password`; `None`: open nodes).
+    pub fn with_auth(mut self, auth: Option<String>) -> Self {
+        self.auth = auth.filter(|a| !a.is_empty());
+        self
     }
 
     /// The same with another session timeout.

@@ -162,7 +162,13 @@ impl Sidecar {
             })
             .collect();
         let mut core = Registrar::new(nodes);
-        let mut client = Client::new(addrs, self.config.session_timeout, now);
+        let secure = self.config.auth.is_some();
+        let mut client = Client::new(
+            addrs,
+            self.config.session_timeout,
+            self.config.auth.clone(),
+            now,
+        );
         let mut next_sample = now + self.config.refresh;
         let mut events = Vec::new();
         loop {
@@ -184,7 +190,7 @@ impl Sidecar {
                 let reply = client
                     .zk()
                     .map_or(Reply::Failed(Failure::Connection), |zk| {
-                        execute(zk, &action)
+                        execute(zk, &action, secure)
                     });
                 let now = Instant::now();
                 core.handle_event(Event::Reply(reply), now);
@@ -251,10 +257,15 @@ fn feed_session(core: &mut Registrar, events: &mut Vec<SessionEvent>, now: Insta
 }
 
 /// Makes one call for the core. Never panics on a server error: every error is a reply.
-fn execute(zk: &ZooKeeper, action: &Action) -> Reply {
+fn execute(zk: &ZooKeeper, action: &Action, secure: bool) -> Reply {
+    let acl = if secure {
+        Acl::creator_all()
+    } else {
+        Acl::open_unsafe()
+    };
     let result = match action {
-        Action::EnsureRoot { root } => ensure_root(zk, root).map(|()| Reply::Done),
-        Action::Create { root, data } => create(zk, root, data),
+        Action::EnsureRoot { root } => ensure_root(zk, root, acl).map(|()| Reply::Done),
+        Action::Create { root, data } => create(zk, root, data, acl),
         Action::Check { path } => zk
             .exists(path, false)
             .map(|stat| Reply::Exists(stat.map(|s| s.ephemeral_owner))),
@@ -266,7 +277,9 @@ fn execute(zk: &ZooKeeper, action: &Action) -> Reply {
             Err(e) => Err(e),
         },
         Action::Sweep { root } => sweep(zk, root),
-        Action::Probe => ensure_root(zk, PROBE_ROOT).and_then(|()| create(zk, PROBE_ROOT, &[])),
+        Action::Probe => {
+            ensure_root(zk, PROBE_ROOT, acl).and_then(|()| create(zk, PROBE_ROOT, &[], acl))
+        }
     };
     result.unwrap_or_else(failure)
 }
@@ -276,14 +289,14 @@ fn failure(error: ZkError) -> Reply {
     classify(error).map_or(Reply::NoNode, Reply::Failed)
 }
 
-/// Creates `/<root>` and its parents as persistent empty nodes; existing ones are fine.
-fn ensure_root(zk: &ZooKeeper, root: &str) -> Result<(), ZkError> {
+/// Creates `/<root>` and its parents as persistent empty nodes with `acl`; existing ones
+/// are fine.
+fn ensure_root(zk: &ZooKeeper, root: &str, acl: &[Acl]) -> Result<(), ZkError> {
     let mut path = String::with_capacity(root.len() + 1);
     for part in root.split('/') {
         path.push('/');
         path.push_str(part);
-        let acl = Acl::open_unsafe().clone();
-        match zk.create(&path, Vec::new(), acl, CreateMode::Persistent) {
+        match zk.create(&path, Vec::new(), acl.to_vec(), CreateMode::Persistent) {
             Ok(_) | Err(ZkError::NodeExists) => {}
             Err(e) => return Err(e),
         }
@@ -291,10 +304,10 @@ fn ensure_root(zk: &ZooKeeper, root: &str) -> Result<(), ZkError> {
     Ok(())
 }
 
-fn create(zk: &ZooKeeper, root: &str, data: &[u8]) -> Result<Reply, ZkError> {
-    let acl = Acl::open_unsafe().clone();
+fn create(zk: &ZooKeeper, root: &str, data: &[u8], acl: &[Acl]) -> Result<Reply, ZkError> {
     let prefix = format!("/{root}/{CHILD_PREFIX}");
-    let path = zk.create(&prefix, data.to_vec(), acl, CreateMode::EphemeralSequential)?;
+    let mode = CreateMode::EphemeralSequential;
+    let path = zk.create(&prefix, data.to_vec(), acl.to_vec(), mode)?;
     // The 0.8 client has no create2: the owner (our session id) comes from a stat.
     match zk.exists(&path, false) {
         Ok(Some(stat)) => Ok(Reply::Created {
