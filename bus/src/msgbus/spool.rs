@@ -5,8 +5,11 @@
 //! checksum over everything after it. [`Spool::append`] writes a batch and fsyncs it once
 //! before returning (the device ACK goes out after that); [`Spool::peek`] reads from the
 //! oldest record; [`Spool::consume`] advances past confirmed records and deletes a segment
-//! once all of it is confirmed. At open, segments are scanned and a torn tail (a crash
-//! mid-append) is cut off.
+//! once all of it is confirmed. At open, segments are scanned: a torn tail (a crash
+//! mid-append) is cut off, and a corrupt record in the middle (a bad sector, a stray
+//! write) is skipped — the scan resynchronises on the next valid record, and the segment
+//! is rewritten without the damage — so the acknowledged records after it are kept.
+//! Skipped bytes are counted ([`Spool::corrupt_bytes`]).
 //!
 //! Bounded by `max_bytes`: an append that does not fit is refused. Delivery is
 //! at-least-once: records of a segment partly replayed before a crash are replayed again.
@@ -72,6 +75,7 @@ pub struct Spool {
     bytes: u64,
     records: u64,
     oldest_ms: Option<u64>,
+    corrupt_bytes: u64,
 }
 
 // === records ===
@@ -119,6 +123,36 @@ pub fn decode_record(buf: &[u8]) -> Option<(Record, usize)> {
     Some((record, HEADER + len))
 }
 
+/// What a segment holds: its valid records' byte ranges, and the corrupt bytes between
+/// them (a torn tail, with no valid record after it, is neither).
+fn scan(data: &[u8]) -> (Vec<std::ops::Range<usize>>, usize) {
+    let (mut records, mut corrupt, mut at) = (Vec::new(), 0, 0);
+    while at < data.len() {
+        if let Some((_, used)) = decode_record(&data[at..]) {
+            records.push(at..at + used);
+            at += used;
+            continue;
+        }
+        // Resynchronise on the next valid record, if any; none: a torn tail.
+        let next =
+            (at + 1..data.len()).find(|&j| data[j] == MAGIC && decode_record(&data[j..]).is_some());
+        let Some(next) = next else { break };
+        corrupt += next - at;
+        at = next;
+    }
+    (records, corrupt)
+}
+
+/// Writes `data` over `path` atomically (a temporary file, fsync, rename, directory fsync).
+fn rewrite(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("spool.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
 // === Spool ===
 
 impl Spool {
@@ -146,22 +180,38 @@ impl Spool {
             bytes: 0,
             records: 0,
             oldest_ms: None,
+            corrupt_bytes: 0,
         };
         for seq in seqs {
             let path = spool.path(seq);
             let data = fs::read(&path)?;
-            let (mut at, mut count) = (0usize, 0u64);
-            while let Some((record, used)) = decode_record(&data[at..]) {
-                spool.oldest_ms.get_or_insert(record.unix_ms);
-                at += used;
-                count += 1;
+            let (records, corrupt) = scan(&data);
+            let count = records.len() as u64;
+            if let Some(first) = records
+                .first()
+                .and_then(|r| decode_record(&data[r.clone()]))
+            {
+                spool.oldest_ms.get_or_insert(first.0.unix_ms);
             }
-            if at < data.len() {
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(at as u64)?;
-            }
+            let at = if corrupt > 0 {
+                spool.corrupt_bytes += corrupt as u64;
+                let kept: Vec<u8> = records
+                    .iter()
+                    .flat_map(|r| &data[r.clone()])
+                    .copied()
+                    .collect();
+                rewrite(dir, &path, &kept)?;
+                kept.len()
+            } else {
+                let end = records.last().map_or(0, |r| r.end);
+                if end < data.len() {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)?
+                        .set_len(end as u64)?;
+                }
+                end
+            };
             if count == 0 {
                 fs::remove_file(&path)?;
                 continue;
@@ -194,6 +244,11 @@ impl Spool {
     /// When the oldest waiting record was spooled (unix ms).
     pub fn oldest_ms(&self) -> Option<u64> {
         self.oldest_ms
+    }
+
+    /// Corrupt bytes skipped in the middle of segments when the spool was opened.
+    pub fn corrupt_bytes(&self) -> u64 {
+        self.corrupt_bytes
     }
 
     /// Nothing waits.

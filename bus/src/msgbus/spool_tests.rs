@@ -81,3 +81,29 @@ fn bounded_and_rolls_segments() {
     assert_eq!(spool.records(), 1);
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_corrupt_record_in_the_middle_keeps_the_records_after_it() {
+    let dir = scratch("corrupt");
+    let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+    spool
+        .append(&[(1, b"first"), (2, b"second"), (3, b"third")], 10)
+        .unwrap();
+    drop(spool);
+    let path = dir.join(format!("seg-{:016}.spool", 0));
+    let mut data = fs::read(&path).unwrap();
+    // Flip a byte inside the second record's message, and leave a torn tail.
+    let first_len = HEADER + FIXED + 5;
+    data[first_len + HEADER + FIXED + 2] ^= 0xff;
+    data.extend_from_slice(&[MAGIC, 9, 0]);
+    fs::write(&path, &data).unwrap();
+    let spool = Spool::open(&dir, 1 << 20).unwrap();
+    let kept: Vec<u16> = spool.peek(10).unwrap().iter().map(|r| r.msg_id).collect();
+    assert_eq!(kept, [1, 3], "the record after the damage is kept");
+    assert_eq!(spool.records(), 2);
+    assert_eq!(spool.corrupt_bytes(), (HEADER + FIXED + 6) as u64);
+    drop(spool);
+    // Rewritten: a second open finds nothing corrupt.
+    let spool = Spool::open(&dir, 1 << 20).unwrap();
+    assert_eq!((spool.records(), spool.corrupt_bytes()), (2, 0));
+}
