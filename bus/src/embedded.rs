@@ -1,14 +1,11 @@
 //! The embedded node's state, in memory: mobile-id allocation per user, device ↔ user
-//! bindings, and the upload log. Pure data structures (the upload log aside); the
+//! bindings (the upload log is `crate::upload_log`). Pure data structures; the
 //! [`crate::sidecar`] thread owns one and answers the shards from it.
 //!
 //! It mirrors what the cluster keeps in Redis (§4: `user:mobileid:<uid>`, `device:owner`,
 //! `u:<uid>:devices`) without families; it does not survive a restart.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::Path;
 
 use crate::messages::LoginGrant;
 
@@ -109,38 +106,7 @@ impl State {
     }
 }
 
-/// The embedded node's upload sink: one line per upload,
-/// `<unix-seconds> <device-id> <message id> <hex bytes>`, appended and flushed per batch.
-pub struct UploadLog {
-    out: BufWriter<File>,
-}
-
-impl UploadLog {
-    /// Opens (creating) the log for appending.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(UploadLog {
-            out: BufWriter::new(file),
-        })
-    }
-
-    /// Appends one upload (not yet flushed).
-    pub fn append(&mut self, unix_secs: u64, src: i64, message: &[u8]) -> io::Result<()> {
-        let msg_id = message
-            .get(28..30)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
-        write!(self.out, "{unix_secs} {src} {msg_id} ")?;
-        for b in message {
-            write!(self.out, "{b:02x}")?;
-        }
-        self.out.write_all(b"\n")
-    }
-
-    /// Makes every appended upload durable in the file (written through to the OS).
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
+pub use crate::upload_log::UploadLog;
 
 #[cfg(test)]
 mod tests {
@@ -176,19 +142,5 @@ mod tests {
         assert!(!s.unbind(-1, 16));
         assert_eq!(s.users_of(-1), &[32]);
         assert!(s.login(16).unwrap().bound.is_empty());
-    }
-
-    #[test]
-    fn upload_log_lines() {
-        let path = std::env::temp_dir().join(format!("cs-upload-test-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let mut log = UploadLog::open(&path).unwrap();
-        let mut msg = vec![0u8; 36];
-        msg[28] = 0x30;
-        log.append(7, -1, &msg).unwrap();
-        log.flush().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("7 -1 48 0000"), "{text}");
-        let _ = std::fs::remove_file(&path);
     }
 }

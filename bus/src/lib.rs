@@ -16,3 +16,4 @@ pub mod messages;
 pub mod msgbus;
 pub mod net;
 pub mod sidecar;
+pub mod upload_log;

@@ -99,19 +99,18 @@ fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(us
             src,
             mut message,
         } => {
-            if side.uploads.append(unix_now(), src, &message).is_ok() {
-                if let Some(flags) = message.get_mut(24) {
-                    *flags |= 0x40;
-                }
-                if edge_proto::frame::seal(&mut message).is_err() {
-                    // Not a well-formed packet: stored, but there is nothing to ack.
-                    return;
-                }
-                acks.push((
-                    conn.shard as usize,
-                    ToShard::UploadAck { conn, ack: message },
-                ));
+            side.uploads.append(unix_now(), src, &message);
+            if let Some(flags) = message.get_mut(24) {
+                *flags |= 0x40;
             }
+            if edge_proto::frame::seal(&mut message).is_err() {
+                // Not a well-formed packet: stored, but there is nothing to ack.
+                return;
+            }
+            acks.push((
+                conn.shard as usize,
+                ToShard::UploadAck { conn, ack: message },
+            ));
         }
     }
 }
