@@ -38,6 +38,27 @@ pub fn nonce() -> io::Result<[u8; NONCE_LEN]> {
     Ok(out)
 }
 
+/// `url` with the password of its userinfo replaced by `***` (`redis://:pw@h:6379/0` →
+/// `redis://:***@h:6379/0`), for logs and start lines; anything without one is as given.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let hidden = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        // `redis://password@host`: a lone userinfo is the password.
+        "***".to_owned()
+    };
+    format!("{scheme}://{hidden}{}", &rest[at..])
+}
+
 fn left(deadline: Instant) -> io::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -74,4 +95,29 @@ pub fn read_exact_by(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant) 
 pub fn write_all_by(mut stream: &TcpStream, bytes: &[u8], deadline: Instant) -> io::Result<()> {
     stream.set_write_timeout(Some(left(deadline)?))?;
     stream.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_a_log_line() {
+        assert_eq!(
+            redact_url("redis://:s3cret@10.0.0.9:6379/0"),
+            "redis://:***@10.0.0.9:6379/0"
+        );
+        assert_eq!(redact_url("redis://app:s3cret@h/"), "redis://app:***@h/");
+        assert_eq!(redact_url("redis://s3cret@h"), "redis://***@h");
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("10.0.0.9:6379"), "10.0.0.9:6379");
+        assert_eq!(
+            redact_url("redis://h:6379/a@b"),
+            "redis://h:6379/a@b",
+            "an @ in the path"
+        );
+    }
 }

@@ -12,8 +12,11 @@
 //! or the queues are full, frames wait in order in a bounded hold queue (16 Ki frames;
 //! overflow drops the oldest, counted) and go out as soon as a link is up again. Frames
 //! still queued on a link when it drops are taken back into the hold queue, ahead of the
-//! rest; only the batch being written when the connection failed (and what the dead
-//! msgbus had not routed yet) is lost, counted as `relay_dropped`.
+//! rest; only the batch being written when the connection failed (`relay_dropped`) and
+//! the frames written that the msgbus's TCP never acknowledged (`relay_unacked_lost`,
+//! known from `SIOCOUTQ` sampled after each write) are lost. A silent partition is
+//! noticed within about 5 s (keepalive and `TCP_USER_TIMEOUT`, [`crate::net`]); what is
+//! written in that window is what `relay_unacked_lost` counts.
 //!
 //! Does **not** interpret messages: upstream frames are built by the caller, downstream
 //! ones are routed by the shards.
@@ -383,6 +386,7 @@ impl LinkWorker {
 
     fn write_loop(&self, stream: &TcpStream, done: &Receiver<()>) -> Ended {
         let mut batch = Vec::with_capacity(BATCH_BYTES);
+        let mut in_flight = InFlight::default();
         loop {
             select! {
                 recv(self.rx) -> frame => {
@@ -398,12 +402,68 @@ impl LinkWorker {
                     let mut writer = stream;
                     if writer.write_all(&batch).is_err() {
                         bump_by(&self.context.metrics.relay_dropped, frames);
+                        self.count_unacked(&in_flight);
                         return Ended::Dropped;
                     }
+                    in_flight.written(batch.len() as u64, frames, unacked_bytes(stream));
                 }
-                recv(done) -> _ => return Ended::Dropped,
+                recv(done) -> _ => {
+                    self.count_unacked(&in_flight);
+                    return Ended::Dropped;
+                }
             }
         }
+    }
+
+    /// The link died: frames written but never acknowledged by the msgbus's TCP are lost
+    /// (the original link protocol has no acknowledgements to resend them by).
+    fn count_unacked(&self, in_flight: &InFlight) {
+        bump_by(
+            &self.context.metrics.relay_unacked_lost,
+            in_flight.unacked_frames(),
+        );
+    }
+}
+
+/// Bytes written to `stream` that its peer has not acknowledged yet (`SIOCOUTQ`), if the
+/// kernel says.
+fn unacked_bytes(stream: &TcpStream) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which outlives the call.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    (rc == 0).then(|| u64::try_from(queued).unwrap_or(0))
+}
+
+/// Which frames written to a link its peer has not acknowledged yet, by batch: sampled
+/// after every write, so when the link dies the frames lost with it are known (counted as
+/// `relay_unacked_lost`), up to one batch of precision.
+#[derive(Default)]
+struct InFlight {
+    written: u64,
+    acked: u64,
+    /// `(end offset, frames)` of batches not known to be acknowledged, oldest first.
+    batches: VecDeque<(u64, u64)>,
+}
+
+impl InFlight {
+    fn written(&mut self, bytes: u64, frames: u64, unacked: Option<u64>) {
+        self.written += bytes;
+        self.batches.push_back((self.written, frames));
+        if let Some(unacked) = unacked {
+            self.acked = self.written.saturating_sub(unacked);
+        }
+        while self
+            .batches
+            .front()
+            .is_some_and(|&(end, _)| end <= self.acked)
+        {
+            self.batches.pop_front();
+        }
+    }
+
+    fn unacked_frames(&self) -> u64 {
+        self.batches.iter().map(|&(_, frames)| frames).sum()
     }
 }
 

@@ -59,6 +59,8 @@ counters! {
     relay_queue_full,
     /// Frames dropped: too large to encode, or in the batch being written when the link failed.
     relay_dropped,
+    /// Frames written to a link that died before the msgbus's TCP acknowledged them (lost).
+    relay_unacked_lost,
     /// Frames taken back from a link that went down (held, then sent on the next link up).
     relay_reclaimed,
     /// Relays delivered on this comet without a msgbus (none was up; ids held here).

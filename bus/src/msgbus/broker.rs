@@ -43,13 +43,23 @@ pub(crate) struct Brokers {
     confirm_timeout: Duration,
 }
 
-/// `amqp://<addr>/%2f` for a bare `host:port`; a URI is kept as given.
+/// AMQP heartbeat asked of the broker, seconds: a broker that went silent (a partition,
+/// no RST) is noticed within about two of them, not after TCP's 15 minutes.
+pub const HEARTBEAT_SECS: u16 = 5;
+
+/// `amqp://<addr>/%2f` for a bare `host:port`, a URI as given; either way with
+/// `heartbeat=` [`HEARTBEAT_SECS`] unless the URI sets its own.
 pub fn amqp_uri(addr: &str) -> String {
-    if addr.contains("://") {
+    let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
         format!("amqp://{addr}/%2f")
+    };
+    if uri.contains("heartbeat=") {
+        return uri;
     }
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}heartbeat={HEARTBEAT_SECS}")
 }
 
 async fn with_timeout<T>(limit: Duration, work: impl Future<Output = T>) -> Option<T> {
@@ -259,4 +269,25 @@ fn close(session: Session) {
         CLOSE_TIMEOUT,
         session.conn.close(200, "msgbus: broker dropped".into()),
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_uris_ask_for_heartbeats() {
+        assert_eq!(
+            amqp_uri("10.0.0.5:5672"),
+            "amqp://10.0.0.5:5672/%2f?heartbeat=5"
+        );
+        assert_eq!(
+            amqp_uri("amqp://u:p@h:5672/%2f?frame_max=4096"),
+            "amqp://u:p@h:5672/%2f?frame_max=4096&heartbeat=5"
+        );
+        assert_eq!(
+            amqp_uri("amqp://h/%2f?heartbeat=30"),
+            "amqp://h/%2f?heartbeat=30"
+        );
+    }
 }

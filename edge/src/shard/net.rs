@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -216,12 +216,25 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Sends datagrams `msgs[i] = (start, len, to)` of `bytes` with `sendmmsg`, without
 /// blocking; returns (sent, failed). A datagram the socket refuses is counted as failed
 /// (UDP has no partial sends; the device retries).
-pub fn send_batch(fd: RawFd, bytes: &[u8], msgs: &[(usize, usize, SocketAddr)]) -> (usize, usize) {
+///
+/// Every `(start, len)` must lie within `bytes`: one that does not is counted failed and
+/// never handed to the kernel (which would read past the buffer).
+pub fn send_batch(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    msgs: &[(usize, usize, SocketAddr)],
+) -> (usize, usize) {
+    let in_bounds = |&&(start, len, _): &&(usize, usize, SocketAddr)| {
+        start.checked_add(len).is_some_and(|end| end <= bytes.len())
+    };
+    let out_of_bounds = msgs.len() - msgs.iter().filter(in_bounds).count();
+    let msgs: Vec<(usize, usize, SocketAddr)> = msgs.iter().filter(in_bounds).copied().collect();
+    let fd = fd.as_raw_fd();
     let addrs: Vec<socket2::SockAddr> = msgs.iter().map(|m| socket2::SockAddr::from(m.2)).collect();
     let mut iovs: Vec<libc::iovec> = msgs
         .iter()
         .map(|&(start, len, _)| libc::iovec {
-            iov_base: bytes[start..].as_ptr() as *mut _,
+            iov_base: bytes[start..start + len].as_ptr() as *mut _,
             iov_len: len,
         })
         .collect();
@@ -236,7 +249,7 @@ pub fn send_batch(fd: RawFd, bytes: &[u8], msgs: &[(usize, usize, SocketAddr)]) 
             m
         })
         .collect();
-    let (mut sent, mut failed, mut at) = (0, 0, 0);
+    let (mut sent, mut failed, mut at) = (0, out_of_bounds, 0);
     while at < hdrs.len() {
         // SAFETY: hdrs[at..] are valid headers.
         let n = unsafe {
@@ -260,12 +273,6 @@ pub fn send_batch(fd: RawFd, bytes: &[u8], msgs: &[(usize, usize, SocketAddr)]) 
         }
     }
     (sent, failed)
-}
-
-/// Closes a descriptor we own.
-pub fn close(fd: RawFd) {
-    // SAFETY: the caller owns fd and forgets it.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
 /// Connections accepted per listener readiness before the others get their turn.
@@ -331,23 +338,51 @@ impl Shard {
             crate::metrics::bump(&self.metrics.conns_per_ip_refused);
             return;
         }
-        let fd = fd.into_raw_fd();
+        let raw = fd.as_raw_fd();
         let terminal = Terminal::accepted(self.now(), &self.timeouts);
-        let (slot, generation) = self.conns.insert(Conn::new(fd, source, terminal));
+        let (slot, generation) = self.conns.insert(Conn::new(raw, source, terminal));
         if self
             .poller
-            .watch(fd, super::conn_token(slot, generation))
+            .watch(raw, super::conn_token(slot, generation))
             .is_err()
         {
             self.conns.remove(slot);
             self.conn_limits.closed(source);
-            close(fd);
-            return;
+            return; // `fd` closes here.
         }
+        // The record owns the descriptor from now on (closed when it is released).
+        let _ = fd.into_raw_fd();
         crate::metrics::bump(&self.metrics.ws_accepted);
         self.metrics
             .ws_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.schedule(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn send_batch_never_reads_past_its_buffer() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bytes = b"helloworld";
+        let msgs = [(0, 5, to), (5, 10, to), (usize::MAX, 2, to), (5, 5, to)];
+        let (sent, failed) = send_batch(sender.as_fd(), bytes, &msgs);
+        assert_eq!(
+            (sent, failed),
+            (2, 2),
+            "two out of bounds, never handed over"
+        );
+        let mut buf = [0u8; 16];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"world");
     }
 }

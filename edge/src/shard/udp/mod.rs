@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use bus::messages::ConnRef;
 use edge_proto::device::{self, Sid};
@@ -163,7 +163,7 @@ impl Shard {
         if udp.out_msgs.is_empty() {
             return;
         }
-        let (sent, failed) = super::net::send_batch(udp.fd.as_raw_fd(), &udp.out, &udp.out_msgs);
+        let (sent, failed) = super::net::send_batch(udp.fd.as_fd(), &udp.out, &udp.out_msgs);
         udp.out.clear();
         udp.out_msgs.clear();
         self.metrics
