@@ -1,9 +1,11 @@
 //! Socket helpers both ends of a msgbus link share: liveness settings that notice a
-//! silent partition within seconds, reads and writes bounded by one deadline, and nonces
-//! from the OS's random source for the authenticated opening.
+//! silent partition within seconds, which frames a dead link never delivered
+//! ([`InFlight`]), reads and writes bounded by one deadline, and nonces from the OS's
+//! random source for the authenticated opening.
 //!
 //! Does **not** speak the link protocol (`edge_proto::link`, `edge_proto::link_auth`).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -57,6 +59,52 @@ pub fn redact_url(url: &str) -> String {
         "***".to_owned()
     };
     format!("{scheme}://{hidden}{}", &rest[at..])
+}
+
+/// Bytes written to `stream` that its peer has not acknowledged yet (`SIOCOUTQ`), if the
+/// kernel says.
+pub(crate) fn unacked_bytes(stream: &TcpStream) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which outlives the call.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    (rc == 0).then(|| u64::try_from(queued).unwrap_or(0))
+}
+
+/// Which frames written to a link its peer has not acknowledged yet, by batch: sampled
+/// after every write, so when the link dies the frames lost with it are known, up to one
+/// batch of precision.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    written: u64,
+    acked: u64,
+    /// `(end offset, frames)` of batches not known to be acknowledged, oldest first.
+    batches: VecDeque<(u64, u64)>,
+}
+
+impl InFlight {
+    /// `bytes` carrying `frames` were written (0 and 0: just a sample), and the kernel
+    /// says `unacked` of all written bytes are not acknowledged yet.
+    pub(crate) fn written(&mut self, bytes: u64, frames: u64, unacked: Option<u64>) {
+        self.written += bytes;
+        if frames > 0 {
+            self.batches.push_back((self.written, frames));
+        }
+        if let Some(unacked) = unacked {
+            self.acked = self.written.saturating_sub(unacked);
+        }
+        while self
+            .batches
+            .front()
+            .is_some_and(|&(end, _)| end <= self.acked)
+        {
+            self.batches.pop_front();
+        }
+    }
+
+    pub(crate) fn unacked_frames(&self) -> u64 {
+        self.batches.iter().map(|&(_, frames)| frames).sum()
+    }
 }
 
 fn left(deadline: Instant) -> io::Result<Duration> {

@@ -35,7 +35,7 @@ use edge_proto::link_auth;
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
 use crate::messages::{ShardInbox, ToShard, dir_shard, route_key};
-use crate::net::{read_exact_by, set_liveness, write_all_by};
+use crate::net::{InFlight, read_exact_by, set_liveness, unacked_bytes, write_all_by};
 
 /// Frames queued per link.
 pub const LINK_QUEUE_FRAMES: usize = 4096;
@@ -49,6 +49,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const PENDING_MAX: usize = 16 * 1024;
 /// A link that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// How often an idle link's acknowledged bytes are sampled (see `crate::net::InFlight`).
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Bytes written per batch of queued frames.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -411,6 +413,8 @@ impl LinkWorker {
                     self.count_unacked(&in_flight);
                     return Ended::Dropped;
                 }
+                // Idle: learn what the msgbus acknowledged since the last write.
+                default(SAMPLE_EVERY) => in_flight.written(0, 0, unacked_bytes(stream)),
             }
         }
     }
@@ -422,48 +426,6 @@ impl LinkWorker {
             &self.context.metrics.relay_unacked_lost,
             in_flight.unacked_frames(),
         );
-    }
-}
-
-/// Bytes written to `stream` that its peer has not acknowledged yet (`SIOCOUTQ`), if the
-/// kernel says.
-fn unacked_bytes(stream: &TcpStream) -> Option<u64> {
-    use std::os::fd::AsRawFd;
-    let mut queued: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int through the pointer, which outlives the call.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-    (rc == 0).then(|| u64::try_from(queued).unwrap_or(0))
-}
-
-/// Which frames written to a link its peer has not acknowledged yet, by batch: sampled
-/// after every write, so when the link dies the frames lost with it are known (counted as
-/// `relay_unacked_lost`), up to one batch of precision.
-#[derive(Default)]
-struct InFlight {
-    written: u64,
-    acked: u64,
-    /// `(end offset, frames)` of batches not known to be acknowledged, oldest first.
-    batches: VecDeque<(u64, u64)>,
-}
-
-impl InFlight {
-    fn written(&mut self, bytes: u64, frames: u64, unacked: Option<u64>) {
-        self.written += bytes;
-        self.batches.push_back((self.written, frames));
-        if let Some(unacked) = unacked {
-            self.acked = self.written.saturating_sub(unacked);
-        }
-        while self
-            .batches
-            .front()
-            .is_some_and(|&(end, _)| end <= self.acked)
-        {
-            self.batches.pop_front();
-        }
-    }
-
-    fn unacked_frames(&self) -> u64 {
-        self.batches.iter().map(|&(_, frames)| frames).sum()
     }
 }
 

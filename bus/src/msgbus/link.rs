@@ -27,17 +27,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use edge_proto::link::{CometKind, LinkDecoder, LinkItem};
 use edge_proto::link_auth::{self, NONCE_LEN, Opening, PROOF_LEN};
 
 use super::Event;
 use super::route::LinkId;
 use super::stats::{Metrics, bump};
-use crate::net::{read_exact_by, set_liveness, write_all_by};
+use crate::net::{InFlight, read_exact_by, set_liveness, unacked_bytes, write_all_by};
 
 /// Time for a comet's whole opening, authenticated or not.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// How often an idle link's acknowledged bytes are sampled (see `crate::net::InFlight`).
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS…) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -254,7 +256,17 @@ fn read_loop(mut stream: &TcpStream, link: LinkId, ctx: &LinkContext) {
 /// Writes queued frames in batches until the queue's sender is dropped or a write fails.
 fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metrics) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
-    while let Ok(first) = frames.recv() {
+    let mut in_flight = InFlight::default();
+    loop {
+        let first = match frames.recv_timeout(SAMPLE_EVERY) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle: learn what the comet acknowledged since the last write.
+                in_flight.written(0, 0, unacked_bytes(&stream));
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         batch.clear();
         batch.extend_from_slice(&first);
         let mut count = 1u64;
@@ -271,8 +283,12 @@ fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metric
             metrics.write_failed.fetch_add(count, Ordering::Relaxed);
             break;
         }
+        in_flight.written(batch.len() as u64, count, unacked_bytes(&stream));
         metrics.downstream_out.fetch_add(count, Ordering::Relaxed);
     }
+    // Written, but not acknowledged by the comet's TCP when last sampled: lost.
+    let lost = in_flight.unacked_frames();
+    metrics.unacked_lost.fetch_add(lost, Ordering::Relaxed);
     // Wakes the reader, which reports the link down.
     let _ = stream.shutdown(Shutdown::Both);
 }

@@ -114,6 +114,8 @@ pub struct Metrics {
     pub queue_full: AtomicU64,
     /// Frames lost with a failed or timed-out socket write (the link is closed).
     pub write_failed: AtomicU64,
+    /// Frames written to a comet whose link died before its TCP acknowledged them.
+    pub unacked_lost: AtomicU64,
     /// Upstream frames over the size limit, skipped (the link stays up).
     pub oversize: AtomicU64,
     /// Links refused at the handshake: not a link opening.
@@ -192,6 +194,7 @@ pub fn counters(route: &RouteStats, m: &Metrics, now_ms: u64) -> Vec<(&'static s
         ("UserMapReloads", route.reloads),
         ("DropQueueFull", load(&m.queue_full)),
         ("DropWriteFailed", load(&m.write_failed)),
+        ("DropUnackedLost", load(&m.unacked_lost)),
         ("DropOversize", load(&m.oversize)),
         ("DropBadHandshake", load(&m.bad_handshake)),
         ("DropUnauthenticated", load(&m.unauthenticated)),

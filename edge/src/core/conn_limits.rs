@@ -5,8 +5,10 @@
 //! the kernel's backlog instead of costing a record each.
 //!
 //! A source is a [`SourceKey`]: the IPv4 address, or the /64 prefix of an IPv6 one (one
-//! host's share), folded to 32 bits. Pure: the shell hands in sources and the time, and
-//! keeps the key in its connection record to give the place back.
+//! host's share), folded to 32 bits. With the cap on, each connection's key is kept here
+//! by slot (4 bytes a slot) to give its place back; with it off (the default) nothing is
+//! kept and connection records stay as small as they were. Pure: the shell hands in
+//! slots, sources and the time.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,6 +37,8 @@ pub struct ConnLimits {
     max_per_source: u32,
     rate: u32,
     open: HashMap<SourceKey, u32, foldhash::fast::RandomState>,
+    /// The source of each connection slot (only with the cap on).
+    by_slot: Vec<SourceKey>,
     /// Accepts left this second, per listener.
     tokens: Vec<u32>,
     second: Secs,
@@ -48,6 +52,7 @@ impl ConnLimits {
             max_per_source,
             rate,
             open: HashMap::default(),
+            by_slot: Vec::new(),
             tokens: vec![rate; listeners],
             second: 0,
         }
@@ -72,22 +77,33 @@ impl ConnLimits {
         }
     }
 
-    /// A connection from `source` was accepted: false (nothing counted) when the source
-    /// already holds its maximum.
-    pub fn opened(&mut self, source: SourceKey) -> bool {
+    /// A connection from `source` was accepted into `slot`: false (nothing counted) when
+    /// the source already holds its maximum.
+    pub fn opened(&mut self, slot: u32, source: SourceKey) -> bool {
+        if self.max_per_source == 0 {
+            return true;
+        }
         let count = self.open.entry(source).or_insert(0);
-        if self.max_per_source != 0 && *count >= self.max_per_source {
-            if *count == 0 {
-                self.open.remove(&source);
-            }
+        if *count >= self.max_per_source {
             return false;
         }
         *count += 1;
+        let slot = slot as usize;
+        if self.by_slot.len() <= slot {
+            self.by_slot.resize(slot + 1, 0);
+        }
+        self.by_slot[slot] = source;
         true
     }
 
-    /// A connection [`opened`](Self::opened) from `source` closed.
-    pub fn closed(&mut self, source: SourceKey) {
+    /// The connection in `slot` (which [`opened`](Self::opened)) closed.
+    pub fn closed(&mut self, slot: u32) {
+        if self.max_per_source == 0 {
+            return;
+        }
+        let Some(&source) = self.by_slot.get(slot as usize) else {
+            return;
+        };
         if let Some(count) = self.open.get_mut(&source) {
             *count -= 1;
             if *count == 0 {
@@ -109,12 +125,12 @@ mod tests {
     #[test]
     fn per_source_cap_and_release() {
         let mut l = ConnLimits::new(2, 0, 1);
-        assert!(l.opened(1) && l.opened(1));
-        assert!(!l.opened(1), "the third from one source");
-        assert!(l.opened(2));
-        l.closed(1);
-        assert!(l.opened(1));
-        l.closed(1);
+        assert!(l.opened(0, 1) && l.opened(1, 1));
+        assert!(!l.opened(2, 1), "the third from one source");
+        assert!(l.opened(2, 2));
+        l.closed(0);
+        assert!(l.opened(0, 1));
+        l.closed(0);
         l.closed(1);
         l.closed(2);
         assert_eq!(
@@ -122,6 +138,13 @@ mod tests {
             0,
             "no entry kept for a source with nothing open"
         );
+    }
+
+    #[test]
+    fn no_cap_keeps_nothing() {
+        let mut l = ConnLimits::new(0, 0, 1);
+        assert!((0..100).all(|slot| l.opened(slot, 7)));
+        assert_eq!((l.sources(), l.by_slot.len()), (0, 0));
     }
 
     #[test]

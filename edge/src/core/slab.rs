@@ -103,6 +103,12 @@ impl<T> Slab<T> {
         Some(value)
     }
 
+    /// Slots ever handed out (occupied or free): every slot is below it.
+    pub fn span(&self) -> u32 {
+        let full = self.chunks.len().saturating_sub(1) * CHUNK;
+        (full + self.chunks.last().map_or(0, Vec::len)) as u32
+    }
+
     /// Occupied slots.
     pub fn len(&self) -> usize {
         self.len

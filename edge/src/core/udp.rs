@@ -7,11 +7,12 @@
 //!
 //! Headroom for devices that log in: sessions that have not logged in (anonymous: all a
 //! flood of spoofed `0xE0` can make) may fill at most three quarters of the table. When
-//! the table or that quota is full, [`UdpTable::make_room`] names the oldest anonymous
-//! session with no request pending for the shell to end, so a new device still gets a
-//! session and the flood only churns its own.
+//! the table or that quota is full, [`UdpTable::make_room`] names an anonymous session
+//! with no request pending for the shell to end — the stalest of a random sample of
+//! slots, as Redis approximates LRU, so it costs no memory per session — and a new device
+//! still gets a session while the flood only churns its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use edge_proto::device::{self, Sid};
@@ -94,10 +95,12 @@ pub struct UdpTable {
     max_anonymous: usize,
     /// Live sessions that have not logged in.
     anonymous: usize,
-    /// Anonymous sessions in the order they opened, `(slot, generation)`; entries of
-    /// sessions since ended or logged in are skipped, and compacted away.
-    opened: VecDeque<(u32, u32)>,
+    /// xorshift64* state for [`Self::make_room`]'s sample (seeded by the shell).
+    rng: u64,
 }
+
+/// Slots [`UdpTable::make_room`] looks at.
+const ROOM_SAMPLES: usize = 32;
 
 impl UdpTable {
     /// An empty table of at most `max_sessions` sessions.
@@ -108,8 +111,21 @@ impl UdpTable {
             max_sessions,
             max_anonymous: (max_sessions - max_sessions / 4).max(1),
             anonymous: 0,
-            opened: VecDeque::new(),
+            rng: 0x9E37_79B9_7F4A_7C15,
         }
+    }
+
+    /// The same, sampling with `seed` (non-zero) instead of a fixed one.
+    pub fn seeded(mut self, seed: u64) -> Self {
+        self.rng = seed | 1;
+        self
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// Live sessions that have not logged in.
@@ -117,54 +133,38 @@ impl UdpTable {
         self.anonymous
     }
 
-    fn is_anonymous(&self, slot: u32, generation: u32) -> bool {
-        self.sessions
-            .get_gen(slot, generation)
-            .is_some_and(|s| s.device == 0)
-    }
-
     /// When a new session would not fit (the table or the anonymous quota is full): the
-    /// slot of the oldest anonymous session with nothing pending, for the shell to end
-    /// before it opens the new one. `None`: there is room, or nothing may be ended.
+    /// slot of an anonymous session with nothing pending — the one heard from longest ago
+    /// among [`ROOM_SAMPLES`] random slots — for the shell to end before it opens the new
+    /// one. `None`: there is room, or the sample found nothing that may be ended.
     pub fn make_room(&mut self) -> Option<u32> {
         if self.len() < self.max_sessions && self.anonymous < self.max_anonymous {
             return None;
         }
-        let mut busy = Vec::new();
-        let mut victim = None;
-        while let Some((slot, generation)) = self.opened.pop_front() {
-            let Some(session) = self.sessions.get_gen(slot, generation) else {
+        let span = u64::from(self.sessions.span().max(1));
+        let mut stalest: Option<(Secs, u32)> = None;
+        for _ in 0..ROOM_SAMPLES {
+            let slot = (self.next_random() % span) as u32;
+            let Some(s) = self.sessions.get(slot) else {
                 continue;
             };
-            if session.device != 0 {
-                continue;
+            let idle = s.device == 0 && s.pending.is_none() && s.joining.is_none();
+            if idle && stalest.is_none_or(|(deadline, _)| s.deadline < deadline) {
+                stalest = Some((s.deadline, slot));
             }
-            if session.pending.is_some() || session.joining.is_some() {
-                busy.push((slot, generation));
-                continue;
-            }
-            victim = Some(slot);
-            break;
         }
-        for entry in busy.into_iter().rev() {
-            self.opened.push_front(entry);
-        }
-        victim
+        stalest.map(|(_, slot)| slot)
     }
 
     /// The session in `slot` is now logged in as `device` (0: not logged in), which moves
     /// it out of or back into the anonymous quota. The only way `device` changes.
     pub fn set_device(&mut self, slot: u32, device: i64) {
-        let generation = self.sessions.generation(slot);
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
         match (session.device == 0, device == 0) {
             (true, false) => self.anonymous -= 1,
-            (false, true) => {
-                self.anonymous += 1;
-                self.opened.push_back((slot, generation));
-            }
+            (false, true) => self.anonymous += 1,
             _ => {}
         }
         session.device = device;
@@ -205,12 +205,6 @@ impl UdpTable {
         let (slot, generation) = self.sessions.insert(session);
         self.by_sid.insert(sid.0, slot);
         self.anonymous += 1;
-        self.opened.push_back((slot, generation));
-        if self.opened.len() > 2 * self.anonymous.max(64) {
-            let mut opened = std::mem::take(&mut self.opened);
-            opened.retain(|&(slot, generation)| self.is_anonymous(slot, generation));
-            self.opened = opened;
-        }
         Ok((slot, generation))
     }
 

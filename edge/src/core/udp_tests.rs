@@ -61,18 +61,19 @@ fn removal_frees_the_sid_and_moves_the_generation() {
 }
 
 #[test]
-fn anonymous_sessions_leave_headroom_and_the_oldest_idle_one_makes_room() {
-    let mut table = UdpTable::new(8);
+fn anonymous_sessions_leave_headroom_and_the_stalest_idle_one_makes_room() {
+    let mut table = UdpTable::new(8).seeded(7);
+    // Deadlines 10, 11, … tell the stalest.
     let mut opened: Vec<u32> = (0..5)
-        .map(|n| table.open(sid(n, 0), addr(1), 10).unwrap().0)
+        .map(|n| table.open(sid(n, 0), addr(1), 10 + u32::from(n)).unwrap().0)
         .collect();
     assert_eq!(table.make_room(), None, "room left");
     table.set_device(opened[1], -7);
-    opened.push(table.open(sid(5, 0), addr(1), 10).unwrap().0);
-    table.open(sid(6, 0), addr(1), 10).unwrap();
+    opened.push(table.open(sid(5, 0), addr(1), 15).unwrap().0);
+    table.open(sid(6, 0), addr(1), 16).unwrap();
     assert_eq!(table.anonymous(), 6, "the quota: 8 - 8/4");
-    assert_eq!(table.open(sid(7, 0), addr(1), 10), Err(Full));
-    // The oldest anonymous one goes first; one with a request pending is skipped.
+    assert_eq!(table.open(sid(7, 0), addr(1), 17), Err(Full));
+    // The stalest anonymous one goes; one with a request pending, or logged in, is skipped.
     table.get_mut(opened[0]).unwrap().pending = Some(Box::new(Pending {
         header: [0; 36],
         mac: [0; 8],
@@ -80,27 +81,26 @@ fn anonymous_sessions_leave_headroom_and_the_oldest_idle_one_makes_room() {
     assert_eq!(table.make_room(), Some(opened[2]));
     table.remove(opened[2]).unwrap();
     assert_eq!(table.make_room(), None);
-    table.open(sid(7, 0), addr(1), 10).unwrap();
+    table.open(sid(7, 0), addr(1), 17).unwrap();
     // Logged-in sessions may use the headroom.
     table.set_device(opened[3], -8);
     table.set_device(opened[4], -9);
-    table.open(sid(8, 0), addr(1), 10).unwrap();
+    table.open(sid(8, 0), addr(1), 18).unwrap();
     assert_eq!(table.len(), 8);
     assert_eq!(table.make_room(), Some(opened[5]));
     assert_eq!(table.anonymous(), 5);
+    table.check().unwrap();
 }
 
 #[test]
-fn the_open_order_stays_bounded() {
-    let mut table = UdpTable::new(100_000);
-    for n in 0..10_000u32 {
-        let mut s = [0u8; 16];
-        s[..4].copy_from_slice(&n.to_le_bytes());
-        let (slot, _) = table.open(Sid(s), addr(1), 10).unwrap();
-        table.remove(slot).unwrap();
+fn nothing_to_end_when_every_session_logged_in() {
+    let mut table = UdpTable::new(4);
+    for n in 0..4 {
+        let (slot, _) = table.open(sid(n, 0), addr(1), 10).unwrap();
+        table.set_device(slot, -1 - i64::from(n));
     }
-    assert!(table.opened.len() <= 2 * 64 + 1, "{}", table.opened.len());
-    assert_eq!(table.anonymous(), 0);
+    assert_eq!(table.make_room(), None);
+    assert_eq!(table.open(sid(9, 0), addr(1), 10), Err(Full));
 }
 
 #[test]

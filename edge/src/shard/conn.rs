@@ -18,8 +18,6 @@ use crate::core::terminal::Terminal;
 pub struct Conn {
     /// The socket (owned: closed when the record is released).
     pub fd: RawFd,
-    /// Where it came from, as `--max-conns-per-ip` counts it.
-    pub source: crate::core::conn_limits::SourceKey,
     /// Its life: stage, heartbeat period, deadline (sans IO, `core::terminal`).
     pub terminal: Terminal,
     /// Write readiness is requested (the socket was full).
@@ -45,10 +43,9 @@ pub struct Conn {
 
 impl Conn {
     /// A fresh connection waiting for its upgrade.
-    pub fn new(fd: RawFd, source: crate::core::conn_limits::SourceKey, terminal: Terminal) -> Self {
+    pub fn new(fd: RawFd, terminal: Terminal) -> Self {
         Conn {
             fd,
-            source,
             terminal,
             write_armed: false,
             dirty: false,
@@ -69,7 +66,7 @@ mod tests {
     #[test]
     fn conn_record_is_small() {
         assert!(
-            std::mem::size_of::<Conn>() <= 96,
+            std::mem::size_of::<Conn>() <= 64,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -333,22 +333,23 @@ impl Shard {
         if self.draining {
             return;
         }
-        let source = peer.map_or(0, crate::core::conn_limits::source_key);
-        if !self.conn_limits.opened(source) {
-            crate::metrics::bump(&self.metrics.conns_per_ip_refused);
-            return;
-        }
         let raw = fd.as_raw_fd();
         let terminal = Terminal::accepted(self.now(), &self.timeouts);
-        let (slot, generation) = self.conns.insert(Conn::new(raw, source, terminal));
+        let (slot, generation) = self.conns.insert(Conn::new(raw, terminal));
+        let source = peer.map_or(0, crate::core::conn_limits::source_key);
+        if !self.conn_limits.opened(slot, source) {
+            crate::metrics::bump(&self.metrics.conns_per_ip_refused);
+            self.conns.remove(slot);
+            return; // `fd` closes here.
+        }
         if self
             .poller
             .watch(raw, super::conn_token(slot, generation))
             .is_err()
         {
             self.conns.remove(slot);
-            self.conn_limits.closed(source);
-            return; // `fd` closes here.
+            self.conn_limits.closed(slot);
+            return;
         }
         // The record owns the descriptor from now on (closed when it is released).
         let _ = fd.into_raw_fd();

@@ -477,7 +477,7 @@ impl Shard {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
-        self.conn_limits.closed(conn.source);
+        self.conn_limits.closed(slot);
         if let Some(outbox) = &conn.outbox {
             self.outbound.discarded(outbox.len());
         }

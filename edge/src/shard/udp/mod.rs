@@ -53,9 +53,19 @@ pub struct UdpSide {
 impl UdpSide {
     /// The UDP state around a bound, non-blocking socket.
     pub fn new(fd: OwnedFd, max_sessions: usize, limiter: SourceLimiter) -> Self {
+        let mut seed = [0u8; 8];
+        // The eviction sample need not be secret, only not fixed: the clock will do if the
+        // random source fails.
+        if super::net::fill_random(&mut seed).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos());
+            seed = (nanos as u64).to_le_bytes();
+        }
+        let seed = u64::from_le_bytes(seed);
         UdpSide {
             fd,
-            table: UdpTable::new(max_sessions),
+            table: UdpTable::new(max_sessions).seeded(seed),
             limiter,
             bufs: vec![0; BATCH * DGRAM],
             random: Vec::new(),
