@@ -25,6 +25,8 @@ macro_rules! counters {
             pub udp_sessions: AtomicI64,
             /// Longest shard turn seen, microseconds (a gauge, never reset).
             pub shard_turn_max_us: AtomicU64,
+            /// Entries on the shard's timer wheel (set every tick).
+            pub timer_entries: AtomicI64,
         }
 
         /// Every counter name with its help text, in declaration order.
@@ -319,7 +321,12 @@ impl NodeMetrics {
             }
         }
         type Gauge = (&'static str, &'static str, fn(&ShardMetrics) -> i64);
-        let gauges: [Gauge; 5] = [
+        let gauges: [Gauge; 6] = [
+            (
+                "timer_entries",
+                "Entries on the shard's timer wheel.",
+                |m| m.timer_entries.load(Ordering::Relaxed),
+            ),
             ("udp_sessions", "Live UDP device sessions.", |m| {
                 m.udp_sessions.load(Ordering::Relaxed)
             }),

@@ -3,7 +3,7 @@
 //!
 //! `loadgen relay --pairs 200 --rate 0`, `loadgen idle --pid $(pidof cloudsocket)`, …
 
-use benches::scenario::{deadlines, idle, push, relay, stall, storm, udp, upload};
+use benches::scenario::{deadlines, idle, push, relay, spoof, stall, storm, udp, upload};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -29,6 +29,8 @@ enum Command {
     Upload(upload::UploadArgs),
     /// Phones that never read, pushed to until the target closes them all (1008).
     Stall(stall::StallArgs),
+    /// A spoofed new-session (0xE0) flood from many source addresses.
+    Spoof(spoof::SpoofArgs),
     /// Slow-loris upgrades and connections that never log in: when the target closes them.
     Deadlines(deadlines::DeadlinesArgs),
     /// Internal: one `idle` worker process (driven over stdin/stdout).
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Upload(a) => upload::run(&a),
         Command::Stall(a) => stall::run(&a),
         Command::Deadlines(a) => deadlines::run(&a),
+        Command::Spoof(a) => spoof::run(&a),
         Command::IdleWorker(a) => idle::worker_main(&a),
     }
 }

@@ -4,6 +4,7 @@ pub mod deadlines;
 pub mod idle;
 pub mod push;
 pub mod relay;
+pub mod spoof;
 pub mod stall;
 pub mod storm;
 pub mod tracked;

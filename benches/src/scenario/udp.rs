@@ -48,6 +48,8 @@ pub struct UdpArgs {
 pub struct UdpReport {
     /// Sessions established.
     pub sessions_ready: usize,
+    /// Devices that started over with a new session while setting up.
+    pub setup_restarts: u64,
     /// Packets sent.
     pub sent: u64,
     /// Replies (heartbeat) or deliveries (forward).
@@ -164,6 +166,7 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
     drop(progress);
     let r = UdpReport {
         sessions_ready: ready,
+        setup_restarts: set.restarts,
         sent,
         handled,
         handled_per_s: handled as f64 / a.duration,

@@ -23,7 +23,14 @@ pub struct Session {
     pub sent_ns: u64,
     /// Requests in flight (heartbeats).
     pub inflight: u32,
+    /// Unanswered tries of the current setup step.
+    pub tries: u8,
 }
+
+/// Unanswered tries of a register or login before a device starts over with a new
+/// session (0xE0), as devices in the field do (the original's reference client: 5 tries);
+/// its session may have expired or been ended to make room.
+const TRIES_BEFORE_RESTART: u8 = 5;
 
 /// Sessions and their sockets; session `i` uses socket `i % sockets`.
 pub struct UdpSet {
@@ -35,6 +42,8 @@ pub struct UdpSet {
     pub base: i64,
     /// The first few failures.
     pub notes: Vec<String>,
+    /// Devices that started over with a new session during setup.
+    pub restarts: u64,
 }
 
 impl UdpSet {
@@ -60,12 +69,14 @@ impl UdpSet {
             seq: 0,
             sent_ns: 0,
             inflight: 0,
+            tries: 0,
         };
         Ok(Self {
             sockets: socks,
             sessions: vec![s; count],
             base,
             notes: Vec::new(),
+            restarts: 0,
         })
     }
 
@@ -124,6 +135,12 @@ impl UdpSet {
                 }
                 let idx = self.base + i as i64;
                 let mac = udpdev::mac(idx as u64);
+                if s.step > 0 && s.tries >= TRIES_BEFORE_RESTART {
+                    self.sessions[i].step = 0;
+                    self.restarts += 1;
+                }
+                self.sessions[i].tries += 1;
+                let s = &self.sessions[i];
                 match s.step {
                     0 => udpdev::new_session(&mut out, idx, mac),
                     1 => {
@@ -165,6 +182,7 @@ impl UdpSet {
                     _ => return,
                 }
                 s.step += 1;
+                s.tries = 0;
                 s.sent_ns = 0;
             });
         }

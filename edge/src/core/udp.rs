@@ -81,6 +81,22 @@ pub enum Accept {
     StaleSeq,
 }
 
+/// What a wheel entry of a UDP slot means when it comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Not the entry the slot's session waits on (or no session): drop it.
+    Stale,
+    /// The session was heard from since: put it back on the wheel at `at`.
+    Again {
+        /// Its deadline.
+        at: Secs,
+        /// The session's generation, for the new entry.
+        generation: u32,
+    },
+    /// Its deadline passed: end it.
+    Expired,
+}
+
 /// The table is at `--max-udp-sessions` (this shard's share).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
@@ -240,6 +256,43 @@ impl UdpTable {
         let moved = session.addr != from;
         session.addr = from;
         Accept::Mine { slot, moved }
+    }
+
+    /// A wheel entry for `slot` came due at `now`. The session in the slot decides by its
+    /// `scheduled` time, whatever generation the entry carries: a session opened in the
+    /// slot of one just ended to make room takes over that one's pending entry
+    /// ([`Self::inherit`]) instead of adding its own, so a flood of sessions churned
+    /// through one slot leaves one wheel entry behind, not one per session.
+    pub fn due(&mut self, slot: u32, now: Secs) -> Due {
+        let generation = self.sessions.generation(slot);
+        let Some(s) = self.sessions.get_mut(slot) else {
+            return Due::Stale;
+        };
+        if s.scheduled == 0 || s.scheduled > now {
+            return Due::Stale;
+        }
+        if s.deadline > now {
+            s.scheduled = s.deadline;
+            return Due::Again {
+                at: s.deadline,
+                generation,
+            };
+        }
+        s.scheduled = 0;
+        Due::Expired
+    }
+
+    /// The session just opened in `slot` takes over the wheel entry its predecessor in the
+    /// slot had pending at `scheduled` (not later than its own deadline): true, and the
+    /// caller adds no entry of its own; false (nothing pending), and it must.
+    pub fn inherit(&mut self, slot: u32, scheduled: Secs) -> bool {
+        match self.sessions.get_mut(slot) {
+            Some(s) if scheduled != 0 && scheduled <= s.deadline => {
+                s.scheduled = scheduled;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Checks the anonymous count against the sessions (for tests: it walks the table).

@@ -104,6 +104,42 @@ fn nothing_to_end_when_every_session_logged_in() {
 }
 
 #[test]
+fn a_due_entry_is_decided_by_the_slots_session() {
+    let mut table = UdpTable::new(8);
+    let (slot, _) = table.open(sid(1, 0), addr(1), 10).unwrap();
+    assert_eq!(table.due(slot, 9), Due::Stale, "not yet: it waits on 10");
+    table.accept((0, 1), &sid(1, 0).0, 1, addr(1), 20);
+    let generation = table.generation(slot);
+    assert_eq!(table.due(slot, 10), Due::Again { at: 20, generation });
+    assert_eq!(
+        table.due(slot, 10),
+        Due::Stale,
+        "a second entry due at once is dropped"
+    );
+    assert_eq!(table.due(slot, 20), Due::Expired);
+    table.remove(slot).unwrap();
+    assert_eq!(table.due(slot, 30), Due::Stale, "no session");
+}
+
+#[test]
+fn a_session_in_an_evicted_slot_takes_over_its_entry() {
+    let mut table = UdpTable::new(8);
+    let (slot, _) = table.open(sid(1, 0), addr(1), 10).unwrap();
+    let scheduled = table.get(slot).unwrap().scheduled;
+    table.remove(slot).unwrap();
+    let (again, generation) = table.open(sid(2, 0), addr(1), 30).unwrap();
+    assert_eq!(again, slot, "last in, first out");
+    assert!(table.inherit(slot, scheduled));
+    // The old entry, due at 10, now serves the new session: it comes back at 30.
+    assert_eq!(table.due(slot, 10), Due::Again { at: 30, generation });
+    assert_eq!(table.due(slot, 30), Due::Expired);
+    assert!(
+        !table.inherit(slot, 0),
+        "nothing pending: the caller adds an entry"
+    );
+}
+
+#[test]
 fn session_record_is_small() {
     let size = std::mem::size_of::<(u32, Option<UdpSession>)>();
     assert!(size <= 128, "{size}");

@@ -391,6 +391,10 @@ impl Shard {
             self.poller.waker().wake();
         }
         self.expire_due();
+        self.metrics.timer_entries.store(
+            i64::try_from(self.wheel.len()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.account_turn(started, "tick");
     }
 

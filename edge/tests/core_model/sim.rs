@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use edge::core::sessions::{Handle, UDP_BIT};
 use edge::core::slab::Slab;
 use edge::core::terminal::{State, Terminal, Timeouts};
-use edge::core::udp::{Accept, UdpTable};
+use edge::core::udp::{Accept, Due, UdpTable};
 use edge::core::wheel::{Entry, Wheel};
 use edge::core::{ShardCore, route_key, update_bound};
 use edge_proto::device::Sid;
@@ -409,14 +409,19 @@ impl Sim {
     fn udp_due(&mut self, at: usize, entry: Entry) {
         let shard = &mut self.shards[at];
         let slot = entry.slot & !UDP_BIT;
-        let Some(s) = shard.udp.get_gen(slot, entry.generation) else {
-            return;
-        };
-        if s.deadline > self.now {
-            let deadline = s.deadline;
-            shard.wheel.insert(deadline, entry);
-        } else {
-            self.udp_remove(at, slot);
+        match shard.udp.due(slot, self.now) {
+            Due::Stale => {}
+            Due::Again {
+                at: due,
+                generation,
+            } => {
+                let entry = Entry {
+                    slot: entry.slot,
+                    generation,
+                };
+                shard.wheel.insert(due, entry);
+            }
+            Due::Expired => self.udp_remove(at, slot),
         }
     }
 

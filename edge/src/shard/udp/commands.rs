@@ -50,9 +50,11 @@ impl Shard {
             Admit::RateLimited => return bump(&self.metrics.udp_drop_rate_limited),
             Admit::Untracked => bump(&self.metrics.udp_untracked_sources),
         }
+        let mut pending = None;
         if let Some(victim) = udp.table.make_room() {
-            // The anonymous quota (or the table) is full: the oldest idle anonymous
-            // session makes way, so a flood of spoofed 0xE0 only churns its own.
+            // The anonymous quota (or the table) is full: a stale idle anonymous session
+            // makes way, so a flood of spoofed 0xE0 only churns its own.
+            pending = udp.table.get(victim).map(|s| (victim, s.scheduled));
             bump(&self.metrics.udp_anonymous_evicted);
             self.remove_udp_session(victim);
         }
@@ -70,11 +72,22 @@ impl Shard {
         self.metrics
             .udp_sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let entry = Entry {
-            slot: slot | UDP_BIT,
-            generation,
-        };
-        self.wheel.insert(deadline, entry);
+        // In the slot just freed (the free list is last in, first out), the new session
+        // takes over its predecessor's wheel entry rather than adding one.
+        let inherited = pending.is_some_and(|(victim, scheduled)| {
+            victim == slot
+                && self
+                    .udp
+                    .as_mut()
+                    .is_some_and(|u| u.table.inherit(slot, scheduled))
+        });
+        if !inherited {
+            let entry = Entry {
+                slot: slot | UDP_BIT,
+                generation,
+            };
+            self.wheel.insert(deadline, entry);
+        }
         self.write_behind(slot, true);
         let body = device::new_session_body(device::STATUS_OK, &sid);
         self.udp_reply(from, bytes, &body);

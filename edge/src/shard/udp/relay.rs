@@ -9,6 +9,7 @@ use edge_proto::frame;
 use super::super::Shard;
 use super::UDP_BIT;
 use crate::core::sessions::Handle;
+use crate::core::udp::Due;
 use crate::core::wheel::{Entry, Secs};
 use crate::metrics::bump;
 
@@ -159,21 +160,21 @@ impl Shard {
     /// A wheel entry of a UDP session came due.
     pub(in crate::shard) fn on_udp_due(&mut self, entry: Entry, now: Secs) {
         let slot = entry.slot & !UDP_BIT;
-        let Some(session) = self
-            .udp
-            .as_mut()
-            .and_then(|u| u.table.get_gen_mut(slot, entry.generation))
-        else {
-            return;
-        };
-        if session.deadline > now {
-            session.scheduled = session.deadline;
-            let at = session.deadline;
-            self.wheel.insert(at, entry);
-            return;
+        let Some(udp) = self.udp.as_mut() else { return };
+        match udp.table.due(slot, now) {
+            Due::Stale => {}
+            Due::Again { at, generation } => {
+                let entry = Entry {
+                    slot: entry.slot,
+                    generation,
+                };
+                self.wheel.insert(at, entry);
+            }
+            Due::Expired => {
+                bump(&self.metrics.udp_expired);
+                self.remove_udp_session(slot);
+            }
         }
-        bump(&self.metrics.udp_expired);
-        self.remove_udp_session(slot);
     }
 
     /// `udpaddr`: the address of this shard's newest live UDP session of `device`, if
