@@ -8,9 +8,10 @@
 //! Headroom for devices that log in: sessions that have not logged in (anonymous: all a
 //! flood of spoofed `0xE0` can make) may fill at most three quarters of the table. When
 //! the table or that quota is full, [`UdpTable::make_room`] names an anonymous session
-//! with no request pending for the shell to end — the stalest of a random sample of
-//! slots, as Redis approximates LRU, so it costs no memory per session — and a new device
-//! still gets a session while the flood only churns its own.
+//! with no request pending for the shell to end — from a random sample of slots (as Redis
+//! approximates LRU, so it costs no memory per session), one never heard from after
+//! `0xE0` before one a device is setting up, the stalest first — and a new device still
+//! gets a session while the flood only churns its own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -150,26 +151,30 @@ impl UdpTable {
     }
 
     /// When a new session would not fit (the table or the anonymous quota is full): the
-    /// slot of an anonymous session with nothing pending — the one heard from longest ago
-    /// among [`ROOM_SAMPLES`] random slots — for the shell to end before it opens the new
-    /// one. `None`: there is room, or the sample found nothing that may be ended.
+    /// slot of an anonymous session with nothing pending — among [`ROOM_SAMPLES`] random
+    /// slots, one never heard from after `0xE0` before one being set up, then the one heard
+    /// from longest ago — for the shell to end before it opens the new one. `None`: there
+    /// is room, or the sample found nothing that may be ended.
     pub fn make_room(&mut self) -> Option<u32> {
         if self.len() < self.max_sessions && self.anonymous < self.max_anonymous {
             return None;
         }
         let span = u64::from(self.sessions.span().max(1));
-        let mut stalest: Option<(Secs, u32)> = None;
+        // Ranked: sessions never heard from after `0xE0` (all a spoofed one can be) before
+        // those a device is setting up, then the stalest.
+        let mut best: Option<((bool, Secs), u32)> = None;
         for _ in 0..ROOM_SAMPLES {
             let slot = (self.next_random() % span) as u32;
             let Some(s) = self.sessions.get(slot) else {
                 continue;
             };
             let idle = s.device == 0 && s.pending.is_none() && s.joining.is_none();
-            if idle && stalest.is_none_or(|(deadline, _)| s.deadline < deadline) {
-                stalest = Some((s.deadline, slot));
+            let rank = (s.ridx != 0, s.deadline);
+            if idle && best.is_none_or(|(r, _)| rank < r) {
+                best = Some((rank, slot));
             }
         }
-        stalest.map(|(_, slot)| slot)
+        best.map(|(_, slot)| slot)
     }
 
     /// The session in `slot` is now logged in as `device` (0: not logged in), which moves

@@ -93,6 +93,22 @@ fn anonymous_sessions_leave_headroom_and_the_stalest_idle_one_makes_room() {
 }
 
 #[test]
+fn a_session_being_set_up_goes_after_those_never_heard_from() {
+    let mut table = UdpTable::new(4).seeded(3);
+    let (busy, _) = table.open(sid(1, 0), addr(1), 10).unwrap();
+    table.accept((0, 1), &sid(1, 0).0, 1, addr(1), 10); // its register came in
+    let (junk, _) = table.open(sid(2, 0), addr(2), 12).unwrap();
+    table.open(sid(3, 0), addr(3), 12).unwrap();
+    assert_ne!(table.make_room(), None);
+    assert_ne!(
+        table.make_room(),
+        Some(busy),
+        "older, but a device is setting it up"
+    );
+    assert!([junk, 2].contains(&table.make_room().unwrap()));
+}
+
+#[test]
 fn nothing_to_end_when_every_session_logged_in() {
     let mut table = UdpTable::new(4);
     for n in 0..4 {
