@@ -119,6 +119,8 @@ counters! {
     prelogin_refused,
     /// New sessions refused: the shard's session table is full.
     udp_drop_full,
+    /// New-session requests (0xE0) answered with a cookie sid (nothing stored yet).
+    udp_cookies_issued,
     /// New sessions refused: their source IP is over --new-session-rate.
     udp_drop_rate_limited,
     /// New sessions admitted from addresses beyond what the rate limiter tracks.

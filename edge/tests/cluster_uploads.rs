@@ -39,14 +39,21 @@ fn a_udp_devices_state_sync_reaches_rabbitmq_under_its_id() {
     let mut device = Device::new(node.udp_addr.unwrap(), mac);
     let id = device.online();
     // The comet's msgbus link may still be dialling: the device retries, as devices do.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let acked = loop {
         let upload = device.upload(0x30, b"relay=on");
         device.send(&upload);
         if device.upload_ack(&upload, id).is_some() {
             break upload;
         }
-        assert!(Instant::now() < deadline, "the upload was never acked");
+        let cluster = node.metrics.cluster.clone().unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the upload was never acked: comet {:?}, msgbus confirmed {} spooled {}",
+            cluster.snapshot(),
+            bus.metrics().msgs_to_mq.load(Ordering::Relaxed),
+            bus.metrics().spooled.load(Ordering::Relaxed),
+        );
     };
     let mut stored = acked.clone();
     stored[16..24].copy_from_slice(&id.to_le_bytes());

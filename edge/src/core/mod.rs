@@ -17,7 +17,8 @@
 //! Bindings of live sessions change through [`update_bound`]; the destination rules
 //! applied to them are `edge_proto::id`'s.
 //!
-//! `admission` rate-limits new UDP sessions per source address; `conn_limits` caps
+//! `cookie` answers `0xE0` statelessly (the session is stored when the device comes
+//! back); `admission` rate-limits new UDP sessions per source address; `conn_limits` caps
 //! WebSocket connections per source and accepts per second.
 //!
 //! `outbound` keeps the shard's queued bytes and decides, for each frame, whether it is
@@ -26,6 +27,7 @@
 
 pub mod admission;
 pub mod conn_limits;
+pub mod cookie;
 pub mod directory;
 pub mod outbound;
 pub mod sessions;

@@ -194,7 +194,7 @@ impl Shard {
             udp: parts.udp.map(|fd| {
                 let per_shard = max_udp_sessions.div_ceil(parts.count.max(1));
                 let limiter = SourceLimiter::new(rate, burst, TRACKED_SOURCES);
-                udp::UdpSide::new(fd, per_shard, limiter)
+                udp::UdpSide::new(fd, per_shard, limiter, parts.index as u8)
             }),
             platform: parts.platform,
             conns: Slab::default(),

@@ -12,7 +12,7 @@ use super::super::Shard;
 use super::{Joining, Pending, UDP_BIT};
 use crate::core::admission::Admit;
 use crate::core::sessions::Handle;
-use crate::core::wheel::Entry;
+use crate::core::wheel::{Entry, Secs};
 use crate::metrics::bump;
 
 impl Shard {
@@ -40,34 +40,46 @@ impl Shard {
         }
     }
 
+    /// `0xE0`: answered with a cookie sid and nothing stored (`core::cookie`); the session
+    /// is opened when the device comes back with it ([`Self::open_udp_session`]).
     pub(in crate::shard) fn on_new_session(&mut self, bytes: &[u8], from: SocketAddr) {
-        // `now + timeout` is a deadline on the one-second clock: +1 so it never fires early.
-        let (index, now) = (self.index, self.now());
-        let deadline = now + self.config.udp_timeout_secs + 1;
+        let now = self.now();
         let Some(udp) = self.udp.as_mut() else { return };
         match udp.limiter.admit(from.ip(), now) {
             Admit::Yes => {}
             Admit::RateLimited => return bump(&self.metrics.udp_drop_rate_limited),
             Admit::Untracked => bump(&self.metrics.udp_untracked_sources),
         }
+        let Ok(nonce) = udp.nonce() else {
+            let body = device::new_session_body(device::STATUS_SERVER_ERROR, &Sid([0; 16]));
+            return self.udp_reply(from, bytes, &body);
+        };
+        let sid = udp.cookies.issue(from, now, nonce);
+        bump(&self.metrics.udp_cookies_issued);
+        let body = device::new_session_body(device::STATUS_OK, &sid);
+        self.udp_reply(from, bytes, &body);
+    }
+
+    /// A device came back from `from` with a cookie sid this shard issued: its session
+    /// opens now, expiring at `deadline`. When the table or the anonymous quota is full,
+    /// a stale idle anonymous session makes way. `None` (counted) when nothing may.
+    pub(in crate::shard) fn open_udp_session(
+        &mut self,
+        sid: Sid,
+        from: SocketAddr,
+        deadline: Secs,
+    ) -> Option<u32> {
+        let udp = self.udp.as_mut()?;
         let mut pending = None;
         if let Some(victim) = udp.table.make_room() {
-            // The anonymous quota (or the table) is full: a stale idle anonymous session
-            // makes way, so a flood of spoofed 0xE0 only churns its own.
             pending = udp.table.get(victim).map(|s| (victim, s.scheduled));
             bump(&self.metrics.udp_anonymous_evicted);
             self.remove_udp_session(victim);
         }
-        let Some(udp) = self.udp.as_mut() else { return };
-        let opened = udp
-            .new_sid(index)
-            .ok()
-            .and_then(|sid| Some((sid, udp.table.open(sid, from, deadline).ok()?)));
-        let Some((sid, (slot, generation))) = opened else {
+        let udp = self.udp.as_mut()?;
+        let Ok((slot, generation)) = udp.table.open(sid, from, deadline) else {
             bump(&self.metrics.udp_drop_full);
-            let body = device::new_session_body(device::STATUS_SERVER_ERROR, &Sid([0; 16]));
-            self.udp_reply(from, bytes, &body);
-            return;
+            return None;
         };
         self.metrics
             .udp_sessions
@@ -75,11 +87,7 @@ impl Shard {
         // In the slot just freed (the free list is last in, first out), the new session
         // takes over its predecessor's wheel entry rather than adding one.
         let inherited = pending.is_some_and(|(victim, scheduled)| {
-            victim == slot
-                && self
-                    .udp
-                    .as_mut()
-                    .is_some_and(|u| u.table.inherit(slot, scheduled))
+            victim == slot && udp.table.inherit(slot, scheduled)
         });
         if !inherited {
             let entry = Entry {
@@ -88,9 +96,7 @@ impl Shard {
             };
             self.wheel.insert(deadline, entry);
         }
-        self.write_behind(slot, true);
-        let body = device::new_session_body(device::STATUS_OK, &sid);
-        self.udp_reply(from, bytes, &body);
+        Some(slot)
     }
 
     pub(in crate::shard) fn on_command(

@@ -1,10 +1,11 @@
 //! The UDP device side of a shard (§10): its socket, its sessions, the device commands,
 //! forward messages, delivery to devices and session expiry.
 //!
-//! A session belongs to the shard that created it at `0xE0`; the last byte of its sid
-//! names that shard (the other 15 bytes are random: 120 bits), so a packet that the
-//! kernel hands to another shard after NAT rebinding is passed to the owner over the mesh
-//! and answered from the owner's socket (same port: `SO_REUSEPORT`). Datagrams are read
+//! `0xE0` is answered with a cookie sid and nothing is stored (`core::cookie`); the
+//! session opens on the shard that issued it when the device comes back with it from the
+//! same address. The last byte of the sid names that shard, so a packet that the kernel
+//! hands to another shard after NAT rebinding is passed to the owner over the mesh and
+//! answered from the owner's socket (same port: `SO_REUSEPORT`). Datagrams are read
 //! in batches with `recvmmsg` into buffers allocated once per shard; nothing is allocated
 //! per datagram on the heartbeat path. Platform calls (register, login, rename) go to the
 //! platform workers and are answered when they reply. Expiry is on the shard's wheel.
@@ -18,6 +19,7 @@ use edge_proto::device::{self, Sid};
 
 use super::Shard;
 use crate::core::admission::SourceLimiter;
+use crate::core::cookie::SidCookies;
 use crate::core::udp::{Accept, UdpTable};
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
@@ -40,6 +42,8 @@ pub struct UdpSide {
     fd: OwnedFd,
     /// The sessions (sans IO: sid index, sequence and expiry rules).
     table: UdpTable,
+    /// The sids `0xE0` is answered with (nothing stored until they come back).
+    cookies: SidCookies,
     /// New sessions per source address.
     limiter: SourceLimiter,
     bufs: Vec<u8>,
@@ -52,7 +56,7 @@ pub struct UdpSide {
 
 impl UdpSide {
     /// The UDP state around a bound, non-blocking socket.
-    pub fn new(fd: OwnedFd, max_sessions: usize, limiter: SourceLimiter) -> Self {
+    pub fn new(fd: OwnedFd, max_sessions: usize, limiter: SourceLimiter, shard: u8) -> Self {
         let mut seed = [0u8; 8];
         // The eviction sample need not be secret, only not fixed: the clock will do if the
         // random source fails.
@@ -66,6 +70,7 @@ impl UdpSide {
         UdpSide {
             fd,
             table: UdpTable::new(max_sessions).seeded(seed),
+            cookies: SidCookies::new(std::collections::hash_map::RandomState::new(), shard),
             limiter,
             bufs: vec![0; BATCH * DGRAM],
             random: Vec::new(),
@@ -79,17 +84,17 @@ impl UdpSide {
         self.fd.as_raw_fd()
     }
 
-    fn new_sid(&mut self, shard: usize) -> io::Result<Sid> {
-        if self.random.len() < 15 {
-            let mut pool = vec![0u8; 15 * 256];
+    /// Four random bytes for a cookie, from a pool refilled from the OS.
+    fn nonce(&mut self) -> io::Result<[u8; 4]> {
+        if self.random.len() < 4 {
+            let mut pool = vec![0u8; 4 * 256];
             super::net::fill_random(&mut pool)?;
             self.random = pool;
         }
-        let mut sid = [0u8; 16];
-        sid[..15].copy_from_slice(&self.random[self.random.len() - 15..]);
-        self.random.truncate(self.random.len() - 15);
-        sid[15] = shard as u8;
-        Ok(Sid(sid))
+        let mut nonce = [0u8; 4];
+        nonce.copy_from_slice(&self.random[self.random.len() - 4..]);
+        self.random.truncate(self.random.len() - 4);
+        Ok(nonce)
     }
 
     /// The session table.
@@ -214,7 +219,8 @@ impl Shard {
     ) -> Option<u32> {
         let here = (self.index, self.count);
         // `now + timeout` on the one-second clock: +1 so it never expires early.
-        let deadline = self.now() + self.config.udp_timeout_secs + 1;
+        let now = self.now();
+        let deadline = now + self.config.udp_timeout_secs + 1;
         let udp = self.udp.as_mut()?;
         match udp.table.accept(here, sid, seq, from, deadline) {
             Accept::Mine { slot, moved } => {
@@ -228,8 +234,25 @@ impl Shard {
                 None
             }
             Accept::Unknown => {
-                bump(&self.metrics.udp_drop_unknown_session);
-                None
+                let max_age = self.config.udp_timeout_secs;
+                let issued = udp.cookies.verify(sid, from, now, max_age);
+                if !issued {
+                    bump(&self.metrics.udp_drop_unknown_session);
+                    return None;
+                }
+                // A device back with the cookie its 0xE0 was answered with: open it now.
+                self.open_udp_session(Sid(*sid), from, deadline)?;
+                let udp = self.udp.as_mut()?;
+                match udp.table.accept(here, sid, seq, from, deadline) {
+                    Accept::Mine { slot, .. } => {
+                        self.write_behind(slot, true);
+                        Some(slot)
+                    }
+                    _ => {
+                        bump(&self.metrics.udp_drop_stale_seq);
+                        None
+                    }
+                }
             }
             Accept::StaleSeq => {
                 bump(&self.metrics.udp_drop_stale_seq);
