@@ -243,7 +243,7 @@ impl Store {
     }
 
     fn open(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(self.url.as_str())?;
+        let client = crate::net::redis_client(&self.url)?;
         let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         con.set_read_timeout(Some(IO_TIMEOUT))?;
         con.set_write_timeout(Some(IO_TIMEOUT))?;

@@ -69,7 +69,7 @@ fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
 
 /// One subscription session; `Ok` when stopped.
 fn session(sub: &Subscriber, backoff: &mut Duration) -> redis::RedisResult<()> {
-    let client = redis::Client::open(sub.url.as_str())?;
+    let client = crate::net::redis_client(&sub.url)?;
     let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;

@@ -78,7 +78,7 @@ fn session(
     stop: &AtomicBool,
     backoff: &mut Duration,
 ) -> redis::RedisResult<()> {
-    let client = redis::Client::open(url)?;
+    let client = crate::net::redis_client(url)?;
     let mut sub = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
     sub.set_write_timeout(Some(IO_TIMEOUT))?;
     sub.set_read_timeout(Some(IO_TIMEOUT))?;
