@@ -18,6 +18,14 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 pub const KEEPALIVE_PROBES: u32 = 3;
 /// Longest time sent data may stay unacknowledged before the kernel gives up.
 pub const USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// On an authenticated link (both ends ours), each end sends a ping (an empty frame,
+/// [`PING`]) after this long without writing anything…
+pub const PING_EVERY: Duration = Duration::from_secs(1);
+/// …and gives the link up after this long without reading anything, pings included: a
+/// peer whose process hangs, or a middlebox that answers keepalives for it, is noticed too.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+/// A link ping: a frame with an empty payload (it carries nothing and is never routed).
+pub const PING: [u8; 4] = [0; 4];
 
 /// Makes a silent peer visible within about 5 s, with no protocol change: keepalive
 /// probes after 1 s of idleness (1 s apart, 3 of them) cover an idle link, and

@@ -150,3 +150,21 @@ fn usermap_needs_the_token_and_a_silent_client_holds_nothing() {
     assert_eq!(bus.metrics().status_unauthorized.load(Ordering::Relaxed), 2);
     bus.shutdown();
 }
+
+#[test]
+fn an_authenticated_comet_that_goes_silent_is_dropped() {
+    let bus = with_secret("guard-silent");
+    let m = bus.metrics();
+    // A comet that links, then never writes again (no pings: its process hangs).
+    let mut comet = FakeComet::connect_authenticated(bus.local_addr(), "127.0.0.40", 0, SECRET);
+    eventually(WAIT, "linked", || m.comets.load(Ordering::Relaxed) == 1);
+    let linked = Instant::now();
+    // The msgbus pings it meanwhile (FakeComet::recv skips them): nothing else arrives.
+    assert!(comet.recv(Duration::from_millis(1500)).is_none());
+    eventually(Duration::from_secs(15), "dropped for silence", || {
+        m.comets.load(Ordering::Relaxed) == 0
+    });
+    let after = linked.elapsed();
+    assert!(after >= Duration::from_secs(4), "dropped after {after:?}");
+    bus.shutdown();
+}

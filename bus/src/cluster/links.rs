@@ -15,8 +15,9 @@
 //! rest; only the batch being written when the connection failed (`relay_dropped`) and
 //! the frames written that the msgbus's TCP never acknowledged (`relay_unacked_lost`,
 //! known from `SIOCOUTQ` sampled after each write) are lost. A silent partition is
-//! noticed within about 5 s (keepalive and `TCP_USER_TIMEOUT`, [`crate::net`]); what is
-//! written in that window is what `relay_unacked_lost` counts.
+//! noticed within about 5 s (keepalive and `TCP_USER_TIMEOUT`, [`crate::net`]; on an
+//! authenticated link also pings both ways and a 5 s read deadline); what is written in
+//! that window is what `relay_unacked_lost` counts.
 //!
 //! Does **not** interpret messages: upstream frames are built by the caller, downstream
 //! ones are routed by the shards.
@@ -35,7 +36,10 @@ use edge_proto::link_auth;
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
 use crate::messages::{ShardInbox, ToShard, dir_shard, route_key};
-use crate::net::{InFlight, read_exact_by, set_liveness, unacked_bytes, write_all_by};
+use crate::net::{
+    InFlight, PING, PING_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, unacked_bytes,
+    write_all_by,
+};
 
 /// Frames queued per link.
 pub const LINK_QUEUE_FRAMES: usize = 4096;
@@ -333,7 +337,9 @@ impl LinkWorker {
                 }
             }
         }
-        stream.set_read_timeout(None)?;
+        // Both ends are ours on an authenticated link: the msgbus pings, so silence is death.
+        let silence = self.context.secret.as_ref().map(|_| SILENCE_LIMIT);
+        stream.set_read_timeout(silence)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(stream)
     }
@@ -389,6 +395,8 @@ impl LinkWorker {
     fn write_loop(&self, stream: &TcpStream, done: &Receiver<()>) -> Ended {
         let mut batch = Vec::with_capacity(BATCH_BYTES);
         let mut in_flight = InFlight::default();
+        let pings = self.context.secret.is_some();
+        let mut last_write = Instant::now();
         loop {
             select! {
                 recv(self.rx) -> frame => {
@@ -408,13 +416,25 @@ impl LinkWorker {
                         return Ended::Dropped;
                     }
                     in_flight.written(batch.len() as u64, frames, unacked_bytes(stream));
+                    last_write = Instant::now();
                 }
                 recv(done) -> _ => {
                     self.count_unacked(&in_flight);
                     return Ended::Dropped;
                 }
-                // Idle: learn what the msgbus acknowledged since the last write.
-                default(SAMPLE_EVERY) => in_flight.written(0, 0, unacked_bytes(stream)),
+                // Idle: learn what the msgbus acknowledged since the last write, and ping.
+                default(SAMPLE_EVERY) => {
+                    in_flight.written(0, 0, unacked_bytes(stream));
+                    if pings && last_write.elapsed() >= PING_EVERY {
+                        let mut writer = stream;
+                        if writer.write_all(&PING).is_err() {
+                            self.count_unacked(&in_flight);
+                            return Ended::Dropped;
+                        }
+                        last_write = Instant::now();
+                        in_flight.written(PING.len() as u64, 0, None);
+                    }
+                }
             }
         }
     }
@@ -456,6 +476,7 @@ fn read_downstream(mut stream: TcpStream, context: &LinkContext) {
         let mut start = 0;
         while let Some((item, used)) = buf.get(start..filled).and_then(|b| decoder.decode(b)) {
             match item {
+                LinkItem::Frame([]) => {} // a ping from the msgbus
                 LinkItem::Frame(payload) => on_frame(payload, context),
                 LinkItem::Skipped { .. } => bump(&context.metrics.downstream_bad),
                 LinkItem::Discarded => {}

@@ -14,7 +14,8 @@
 //! costs two threads); beyond, new connections are closed and counted. Accept errors
 //! (EMFILE and the like) back off instead of spinning. Every link socket gets keepalive
 //! and `TCP_USER_TIMEOUT` ([`crate::net::set_liveness`]), so a silent partition ends it
-//! within about 5 s.
+//! within about 5 s. On an authenticated link both ends are ours: each pings (an empty
+//! frame) after a second without writing and gives the link up after 5 s without reading.
 //!
 //! Threads rather than async: comets are few (tens), blocking reads and writes with
 //! deadlines are the simplest correct shape, and the router thread owns all state.
@@ -34,7 +35,10 @@ use edge_proto::link_auth::{self, NONCE_LEN, Opening, PROOF_LEN};
 use super::Event;
 use super::route::LinkId;
 use super::stats::{Metrics, bump};
-use crate::net::{InFlight, read_exact_by, set_liveness, unacked_bytes, write_all_by};
+use crate::net::{
+    InFlight, PING, PING_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, unacked_bytes,
+    write_all_by,
+};
 
 /// Time for a comet's whole opening, authenticated or not.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
@@ -135,9 +139,14 @@ fn serve(stream: TcpStream, ctx: &LinkContext) {
     };
     let _ = writer.set_write_timeout(Some(ctx.write_timeout));
     let metrics = ctx.metrics.clone();
+    // Both ends are ours on an authenticated link: ping, and give up on silence.
+    let pings = ctx.secret.is_some();
+    if pings {
+        let _ = stream.set_read_timeout(Some(SILENCE_LIMIT));
+    }
     let spawned = std::thread::Builder::new()
         .name("msgbus-link-tx".into())
-        .spawn(move || write_loop(writer, frames, &metrics));
+        .spawn(move || write_loop(writer, frames, &metrics, pings));
     if spawned.is_err() {
         return;
     }
@@ -236,6 +245,7 @@ fn read_loop(mut stream: &TcpStream, link: LinkId, ctx: &LinkContext) {
         while let Some((item, used)) = decoder.decode(&buf[at..]) {
             at += used;
             match item {
+                LinkItem::Frame([]) => {} // a ping: it only proves the comet is there
                 LinkItem::Frame(payload) => {
                     let event = Event::Frame {
                         link,
@@ -254,15 +264,24 @@ fn read_loop(mut stream: &TcpStream, link: LinkId, ctx: &LinkContext) {
 }
 
 /// Writes queued frames in batches until the queue's sender is dropped or a write fails.
-fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metrics) {
+/// With `pings`, an idle link gets a ping every [`PING_EVERY`].
+fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metrics, pings: bool) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
     let mut in_flight = InFlight::default();
+    let mut last_write = Instant::now();
     loop {
         let first = match frames.recv_timeout(SAMPLE_EVERY) {
             Ok(first) => first,
             Err(RecvTimeoutError::Timeout) => {
                 // Idle: learn what the comet acknowledged since the last write.
                 in_flight.written(0, 0, unacked_bytes(&stream));
+                if pings && last_write.elapsed() >= PING_EVERY {
+                    if stream.write_all(&PING).is_err() {
+                        break;
+                    }
+                    last_write = Instant::now();
+                    in_flight.written(PING.len() as u64, 0, None);
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -284,6 +303,7 @@ fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metric
             break;
         }
         in_flight.written(batch.len() as u64, count, unacked_bytes(&stream));
+        last_write = Instant::now();
         metrics.downstream_out.fetch_add(count, Ordering::Relaxed);
     }
     // Written, but not acknowledged by the comet's TCP when last sampled: lost.

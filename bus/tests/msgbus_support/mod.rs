@@ -71,6 +71,10 @@ impl FakeComet {
     pub fn recv(&mut self, limit: Duration) -> Option<(Vec<i64>, Vec<u8>)> {
         let deadline = Instant::now() + limit;
         loop {
+            if let Some((LinkItem::Frame([]), used)) = self.decoder.decode(&self.buf) {
+                self.buf.drain(..used); // a ping
+                continue;
+            }
             if let Some((LinkItem::Frame(payload), used)) = self.decoder.decode(&self.buf) {
                 let down = Downstream::decode(payload).unwrap();
                 let out = (down.ids.iter().collect(), down.message.to_vec());

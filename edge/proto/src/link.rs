@@ -7,6 +7,9 @@
 //! that write the length prefix too. Every decoder refuses short or inconsistent input
 //! (the original comet crashed on a payload shorter than 2 bytes).
 //!
+//! A frame with an empty payload is a ping (on authenticated links, where both ends are
+//! ours): it carries nothing and is never routed.
+//!
 //! Does **not** own: sockets, link selection (round-robin), reconnects or routing; the size
 //! limit is the caller's (`max_payload`), the constants below only name the original's.
 
