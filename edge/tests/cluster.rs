@@ -9,7 +9,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cluster_support::{bind, comet, msgbus, redis, testenv, unique};
+use cluster_support::{bind, comet, msgbus, redis, registered_msgbus, testenv, unique};
 use support::*;
 use tungstenite::Message;
 
@@ -67,17 +67,7 @@ fn next_except(ws: &mut Ws, probes: &[&[u8]]) -> Option<Vec<u8>> {
 
 #[test]
 fn two_comets_relay_push_and_upload_through_one_msgbus() {
-    let tmp = std::path::PathBuf::from(testenv::service_addr(testenv::TMP));
-    let root = format!("cs-msgbus-{}", unique());
-    let bus = msgbus("127.0.0.1:0", &tmp);
-    let registration = keeper::zk::Registration::spawn(
-        keeper::zk::ZkConfig::new(testenv::service_addr(testenv::ZK)),
-        vec![keeper::zk::NodeSpec::fixed(
-            root.clone(),
-            bus.local_addr().to_string().into_bytes(),
-        )],
-    )
-    .unwrap();
+    let (bus, registration, root) = registered_msgbus("cs-msgbus", None);
     let n = unique() % 200 + 20;
     let (ip_a, ip_b) = (format!("127.0.{n}.2"), format!("127.0.{n}.3"));
     let a = comet(&ip_a, &root, &format!("cs-comets-{n}"));

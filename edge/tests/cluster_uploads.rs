@@ -11,24 +11,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cluster_support::{
-    comet_with_secret, msgbus_with_secret, next_upload, testenv, unique, upload_queue,
+    comet_with_secret, next_upload, registered_msgbus, testenv, unique, upload_queue,
 };
 use support::udp::Device;
 
 #[test]
 fn a_udp_devices_state_sync_reaches_rabbitmq_under_its_id() {
-    let tmp = std::path::PathBuf::from(testenv::service_addr(testenv::TMP));
-    let root = format!("cs-msgbus-up-{}", unique());
     let secret: &[u8] = b"uploads-link-secret";
-    let bus = msgbus_with_secret("127.0.0.1:0", &tmp, Some(secret));
-    let registration = keeper::zk::Registration::spawn(
-        keeper::zk::ZkConfig::new(testenv::service_addr(testenv::ZK)),
-        vec![keeper::zk::NodeSpec::fixed(
-            root.clone(),
-            bus.local_addr().to_string().into_bytes(),
-        )],
-    )
-    .unwrap();
+    let (bus, registration, root) = registered_msgbus("cs-msgbus-up", Some(secret));
     let (_amqp, mut queue) = testenv::within(Duration::from_secs(15), "RabbitMQ", upload_queue);
     let n = unique() % 200 + 20;
     let comets = format!("cs-comets-up-{n}");

@@ -91,6 +91,26 @@ pub fn bind(con: &mut redis::Connection, device: i64, user: i64) {
         .unwrap();
 }
 
+/// A msgbus (links needing `secret`, when given) registered in ZooKeeper under a fresh
+/// root named after `prefix`: the msgbus, its registration (keep it alive) and the root.
+pub fn registered_msgbus(
+    prefix: &str,
+    secret: Option<&[u8]>,
+) -> (bus::msgbus::Msgbus, keeper::zk::Registration, String) {
+    let tmp = std::path::PathBuf::from(testenv::service_addr(testenv::TMP));
+    let root = format!("{prefix}-{}", unique());
+    let bus = msgbus_with_secret("127.0.0.1:0", &tmp, secret);
+    let registration = keeper::zk::Registration::spawn(
+        keeper::zk::ZkConfig::new(testenv::service_addr(testenv::ZK)),
+        vec![keeper::zk::NodeSpec::fixed(
+            root.clone(),
+            bus.local_addr().to_string().into_bytes(),
+        )],
+    )
+    .unwrap();
+    (bus, registration, root)
+}
+
 /// A private queue bound to the upload exchange `MsgTopic` with `#` (every upload), and
 /// its consumer; the connection must outlive the consumer.
 pub fn upload_queue() -> (Connection, Consumer) {
