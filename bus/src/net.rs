@@ -87,7 +87,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Bytes written to `stream` that its peer has not acknowledged yet (`SIOCOUTQ`), if the
 /// kernel says.
-pub(crate) fn unacked_bytes(stream: &TcpStream) -> Option<u64> {
+fn unacked_bytes(stream: &TcpStream) -> Option<u64> {
     use std::os::fd::AsRawFd;
     let mut queued: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one int through the pointer, which outlives the call.
@@ -99,7 +99,7 @@ pub(crate) fn unacked_bytes(stream: &TcpStream) -> Option<u64> {
 /// after every write, so when the link dies the frames lost with it are known, up to one
 /// batch of precision.
 #[derive(Default)]
-pub(crate) struct InFlight {
+struct InFlight {
     written: u64,
     acked: u64,
     /// `(end offset, frames)` of batches not known to be acknowledged, oldest first.
@@ -109,7 +109,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     /// `bytes` carrying `frames` were written (0 and 0: just a sample), and the kernel
     /// says `unacked` of all written bytes are not acknowledged yet.
-    pub(crate) fn written(&mut self, bytes: u64, frames: u64, unacked: Option<u64>) {
+    fn written(&mut self, bytes: u64, frames: u64, unacked: Option<u64>) {
         self.written += bytes;
         if frames > 0 {
             self.batches.push_back((self.written, frames));
@@ -126,8 +126,56 @@ impl InFlight {
         }
     }
 
-    pub(crate) fn unacked_frames(&self) -> u64 {
+    fn unacked_frames(&self) -> u64 {
         self.batches.iter().map(|&(_, frames)| frames).sum()
+    }
+}
+
+/// How often an idle link's writer samples what its peer acknowledged (and checks whether
+/// a ping is due).
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// What the writer of one link keeps between writes: which frames its peer has not
+/// acknowledged yet, and — on a link that pings — when it last wrote. Both ends' write
+/// loops drive it the same way: [`Self::wrote`] after each batch, [`Self::idle`] every
+/// [`SAMPLE_EVERY`] without one, [`Self::unacked_frames`] when the link dies.
+pub(crate) struct LinkWriter {
+    in_flight: InFlight,
+    pings: bool,
+    last_write: Instant,
+}
+
+impl LinkWriter {
+    /// A writer that pings an idle link (`pings`: both ends are ours) or not.
+    pub(crate) fn new(pings: bool) -> Self {
+        LinkWriter {
+            in_flight: InFlight::default(),
+            pings,
+            last_write: Instant::now(),
+        }
+    }
+
+    /// A batch of `frames` frames, `bytes` long, was written to `stream`.
+    pub(crate) fn wrote(&mut self, stream: &TcpStream, bytes: usize, frames: u64) {
+        self.in_flight
+            .written(bytes as u64, frames, unacked_bytes(stream));
+        self.last_write = Instant::now();
+    }
+
+    /// Nothing to write: learn what the peer acknowledged since, and ping when one is due.
+    pub(crate) fn idle(&mut self, mut stream: &TcpStream) -> io::Result<()> {
+        self.in_flight.written(0, 0, unacked_bytes(stream));
+        if self.pings && self.last_write.elapsed() >= PING_EVERY {
+            stream.write_all(&PING)?;
+            self.last_write = Instant::now();
+            self.in_flight.written(PING.len() as u64, 0, None);
+        }
+        Ok(())
+    }
+
+    /// Frames written but not acknowledged when last sampled: lost if the link is dead.
+    pub(crate) fn unacked_frames(&self) -> u64 {
+        self.in_flight.unacked_frames()
     }
 }
 

@@ -117,11 +117,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize, usize)>, &'stati
         if header.name.eq_ignore_ascii_case("content-length") {
             body_len = value?.trim().parse().map_err(|_| "bad Content-Length")?;
         } else if header.name.eq_ignore_ascii_case("authorization") {
-            let value = value?.trim();
-            bearer = value
-                .get(..7)
-                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-                .map(|_| value[7..].trim().to_owned());
+            bearer = edge_proto::secret::bearer(value?).map(str::to_owned);
         }
     }
     if body_len > MAX_BODY {
@@ -245,18 +241,4 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
     }
-}
-
-/// Compares a presented token with the expected one in time that does not depend on
-/// where they differ.
-pub fn token_matches(presented: Option<&str>, expected: &str) -> bool {
-    let Some(presented) = presented else {
-        return false;
-    };
-    let (a, b) = (presented.as_bytes(), expected.as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, &y) in b.iter().enumerate() {
-        diff |= a.get(i).copied().unwrap_or(!y) ^ y;
-    }
-    diff == 0
 }

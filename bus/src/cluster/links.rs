@@ -37,8 +37,7 @@ use edge_proto::link_auth;
 use super::metrics::{ClusterMetrics, bump, bump_by};
 use crate::messages::{ShardInbox, ToShard, dir_shard, route_key};
 use crate::net::{
-    InFlight, PING, PING_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, unacked_bytes,
-    write_all_by,
+    LinkWriter, SAMPLE_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, write_all_by,
 };
 
 /// Frames queued per link.
@@ -53,8 +52,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const PENDING_MAX: usize = 16 * 1024;
 /// A link that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(1);
-/// How often an idle link's acknowledged bytes are sampled (see `crate::net::InFlight`).
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Bytes written per batch of queued frames.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -394,9 +391,7 @@ impl LinkWorker {
 
     fn write_loop(&self, stream: &TcpStream, done: &Receiver<()>) -> Ended {
         let mut batch = Vec::with_capacity(BATCH_BYTES);
-        let mut in_flight = InFlight::default();
-        let pings = self.context.secret.is_some();
-        let mut last_write = Instant::now();
+        let mut writer = LinkWriter::new(self.context.secret.is_some());
         loop {
             select! {
                 recv(self.rx) -> frame => {
@@ -409,30 +404,18 @@ impl LinkWorker {
                         batch.extend_from_slice(&more);
                         frames += 1;
                     }
-                    let mut writer = stream;
-                    if writer.write_all(&batch).is_err() {
+                    let mut out = stream;
+                    if out.write_all(&batch).is_err() {
                         bump_by(&self.context.metrics.relay_dropped, frames);
-                        self.count_unacked(&in_flight);
-                        return Ended::Dropped;
+                        return self.dropped(&writer);
                     }
-                    in_flight.written(batch.len() as u64, frames, unacked_bytes(stream));
-                    last_write = Instant::now();
+                    writer.wrote(stream, batch.len(), frames);
                 }
-                recv(done) -> _ => {
-                    self.count_unacked(&in_flight);
-                    return Ended::Dropped;
-                }
+                recv(done) -> _ => return self.dropped(&writer),
                 // Idle: learn what the msgbus acknowledged since the last write, and ping.
                 default(SAMPLE_EVERY) => {
-                    in_flight.written(0, 0, unacked_bytes(stream));
-                    if pings && last_write.elapsed() >= PING_EVERY {
-                        let mut writer = stream;
-                        if writer.write_all(&PING).is_err() {
-                            self.count_unacked(&in_flight);
-                            return Ended::Dropped;
-                        }
-                        last_write = Instant::now();
-                        in_flight.written(PING.len() as u64, 0, None);
+                    if writer.idle(stream).is_err() {
+                        return self.dropped(&writer);
                     }
                 }
             }
@@ -441,11 +424,12 @@ impl LinkWorker {
 
     /// The link died: frames written but never acknowledged by the msgbus's TCP are lost
     /// (the original link protocol has no acknowledgements to resend them by).
-    fn count_unacked(&self, in_flight: &InFlight) {
+    fn dropped(&self, writer: &LinkWriter) -> Ended {
         bump_by(
             &self.context.metrics.relay_unacked_lost,
-            in_flight.unacked_frames(),
+            writer.unacked_frames(),
         );
+        Ended::Dropped
     }
 }
 

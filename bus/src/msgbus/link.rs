@@ -36,14 +36,11 @@ use super::Event;
 use super::route::LinkId;
 use super::stats::{Metrics, bump};
 use crate::net::{
-    InFlight, PING, PING_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, unacked_bytes,
-    write_all_by,
+    LinkWriter, SAMPLE_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, write_all_by,
 };
 
 /// Time for a comet's whole opening, authenticated or not.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
-/// How often an idle link's acknowledged bytes are sampled (see `crate::net::InFlight`).
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS…) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -167,20 +164,19 @@ fn serve(stream: TcpStream, ctx: &LinkContext) {
 
 fn handshake(stream: &TcpStream, ctx: &LinkContext) -> Result<(CometKind, String), Refused> {
     let deadline = Instant::now() + HANDSHAKE_DEADLINE;
-    let failed = refusal;
     let name = stream
         .peer_addr()
-        .map_err(failed)?
+        .map_err(refusal)?
         .ip()
         .to_canonical()
         .to_string();
     let _ = stream.set_nodelay(true);
     let _ = set_liveness(stream);
     let mut first = [0u8; 1];
-    read_exact_by(stream, &mut first, deadline).map_err(failed)?;
+    read_exact_by(stream, &mut first, deadline).map_err(refusal)?;
     let kind = match (link_auth::opening(first[0]), &ctx.secret) {
         (Ok(Opening::Plain(kind)), None) => {
-            write_all_by(stream, &first, deadline).map_err(failed)?;
+            write_all_by(stream, &first, deadline).map_err(refusal)?;
             bump(&ctx.metrics.plain_links);
             kind
         }
@@ -191,10 +187,10 @@ fn handshake(stream: &TcpStream, ctx: &LinkContext) -> Result<(CometKind, String
         (Ok(_), _) => return Err(Refused::Unauthenticated),
         (Err(_), _) => return Err(Refused::Malformed),
     };
-    stream.set_read_timeout(None).map_err(failed)?;
+    stream.set_read_timeout(None).map_err(refusal)?;
     stream
         .set_write_timeout(Some(ctx.write_timeout))
-        .map_err(failed)?;
+        .map_err(refusal)?;
     Ok((kind, name))
 }
 
@@ -213,15 +209,14 @@ fn authenticate(
     secret: &[u8],
     deadline: Instant,
 ) -> Result<(), Refused> {
-    let failed = refusal;
     let mut comet_nonce = [0u8; NONCE_LEN];
-    read_exact_by(stream, &mut comet_nonce, deadline).map_err(failed)?;
-    let bus_nonce = crate::net::nonce().map_err(failed)?;
+    read_exact_by(stream, &mut comet_nonce, deadline).map_err(refusal)?;
+    let bus_nonce = crate::net::nonce().map_err(refusal)?;
     let challenge = link_auth::challenge(secret, kind, &comet_nonce, &bus_nonce);
-    write_all_by(stream, &challenge, deadline).map_err(failed)?;
+    write_all_by(stream, &challenge, deadline).map_err(refusal)?;
     let mut proof = [0u8; PROOF_LEN];
     // A comet that hangs up on the challenge could not answer it: it lacks the secret.
-    read_exact_by(stream, &mut proof, deadline).map_err(|e| match failed(e) {
+    read_exact_by(stream, &mut proof, deadline).map_err(|e| match refusal(e) {
         Refused::Malformed => Refused::Unauthenticated,
         other => other,
     })?;
@@ -264,23 +259,16 @@ fn read_loop(mut stream: &TcpStream, link: LinkId, ctx: &LinkContext) {
 }
 
 /// Writes queued frames in batches until the queue's sender is dropped or a write fails.
-/// With `pings`, an idle link gets a ping every [`PING_EVERY`].
+/// With `pings`, an idle link gets a ping every second (`crate::net::PING_EVERY`).
 fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metrics, pings: bool) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
-    let mut in_flight = InFlight::default();
-    let mut last_write = Instant::now();
+    let mut writer = LinkWriter::new(pings);
     loop {
         let first = match frames.recv_timeout(SAMPLE_EVERY) {
             Ok(first) => first,
             Err(RecvTimeoutError::Timeout) => {
-                // Idle: learn what the comet acknowledged since the last write.
-                in_flight.written(0, 0, unacked_bytes(&stream));
-                if pings && last_write.elapsed() >= PING_EVERY {
-                    if stream.write_all(&PING).is_err() {
-                        break;
-                    }
-                    last_write = Instant::now();
-                    in_flight.written(PING.len() as u64, 0, None);
+                if writer.idle(&stream).is_err() {
+                    break;
                 }
                 continue;
             }
@@ -302,12 +290,11 @@ fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metric
             metrics.write_failed.fetch_add(count, Ordering::Relaxed);
             break;
         }
-        in_flight.written(batch.len() as u64, count, unacked_bytes(&stream));
-        last_write = Instant::now();
+        writer.wrote(&stream, batch.len(), count);
         metrics.downstream_out.fetch_add(count, Ordering::Relaxed);
     }
     // Written, but not acknowledged by the comet's TCP when last sampled: lost.
-    let lost = in_flight.unacked_frames();
+    let lost = writer.unacked_frames();
     metrics.unacked_lost.fetch_add(lost, Ordering::Relaxed);
     // Wakes the reader, which reports the link down.
     let _ = stream.shutdown(Shutdown::Both);

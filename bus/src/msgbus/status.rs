@@ -106,16 +106,15 @@ fn read_head(stream: &mut TcpStream, metrics: &Metrics) -> Option<Vec<u8>> {
     Some(request)
 }
 
-/// The token of an `Authorization: Bearer` header line, if any.
+/// The token of the request's `Authorization: Bearer` header line, if any.
 fn bearer(request: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(request);
     text.split("\r\n").find_map(|line| {
         let (name, value) = line.split_once(':')?;
-        let value = value.trim();
-        let scheme = value.get(..7)?;
-        (name.trim().eq_ignore_ascii_case("authorization")
-            && scheme.eq_ignore_ascii_case("bearer "))
-        .then(|| value[7..].trim().to_owned())
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        edge_proto::secret::bearer(value).map(str::to_owned)
     })
 }
 
@@ -132,18 +131,14 @@ fn serve(mut stream: TcpStream, ctx: &StatusContext) -> std::io::Result<()> {
         query != Query::UserMap
             || ctx.token.as_deref().is_none_or(|token| {
                 let presented = bearer(&request);
-                presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+                presented.is_some_and(|p| edge_proto::secret::eq(token.as_bytes(), p.as_bytes()))
             })
     };
     let (status, kind, body) = match (method, route(target)) {
         ("GET", Some(Route::Index)) => ("200 OK", "text/html", index()),
         ("GET", Some(Route::Query(query))) if !allowed(query) => {
             bump(&ctx.metrics.status_unauthorized);
-            (
-                "401 Unauthorized\r\nWWW-Authenticate: Bearer",
-                "text/plain",
-                "token needed\n".into(),
-            )
+            ("401 Unauthorized", "text/plain", "token needed\n".into())
         }
         ("GET", Some(Route::Query(query))) => match ask(&ctx.events, query) {
             Some(body) => ("200 OK", content_type(query), body),
@@ -152,17 +147,17 @@ fn serve(mut stream: TcpStream, ctx: &StatusContext) -> std::io::Result<()> {
         ("GET", None) => ("404 Not Found", "text/plain", "not found\n".into()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };
+    let challenge = if status.starts_with("401") {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())
-}
-
-/// Equal bytes, compared in time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 enum Route {
@@ -242,6 +237,5 @@ mod tests {
             bearer(b"GET / HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n"),
             None
         );
-        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
     }
 }

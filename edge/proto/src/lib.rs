@@ -20,6 +20,7 @@ pub mod link;
 pub mod link_auth;
 pub mod login;
 pub mod pubsub;
+pub mod secret;
 pub mod status;
 pub mod ws;
 pub mod zk;

@@ -124,7 +124,7 @@ impl<'a> LoginRequest<'a> {
             return Err(LoginReject::WrongTimestamp);
         }
         let expected = signature(self.id, self.timestamp, self.timeout, salt);
-        if constant_time_eq(&expected, self.signature) {
+        if crate::secret::eq(&expected, self.signature) {
             Ok(())
         } else {
             Err(LoginReject::WrongMd5)
@@ -153,16 +153,6 @@ pub fn signature(id: i64, timestamp: u64, timeout: u64, salt: &[u8]) -> [u8; SIG
     // 16 bytes always encode to exactly 24 padded Base64 characters.
     let _ = STANDARD.encode_slice(digest, &mut out);
     out
-}
-
-/// Compares without an early exit: the time taken depends only on the lengths.
-fn constant_time_eq(expected: &[u8; SIGNATURE_LEN], given: &[u8]) -> bool {
-    let length_differs = u8::from(given.len() != SIGNATURE_LEN);
-    let mut diff = 0u8;
-    for (i, &e) in expected.iter().enumerate() {
-        diff |= e ^ given.get(i).copied().unwrap_or(!e);
-    }
-    std::hint::black_box(diff | length_differs) == 0
 }
 
 struct HashWriter(Md5);
