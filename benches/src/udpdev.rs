@@ -76,6 +76,14 @@ pub fn heartbeat(out: &mut Vec<u8>, index: i64, seq: u16, sid: &[u8; 16], device
     request(out, index, seq, 0xE5, &body);
 }
 
+/// A state or alarm sync (0x30 / 0x31): sid, then `payload`.
+pub fn sync(out: &mut Vec<u8>, index: i64, seq: u16, sid: &[u8; 16], msg_id: u16, payload: &[u8]) {
+    let mut body = Vec::with_capacity(16 + payload.len());
+    body.extend_from_slice(sid);
+    body.extend_from_slice(payload);
+    request(out, index, seq, msg_id, &body);
+}
+
 /// A forward packet (opcode 3) from `device` (session `sid`) to `dst`, `len` ≥ 92 bytes,
 /// carrying a load message stamp at [`FORWARD_BODY`].
 #[allow(clippy::too_many_arguments)] // one per header field of the packet

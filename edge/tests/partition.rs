@@ -13,120 +13,25 @@
 //! says so.
 
 mod cluster_support;
+#[path = "../../bus/tests/support/netns.rs"]
+mod netns;
 mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_support::{bind, redis, testenv, unique};
 use edge::config::{ClusterConfig, Config};
+use netns::{Net, forward};
 use support::*;
 use tungstenite::Message;
 
 const SECRET: &[u8] = b"partition-test-secret";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
-        panic!("`ip` (iproute2) is needed: {e}; run the tests with scripts/test, as root")
-    });
-    assert!(
-        out.status.success(),
-        "ip {}: {} (network namespaces need root: run scripts/test as root)",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The namespace, the veth pair and the msgbus process; all removed on drop.
-struct Net {
-    ns: String,
-    ours: String,
-    theirs: String,
-    msgbus: Option<Child>,
-}
-
-impl Net {
-    fn new(n: u32) -> Net {
-        let net = Net {
-            ns: format!("csp{n}"),
-            ours: format!("10.233.{}.1", n % 250),
-            theirs: format!("10.233.{}.2", n % 250),
-            msgbus: None,
-        };
-        let (a, b) = (format!("csp{n}a"), format!("csp{n}b"));
-        ip(&["netns", "add", &net.ns]);
-        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
-        ip(&["link", "set", &b, "netns", &net.ns]);
-        ip(&["addr", "add", &format!("{}/30", net.ours), "dev", &a]);
-        ip(&["link", "set", &a, "up"]);
-        let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &net.ns, "ip"];
-            all.extend_from_slice(args);
-            ip(&all);
-        };
-        inside(&["addr", "add", &format!("{}/30", net.theirs), "dev", &b]);
-        inside(&["link", "set", &b, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        net
-    }
-
-    /// Drops every packet between the two sides (`true`), or lets them through again.
-    fn partition(&self, on: bool) {
-        let verb = if on { "add" } else { "del" };
-        ip(&["route", verb, "blackhole", &format!("{}/32", self.theirs)]);
-        ip(&[
-            "netns",
-            "exec",
-            &self.ns,
-            "ip",
-            "route",
-            verb,
-            "blackhole",
-            &format!("{}/32", self.ours),
-        ]);
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.msgbus.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["route", "del", "blackhole", &format!("{}/32", self.theirs)])
-            .output();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
-}
-
-/// Forwards connections on `listen` to `to` (the msgbus reaches our Redis through it).
-fn forward(listen: &str, to: String) -> SocketAddr {
-    let listener = TcpListener::bind(listen).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for inbound in listener.incoming().flatten() {
-            let Ok(outbound) = TcpStream::connect(&to) else {
-                continue;
-            };
-            for (mut from, mut into) in [
-                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                (outbound, inbound),
-            ] {
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut into);
-                    let _ = into.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        }
-    });
-    addr
-}
 
 /// The msgbus's counters (its status endpoint, reached once the partition healed).
 fn msgbus_stats(addr: &str) -> HashMap<String, u64> {
@@ -166,7 +71,7 @@ fn comet(ip: &str, msgbus: String) -> edge::node::Node {
 #[test]
 fn a_silent_partition_is_noticed_and_same_comet_traffic_flows_locally() {
     let n = std::process::id() % 10_000;
-    let mut net = Net::new(n);
+    let mut net = Net::new("csp", 233, n);
     let tmp = std::path::PathBuf::from(testenv::service_addr(testenv::TMP));
     let redis_via = forward(
         &format!("{}:0", net.ours),
@@ -177,15 +82,9 @@ fn a_silent_partition_is_noticed_and_same_comet_traffic_flows_locally() {
         format!("{}:29998", net.theirs),
     );
     let spool = tmp.join(format!("partition-spool-{n}"));
-    net.msgbus = Some(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.ns,
-                env!("CARGO_BIN_EXE_cloudsocket"),
-                "msgbus",
-            ])
+    net.spawn(
+        net.inside(env!("CARGO_BIN_EXE_cloudsocket"))
+            .arg("msgbus")
             .args(["--addr", &bus_addr, "--sh", &bus_status, "--admin-insecure"])
             .args([
                 "--rh",
@@ -198,9 +97,7 @@ fn a_silent_partition_is_noticed_and_same_comet_traffic_flows_locally() {
                 std::str::from_utf8(SECRET).unwrap(),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("msgbus in the namespace"),
+            .stderr(Stdio::null()),
     );
     let node = comet(&net.ours, bus_addr);
     let cluster = node.metrics.cluster.clone().unwrap();

@@ -9,5 +9,6 @@ pub mod stall;
 pub mod storm;
 pub mod tracked;
 pub mod udp;
+pub mod udp_upload;
 pub mod udpset;
 pub mod upload;

@@ -39,9 +39,13 @@ pub struct UploadArgs {
     /// Message id of the uploads.
     #[arg(long, default_value = "0x30", value_parser = parse_u16)]
     pub msg_id: u16,
+    /// Send the uploads as UDP state syncs from logged-in UDP sessions at this address
+    /// instead of from WebSocket devices (`--target` is then unused).
+    #[arg(long)]
+    pub udp_target: Option<std::net::SocketAddr>,
 }
 
-fn parse_u16(s: &str) -> Result<u16, String> {
+pub(crate) fn parse_u16(s: &str) -> Result<u16, String> {
     let r = match s.strip_prefix("0x") {
         Some(h) => u16::from_str_radix(h, 16),
         None => s.parse(),
@@ -60,6 +64,17 @@ pub struct UploadReport {
     pub skipped_offline: u64,
     /// Devices re-opened after a close.
     pub reopened: u64,
+    /// UDP only: ACKs that matched no upload in flight (duplicates).
+    pub unmatched_acks: u64,
+}
+
+/// The body of upload `seq` from `device`: "CSUP", the id, the sequence number.
+pub fn upload_body(device: i64, seq: u64) -> [u8; 20] {
+    let mut b = [0u8; 20];
+    b[..4].copy_from_slice(b"CSUP");
+    b[4..12].copy_from_slice(&device.to_le_bytes());
+    b[12..].copy_from_slice(&seq.to_le_bytes());
+    b
 }
 
 /// Builds one upload: a direct packet from `device` with `msg_id`, body "CSUP" id seq.
@@ -70,9 +85,7 @@ pub fn build_upload(out: &mut Vec<u8>, device: i64, msg_id: u16, seq: u64) -> an
     out[16..24].copy_from_slice(&device.to_le_bytes());
     out[28..30].copy_from_slice(&msg_id.to_le_bytes());
     out[30..32].copy_from_slice(&20u16.to_le_bytes());
-    out.extend_from_slice(b"CSUP");
-    out.extend_from_slice(&device.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&upload_body(device, seq));
     edge_proto::frame::seal(out).map_err(|e| anyhow::anyhow!("seal: {e:?}"))?;
     Ok(())
 }
@@ -86,6 +99,9 @@ pub fn is_ack(frame: &[u8]) -> bool {
 pub fn run(a: &UploadArgs) -> anyhow::Result<()> {
     if a.rate == 0 || a.devices == 0 {
         bail!("--rate and --devices must be > 0");
+    }
+    if let Some(target) = a.udp_target {
+        return super::udp_upload::run(a, target);
     }
     let c = &a.common;
     let counters = Arc::new(Counters::default());

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use zookeeper::{WatchedEvent, ZkError, ZkState, ZooKeeper};
 
+use super::liveness;
 use crate::core::{Failure, backoff};
 
 /// How long a server probe may take before the next server is tried.
@@ -60,6 +61,8 @@ pub(crate) struct Client {
     /// Digest credentials added to every session.
     auth: Option<String>,
     zk: Option<ZooKeeper>,
+    /// The current client's servers, resolved: its sockets get [`liveness::arm`]ed.
+    servers: Vec<SocketAddr>,
     generation: u64,
     online: bool,
     connected_once: bool,
@@ -87,6 +90,7 @@ impl Client {
             session_timeout,
             auth,
             zk: None,
+            servers: Vec::new(),
             generation: 0,
             online: false,
             connected_once: false,
@@ -201,6 +205,8 @@ impl Client {
         if std::mem::replace(&mut self.online, true) {
             return;
         }
+        // Each (re)connect is a new socket inside the client.
+        liveness::arm(&self.servers);
         let fresh = !std::mem::replace(&mut self.connected_once, true);
         self.failures = 0;
         out.push(SessionEvent::Connected { fresh });
@@ -216,7 +222,7 @@ impl Client {
 
     /// A new client on the first reachable server (the 0.8 client panics when its very
     /// first TCP connect is refused, so a probe goes first and the unwind is caught).
-    fn connect(&self) -> Option<ZooKeeper> {
+    fn connect(&mut self) -> Option<ZooKeeper> {
         let resolved: Vec<SocketAddr> = self
             .addrs
             .iter()
@@ -229,6 +235,7 @@ impl Client {
         let mut ordered = resolved;
         ordered.rotate_left(first);
         let servers: Vec<String> = ordered.iter().map(SocketAddr::to_string).collect();
+        self.servers = ordered;
         let servers = servers.join(",");
         let timeout = self.session_timeout;
         let zk = std::panic::catch_unwind(AssertUnwindSafe(|| {

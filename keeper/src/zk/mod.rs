@@ -15,10 +15,13 @@
 //! one); its first TCP connect panics when refused (we probe the servers first and catch
 //! the unwind); while reconnecting to a server that refuses connections its io thread
 //! spins for up to one session timeout. A server that accepts TCP but never answers
-//! blocks a call until the client's connect timeout (2 s) makes it reconnect.
+//! blocks a call until the client's connect timeout (2 s) makes it reconnect. A server
+//! that goes silent after the session is up is noticed only by the client's ping deadline,
+//! a whole session timeout: `liveness` gives its socket keepalive and `TCP_USER_TIMEOUT`.
 
 mod client;
 mod discovery;
+mod liveness;
 mod registration;
 
 pub use discovery::Discovery;
