@@ -16,4 +16,5 @@ pub mod messages;
 pub mod msgbus;
 pub mod net;
 pub mod sidecar;
+pub mod throttle;
 pub mod upload_log;

@@ -141,6 +141,11 @@ fn health_loop(
         let now_healthy = check_health(url, &config.vhost, timeout).unwrap_or(false);
         if now_healthy != healthy {
             healthy = now_healthy;
+            if healthy {
+                tracing::info!(vhost = %config.vhost, "RabbitMQ healthy: registering it");
+            } else {
+                tracing::warn!(vhost = %config.vhost, "RabbitMQ unhealthy: unregistering it");
+            }
             registration.set_enabled(0, healthy);
         }
         let wait = config.interval.saturating_sub(started.elapsed());

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use edge_proto::link::{CometKind, DEFAULT_MAX_PAYLOAD, Downstream, LinkDecoder, LinkItem};
 use edge_proto::link_auth;
+use tracing::{info, warn};
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
 use crate::messages::{ShardInbox, ToShard, dir_shard, route_key};
@@ -274,24 +275,43 @@ enum Ended {
 impl LinkWorker {
     fn run(self) {
         let metrics = self.context.metrics.clone();
+        let (addr, kind) = (self.addr.as_str(), self.kind);
         let mut backoff = BACKOFF_MIN;
+        // Failed dials since the link was last up: the first is logged, then every tenth.
+        let mut failures = 0u64;
         loop {
             match self.connect() {
                 Ok(stream) => {
                     bump(&metrics.link_connects);
+                    info!(msgbus = addr, ?kind, "msgbus link up");
+                    failures = 0;
                     let since = Instant::now();
                     self.up.store(true, Ordering::Release);
                     let ended = self.serve(stream);
                     self.up.store(false, Ordering::Release);
                     if let Ended::Removed = ended {
+                        info!(msgbus = addr, ?kind, "msgbus link removed");
                         return;
                     }
                     bump(&metrics.link_drops);
-                    if since.elapsed() >= STABLE_AFTER {
+                    let up_for = since.elapsed();
+                    warn!(
+                        msgbus = addr,
+                        ?kind,
+                        ?up_for,
+                        "msgbus link down; redialling"
+                    );
+                    if up_for >= STABLE_AFTER {
                         backoff = BACKOFF_MIN;
                     }
                 }
-                Err(_) => bump(&metrics.link_connect_errors),
+                Err(error) => {
+                    bump(&metrics.link_connect_errors);
+                    failures += 1;
+                    if failures % 10 == 1 {
+                        warn!(msgbus = addr, ?kind, %error, failures, ?backoff, "msgbus link cannot open");
+                    }
+                }
             }
             if !self.wait(backoff) {
                 return;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+use tracing::{info, warn};
 
 use super::metrics::{ClusterMetrics, bump};
 
@@ -213,6 +214,7 @@ impl Store {
         if let Err(e) = &result {
             bump(&self.metrics.redis_errors);
             if broken(e) {
+                warn!(redis = %crate::net::redact_url(&self.url), error = %e, "Redis connection lost");
                 self.con = None;
                 self.retry_at = Instant::now() + BACKOFF_MIN;
             }
@@ -228,6 +230,11 @@ impl Store {
         match self.open() {
             Ok(con) => {
                 bump(&self.metrics.redis_connects);
+                let redis = crate::net::redact_url(&self.url);
+                match self.connections {
+                    0 => info!(%redis, "Redis connected"),
+                    _ => info!(%redis, "Redis reconnected"),
+                }
                 self.connections += 1;
                 self.con = Some(con);
                 self.backoff = BACKOFF_MIN;
@@ -235,6 +242,10 @@ impl Store {
             }
             Err(e) => {
                 bump(&self.metrics.redis_errors);
+                if self.backoff == BACKOFF_MIN {
+                    let redis = crate::net::redact_url(&self.url);
+                    warn!(%redis, error = %e, "Redis cannot connect; retrying with backoff");
+                }
                 self.retry_at = now + self.backoff;
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 Err(StoreError::Redis(e))

@@ -21,6 +21,8 @@ use edge_proto::pubsub::{
     PUB_DEVICE_USERS, PUB_MODIFIED_PASSWD_USER, common_msg_id,
 };
 
+use tracing::{info, warn};
+
 use super::metrics::{ClusterMetrics, bump};
 use crate::messages::{Payload, ShardInbox, ToShard};
 
@@ -49,8 +51,12 @@ pub(crate) fn spawn(sub: Subscriber) -> std::io::Result<JoinHandle<()>> {
         .spawn(move || {
             let mut backoff = BACKOFF_MIN;
             while !sub.stop.load(Ordering::Acquire) {
-                if session(&sub, &mut backoff).is_err() {
+                if let Err(error) = session(&sub, &mut backoff) {
                     bump(&sub.metrics.pubsub_errors);
+                    if backoff == BACKOFF_MIN {
+                        let redis = crate::net::redact_url(&sub.url);
+                        warn!(%redis, %error, "Redis subscription lost; resubscribing");
+                    }
                 }
                 sleep_unless_stopped(backoff, &sub.stop);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -77,6 +83,7 @@ fn session(sub: &Subscriber, backoff: &mut Duration) -> redis::RedisResult<()> {
     pubsub.psubscribe(PUB_COMMON_MSG_PATTERN)?;
     pubsub.subscribe(&[PUB_DEVICE_USERS, PUB_MODIFIED_PASSWD_USER])?;
     bump(&sub.metrics.subscribed);
+    info!(redis = %crate::net::redact_url(&sub.url), "Redis subscription up");
     *backoff = BACKOFF_MIN;
     pubsub.set_read_timeout(Some(POLL))?;
     let mut idle = 0u32;

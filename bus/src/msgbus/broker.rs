@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tracing::{info, warn};
+
+use crate::net::redact_url;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,6 +36,8 @@ struct Broker {
     session: Option<Session>,
     retry_at: Instant,
     backoff: Duration,
+    /// Failed connects since it was last up: the first is logged, then every tenth.
+    failures: u64,
 }
 
 /// The brokers this msgbus publishes to.
@@ -123,6 +128,7 @@ impl Brokers {
                     session: None,
                     retry_at: Instant::now(),
                     backoff: BACKOFF_MIN,
+                    failures: 0,
                 });
             }
         }
@@ -141,12 +147,24 @@ impl Brokers {
                 CONNECT_TIMEOUT,
                 connect(&uri, &exchange),
             ));
+            let broker_name = redact_url(&broker.addr);
             match attempt {
                 Some(Ok(session)) => {
+                    info!(broker = %broker_name, "RabbitMQ connected");
                     broker.session = Some(session);
                     broker.backoff = BACKOFF_MIN;
+                    broker.failures = 0;
                 }
-                _ => {
+                failed => {
+                    broker.failures += 1;
+                    if broker.failures % 10 == 1 {
+                        let error = match failed {
+                            Some(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {CONNECT_TIMEOUT:?}"),
+                        };
+                        let (failures, retry_in) = (broker.failures, broker.backoff);
+                        warn!(broker = %broker_name, %error, failures, ?retry_in, "RabbitMQ cannot connect");
+                    }
                     broker.retry_at = Instant::now() + broker.backoff;
                     broker.backoff = (broker.backoff * 2).min(BACKOFF_MAX);
                 }
@@ -180,6 +198,7 @@ impl Brokers {
     fn mark_down(&mut self, index: usize) {
         if let Some(broker) = self.list.get_mut(index) {
             if let Some(session) = broker.session.take() {
+                warn!(broker = %redact_url(&broker.addr), "RabbitMQ connection lost");
                 close(session);
             }
             broker.retry_at = Instant::now() + broker.backoff;

@@ -23,14 +23,15 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use edge_proto::link::{CometKind, LinkDecoder, LinkItem};
 use edge_proto::link_auth::{self, NONCE_LEN, Opening, PROOF_LEN};
+use tracing::{info, warn};
 
 use super::Event;
 use super::route::LinkId;
@@ -38,6 +39,7 @@ use super::stats::{Metrics, bump};
 use crate::net::{
     LinkWriter, SAMPLE_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, write_all_by,
 };
+use crate::throttle::Throttle;
 
 /// Time for a comet's whole opening, authenticated or not.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
@@ -61,6 +63,8 @@ pub(crate) struct LinkContext {
     pub max_links: usize,
     /// Links being served now (opening included).
     pub live: Arc<AtomicUsize>,
+    /// Refusals and accept errors a stranger can repeat: one line a second.
+    pub refusal_log: Arc<Mutex<Throttle>>,
 }
 
 /// Why an opening was refused.
@@ -87,8 +91,9 @@ pub(crate) fn spawn_acceptor(
                 }
                 let stream = match stream {
                     Ok(stream) => stream,
-                    Err(_) => {
+                    Err(error) => {
                         bump(&ctx.metrics.accept_errors);
+                        ctx.refused(format_args!("accept failed: {error}"));
                         std::thread::sleep(ACCEPT_BACKOFF);
                         continue;
                     }
@@ -96,6 +101,10 @@ pub(crate) fn spawn_acceptor(
                 if ctx.live.fetch_add(1, Ordering::AcqRel) >= ctx.max_links {
                     ctx.live.fetch_sub(1, Ordering::AcqRel);
                     bump(&ctx.metrics.links_refused);
+                    ctx.refused(format_args!(
+                        "link refused: {} links (--max-links)",
+                        ctx.max_links
+                    ));
                     let _ = stream.shutdown(Shutdown::Both);
                     continue;
                 }
@@ -119,11 +128,17 @@ fn serve(stream: TcpStream, ctx: &LinkContext) {
     let (kind, name) = match handshake(&stream, ctx) {
         Ok(opened) => opened,
         Err(refused) => {
-            bump(match refused {
-                Refused::Malformed => &ctx.metrics.bad_handshake,
-                Refused::Unauthenticated => &ctx.metrics.unauthenticated,
-                Refused::Timeout => &ctx.metrics.handshake_timeouts,
-            });
+            let (counter, why) = match refused {
+                Refused::Malformed => (&ctx.metrics.bad_handshake, "not a link opening"),
+                Refused::Unauthenticated => (&ctx.metrics.unauthenticated, "unauthenticated"),
+                Refused::Timeout => (&ctx.metrics.handshake_timeouts, "opening not done in 5 s"),
+            };
+            bump(counter);
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            ctx.refused(format_args!("link from {peer} refused: {why}"));
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
@@ -153,13 +168,36 @@ fn serve(stream: TcpStream, ctx: &LinkContext) {
         kind,
         queue,
     };
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     if ctx.events.send(up).is_err() {
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
+    info!(comet = %peer, ?kind, link = link.0, "comet link up");
+    let since = Instant::now();
     read_loop(&stream, link, ctx);
     let _ = stream.shutdown(Shutdown::Both);
     let _ = ctx.events.send(Event::LinkDown { link });
+    if !ctx.stop.load(Ordering::Acquire) {
+        let up_for = since.elapsed();
+        warn!(comet = %peer, ?kind, link = link.0, ?up_for, "comet link down");
+    }
+}
+
+impl LinkContext {
+    /// Logs a refusal, at most one line a second (with how many were held back).
+    fn refused(&self, what: std::fmt::Arguments<'_>) {
+        let admitted = self
+            .refusal_log
+            .lock()
+            .map_or(None, |mut log| log.admit(Instant::now()));
+        if let Some(held_back) = admitted {
+            warn!(held_back, "{what}");
+        }
+    }
 }
 
 fn handshake(stream: &TcpStream, ctx: &LinkContext) -> Result<(CometKind, String), Refused> {

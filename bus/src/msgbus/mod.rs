@@ -229,6 +229,7 @@ impl Msgbus {
             spool,
             brokers: broker::Brokers::new(config.exchange.clone(), config.confirm_timeout),
             stop: stop.clone(),
+            spool_log: upload::SpoolLog::default(),
         };
         threads.push(upload::spawn(uploader).map_err(Error::Thread)?);
         let ctx = link::LinkContext {
@@ -242,6 +243,7 @@ impl Msgbus {
             secret: config.link_secret.as_deref().map(Arc::from),
             max_links: config.max_links.max(1),
             live: Arc::default(),
+            refusal_log: Arc::default(),
         };
         metrics
             .link_secret

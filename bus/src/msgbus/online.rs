@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use edge_proto::pubsub::PUB_KEY;
+use tracing::{info, warn};
 
 use super::Event;
 use super::stats::{Metrics, bump};
@@ -53,7 +54,13 @@ pub(crate) fn spawn(
             while !stop.load(Ordering::Acquire) {
                 match session(&url, &events, &metrics, &stop, &mut backoff) {
                     Ok(()) => return,
-                    Err(_) => bump(&metrics.redis_errors),
+                    Err(error) => {
+                        bump(&metrics.redis_errors);
+                        if backoff == BACKOFF_MIN {
+                            let redis = crate::net::redact_url(&url);
+                            warn!(%redis, %error, "Redis lost; reloading the online map when back");
+                        }
+                    }
                 }
                 sleep_unless_stopped(backoff, &stop);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -86,10 +93,12 @@ fn session(
     pubsub.subscribe(PUB_KEY)?;
 
     let snapshot = load_hosts(&client)?;
+    let snapshot_len = snapshot.len();
     if events.send(Event::Reload(snapshot)).is_err() {
         return Ok(());
     }
     bump(&metrics.redis_loads);
+    info!(redis = %crate::net::redact_url(url), comets = snapshot_len, "online map loaded from Redis");
     *backoff = BACKOFF_MIN;
 
     pubsub.set_read_timeout(Some(POLL))?;

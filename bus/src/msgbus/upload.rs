@@ -17,12 +17,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use tracing::{error, info, warn};
 
 use super::Event;
 use super::broker::Brokers;
 use super::route::Upload;
 use super::spool::Spool;
 use super::stats::Metrics;
+use crate::throttle::Throttle;
 
 /// Uploads taken per batch.
 const BATCH_MAX: usize = 256;
@@ -38,6 +40,50 @@ pub(crate) struct Uploader {
     pub spool: Spool,
     pub brokers: Brokers,
     pub stop: Arc<AtomicBool>,
+    /// What the operator was last told about the spool.
+    pub spool_log: SpoolLog,
+}
+
+/// Spool state changes worth a log line: spooling begins, the spool doubles (from 1 000
+/// records), replay begins and ends, and the spool is full (one line a second).
+#[derive(Debug, Default)]
+pub(crate) struct SpoolLog {
+    /// Records at which the next growth line is due (0: spooling has not begun).
+    next_growth: u64,
+    replaying: bool,
+    full: Throttle,
+}
+
+impl SpoolLog {
+    fn appended(&mut self, records: u64) {
+        if self.next_growth == 0 {
+            warn!(records, "no broker confirms: uploads go to the spool");
+            self.next_growth = 1000;
+        }
+        if records >= self.next_growth {
+            warn!(records, "the spool is growing");
+            self.next_growth = records.saturating_mul(2);
+        }
+    }
+
+    fn replayed(&mut self, left: u64) {
+        if !std::mem::replace(&mut self.replaying, true) {
+            info!(
+                records = left,
+                "a broker confirms again: replaying the spool"
+            );
+        }
+        if left == 0 {
+            info!("spool replayed");
+            *self = SpoolLog::default();
+        }
+    }
+
+    fn full(&mut self, dropped: u64, error: &super::spool::SpoolError) {
+        if let Some(held_back) = self.full.admit(Instant::now()) {
+            error!(dropped, held_back, %error, "the spool cannot take uploads: dropped, unacked");
+        }
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -155,11 +201,13 @@ impl Uploader {
                 // Counters first: whoever sees the ack sees the spool that holds it.
                 self.metrics.spooled.fetch_add(n, Ordering::Relaxed);
                 self.publish_spool_metrics();
+                self.spool_log.appended(self.spool.records());
                 for upload in batch {
                     self.ack(upload);
                 }
             }
-            Err(_) => {
+            Err(error) => {
+                self.spool_log.full(n, &error);
                 self.metrics.spool_full.fetch_add(n, Ordering::Relaxed);
                 self.publish_spool_metrics();
             }
@@ -178,6 +226,7 @@ impl Uploader {
             let n = prefix as u64;
             self.metrics.replayed.fetch_add(n, Ordering::Relaxed);
             self.metrics.msgs_to_mq.fetch_add(n, Ordering::Relaxed);
+            self.spool_log.replayed(self.spool.records());
         }
         self.publish_spool_metrics();
     }

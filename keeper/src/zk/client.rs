@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use tracing::{info, warn};
 use zookeeper::{WatchedEvent, ZkError, ZkState, ZooKeeper};
 
 use super::liveness;
@@ -139,6 +140,10 @@ impl Client {
         self.next_attempt = None;
         let Some(zk) = self.connect() else {
             self.failures = self.failures.saturating_add(1);
+            if self.failures % 10 == 1 {
+                let failures = self.failures;
+                warn!(servers = ?self.addrs, failures, "ZooKeeper: no server reachable; retrying");
+            }
             self.next_attempt = Some(now + backoff(self.failures));
             return;
         };
@@ -177,6 +182,7 @@ impl Client {
             ZkState::Connected | ZkState::ConnectedReadOnly => self.on_connected(out),
             ZkState::Connecting | ZkState::NotConnected | ZkState::Associating => {
                 if std::mem::take(&mut self.online) {
+                    warn!(servers = ?self.servers, "ZooKeeper connection lost; reconnecting");
                     out.push(SessionEvent::Disconnected);
                 }
             }
@@ -208,11 +214,17 @@ impl Client {
         // Each (re)connect is a new socket inside the client.
         liveness::arm(&self.servers);
         let fresh = !std::mem::replace(&mut self.connected_once, true);
+        if fresh {
+            info!(servers = ?self.servers, "ZooKeeper session up");
+        } else {
+            info!(servers = ?self.servers, "ZooKeeper reconnected, same session");
+        }
         self.failures = 0;
         out.push(SessionEvent::Connected { fresh });
     }
 
     fn drop_client(&mut self, now: Instant, out: &mut Vec<SessionEvent>) {
+        warn!(servers = ?self.servers, "ZooKeeper session ended; starting a new one");
         self.close();
         self.generation += 1;
         out.push(SessionEvent::Expired);

@@ -235,6 +235,13 @@ impl Sidecar {
         for (i, slot) in paths.iter_mut().enumerate() {
             let now = core.registered(NodeId(i));
             if slot.as_deref() != now {
+                match (slot.as_deref(), now) {
+                    (_, Some(path)) => tracing::info!(path, "registered in ZooKeeper"),
+                    (Some(path), None) => {
+                        tracing::info!(path, "ZooKeeper node gone; re-registering when possible")
+                    }
+                    (None, None) => {}
+                }
                 *slot = now.map(str::to_owned);
             }
         }
