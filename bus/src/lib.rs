@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod messages;
 pub mod msgbus;
 pub mod net;
+pub mod redis_target;
 pub mod sidecar;
 pub mod throttle;
 pub mod upload_log;

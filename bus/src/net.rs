@@ -44,8 +44,7 @@ pub fn set_liveness(stream: &TcpStream) -> io::Result<()> {
 /// A Redis client for `url` whose connections get the same liveness settings as the
 /// links (keepalive, `TCP_USER_TIMEOUT`): a Redis that went silent is noticed within
 /// about 5 s and the usual reconnect path runs.
-pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
-    use redis::IntoConnectionInfo;
+pub fn redis_client(info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_INTERVAL)
         .with_interval(KEEPALIVE_INTERVAL)
@@ -54,7 +53,7 @@ pub fn redis_client(url: &str) -> redis::RedisResult<redis::Client> {
         .set_nodelay(true)
         .set_keepalive(keepalive)
         .set_user_timeout(USER_TIMEOUT);
-    redis::Client::open(url.into_connection_info()?.set_tcp_settings(tcp))
+    redis::Client::open(info.set_tcp_settings(tcp))
 }
 
 /// A fresh nonce from the OS.
@@ -223,7 +222,9 @@ mod tests {
 
     #[test]
     fn redis_connections_notice_a_silent_server() {
-        let client = redis_client("redis://127.0.0.1:6379/").unwrap();
+        use redis::IntoConnectionInfo;
+        let info = "redis://127.0.0.1:6379/".into_connection_info().unwrap();
+        let client = redis_client(info).unwrap();
         let tcp = client.get_connection_info().tcp_settings();
         assert!(tcp.keepalive().is_some());
         assert_eq!(tcp.user_timeout(), Some(USER_TIMEOUT));

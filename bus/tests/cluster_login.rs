@@ -176,7 +176,7 @@ fn bindings_resolve_through_families() {
 fn without_redis_logins_get_9_and_nothing_stops() {
     let lip = unique_ip();
     let mut cfg = config(&lip);
-    cfg.redis = "127.0.0.1:1".into();
+    cfg.redis = bus::redis_target::RedisTarget::parse("127.0.0.1:1", None).unwrap();
     let node = Harness::start(cfg, 1);
     assert_eq!(node.login(unique_user()), Err(9));
     assert_eq!(node.login(-5), Err(9));

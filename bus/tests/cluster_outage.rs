@@ -47,7 +47,7 @@ fn redis_outage_defers_and_recovers() {
         .port();
     let server = start_redis(port);
     let mut cfg = config(&unique_ip());
-    cfg.redis = format!("127.0.0.1:{port}");
+    cfg.redis = bus::redis_target::RedisTarget::parse(&format!("127.0.0.1:{port}"), None).unwrap();
     let node = Harness::start(cfg, 1);
     node.wait_subscribed(1);
     let user = unique_user();
@@ -87,7 +87,7 @@ fn redis_restarted_empty_gets_the_online_state_back() {
     let server = start_redis(port);
     let ip = unique_ip();
     let mut cfg = config(&ip);
-    cfg.redis = format!("127.0.0.1:{port}");
+    cfg.redis = bus::redis_target::RedisTarget::parse(&format!("127.0.0.1:{port}"), None).unwrap();
     let node = Harness::start(cfg, 1);
     node.wait_subscribed(1);
     let user = unique_user();

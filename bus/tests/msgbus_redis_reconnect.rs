@@ -21,7 +21,7 @@ fn resubscribes_and_reloads_after_a_redis_disconnect() {
     let mut con = client.get_connection_with_timeout(WAIT).unwrap();
     let _: () = con.del("Host:127.0.0.30").unwrap();
     let mut config = config("reconnect");
-    config.redis = Some(addr);
+    config.redis = Some(bus::redis_target::RedisTarget::parse(&addr, None).unwrap());
     let bus = Msgbus::start(config).unwrap();
     eventually(WAIT, "the first load", || {
         bus.metrics().redis_loads.load(Ordering::Relaxed) == 1

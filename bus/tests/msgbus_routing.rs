@@ -29,7 +29,7 @@ fn publish(con: &mut redis::Connection, event: &str) {
 
 fn start_with_redis(spool: &str) -> Msgbus {
     let mut config = config(spool);
-    config.redis = Some(testenv::service_addr(testenv::REDIS));
+    config.redis = Some(redis_target(&testenv::service_addr(testenv::REDIS)));
     let bus = Msgbus::start(config).unwrap();
     eventually(WAIT, "the first Redis load", || {
         bus.metrics().redis_loads.load(Ordering::Relaxed) >= 1
@@ -88,7 +88,7 @@ fn pubkey_routes_device_to_phones_and_phone_to_device() {
 fn a_slow_comet_does_not_stall_another() {
     let mut con = redis_con();
     let mut config = config("slow");
-    config.redis = Some(testenv::service_addr(testenv::REDIS));
+    config.redis = Some(redis_target(&testenv::service_addr(testenv::REDIS)));
     config.comet_queue_frames = 64;
     let bus = Msgbus::start(config).unwrap();
     eventually(WAIT, "the first Redis load", || {
@@ -129,4 +129,8 @@ fn a_slow_comet_does_not_stall_another() {
         "the slow comet's queue overflowed and was counted"
     );
     bus.shutdown();
+}
+
+fn redis_target(addr: &str) -> bus::redis_target::RedisTarget {
+    bus::redis_target::RedisTarget::parse(addr, None).unwrap()
 }

@@ -83,9 +83,14 @@ pub struct NodeArgs {
     /// UDP session lifetime without traffic, seconds.
     #[arg(long, default_value_t = 40)]
     pub uto: u32,
-    /// Redis address (cluster mode).
+    /// Redis (cluster mode): `host:port`, `redis://host:port/db`, or a Sentinel group
+    /// `sentinel://h1:26379,h2:26379/mymaster` (its master found again on each reconnect).
     #[arg(long)]
     pub rh: Option<String>,
+    /// A file whose first line is the Redis password (AUTH); or set
+    /// CLOUDSOCKET_REDIS_PASSWORD. An ACL user comes from CLOUDSOCKET_REDIS_USER.
+    #[arg(long)]
+    pub redis_password_file: Option<std::path::PathBuf>,
     /// ZooKeeper servers, comma separated (cluster mode).
     #[arg(long)]
     pub zks: Option<String>,
@@ -182,9 +187,13 @@ pub struct MsgbusArgs {
     /// TCP address comets connect to (also what is registered in ZooKeeper).
     #[arg(long, default_value = "127.0.0.1:9923")]
     pub addr: String,
-    /// Redis address (`host:port`); without it the user map stays empty.
+    /// Redis: `host:port`, `redis://…` or `sentinel://h1,h2/mymaster` (see `comet
+    /// --help`); without it the user map stays empty.
     #[arg(long)]
     pub rh: Option<String>,
+    /// A file whose first line is the Redis password (see `comet --help`).
+    #[arg(long)]
+    pub redis_password_file: Option<std::path::PathBuf>,
     /// ZooKeeper servers, comma separated (registration and broker discovery: not wired yet).
     #[arg(long)]
     pub zks: Option<String>,

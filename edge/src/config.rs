@@ -36,13 +36,57 @@ pub enum ConfigError {
     /// A setting that would leave the node open to strangers.
     #[error("{0}")]
     Insecure(&'static str),
+    /// `--rh` or the Redis password could not be used.
+    #[error("{0}")]
+    Redis(String),
+}
+
+/// Redis AUTH from `CLOUDSOCKET_REDIS_PASSWORD` or the first line of `password_file`,
+/// with the ACL user from `CLOUDSOCKET_REDIS_USER`; never from the command line.
+pub fn redis_auth(
+    password_file: Option<&std::path::Path>,
+) -> Result<Option<bus::redis_target::RedisAuth>, ConfigError> {
+    let from_file = match password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigError::Redis(format!("--redis-password-file {}: {e}", path.display()))
+                })?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let password = from_file.or_else(|| std::env::var("CLOUDSOCKET_REDIS_PASSWORD").ok());
+    let username = std::env::var("CLOUDSOCKET_REDIS_USER")
+        .ok()
+        .filter(|u| !u.is_empty());
+    match password.filter(|p| !p.is_empty()) {
+        Some(password) => Ok(Some(bus::redis_target::RedisAuth { username, password })),
+        None if username.is_some() => Err(ConfigError::Redis(
+            "CLOUDSOCKET_REDIS_USER is set but no password: set CLOUDSOCKET_REDIS_PASSWORD or --redis-password-file".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Checks a `--rh` value (the node parses it again when it starts the cluster).
+pub fn check_redis(rh: &str) -> Result<(), ConfigError> {
+    bus::redis_target::RedisTarget::parse(rh, None)
+        .map(drop)
+        .map_err(|e| ConfigError::Redis(e.to_string()))
 }
 
 /// What a comet needs to join a cluster (`cloudsocket comet --rh … --zks …`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// Redis `host:port`.
+    /// Redis (`--rh`): `host:port`, a `redis://` URL or `sentinel://h1,h2/master`.
     pub redis: String,
+    /// Redis AUTH (`CLOUDSOCKET_REDIS_USER` / `CLOUDSOCKET_REDIS_PASSWORD` or
+    /// `--redis-password-file`); `None`: no AUTH.
+    pub redis_auth: Option<bus::redis_target::RedisAuth>,
     /// ZooKeeper servers (`host[:port],…`); empty = msgbuses from `--msgbus` only.
     pub zookeeper: String,
     /// ZooKeeper root listing msgbuses.
@@ -194,6 +238,10 @@ impl Config {
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let cores = tuning_cores(&args.cores)?;
+        let redis_auth = redis_auth(args.redis_password_file.as_deref())?;
+        if let Some(rh) = args.rh.as_deref().filter(|r| !r.is_empty()) {
+            check_redis(rh)?;
+        }
         if args.max_message < 16 || args.max_message > 16 << 20 {
             return Err(ConfigError::Limit(
                 "--max-message must be between 16 B and 16 MiB".into(),
@@ -273,6 +321,7 @@ impl Config {
                     pusher: args.up,
                     link_secret: args.link_secret.as_ref().map(|s| s.as_bytes().to_vec()),
                     zk_auth: args.zk_auth.clone().filter(|a| !a.is_empty()),
+                    redis_auth: redis_auth.clone(),
                 }),
         })
     }
@@ -361,6 +410,22 @@ fn tuning_cores(text: &str) -> Result<Vec<usize>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redis_password_comes_from_a_file_and_a_bad_rh_is_one_line() {
+        if std::env::var_os("CLOUDSOCKET_REDIS_USER").is_some() {
+            return; // the environment decides the user; nothing to check here
+        }
+        let file = std::env::temp_dir().join(format!("cs-redis-pw-{}", std::process::id()));
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        let auth = redis_auth(Some(&file)).unwrap().unwrap();
+        assert_eq!((auth.username, auth.password.as_str()), (None, "s3cret"));
+        std::fs::remove_file(&file).unwrap();
+        let missing = redis_auth(Some(&file)).unwrap_err().to_string();
+        assert!(missing.starts_with("--redis-password-file"), "{missing}");
+        assert!(check_redis("sentinel://h1:26379").is_err());
+        assert!(check_redis("sentinel://h1,h2/mymaster").is_ok());
+    }
 
     #[test]
     fn addresses() {

@@ -216,8 +216,8 @@ fn start_sidecar(
         return Ok((handle, None));
     };
     let (msgbus, zk) = crate::cluster::discovery(cluster)?;
-    let mut side =
-        bus::cluster::ClusterConfig::new(cluster.redis.clone(), config.node_ip.clone(), msgbus);
+    let redis = bus::redis_target::RedisTarget::parse(&cluster.redis, cluster.redis_auth.clone())?;
+    let mut side = bus::cluster::ClusterConfig::new(redis, config.node_ip.clone(), msgbus);
     side.ws = config.ws;
     side.udp = config.udp;
     side.udp_timeout_secs = u64::from(config.udp_timeout_secs);

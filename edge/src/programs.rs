@@ -55,9 +55,14 @@ pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
              set --admin-token (or CLOUDSOCKET_ADMIN_TOKEN), or --admin-insecure"
         );
     }
-    config.redis = args.rh.clone().filter(|rh| !rh.is_empty());
+    let redis_auth = crate::config::redis_auth(args.redis_password_file.as_deref())?;
+    config.redis = match args.rh.as_deref().filter(|rh| !rh.is_empty()) {
+        Some(rh) => Some(bus::redis_target::RedisTarget::parse(rh, redis_auth)?),
+        None => None,
+    };
     config.brokers = args.amqp.clone();
     let signals = block_signals();
+    let config_redis = config.redis.clone();
     let msgbus = bus::msgbus::Msgbus::start(config)?;
     let zookeeper = match args.zks.clone().filter(|z| !z.is_empty()) {
         Some(zks) => Some(register_msgbus(&zks, args, &msgbus)?),
@@ -68,9 +73,9 @@ pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
         env!("CARGO_PKG_VERSION"),
         msgbus.local_addr(),
         args.amqp.len(),
-        args.rh
-            .as_deref()
-            .map_or("none".into(), bus::net::redact_url)
+        config_redis
+            .as_ref()
+            .map_or("none".into(), bus::redis_target::RedisTarget::describe)
     );
     if let Some(addr) = msgbus.status_addr() {
         println!("listening: status http://{addr}/stat?type=app  /usermap  /metrics");

@@ -64,6 +64,7 @@ fn comet(ip: &str, msgbus: String) -> edge::node::Node {
         pusher: true,
         link_secret: Some(SECRET.to_vec()),
         zk_auth: None,
+        redis_auth: None,
     });
     edge::node::Node::start(config).expect("comet starts")
 }

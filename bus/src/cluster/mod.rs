@@ -62,6 +62,7 @@ use session::SessionWrites;
 use store::Store;
 
 use crate::messages::{Admin, AdminRequest, ShardInbox, ToBus, ToShard};
+use crate::redis_target::RedisTarget;
 
 /// How often sessions are flushed and deferred work retried.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -80,8 +81,8 @@ pub enum MsgbusSource {
 /// Cluster settings (validated by the caller from the command line).
 #[derive(Debug)]
 pub struct ClusterConfig {
-    /// Redis `host:port` (`--rh`) or a `redis://` URL.
-    pub redis: String,
+    /// Where Redis is (`--rh`: an address, a URL or a Sentinel group).
+    pub redis: RedisTarget,
     /// This comet's address (`--lip`): `Host:<lip>`, `PubKey` events, link source IP.
     pub node_ip: String,
     /// The node serves WebSocket terminals (opens WS-kind links).
@@ -118,9 +119,9 @@ pub struct Cluster {
 
 impl ClusterConfig {
     /// Settings with the defaults: a WS node, `--uto` 40 s, no pusher, 60 s leases.
-    pub fn new(redis: impl Into<String>, node_ip: impl Into<String>, msgbus: MsgbusSource) -> Self {
+    pub fn new(redis: RedisTarget, node_ip: impl Into<String>, msgbus: MsgbusSource) -> Self {
         Self {
-            redis: redis.into(),
+            redis,
             node_ip: node_ip.into(),
             ws: true,
             udp: false,
@@ -163,9 +164,9 @@ fn run(side: Cluster) {
     } = side;
     let shards: Arc<[ShardInbox]> = shards.into();
     let stop_flag = Arc::new(AtomicBool::new(false));
-    let mut store = Store::new(&config.redis, metrics.clone());
+    let mut store = Store::new(config.redis.clone(), metrics.clone());
     let subscriber = subscribe::spawn(subscribe::Subscriber {
-        url: store.url().to_owned(),
+        target: store.target().clone(),
         shards: shards.clone(),
         pusher: config.pusher,
         metrics: metrics.clone(),
@@ -364,7 +365,8 @@ mod tests {
 
     #[test]
     fn config_defaults() {
-        let config = ClusterConfig::new("127.0.0.1:1", "10.0.0.1", MsgbusSource::Static(vec![]));
+        let redis = RedisTarget::parse("127.0.0.1:1", None).unwrap();
+        let config = ClusterConfig::new(redis, "10.0.0.1", MsgbusSource::Static(vec![]));
         assert!(config.ws && !config.udp && !config.pusher);
         assert_eq!(config.lease_ttl, LEASE_TTL);
     }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::redis_target::RedisTarget;
+
 use super::metrics::{ClusterMetrics, bump};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -52,7 +54,7 @@ pub(crate) struct Scripts {
 
 /// A Redis connection that re-dials itself.
 pub(crate) struct Store {
-    url: String,
+    target: RedisTarget,
     con: Option<redis::Connection>,
     retry_at: Instant,
     backoff: Duration,
@@ -164,16 +166,11 @@ impl Scripts {
 // === Store ===
 
 impl Store {
-    /// A store for `addr` (`host:port` or a `redis://` URL); nothing is dialled yet.
-    pub fn new(addr: &str, metrics: Arc<ClusterMetrics>) -> Self {
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("redis://{addr}/")
-        };
+    /// A store for `target`; nothing is dialled yet.
+    pub fn new(target: RedisTarget, metrics: Arc<ClusterMetrics>) -> Self {
         Self {
             connections: 0,
-            url,
+            target,
             con: None,
             retry_at: Instant::now(),
             backoff: BACKOFF_MIN,
@@ -193,9 +190,9 @@ impl Store {
         self.con.is_some()
     }
 
-    /// The `redis://` URL.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Where Redis is.
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
     }
 
     /// Runs `f` on the connection, dialling first when one is due. A connection error
@@ -214,7 +211,7 @@ impl Store {
         if let Err(e) = &result {
             bump(&self.metrics.redis_errors);
             if broken(e) {
-                warn!(redis = %crate::net::redact_url(&self.url), error = %e, "Redis connection lost");
+                warn!(redis = %self.target.describe(), error = %e, "Redis connection lost");
                 self.con = None;
                 self.retry_at = Instant::now() + BACKOFF_MIN;
             }
@@ -230,7 +227,7 @@ impl Store {
         match self.open() {
             Ok(con) => {
                 bump(&self.metrics.redis_connects);
-                let redis = crate::net::redact_url(&self.url);
+                let redis = self.target.describe();
                 match self.connections {
                     0 => info!(%redis, "Redis connected"),
                     _ => info!(%redis, "Redis reconnected"),
@@ -243,7 +240,7 @@ impl Store {
             Err(e) => {
                 bump(&self.metrics.redis_errors);
                 if self.backoff == BACKOFF_MIN {
-                    let redis = crate::net::redact_url(&self.url);
+                    let redis = self.target.describe();
                     warn!(%redis, error = %e, "Redis cannot connect; retrying with backoff");
                 }
                 self.retry_at = now + self.backoff;
@@ -254,7 +251,7 @@ impl Store {
     }
 
     fn open(&self) -> redis::RedisResult<redis::Connection> {
-        let client = crate::net::redis_client(&self.url)?;
+        let client = self.target.client()?;
         let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         con.set_read_timeout(Some(IO_TIMEOUT))?;
         con.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -264,11 +261,13 @@ impl Store {
 }
 
 /// Whether the connection must be replaced after `e` (IO, timeout, a script cache that
-/// was flushed under our pipelines).
+/// was flushed under our pipelines, a server that became a replica).
 fn broken(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_unrecoverable_error()
         || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        // A master demoted by a Sentinel failover: the next connect asks for the new one.
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use super::metrics::{ClusterMetrics, bump};
 use crate::messages::{Payload, ShardInbox, ToShard};
+use crate::redis_target::RedisTarget;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +38,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What the subscriber needs.
 pub(crate) struct Subscriber {
-    pub url: String,
+    pub target: RedisTarget,
     pub shards: Arc<[ShardInbox]>,
     pub pusher: bool,
     pub metrics: Arc<ClusterMetrics>,
@@ -54,7 +55,7 @@ pub(crate) fn spawn(sub: Subscriber) -> std::io::Result<JoinHandle<()>> {
                 if let Err(error) = session(&sub, &mut backoff) {
                     bump(&sub.metrics.pubsub_errors);
                     if backoff == BACKOFF_MIN {
-                        let redis = crate::net::redact_url(&sub.url);
+                        let redis = sub.target.describe();
                         warn!(%redis, %error, "Redis subscription lost; resubscribing");
                     }
                 }
@@ -75,7 +76,7 @@ fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
 
 /// One subscription session; `Ok` when stopped.
 fn session(sub: &Subscriber, backoff: &mut Duration) -> redis::RedisResult<()> {
-    let client = crate::net::redis_client(&sub.url)?;
+    let client = sub.target.client()?;
     let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -83,7 +84,7 @@ fn session(sub: &Subscriber, backoff: &mut Duration) -> redis::RedisResult<()> {
     pubsub.psubscribe(PUB_COMMON_MSG_PATTERN)?;
     pubsub.subscribe(&[PUB_DEVICE_USERS, PUB_MODIFIED_PASSWD_USER])?;
     bump(&sub.metrics.subscribed);
-    info!(redis = %crate::net::redact_url(&sub.url), "Redis subscription up");
+    info!(redis = %sub.target.describe(), "Redis subscription up");
     *backoff = BACKOFF_MIN;
     pubsub.set_read_timeout(Some(POLL))?;
     let mut idle = 0u32;

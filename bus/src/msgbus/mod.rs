@@ -52,6 +52,8 @@ use route::{Input, LinkId, Output, Router, RouterConfig, Upload};
 use stats::{Metrics, bump};
 use status::Query;
 
+use crate::redis_target::RedisTarget;
+
 /// Depth of the router's inbox.
 pub const EVENTS_MAX: usize = 65_536;
 
@@ -63,7 +65,7 @@ pub struct Config {
     /// Status HTTP address (`--sh`); `None`: no endpoint.
     pub status: Option<String>,
     /// Redis (`--rh`); `None`: the user map is fed by nothing but tests.
-    pub redis: Option<String>,
+    pub redis: Option<RedisTarget>,
     /// Brokers to start with (`--amqp`); more lists may come on [`Msgbus::broker_feed`].
     pub brokers: Vec<String>,
     /// Exchange name (`MsgTopic`).

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use super::Event;
 use super::stats::{Metrics, bump};
+use crate::redis_target::RedisTarget;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,9 +36,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const SCAN_COUNT: usize = 1000;
 const HOST_PREFIX: &str = "Host:";
 
-/// Starts the Redis thread for `addr` (`host:port` or a `redis://` URL).
+/// Starts the Redis thread for `target`.
 pub(crate) fn spawn(
-    addr: String,
+    target: RedisTarget,
     events: Sender<Event>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -45,19 +46,14 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("msgbus-redis".into())
         .spawn(move || {
-            let url = if addr.contains("://") {
-                addr
-            } else {
-                format!("redis://{addr}/")
-            };
             let mut backoff = BACKOFF_MIN;
             while !stop.load(Ordering::Acquire) {
-                match session(&url, &events, &metrics, &stop, &mut backoff) {
+                match session(&target, &events, &metrics, &stop, &mut backoff) {
                     Ok(()) => return,
                     Err(error) => {
                         bump(&metrics.redis_errors);
                         if backoff == BACKOFF_MIN {
-                            let redis = crate::net::redact_url(&url);
+                            let redis = target.describe();
                             warn!(%redis, %error, "Redis lost; reloading the online map when back");
                         }
                     }
@@ -79,13 +75,13 @@ fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
 
 /// One subscribe + load + follow session; `Ok` only when stopped.
 fn session(
-    url: &str,
+    target: &RedisTarget,
     events: &Sender<Event>,
     metrics: &Metrics,
     stop: &AtomicBool,
     backoff: &mut Duration,
 ) -> redis::RedisResult<()> {
-    let client = crate::net::redis_client(url)?;
+    let client = target.client()?;
     let mut sub = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
     sub.set_write_timeout(Some(IO_TIMEOUT))?;
     sub.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -98,7 +94,7 @@ fn session(
         return Ok(());
     }
     bump(&metrics.redis_loads);
-    info!(redis = %crate::net::redact_url(url), comets = snapshot_len, "online map loaded from Redis");
+    info!(redis = %target.describe(), comets = snapshot_len, "online map loaded from Redis");
     *backoff = BACKOFF_MIN;
 
     pubsub.set_read_timeout(Some(POLL))?;

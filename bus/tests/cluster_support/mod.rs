@@ -76,7 +76,8 @@ pub fn unique_user() -> i64 {
 
 /// A config for `node_ip` with no msgbus.
 pub fn config(node_ip: &str) -> ClusterConfig {
-    ClusterConfig::new(redis_addr(), node_ip, MsgbusSource::Static(Vec::new()))
+    let redis = bus::redis_target::RedisTarget::parse(&redis_addr(), None).unwrap();
+    ClusterConfig::new(redis, node_ip, MsgbusSource::Static(Vec::new()))
 }
 
 impl Harness {

@@ -49,7 +49,10 @@ pub fn msgbus_with_secret(
     let mut config =
         bus::msgbus::Config::new(listen.to_owned(), tmp.join(format!("spool-{}", unique())));
     config.status = None;
-    config.redis = Some(testenv::service_addr(testenv::REDIS));
+    config.redis = Some(
+        bus::redis_target::RedisTarget::parse(&testenv::service_addr(testenv::REDIS), None)
+            .unwrap(),
+    );
     config.brokers = vec![testenv::service_addr(testenv::AMQP)];
     config.link_secret = secret.map(<[u8]>::to_vec);
     bus::msgbus::Msgbus::start(config).expect("msgbus starts")
@@ -73,6 +76,7 @@ pub fn comet_with_secret(ip: &str, zk_root: &str, comet_root: &str, secret: Opti
         pusher: true,
         link_secret: secret.map(<[u8]>::to_vec),
         zk_auth: None,
+        redis_auth: None,
     });
     Node::start(config).expect("comet starts")
 }
