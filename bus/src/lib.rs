@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod embedded;
+pub mod histogram;
 pub mod messages;
 pub mod msgbus;
 pub mod net;

@@ -8,9 +8,12 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_proto::link_auth::NONCE_LEN;
+
+use crate::cluster::ClusterMetrics;
 
 /// Idle time before the first keepalive probe, and the time between probes.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -94,6 +97,28 @@ fn unacked_bytes(stream: &TcpStream) -> Option<u64> {
     (rc == 0).then(|| u64::try_from(queued).unwrap_or(0))
 }
 
+/// How often a link's round trip is sampled.
+const RTT_EVERY: Duration = Duration::from_secs(1);
+
+/// The kernel's smoothed round-trip time of `stream` (`TCP_INFO`), if it says.
+fn round_trip(stream: &TcpStream) -> Option<Duration> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain old data; all zeros is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && info.tcpi_rtt > 0).then(|| Duration::from_micros(u64::from(info.tcpi_rtt)))
+}
+
 /// Which frames written to a link its peer has not acknowledged yet, by batch: sampled
 /// after every write, so when the link dies the frames lost with it are known, up to one
 /// batch of precision.
@@ -142,6 +167,8 @@ pub(crate) struct LinkWriter {
     in_flight: InFlight,
     pings: bool,
     last_write: Instant,
+    /// Where round trips go (the comet's links), and when the last was sampled.
+    rtt: Option<(Arc<ClusterMetrics>, Instant)>,
 }
 
 impl LinkWriter {
@@ -151,6 +178,26 @@ impl LinkWriter {
             in_flight: InFlight::default(),
             pings,
             last_write: Instant::now(),
+            rtt: None,
+        }
+    }
+
+    /// Also samples the link's round trip into `metrics.link_rtt` once a second.
+    pub(crate) fn with_rtt(mut self, metrics: Arc<ClusterMetrics>) -> Self {
+        self.rtt = Some((metrics, Instant::now()));
+        self
+    }
+
+    fn sample_rtt(&mut self, stream: &TcpStream) {
+        let Some((metrics, last)) = &mut self.rtt else {
+            return;
+        };
+        if last.elapsed() < RTT_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        if let Some(rtt) = round_trip(stream) {
+            metrics.link_rtt.record(rtt);
         }
     }
 
@@ -159,11 +206,13 @@ impl LinkWriter {
         self.in_flight
             .written(bytes as u64, frames, unacked_bytes(stream));
         self.last_write = Instant::now();
+        self.sample_rtt(stream);
     }
 
     /// Nothing to write: learn what the peer acknowledged since, and ping when one is due.
     pub(crate) fn idle(&mut self, mut stream: &TcpStream) -> io::Result<()> {
         self.in_flight.written(0, 0, unacked_bytes(stream));
+        self.sample_rtt(stream);
         if self.pings && self.last_write.elapsed() >= PING_EVERY {
             stream.write_all(&PING)?;
             self.last_write = Instant::now();

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use bus::histogram::{Histogram, render_header};
+
 macro_rules! counters {
     ($(#[doc = $doc:literal] $name:ident),* $(,)?) => {
         /// The counters of one shard.
@@ -27,6 +29,10 @@ macro_rules! counters {
             pub shard_turn_max_us: AtomicU64,
             /// Entries on the shard's timer wheel (set every tick).
             pub timer_entries: AtomicI64,
+            /// Shard turn and tick times.
+            pub turn_time: Histogram,
+            /// WebSocket logins: from the upgrade to the login's ack.
+            pub login_time: Histogram,
         }
 
         /// Every counter name with its help text, in declaration order.
@@ -323,6 +329,7 @@ impl NodeMetrics {
             }
         }
         type Gauge = (&'static str, &'static str, fn(&ShardMetrics) -> i64);
+        type Timed = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram);
         let gauges: [Gauge; 6] = [
             (
                 "timer_entries",
@@ -356,6 +363,23 @@ impl NodeMetrics {
                 let _ = writeln!(out, "cloudsocket_{name}{{shard=\"{shard}\"}} {}", get(m));
             }
         }
+        let histograms: [Timed; 2] = [
+            ("shard_turn_seconds", "Shard turn and tick times.", |m| {
+                &m.turn_time
+            }),
+            (
+                "login_seconds",
+                "WebSocket logins, from the upgrade to the login's ack.",
+                |m| &m.login_time,
+            ),
+        ];
+        for (name, help, get) in histograms {
+            let name = format!("cloudsocket_{name}");
+            render_header(&mut out, &name, help);
+            for (shard, m) in self.shards.iter().enumerate() {
+                get(m).render(&mut out, &name, &format!("shard=\"{shard}\""));
+            }
+        }
         self.render_node(&mut out);
         out.push_str(&process_families());
         if let Some(cluster) = &self.cluster {
@@ -363,6 +387,11 @@ impl NodeMetrics {
             for (name, value) in cluster.snapshot() {
                 let _ = writeln!(out, "cloudsocket_cluster_{name} {value}");
             }
+            let name = "cloudsocket_cluster_link_rtt_seconds";
+            let help =
+                "msgbus link round trip (the kernel's smoothed RTT), sampled each second per link.";
+            render_header(&mut out, name, help);
+            cluster.link_rtt.render(&mut out, name, "");
         }
         out
     }

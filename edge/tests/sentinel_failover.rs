@@ -380,6 +380,8 @@ fn a_master_killed_under_load_fails_over_and_everything_flows_again() {
         }
     }
     assert_eq!(stored.len() as u32, uploads_sent, "uploads in the queue");
+    let rtt = &a.metrics.cluster.as_ref().unwrap().link_rtt;
+    assert!(rtt.count() > 0, "link round trips sampled");
     a.shutdown();
     b.shutdown();
     msgbus.shutdown();

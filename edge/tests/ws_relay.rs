@@ -139,3 +139,30 @@ fn a_message_right_after_login_is_not_lost() {
     }
     node.shutdown();
 }
+
+#[test]
+fn login_and_turn_times_are_histograms_in_metrics() {
+    let node = node();
+    let (_phone, reply) = login(node.ws_addrs[0], 16 * 9_901);
+    assert_eq!(reply.first(), Some(&0));
+    let (code, text) = http(node.status_addr, "GET", "/metrics", b"");
+    assert_eq!(code, 200);
+    let sum = |prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(text.contains("# TYPE cloudsocket_login_seconds histogram"));
+    assert_eq!(
+        sum("cloudsocket_login_seconds_count{"),
+        1,
+        "one login timed"
+    );
+    assert!(
+        sum("cloudsocket_shard_turn_seconds_count{") > 0,
+        "turns timed"
+    );
+    assert!(text.contains("cloudsocket_shard_turn_seconds_bucket{shard=\"0\",le=\"+Inf\"}"));
+    node.shutdown();
+}

@@ -411,7 +411,8 @@ impl LinkWorker {
 
     fn write_loop(&self, stream: &TcpStream, done: &Receiver<()>) -> Ended {
         let mut batch = Vec::with_capacity(BATCH_BYTES);
-        let mut writer = LinkWriter::new(self.context.secret.is_some());
+        let mut writer =
+            LinkWriter::new(self.context.secret.is_some()).with_rtt(self.context.metrics.clone());
         loop {
             select! {
                 recv(self.rx) -> frame => {

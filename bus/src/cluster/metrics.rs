@@ -11,6 +11,9 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct ClusterMetrics {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            /// msgbus link round trips: the kernel's smoothed RTT of each link, sampled
+            /// once a second by its writer.
+            pub link_rtt: crate::histogram::Histogram,
         }
 
         impl ClusterMetrics {

@@ -158,6 +158,9 @@ pub struct Shard {
     conn_limits: ConnLimits,
     /// Listeners that stopped accepting until the next tick (rate, or EMFILE).
     paused_listeners: Vec<usize>,
+    /// When each upgraded connection that has not logged in yet was upgraded (for the
+    /// login-time histogram); an entry lives from the upgrade to the login or the close.
+    upgraded_at: std::collections::HashMap<u32, Instant>,
 }
 
 impl Shard {
@@ -222,6 +225,7 @@ impl Shard {
             accept_log: Throttle::new(),
             conn_limits,
             paused_listeners: Vec::new(),
+            upgraded_at: std::collections::HashMap::new(),
         }
     }
 
@@ -251,6 +255,7 @@ impl Shard {
         self.metrics
             .shard_turn_max_us
             .fetch_max(us, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.turn_time.record(took);
         if took > SLOW_TURN {
             crate::metrics::bump(&self.metrics.shard_slow_turns);
             if let Some(held) = self.slow_log.admit(Instant::now()) {

@@ -215,6 +215,7 @@ impl Shard {
                 if let Some(conn) = self.conns.get_mut(slot) {
                     conn.terminal.upgraded(now, &timeouts);
                 }
+                self.upgraded_at.insert(slot, std::time::Instant::now());
                 self.schedule(slot);
                 Some(consumed)
             }
@@ -408,6 +409,9 @@ impl Shard {
         let mut bytes = Vec::with_capacity(2);
         reply.write_to(&mut bytes);
         bump(&self.metrics.login_ok);
+        if let Some(upgraded) = self.upgraded_at.remove(&slot) {
+            self.metrics.login_time.record(upgraded.elapsed());
+        }
         self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);
         if !self.send_frame(slot, OpCode::Binary, &bytes) {
             return;
@@ -477,6 +481,7 @@ impl Shard {
         let Some(conn) = self.conns.remove(slot) else {
             return;
         };
+        self.upgraded_at.remove(&slot);
         self.conn_limits.closed(slot);
         if let Some(outbox) = &conn.outbox {
             self.outbound.discarded(outbox.len());
