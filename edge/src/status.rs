@@ -1,8 +1,8 @@
 //! The status and admin HTTP endpoint (`--sh`, loopback by default), run as glommio
-//! tasks on shard 0: `/stat` (the original's index and `type=app` counters), `/metrics`
-//! (Prometheus), and the admin calls `/admin/bind`, `/admin/unbind`, `/admin/push` that
+//! tasks on shard 0: `/` (the live status page, `status_page.html`), `/stat` (the
+//! original's index and `type=app` counters), `/metrics` (Prometheus), and the admin calls `/admin/bind`, `/admin/unbind`, `/admin/push` that
 //! go to the bus sidecar. With `--admin-token`, `/admin/*` needs `Authorization: Bearer`;
-//! `/stat` and `/metrics` stay open. Also the `udpaddr` endpoint of §10.9.
+//! `/stat` and `/metrics` stay open. Also the `udpaddr` endpoint of docs/protocol.md §9.2.
 //!
 //! HTTP itself (parsing, deadlines, connection caps) is [`crate::http`]. It reads counters
 //! and sends admin requests; it holds no node state.
@@ -20,6 +20,10 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::http::{Gate, HttpCounters, Read, read_request, respond};
 pub use crate::http::{Request, parse_head};
 use crate::metrics::{NodeMetrics, bump};
+
+/// The live status page (`GET /`): plain HTML and JavaScript reading `/metrics` once a
+/// second, compiled into the binary.
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// The status endpoint, ready to serve on shard 0.
 pub struct StatusServer {
@@ -79,10 +83,11 @@ pub fn route(request: &Request, metrics: &NodeMetrics, token: Option<&str>) -> R
     };
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/stat") => match request.param("type") {
-            None => Route::Answer(200, "text/html", "<html><body><a href=\"/stat?type=app\">app</a> <a href=\"/metrics\">metrics</a></body></html>\n".into()),
+            None => Route::Answer(200, "text/html", "<html><body><a href=\"/\">status</a> <a href=\"/stat?type=app\">app</a> <a href=\"/metrics\">metrics</a></body></html>\n".into()),
             Some("app") => Route::Answer(200, "application/json", metrics.render_app_json()),
             Some(_) => Route::Answer(404, "text/plain", "unknown type\n".into()),
         },
+        ("GET", "/") => Route::Answer(200, "text/html; charset=utf-8", STATUS_PAGE.into()),
         ("GET", "/metrics") => Route::Answer(200, "text/plain; version=0.0.4", metrics.render_prometheus()),
         ("POST", "/admin/bind") => match pair() {
             Some((device, user)) => Route::Admin(Admin::Bind { device, user }),
@@ -180,7 +185,7 @@ async fn handle(
     }
 }
 
-/// The `udpaddr` endpoint of §10.9 on `--hhttp`, run on shard 0. It asks every shard's
+/// The `udpaddr` endpoint of docs/protocol.md §9.2 on `--hhttp`, run on shard 0. It asks every shard's
 /// session table (no side map to keep in step).
 pub struct UdpAddrServer {
     /// The bound listening socket.
