@@ -1,5 +1,5 @@
 //! The tokio peer's shared state: live sessions by terminal id (sharded mutexes),
-//! bindings, mobile-id slots, UDP device sessions, counters; and routing by §8.1 using
+//! bindings, mobile-id slots, UDP device sessions, counters; and routing by docs/protocol.md §4 using
 //! edge-proto's destination rules.
 
 use std::collections::HashMap;
@@ -131,7 +131,7 @@ impl Hub {
         self.online.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Destinations of a message from `src` to `dst` (§8.1).
+    /// Destinations of a message from `src` to `dst` (docs/protocol.md §4).
     pub fn destinations(&self, src: i64, dst: i64, out: &mut Vec<i64>) {
         let b = self.binds.read().unwrap_or_else(|e| e.into_inner());
         if src < 0 {
@@ -212,7 +212,7 @@ impl Hub {
         }
     }
 
-    /// Pushes a server-built direct packet with `msg_id` and `body` to `ids` (§11.1).
+    /// Pushes a server-built direct packet with `msg_id` and `body` to `ids` (docs/protocol.md §7.1).
     pub fn push(&self, ids: &[i64], msg_id: u16, body: &[u8]) -> usize {
         let mut expanded = Vec::new();
         for &i in ids {

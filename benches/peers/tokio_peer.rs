@@ -1,7 +1,7 @@
 //! `tokio-peer`: a straightforward, reasonably optimised tokio + tokio-tungstenite
 //! implementation of cloudsocket's surface, to compare against: WebSocket `/ws` with the
 //! same login and frames, `POST /admin/{bind,unbind,push}` and `GET /stat?type=app` on a
-//! status port, phone↔device relay by §8.1, and UDP 0xE0/0xE1/0xE2/0xE5 plus forward
+//! status port, phone↔device relay by docs/protocol.md §4, and UDP 0xE0/0xE1/0xE2/0xE5 plus forward
 //! packets (builtin register: a stable negative id per MAC, cookie `<id>|token`).
 //!
 //! One task per connection plus a writer task draining a bounded queue (batched flushes);

@@ -1,4 +1,4 @@
-//! The tokio peer's UDP device side (§10): 0xE0 new session, 0xE1 register (builtin:
+//! The tokio peer's UDP device side (docs/protocol.md §5): 0xE0 new session, 0xE1 register (builtin:
 //! a stable negative id per MAC, cookie `<id>|token`), 0xE2 login, 0xE5 heartbeat, and
 //! forward packets relayed to bound phones. One task on one socket.
 

@@ -2,7 +2,7 @@
 //! bindings (the upload log is `crate::upload_log`). Pure data structures; the
 //! [`crate::sidecar`] thread owns one and answers the shards from it.
 //!
-//! It mirrors what the cluster keeps in Redis (§4: `user:mobileid:<uid>`, `device:owner`,
+//! It mirrors what the cluster keeps in Redis (docs/protocol.md §9.3: `user:mobileid:<uid>`, `device:owner`,
 //! `u:<uid>:devices`) without families; it does not survive a restart.
 
 use std::collections::HashMap;

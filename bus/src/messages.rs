@@ -24,7 +24,7 @@ pub struct ConnRef {
 pub enum Payload {
     /// Bytes relayed unchanged (terminal → terminal, server-built status messages).
     Raw(Vec<u8>),
-    /// A push (§11.1): a direct message with this message id, built per destination id
+    /// A push (docs/protocol.md §7.1): a direct message with this message id, built per destination id
     /// (the destination field is the id it is delivered to).
     Push {
         /// Message id of the built direct message.
@@ -60,7 +60,7 @@ pub enum ToBus {
         /// The session id (mobile id for phones, device id for devices).
         session: i64,
     },
-    /// Cluster mode: relay `message` from `src` to `ids` through a msgbus (§9 upstream).
+    /// Cluster mode: relay `message` from `src` to `ids` through a msgbus (docs/protocol.md §8.4).
     Relay {
         /// The sender's session id.
         src: i64,
@@ -79,7 +79,7 @@ pub enum ToBus {
         /// The device id (0 if it never logged in).
         device: i64,
     },
-    /// A device message for the data consumers (§12.1): store it, then ack the device.
+    /// A device message for the data consumers (docs/protocol.md §7.3): store it, then ack the device.
     Upload {
         /// The device's connection (its ack goes there).
         conn: ConnRef,
@@ -160,7 +160,7 @@ pub enum ToShard {
     Shutdown,
 }
 
-/// What Redis keeps of a UDP session (§4.1 `sess:dev:<sid>` JSON).
+/// What Redis keeps of a UDP session (docs/protocol.md §9.3, `sess:dev:<sid>` JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpSessionState {
     /// The 16 raw sid bytes.
@@ -190,7 +190,7 @@ pub fn dir_shard(key: i64, count: usize) -> usize {
     (((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % count.max(1) as u64) as usize
 }
 
-/// A call to the device platform for a UDP session (§10.4).
+/// A call to the device platform for a UDP session (docs/protocol.md §9.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformCall {
     /// `0xE1` register.
@@ -298,7 +298,7 @@ pub enum Admin {
         /// The user.
         user: i64,
     },
-    /// Push a direct message with `msg_id` and `body` to `ids` (§11.1 semantics).
+    /// Push a direct message with `msg_id` and `body` to `ids` (docs/protocol.md §7.1).
     Push {
         /// Destination ids as given (users are expanded to their mobile ids).
         ids: Vec<i64>,

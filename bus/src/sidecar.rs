@@ -131,7 +131,7 @@ fn flush_uploads(side: &mut Embedded, acks: &mut Vec<(usize, ToShard)>) {
     }
 }
 
-/// Expands push ids as §11.1, with the original's gap fixed: a concrete mobile id is a
+/// Expands push ids as docs/protocol.md §7.1, with the original's gap fixed: a concrete mobile id is a
 /// valid target.
 pub fn expand_push_ids(ids: &[i64]) -> Vec<i64> {
     let mut out = Vec::with_capacity(ids.len());

@@ -1,4 +1,4 @@
-//! Cluster sidecar msgbus links against a fake msgbus (a `TcpListener` speaking §9):
+//! Cluster sidecar msgbus links against a fake msgbus (a `TcpListener` speaking docs/protocol.md §8):
 //! the handshake from `--lip`, upstream relays and uploads, downstream frames routed to
 //! the directory shard per id group, a WS and a UDP link on a node serving both, the
 //! link coming back within 2 s when the msgbus restarts on the same port, and the

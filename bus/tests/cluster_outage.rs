@@ -1,7 +1,7 @@
 //! Redis going away and coming back (a private `redis-server` this test starts and kills):
 //! logins get 9 meanwhile, a logout is deferred and written once Redis is back, the
 //! request connection is re-dialled and the subscriber resubscribes (the original's did
-//! neither, §14.3).
+//! neither, docs/protocol.md §10.4).
 
 mod cluster_support;
 

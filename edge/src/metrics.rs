@@ -274,7 +274,7 @@ impl NodeMetrics {
             .map_or(0, |i| sum[i])
     }
 
-    /// `/stat?type=app`: the original's counter names (§13) plus ours.
+    /// `/stat?type=app`: the original's counter names plus ours.
     pub fn render_app_json(&self) -> String {
         let (sum, _open, online, _) = self.totals();
         let mut out = String::from("{");

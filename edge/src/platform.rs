@@ -1,4 +1,4 @@
-//! The device platform that UDP register, login and rename go to (§10.4), on worker
+//! The device platform that UDP register, login and rename go to (docs/protocol.md §9.1), on worker
 //! threads off the shards: the **HTTP platform** (`--hurl`: form posts to
 //! `/api/device/{register,login,changingname}` with properly URL-encoded values and a 5 s
 //! timeout), or the **builtin platform** of the embedded node (a stable negative device id
@@ -17,7 +17,7 @@ use bus::messages::{PlatformAnswer, PlatformCall, PlatformRequest, ShardInbox, T
 use crossbeam_channel::Receiver;
 use md5::{Digest, Md5};
 
-/// Reply statuses (§10.2).
+/// Reply statuses (docs/protocol.md §5.2).
 const HTTP_ERROR: i32 = edge_proto::device::STATUS_HTTP_ERROR;
 const SERVER_ERROR: i32 = edge_proto::device::STATUS_SERVER_ERROR;
 /// Builtin platform: the cookie does not match the MAC.
@@ -169,7 +169,7 @@ pub fn form_encode(value: &[u8]) -> String {
     out
 }
 
-/// The form body of a call (field names as §10.4).
+/// The form body of a call (field names as docs/protocol.md §9.1).
 pub fn form(call: &PlatformCall) -> (&'static str, String) {
     let b64 = |mac: &[u8; 8]| base64::engine::general_purpose::STANDARD.encode(mac);
     match call {

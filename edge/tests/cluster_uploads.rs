@@ -1,7 +1,7 @@
 //! A UDP device's state sync (`0x30`) in cluster mode, against real RabbitMQ, ZooKeeper and
 //! Redis (from `scripts/test`): it reaches a queue bound to `MsgTopic` with `#`, routing key
 //! `48`, carrying the device id as its source, and the device gets its ACK once the broker
-//! confirmed it. (The original dropped these at the msgbus: §10.2 step 6, §14.4.) The
+//! confirmed it. (The original dropped these at the msgbus: docs/protocol.md §10.2.) The
 //! links open with the link secret; a comet with another secret never links.
 
 mod cluster_support;

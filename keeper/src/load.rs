@@ -1,4 +1,4 @@
-//! Host load for comet node data (original spec §3.1): cpu busy fraction from `/proc/stat`
+//! Host load for comet node data (docs/protocol.md §9.5): cpu busy fraction from `/proc/stat`
 //! deltas, `MemTotal` and `MemTotal − MemFree` from `/proc/meminfo`.
 //!
 //! Owns: pure parsers of those two files ([`parse_cpu_times`], [`parse_meminfo`]), the

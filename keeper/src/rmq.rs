@@ -1,4 +1,4 @@
-//! rmqkeeper (original spec §12.3): registers a RabbitMQ broker in ZooKeeper while its
+//! rmqkeeper (docs/protocol.md §9.5): registers a RabbitMQ broker in ZooKeeper while its
 //! management API says it is alive, and removes it when not.
 //!
 //! Owns: [`RmqConfig`], the health check ([`check_health`]: `GET
@@ -7,7 +7,7 @@
 //! The node (`<amqp addr>,MsgTopic` under `/<zkroot>`) is one
 //! [`crate::zk::Registration`] node, enabled while healthy — so after a ZooKeeper
 //! reconnect there is still exactly one node (the original created a new one each time,
-//! §12.3 step 4).
+//! docs/protocol.md §10.4).
 //!
 //! Does **not** own: the command line (`edge::cli`), AMQP itself (only the management API
 //! is asked), or the node data format (`edge_proto::zk::RabbitNode`).

@@ -1,4 +1,4 @@
-//! Binding resolution from the HTTP platform's keys (original §4.1), read-only:
+//! Binding resolution from the HTTP platform's keys (docs/protocol.md §9.3), read-only:
 //! the devices of a user (through the user's family when it has one) and the users of a
 //! device (its owner, or the owner's whole family).
 //!

@@ -1,11 +1,11 @@
-//! Msgbus links (original §9): one thread per link dials the msgbus (local side bound to
+//! Msgbus links (docs/protocol.md §8): one thread per link dials the msgbus (local side bound to
 //! the node's `--lip`, so the msgbus keys it by that IP), does the one-byte handshake and
 //! writes the frames queued for it; a reader thread per connection turns downstream frames
 //! into [`ToShard::Route`] for the directory shard of each id group.
 //!
 //! A link that drops or fails to dial is re-dialled with a backoff (100 ms doubling to
 //! 1 s, back to 100 ms once a link stayed up a second) — the original re-dialled only on a
-//! ZooKeeper change (§14.4). [`Links::set_addresses`] follows the msgbus list: new
+//! ZooKeeper change (docs/protocol.md §10.4). [`Links::set_addresses`] follows the msgbus list: new
 //! addresses get links, removed ones are closed. Frames go round-robin over the links
 //! that are up (phone traffic on WS-kind links, device traffic on UDP-kind links when the
 //! node has them); each link's queue is bounded. While no link is up (a msgbus restart)

@@ -1,7 +1,7 @@
-//! Logins and logouts against Redis: the online/offline counts on `Host:<lip>` (§4.3),
-//! binding lists (§4.1, [`super::bindings`]) and **leased mobile ids**.
+//! Logins and logouts against Redis: the online/offline counts on `Host:<lip>` (docs/protocol.md §9.3),
+//! binding lists (docs/protocol.md §9.3, [`super::bindings`]) and **leased mobile ids**.
 //!
-//! # Mobile-id leases (fixes §14.4 "mobile ids leak when a comet crashes")
+//! # Mobile-id leases (fixes "mobile ids leak when a comet crashes", docs/protocol.md §10.4)
 //!
 //! `user:mobileid:<uid>` stays the set of sub-ids in use (1..=15), as the original wrote
 //! it. Each member `k` now has a companion string `user:mobileid:<uid>:<k>:lease` whose
@@ -152,7 +152,7 @@ impl Sessions {
         }
     }
 
-    /// The start-up reset (§4.3): `DEL Host:<lip>`, `PUBLISH PubKey "0|<lip>|0"`.
+    /// The start-up reset (docs/protocol.md §9.3): `DEL Host:<lip>`, `PUBLISH PubKey "0|<lip>|0"`.
     pub fn reset(&mut self, store: &mut Store) -> Result<(), StoreError> {
         let host_key = self.host_key.clone();
         let payload = format!("0|{}|0", self.lip);
@@ -212,7 +212,7 @@ impl Sessions {
                 })
             }
             Err(_) => {
-                // The original leaked the id here (§14.4); the lease would free it anyway.
+                // The original leaked the id here (docs/protocol.md §10.4); the lease would free it anyway.
                 let _ = release(store, &lease);
                 Err(REPLY_SERVER_ERROR)
             }

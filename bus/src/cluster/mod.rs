@@ -1,6 +1,6 @@
 //! The **cluster** bus sidecar: the node's shards talk to it exactly as to the embedded
 //! one ([`crate::sidecar`]), but the state lives in Redis and messages cross comets through
-//! msgbus links (original spec §4, §7.2/7.4, §9, §11).
+//! msgbus links (docs/protocol.md §9, §7, §8).
 //!
 //! Threads (all queues bounded):
 //!
@@ -14,7 +14,7 @@
 //!  Redis pub/sub ─▶ subscriber thread ──Deliver/Binding/Kick──▶ every shard
 //! ```
 //!
-//! - Start-up: `DEL Host:<lip>` + `PUBLISH PubKey "0|<lip>|0"` (§4.3), before any login;
+//! - Start-up: `DEL Host:<lip>` + `PUBLISH PubKey "0|<lip>|0"` (docs/protocol.md §9.3), before any login;
 //!   while Redis is unreachable it is retried and logins are refused with 9.
 //! - Logins/logouts: [`mobile`] (leased mobile ids, online/offline scripts, bindings).
 //! - Relays and uploads: upstream frames on a msgbus link ([`links`]); an upload is a

@@ -1,4 +1,4 @@
-//! UDP sessions written behind to Redis (original §4.1 `sess:dev:*`, `device:adr`).
+//! UDP sessions written behind to Redis (docs/protocol.md §9.3: `sess:dev:*`, `device:adr`).
 //!
 //! Shards report every session change ([`UdpSessionState`]) and every expiry; this table
 //! keeps only the **latest** per sid and [`SessionWrites::flush`] writes them all in one

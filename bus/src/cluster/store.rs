@@ -2,9 +2,9 @@
 //! error with a backoff (100 ms doubling to 5 s), and **never** blocking the thread for
 //! longer than one connect or command timeout. While Redis is down (between dials) every
 //! call fails at once with [`StoreError::Down`], so logins get reply 9 immediately instead
-//! of queueing behind a dead socket (the original kept a broken connection forever, §14.3).
+//! of queueing behind a dead socket (the original kept a broken connection forever, docs/protocol.md §10.4).
 //!
-//! Also owns the Lua scripts (original §4.3, plus the mobile-id leases described in
+//! Also owns the Lua scripts (docs/protocol.md §9.3, plus the mobile-id leases described in
 //! [`super::mobile`]); they are loaded on every new connection so pipelines may use
 //! `EVALSHA`.
 //!
@@ -38,9 +38,9 @@ pub enum StoreError {
 
 /// The Lua scripts, compiled once.
 pub(crate) struct Scripts {
-    /// §4.3 online: `HINCRBY Host:<lip> <id> 1`, publish `<id>|<lip>|1` at 1.
+    /// Online (docs/protocol.md §9.3): `HINCRBY Host:<lip> <id> 1`, publish `<id>|<lip>|1` at 1.
     pub online: redis::Script,
-    /// §4.3 offline: `HINCRBY -1`, publish `<id>|<lip>|0` and `HDEL` at 0.
+    /// Offline (docs/protocol.md §9.3): `HINCRBY -1`, publish `<id>|<lip>|0` and `HDEL` at 0.
     pub offline: redis::Script,
     /// Leased "select mobile id" (see `mobile`).
     pub allocate: redis::Script,

@@ -1,13 +1,13 @@
-//! The Redis subscriber thread (original §4.2, §11): `PSUBSCRIBE PubCommonMsg:*`,
+//! The Redis subscriber thread (docs/protocol.md §9.4, §7): `PSUBSCRIBE PubCommonMsg:*`,
 //! `SUBSCRIBE PubDeviceUsers PubModifiedPasswdUser`, each event broadcast to every shard.
 //!
 //! A session subscribes, then reads with a short timeout (to notice the stop flag) and
 //! PINGs when idle; any error ends it and a new one starts after a backoff (100 ms doubling
-//! to 5 s) — the original's subscriber goroutines died silently (§14.3).
+//! to 5 s) — the original's subscriber goroutines died silently (docs/protocol.md §10.4).
 //!
 //! Each comet delivers pushes to its own sessions and applies binding events to its own
 //! sessions only, so a bind notification reaches each phone once however many comets
-//! there are (the original relayed one per comet, §14.4).
+//! there are (the original relayed one per comet, docs/protocol.md §10.3).
 //!
 //! Does **not** publish (the request thread does) or touch Redis keys.
 
@@ -154,7 +154,7 @@ fn on_push(sub: &Subscriber, channel: &str, payload: &[u8]) {
     });
 }
 
-/// §11.1 expansion: a user → its 15 mobile ids, a concrete mobile id → itself (the
+/// Push ids expanded (docs/protocol.md §7.1): a user → its 15 mobile ids, a concrete mobile id → itself (the
 /// original skipped it), a device → itself only on a pusher comet (`-up`), 0 → nothing.
 pub(crate) fn expand_push(ids: impl Iterator<Item = i64>, pusher: bool) -> Vec<i64> {
     let mut out = Vec::new();

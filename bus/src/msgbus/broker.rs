@@ -1,4 +1,4 @@
-//! RabbitMQ brokers for uploads (original spec §12.2): connections, the `MsgTopic`
+//! RabbitMQ brokers for uploads (docs/protocol.md §9.6): connections, the `MsgTopic`
 //! exchange, round-robin publishing with publisher confirms.
 //!
 //! Each broker gets one connection and one confirm-mode channel; the exchange is declared

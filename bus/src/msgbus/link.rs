@@ -1,4 +1,4 @@
-//! Comet links: the TCP server on `--addr` (original spec §9).
+//! Comet links: the TCP server on `--addr` (docs/protocol.md §8).
 //!
 //! One acceptor thread; per comet, a reader thread (handshake, then `u32` LE framed
 //! payloads up to `max_payload`, larger ones skipped without dropping the link) and a

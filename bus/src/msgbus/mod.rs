@@ -1,5 +1,5 @@
 //! The cluster msgbus (`cloudsocket msgbus`): routes frames between comets, follows the
-//! online state in Redis, and publishes device uploads to RabbitMQ (original spec §8–§13).
+//! online state in Redis, and publishes device uploads to RabbitMQ (docs/protocol.md §8, §9).
 //!
 //! Threads, all talking by value over **bounded** crossbeam channels:
 //!
@@ -13,7 +13,7 @@
 //! The router thread owns the pure [`route::Router`] and never blocks on anything but its
 //! inbox: it `try_send`s into comet queues and the upload queue and counts what does not
 //! fit, so a slow comet or broker cannot stall routing (the original held its table locks
-//! across socket writes, §14.3). The other threads may block sending to the router:
+//! across socket writes, docs/protocol.md §10.5). The other threads may block sending to the router:
 //! that is back-pressure on their own source only.
 //!
 //! Brokers arrive as address lists on a channel ([`Msgbus::broker_feed`]); `--amqp` gives

@@ -1,4 +1,4 @@
-//! Online state from Redis (original spec §4, §8.3): `PubKey` events and `Host:*` loads.
+//! Online state from Redis (docs/protocol.md §9.3, §9.4): `PubKey` events and `Host:*` loads.
 //!
 //! One thread. Each session subscribes to `PubKey` **first** (the subscribe call returns
 //! once Redis confirmed it), then loads every `Host:<comet>` hash with `SCAN MATCH Host:*`

@@ -1,12 +1,12 @@
 //! The msgbus routing core, sans-IO: comet links, the user map, and what to do with each
-//! upstream frame (original spec §8.2, §9, §12.1), with the original's bugs fixed.
+//! upstream frame (docs/protocol.md §8.4, §7.3), with the original's bugs fixed.
 //!
 //! Feed it [`Input`]s with [`Router::handle_input`], then drain [`Router::poll_output`]
 //! until `None`. It owns the user map (from `PubKey` events and `Host:*` reloads), the
 //! comet links by name (the comet's IP) and kind, and the routing decision:
 //!
 //! * positive ids are grouped per comet holding them: one frame per comet carrying only
-//!   its ids (§8.2);
+//!   its ids (docs/protocol.md §8.4);
 //! * negative ids (devices) go to the comet(s) holding the device, with the ids written
 //!   (the original sent them to a random UDP comet with zeroed ids); only a device no
 //!   comet is known to hold falls back to one UDP comet, chosen by the id so it is stable

@@ -1,4 +1,4 @@
-//! Counters of the msgbus: the original's names (§13) plus drops by reason.
+//! Counters of the msgbus: the original's names plus drops by reason.
 //!
 //! Owns: [`RouteStats`] (plain integers kept by the pure router), [`Metrics`] (relaxed
 //! atomics bumped by the link, upload and Redis threads) and their rendering as the

@@ -1,4 +1,4 @@
-//! The msgbus status endpoint on `--sh` (original spec §13): `GET /usermap`,
+//! The msgbus status endpoint on `--sh`: `GET /usermap`,
 //! `GET /stat?type=app`, `GET /stat` and `GET /metrics`.
 //!
 //! A tiny HTTP/1.0-style server: one request per connection, answered from a report the

@@ -1,4 +1,4 @@
-//! The upload thread (original spec §12.1, with publisher confirms and a spool).
+//! The upload thread (docs/protocol.md §7.3, with publisher confirms and a spool).
 //!
 //! Takes [`Upload`]s from the router's bounded queue in batches. With the spool empty, a
 //! batch is published round-robin ([`Brokers`]) and each confirmed upload's ACK goes back

@@ -1,4 +1,4 @@
-//! The user map and the comet name table of the msgbus (original spec §8.3), pure.
+//! The user map and the comet name table of the msgbus (docs/protocol.md §9.4), pure.
 //!
 //! Owns: which comet names (the comets' IPs, as they appear in `PubKey` events and
 //! `Host:<ip>` keys) hold each terminal id, and the interning of those names into small

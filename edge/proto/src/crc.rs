@@ -1,4 +1,4 @@
-//! CRC-8 of the application message format (original spec §6.4).
+//! CRC-8 of the application message format (docs/protocol.md §2.4).
 //!
 //! Polynomial 0x31 (x⁸+x⁵+x⁴+1, written 0x131 in the device protocol), initial value 0,
 //! processed MSB first, no reflection, no final XOR. The table is built at compile time.

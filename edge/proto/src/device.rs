@@ -1,9 +1,9 @@
-//! The UDP device protocol (original spec §10): session ids, the command table, request
+//! The UDP device protocol (docs/protocol.md §5, §6): session ids, the command table, request
 //! bodies parsed from a verified direct packet, and reply construction (`device/reply.rs`), the
 //! sequence acceptance rule and the cookie's device id.
 //!
 //! Every body of the wrong size is a typed [`DeviceError`]; nothing here panics (the
-//! original crashed on short `0xE1`/`0xE2`/`0xE3` bodies and on every `0xE6`, §14.1).
+//! original crashed on short `0xE1`/`0xE2`/`0xE3` bodies and on every `0xE6`, docs/protocol.md §10.5).
 //! This module does **not** own sessions, locks, HTTP calls or timers: the shell does,
 //! driving these pure functions.
 
@@ -35,7 +35,7 @@ pub const SIGNATURE_LEN: usize = 260;
 /// Why a datagram is not a well-formed device request. Small and `Copy`: a drop reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
-    /// The packet itself failed §10.2 steps 1–4.
+    /// The packet itself failed docs/protocol.md §5.1 steps 1–4.
     #[error(transparent)]
     Packet(#[from] PacketError),
     /// A fixed-size body of the wrong size.
@@ -72,7 +72,7 @@ pub enum DeviceError {
 
 // === Command ===
 
-/// The device commands of §10.3 (the message id of a direct packet).
+/// The device commands of docs/protocol.md §5.3 (the message id of a direct packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Command {
     /// `0xE0`: get a token / new session.
@@ -132,7 +132,7 @@ impl Command {
         }
     }
 
-    /// Whether the command goes through the session path (§10.2 step 7: sid, lock,
+    /// Whether the command goes through the session path (docs/protocol.md §6.1, §6.2: sid, lock,
     /// sequence check): everything except `0xE0`, `0x30` and `0x31`.
     #[must_use]
     pub const fn needs_session(self) -> bool {
@@ -215,7 +215,7 @@ pub enum Request<'a> {
 /// MAC (8) @24, SN (16) @32, signature (260) @48, **name length u16 LE @308, name @310**.
 /// The captured device (`udp_E1_register_request`) sends exactly this (length 14 at 308–309,
 /// `capture-socket` at 310, body 324 = 310 + 14); the original read a u8 length at 308 and
-/// the name from 309, one byte early, and so sent `\0capture-socke` to the platform (§14.4).
+/// the name from 309, one byte early, and so sent `\0capture-socke` to the platform (docs/protocol.md §10.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Register<'a> {
     /// Session id.
@@ -237,7 +237,7 @@ pub struct Register<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// §10.2 steps 1–4 ([`verify_direct`]) then [`Request::parse`].
+    /// docs/protocol.md §5.1 steps 1–4 ([`verify_direct`]) then [`Request::parse`].
     pub fn parse_datagram(buf: &'a [u8]) -> Result<(DirectPacket<'a>, Self), DeviceError> {
         let packet = verify_direct(buf)?;
         let request = Self::parse(&packet)?;
@@ -306,10 +306,10 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Whether `message` is the ACK of a device upload (§12.1 step 3): a direct packet whose
+/// Whether `message` is the ACK of a device upload (docs/protocol.md §7.3): a direct packet whose
 /// data header carries the ACK flag and message id `0x30` or `0x31`. Such an ACK goes to a
 /// UDP device as it is (its sequence number is the request's, which the device matches),
-/// not patched like a relayed message (§10.7).
+/// not patched like a relayed message (docs/protocol.md §6.5).
 #[must_use]
 pub fn is_upload_ack(message: &[u8]) -> bool {
     use crate::frame::{DATA_ACK, DIRECT_DATA_OFFSET, DIRECT_MIN_LEN, DIRECT_MSG_ID_OFFSET};

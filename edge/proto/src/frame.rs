@@ -1,10 +1,10 @@
-//! The application message format (original spec §6): the 24-byte frame header, the
+//! The application message format (docs/protocol.md §2): the 24-byte frame header, the
 //! 12-byte data header, the direct (opcode 2) and forward (opcode 3) packet shapes, their
-//! CRC-8 checks, and the few in-place edits the proxy makes (reply sealing, §10.7 patching).
+//! CRC-8 checks, and the few in-place edits the proxy makes (reply sealing, docs/protocol.md §6.5 patching).
 //!
 //! Every decoder here borrows the input and returns a typed [`PacketError`]; none panics or
 //! reads out of range, whatever the bytes (the original crashed on a body length larger than
-//! the datagram, §14.1). This module does **not** interpret bodies: the UDP device commands
+//! the datagram, docs/protocol.md §10.5). This module does **not** interpret bodies: the UDP device commands
 //! live in [`crate::device`], the status body in [`crate::status`], routing in [`crate::id`].
 
 use crate::crc::{Crc8, crc8};
@@ -152,7 +152,7 @@ impl Opcode {
 
 // === FrameHeader ===
 
-/// A decoded 24-byte frame header (§6.1). All fields little-endian on the wire.
+/// A decoded 24-byte frame header (docs/protocol.md §2.1). All fields little-endian on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FrameHeader {
     /// FIN/MASK/version/opcode byte.
@@ -216,7 +216,7 @@ impl FrameHeader {
 
 // === DataHeader ===
 
-/// A decoded 12-byte data header (§6.2). All fields little-endian on the wire.
+/// A decoded 12-byte data header (docs/protocol.md §2.2). All fields little-endian on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct DataHeader {
     /// READ (0x80), ACK (0x40), data format, key level, encryption type.

@@ -1,11 +1,11 @@
-//! Terminal identifiers (original spec §5) and destination computation (§8.1).
+//! Terminal identifiers (docs/protocol.md §1.2) and destination computation (§4 there).
 //!
 //! Phones are positive, devices negative; a **user** id is a positive multiple of 16 and its
 //! phones get the **mobile ids** U+1 … U+15. Destination rules are written allocation-free:
 //! the caller passes an [`Extend`] sink it reuses (e.g. a cleared `Vec<i64>`).
 //!
 //! Fixed against the original: a UDP device may address one concrete mobile id (the original
-//! had no branch for it, §8.1/§14.4); all arithmetic is checked, so no id — `i64::MIN`,
+//! had no branch for it, docs/protocol.md §10.3); all arithmetic is checked, so no id — `i64::MIN`,
 //! ids near `i64::MAX` — can panic or wrap into another user's range. This module does not
 //! know where ids live (shards, comets): that is the shell's and the bus's business.
 
@@ -84,7 +84,7 @@ pub fn mobile_ids(user: i64) -> Ids {
     }
 }
 
-/// "Expand" an id (§5): a device or a concrete mobile id yields itself, a user id its 15
+/// "Expand" an id (docs/protocol.md §1.2): a device or a concrete mobile id yields itself, a user id its 15
 /// mobile ids. 0 yields nothing (it names no terminal; the original would have expanded it
 /// to 1 … 15, the phones of the bogus user 0).
 #[must_use]
@@ -100,7 +100,7 @@ pub fn expand(id: TerminalId) -> Ids {
 }
 
 /// Destinations of a message sent by a **phone** whose session is bound to `bound_devices`
-/// (§8.1): `dst == 0` → every bound device; otherwise `dst` if it is bound, else nothing.
+/// (docs/protocol.md §4.1): `dst == 0` → every bound device; otherwise `dst` if it is bound, else nothing.
 /// Appends to `out`; returns how many ids were appended (0 = nothing to deliver).
 pub fn phone_destinations(
     dst: TerminalId,
@@ -119,7 +119,7 @@ pub fn phone_destinations(
 }
 
 /// Destinations of a message sent by a **device** (WebSocket or UDP) whose bound users are
-/// `bound_users` (§8.1, with the UDP missing branch fixed):
+/// `bound_users` (docs/protocol.md §4.2, with the original's UDP gap fixed):
 /// * `dst == 0` → the 15 mobile ids of every bound user (non-user entries are skipped);
 /// * `dst` a bound user → its 15 mobile ids;
 /// * `dst` a mobile id of a bound user → `[dst]`;

@@ -1,4 +1,4 @@
-//! The comet ↔ msgbus TCP link (original spec §9): the one-byte type handshake, `u32` LE
+//! The comet ↔ msgbus TCP link (docs/protocol.md §8): the one-byte type handshake, `u32` LE
 //! length framing, and the upstream (`src | count | ids | message`) and downstream
 //! (`count | ids | message`) payloads.
 //!
@@ -17,7 +17,7 @@ use thiserror::Error;
 
 /// Largest payload the original msgbus accepted from a comet.
 pub const MSGBUS_MAX_PAYLOAD: usize = 32 * 1024;
-/// Largest payload the original comet accepted from msgbus (§14: too small).
+/// Largest payload the original comet accepted from msgbus (too small: docs/protocol.md §10.4).
 pub const ORIGINAL_COMET_MAX_PAYLOAD: usize = 1024;
 /// Our default limit, both ways.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;

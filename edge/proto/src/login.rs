@@ -1,4 +1,4 @@
-//! The WebSocket login string and its one-byte (or two-byte) reply (original spec §7.2).
+//! The WebSocket login string and its one-byte (or two-byte) reply (docs/protocol.md §3.2, §3.3).
 //!
 //! Owns: parsing `<id>|<timestamp>|<timeout>|<signature>`, the MD5/Base64 signature with the
 //! shared salt, the age and signature checks (time is a parameter), and the reply codes.

@@ -1,5 +1,5 @@
 //! Redis pub/sub channel names and payloads shared with msgbus and the HTTP platform
-//! (original spec §4.2, §11).
+//! (docs/protocol.md §9.4, §7).
 //!
 //! Owns: `PubKey` online/offline/reset events, `PubDeviceUsers` bind events,
 //! `PubModifiedPasswdUser`, the `PubCommonMsg:<msgId>` channel id (Go base detection) and

@@ -1,4 +1,4 @@
-//! The status notification (message id 0x36, original spec §6.5): its body
+//! The status notification (message id 0x36, docs/protocol.md §2.6): its body
 //! `type (1) | id (i64 LE) | payload length (1) | payload`, the 13 known types, and a
 //! builder for the complete server-built direct packet that carries it.
 //!
@@ -45,7 +45,7 @@ pub enum StatusError {
     Packet(#[from] PacketError),
 }
 
-/// The status types of §6.5.
+/// The status types of docs/protocol.md §2.6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum StatusType {
@@ -177,7 +177,7 @@ impl<'a> StatusBody<'a> {
 }
 
 /// The 10-byte body of a status with an empty payload (what `PubCommonMsg:0x36` carries
-/// after the `<users>|` prefix, §10.8).
+/// after the `<users>|` prefix, docs/protocol.md §7.1).
 #[must_use]
 pub fn empty_status_body(kind: StatusType, id: i64) -> [u8; STATUS_BODY_EMPTY_LEN] {
     let mut out = [0u8; STATUS_BODY_EMPTY_LEN];
@@ -186,7 +186,7 @@ pub fn empty_status_body(kind: StatusType, id: i64) -> [u8; STATUS_BODY_EMPTY_LE
     out
 }
 
-/// Appends a complete status message (§6.5) with sequence 0 and an empty payload:
+/// Appends a complete status message (docs/protocol.md §2.6) with sequence 0 and an empty payload:
 /// byte 0 0x82, `timestamp`, `dst`, `src`, flags READ, message id 0x36, sealed checks.
 pub fn write_status_message(
     out: &mut Vec<u8>,

@@ -1,4 +1,4 @@
-//! ZooKeeper node data formats (original spec §3.1): comet nodes
+//! ZooKeeper node data formats (docs/protocol.md §9.5): comet nodes
 //! `<url>,<cpu>,<memTotal>,<memUsed>,<online>`, msgbus nodes `host:port`, and RabbitMQ
 //! nodes `<addr>,<exchange>`.
 //!

@@ -1,5 +1,5 @@
 //! Golden vectors for the text formats: the WebSocket login string and its replies, the Redis
-//! pub/sub payloads (`PubKey`, `PubCommonMsg:0x36`), and the ZooKeeper node data of §3.1.
+//! pub/sub payloads (`PubKey`, `PubCommonMsg:0x36`), and the ZooKeeper node data of docs/protocol.md §9.5.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Property tests of `device`: the request parser and the sid text parser each get 100 000
-//! arbitrary or mutated-golden inputs checked against an independent statement of §10.3;
+//! arbitrary or mutated-golden inputs checked against an independent statement of docs/protocol.md §5.3;
 //! replies built by the body builders always verify.
 
 mod common;
@@ -51,7 +51,7 @@ fn device_packet() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
-/// What §10.3 says about a body: `Ok` if the command's layout fits it.
+/// What docs/protocol.md §5.3 says about a body: `Ok` if the command's layout fits it.
 fn body_fits(msg_id: u16, body: &[u8]) -> bool {
     let n = body.len();
     match msg_id {

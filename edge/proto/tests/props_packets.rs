@@ -22,7 +22,7 @@ fn le16(buf: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([buf[at], buf[at + 1]])
 }
 
-/// Independent statement of §10.2 steps 1–4 (plus opcode 2).
+/// Independent statement of docs/protocol.md §5.1 steps 1–4 (plus opcode 2).
 fn direct_is_valid(buf: &[u8]) -> bool {
     buf.len() >= 36
         && buf[0] & 7 == 2

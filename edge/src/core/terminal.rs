@@ -1,4 +1,4 @@
-//! The life of one WebSocket terminal connection (§7), sans IO: its stage, its heartbeat
+//! The life of one WebSocket terminal connection (docs/protocol.md §3), sans IO: its stage, its heartbeat
 //! period and the one deadline that stage has (upgrade 10 s, login 60 s, then three
 //! heartbeat periods of silence), and what a passed deadline means.
 //!

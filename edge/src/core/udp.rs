@@ -1,4 +1,4 @@
-//! The UDP sessions of one shard (§10): the records, the sid index, the sequence rule,
+//! The UDP sessions of one shard (docs/protocol.md §6): the records, the sid index, the sequence rule,
 //! NAT rebinding and expiry decisions. Pure: the shell owns the socket, the receive and
 //! send buffers and the random pool sids are drawn from, and hands in the time.
 //!

@@ -1,4 +1,4 @@
-//! Where messages go: destination rules (§8.1), the id → shard directory, delivery to
+//! Where messages go: destination rules (docs/protocol.md §4), the id → shard directory, delivery to
 //! local sessions, and binding updates of live sessions.
 //!
 //! The directory is partitioned: the shard `dir_shard(key)` owns the entry of `key` (a

@@ -1,5 +1,5 @@
 //! The WebSocket terminal side of a shard: reading, the upgrade, frames, login,
-//! heartbeats, deadlines and closing (§7). Writing is in `write`.
+//! heartbeats, deadlines and closing (docs/protocol.md §3). Writing is in `write`.
 //!
 //! Bytes are read into the shard's shared scratch buffer and parsed in place by
 //! `edge_proto::ws`; only an incomplete tail is copied into the connection (`carry`), and

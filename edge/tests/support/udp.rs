@@ -156,7 +156,7 @@ impl Device {
         self.request(msg_id, &body)
     }
 
-    /// Waits for the ACK of `upload` from `device` (§12.1): the upload with the frame's
+    /// Waits for the ACK of `upload` from `device` (docs/protocol.md §7.3): the upload with the frame's
     /// source set to the device id, the ACK flag set and both checks resealed. None if
     /// no such datagram came before the read timeout.
     pub fn upload_ack(&self, upload: &[u8], device: i64) -> Option<Vec<u8>> {

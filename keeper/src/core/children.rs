@@ -1,5 +1,5 @@
 //! The children-watch tracker: "list `/<root>`'s children and read their data", the way
-//! comets find msgbuses and msgbus finds brokers (original spec §3.2).
+//! comets find msgbuses and msgbus finds brokers (docs/protocol.md §9.5).
 //!
 //! Owns: which children are known and their data, when to list again (a watch fired, a
 //! reconnect, a failure after 1 s, the root missing every 1 s, and a periodic resync), and

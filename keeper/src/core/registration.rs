@@ -4,7 +4,7 @@
 //! Owns: the decision of which call to make next for every node — ensure the root exists,
 //! create `/<root>/<seq>`, refresh its data when it changed, check a remembered path after
 //! a reconnect, delete a node that is disabled or stale — and the bookkeeping that keeps
-//! exactly one node per [`NodeId`] (original spec §14: duplicated ephemeral nodes after
+//! exactly one node per [`NodeId`] (docs/protocol.md §10.4: the original duplicated nodes after
 //! reconnects).
 //!
 //! Does **not** own: the client, the data sampling (the adapter feeds [`Event::Data`]),

@@ -1,4 +1,4 @@
-//! Replies to device requests (§10.2 "reply construction", §10.3 reply bodies), the
+//! Replies to device requests (docs/protocol.md §5.2, §5.3), the
 //! sequence acceptance rule and the device id inside a platform cookie.
 //!
 //! Body builders return fixed-size arrays (no allocation); [`write_reply`] wraps a body
@@ -109,7 +109,7 @@ pub fn status_body(status: i32, sid: &Sid) -> [u8; 20] {
     out
 }
 
-/// The sequence rule of §10.2 step 7: `seq` is accepted iff it is strictly greater than the
+/// The sequence rule of docs/protocol.md §6.2: `seq` is accepted iff it is strictly greater than the
 /// session's `Ridx`, or it wrapped (`seq < 10` while `Ridx > 65530`).
 #[must_use]
 pub const fn seq_accepts(ridx: u16, seq: u16) -> bool {

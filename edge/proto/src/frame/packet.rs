@@ -1,6 +1,6 @@
 //! Whole packets: borrowed views ([`Packet`], [`DirectPacket`], [`ForwardPacket`]), the
-//! §10.2 verification, sealing (recomputing both checks), building server messages (§6.5)
-//! and patching a message for delivery to a UDP device (§10.7).
+//! checks (docs/protocol.md §5.1), sealing (recomputing both checks), server messages (§2.5 there)
+//! and patching a message for delivery to a UDP device (docs/protocol.md §6.5).
 //!
 //! Views are structural only (opcode and minimum length); [`verify_direct`] and
 //! [`verify_forward`] additionally check the CRCs and the body length.
@@ -161,7 +161,7 @@ pub struct ForwardPacket<'a> {
 
 impl<'a> ForwardPacket<'a> {
     /// Parses a forward packet: opcode 3 and at least 76 bytes. Checks are not verified
-    /// (the original never verified them either, §10.5).
+    /// (the original never verified them either, docs/protocol.md §10.2).
     pub fn parse(buf: &'a [u8]) -> Result<Self, PacketError> {
         let too_short = PacketError::TooShort {
             need: FORWARD_MIN_LEN,
@@ -230,7 +230,7 @@ impl<'a> ForwardPacket<'a> {
 
 // === Verification ===
 
-/// §10.2 steps 1–4 on a direct packet, in order: length ≥ 36 (and opcode 2), header check,
+/// docs/protocol.md §5.1 steps 1–4 on a direct packet, in order: length ≥ 36 (and opcode 2), header check,
 /// body check, exact body length. A declared body longer than the datagram is a
 /// [`PacketError::BodyLength`] (the original read out of range and crashed).
 pub fn verify_direct(buf: &[u8]) -> Result<DirectPacket<'_>, PacketError> {
@@ -303,7 +303,7 @@ pub fn seal(buf: &mut [u8]) -> Result<(), PacketError> {
 
 // === Building ===
 
-/// What a server-built direct message carries (§6.5); everything else is fixed: byte 0
+/// What a server-built direct message carries (docs/protocol.md §2.5); everything else is fixed: byte 0
 /// 0x82, reserved 0, data flags READ, data seq 0, device type 0, reserved 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirectSpec<'a> {
@@ -361,7 +361,7 @@ pub const fn reply_flags(request_flags: u8) -> u8 {
 /// Bytes a message needs for [`patch_for_device`]: sequence and the whole sid slot.
 pub const PATCH_MIN_LEN: usize = SID_OFFSET + SID_LEN;
 
-/// Prepares a relayed message for a UDP device (§10.7): sequence := `seq` (bytes 2–3),
+/// Prepares a relayed message for a UDP device (docs/protocol.md §6.5): sequence := `seq` (bytes 2–3),
 /// sid slot := `sid` (bytes 24–39). Fewer than 40 bytes is [`PacketError::TooShort`] and
 /// leaves `buf` untouched (the original panicked).
 ///

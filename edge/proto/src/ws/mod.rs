@@ -1,4 +1,4 @@
-//! Server side of RFC 6455 as the original comet spoke it (original spec §7.1): the HTTP
+//! Server side of RFC 6455 as the original comet spoke it (docs/protocol.md §3.1): the HTTP
 //! upgrade, frame heads, in-place unmasking and server frame encoding.
 //!
 //! Owns: parsing and validating the upgrade request (header block capped at

@@ -1,4 +1,4 @@
-//! The device commands of a UDP session (§10.2–10.4): new session, register, login,
+//! The device commands of a UDP session (docs/protocol.md §5): new session, register, login,
 //! rename, heartbeat, bad commands, and the platform and bus answers that complete them.
 
 use std::net::SocketAddr;

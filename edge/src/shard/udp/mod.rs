@@ -1,4 +1,4 @@
-//! The UDP device side of a shard (§10): its socket, its sessions, the device commands,
+//! The UDP device side of a shard (docs/protocol.md §5, §6): its socket, its sessions, the device commands,
 //! forward messages, delivery to devices and session expiry.
 //!
 //! `0xE0` is answered with a cookie sid and nothing is stored (`core::cookie`); the
@@ -189,7 +189,7 @@ impl Shard {
             .fetch_add(failed as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Replies to `request` with `body` (§10.2 reply construction).
+    /// Replies to `request` with `body` (docs/protocol.md §5.2).
     fn udp_reply(&mut self, addr: SocketAddr, request: &[u8], body: &[u8]) {
         let mut out = std::mem::take(&mut self.out);
         out.clear();

@@ -1,5 +1,5 @@
 //! Messages to and from UDP devices: forward packets relayed to phones, delivery and
-//! pushes to devices (§10.5, §10.7, §11.1), Redis write-behind, expiry and removal.
+//! pushes to devices (docs/protocol.md §6.4, §6.5, §7.1), Redis write-behind, expiry and removal.
 
 use std::net::SocketAddr;
 
@@ -58,7 +58,7 @@ impl Shard {
         self.relay = message;
     }
 
-    /// Delivers a terminal message to a UDP device: sequence and sid patched (§10.7), the
+    /// Delivers a terminal message to a UDP device: sequence and sid patched (docs/protocol.md §6.5), the
     /// header check recomputed.
     pub(in crate::shard) fn udp_deliver(&mut self, slot: u32, message: &[u8]) -> bool {
         let Some(session) = self
