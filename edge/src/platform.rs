@@ -1,14 +1,12 @@
 //! The device platform that UDP register, login and rename go to (docs/protocol.md §9.1), on worker
 //! threads off the shards: the **HTTP platform** (`--hurl`: form posts to
-//! `/api/device/{register,login,changingname}` with properly URL-encoded values and a 5 s
+//! `/api/device/{register,login,changingname}` over `ureq`, form-encoded values and a 5 s
 //! timeout), or the **builtin platform** of the embedded node (a stable negative device id
 //! per MAC and a cookie `<deviceId>|<token>` that login verifies).
 //!
 //! Workers take [`PlatformRequest`]s from one bounded channel and answer each shard
 //! through its inbox. They hold no session state.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -42,8 +40,8 @@ pub struct HttpPlatform {
     pub addr: String,
     /// Path prefix (the URL's path, without a trailing slash).
     pub prefix: String,
-    /// Connect and read timeout.
-    pub timeout: Duration,
+    /// The HTTP client: one timeout (5 s) for each whole call, statuses as answers.
+    pub agent: ureq::Agent,
 }
 
 impl HttpPlatform {
@@ -66,10 +64,16 @@ impl HttpPlatform {
         } else {
             format!("/{}", prefix.trim_end_matches('/'))
         };
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
         Ok(HttpPlatform {
             addr,
             prefix,
-            timeout: Duration::from_secs(5),
+            agent,
         })
     }
 }
@@ -156,17 +160,7 @@ fn builtin(secret: &[u8], call: &PlatformCall) -> PlatformAnswer {
 
 /// `application/x-www-form-urlencoded` value encoding (the original sent raw values).
 pub fn form_encode(value: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for &b in value {
-        if b.is_ascii_alphanumeric() || b"-_.*".contains(&b) {
-            out.push(b as char);
-        } else if b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(value).collect()
 }
 
 /// The form body of a call (field names as docs/protocol.md §9.1).
@@ -264,33 +258,22 @@ impl HttpPlatform {
     }
 
     /// POSTs a form; returns the status code and body.
-    fn post(&self, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
-        let addr: SocketAddr = self
-            .addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut stream = TcpStream::connect_timeout(&addr, self.timeout)?;
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
-        let request = format!(
-            "POST {}{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded;charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.prefix,
-            self.addr,
-            body.len()
-        );
-        stream.write_all(request.as_bytes())?;
-        let mut response = Vec::new();
-        stream.take(1 << 20).read_to_end(&mut response)?;
-        let code = response
-            .get(9..12)
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
+    fn post(&self, path: &str, body: &str) -> Result<(u16, Vec<u8>), ureq::Error> {
+        let url = format!("http://{}{}{path}", self.addr, self.prefix);
+        let mut response = self
+            .agent
+            .post(&url)
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded;charset=utf-8",
+            )
+            .send(body.as_bytes())?;
+        let code = response.status().as_u16();
         let body = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(Vec::new(), |at| response[at + 4..].to_vec());
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()?;
         Ok((code, body))
     }
 }
