@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod embedded;
 pub mod histogram;
+pub mod http_request;
 pub mod messages;
 pub mod msgbus;
 pub mod net;

@@ -148,6 +148,14 @@ fn usermap_needs_the_token_and_a_silent_client_holds_nothing() {
         "not held by the silent client"
     );
     assert_eq!(bus.metrics().status_unauthorized.load(Ordering::Relaxed), 2);
+    // A head that is not HTTP: a 400, counted, like the node's endpoints.
+    let mut garbage = TcpStream::connect(bus.status_addr().unwrap()).unwrap();
+    garbage.set_read_timeout(Some(WAIT)).unwrap();
+    garbage.write_all(b"GARBAGE\0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = garbage.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert_eq!(bus.metrics().status_bad.load(Ordering::Relaxed), 1);
     bus.shutdown();
 }
 

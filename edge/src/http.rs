@@ -1,6 +1,7 @@
 //! The node's small HTTP/1.1 server layer, shared by the status/admin endpoint and the
 //! `udpaddr` endpoint: one request per connection (`Connection: close`), the head parsed
-//! by `httparse`, a bounded head and body, one deadline for the whole request (not per
+//! by `bus::http_request` (`httparse`; the msgbus's status endpoint parses with it too), a
+//! bounded head and body, one deadline for the whole request (not per
 //! read, so a client dribbling a byte a second is cut off all the same), and a cap on
 //! concurrent connections per endpoint. Every refusal is counted in [`HttpCounters`].
 //!
@@ -14,14 +15,10 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+pub use bus::http_request::{MAX_BODY, MAX_HEAD, Request, parse_head, percent_decode};
+
 use crate::metrics::bump;
 
-/// Largest request head.
-pub const MAX_HEAD: usize = 16 * 1024;
-/// Largest request body.
-pub const MAX_BODY: usize = 1024 * 1024;
-/// Most headers a request may carry.
-const MAX_HEADERS: usize = 32;
 /// Time for a whole request, from accept to the end of its body.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Most connections one endpoint serves at once; beyond, new ones are closed at once.
@@ -38,84 +35,6 @@ pub struct HttpCounters {
     pub bad: AtomicU64,
     /// `/admin/*` calls without the right bearer token (answered 401).
     pub unauthorized: AtomicU64,
-}
-
-/// A parsed request: method, path, query, the bearer token if any, and the body.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Request {
-    /// `GET`, `POST`, …
-    pub method: String,
-    /// The path without the query.
-    pub path: String,
-    /// Decoded query pairs.
-    pub query: Vec<(String, String)>,
-    /// The token of an `Authorization: Bearer <token>` header.
-    pub bearer: Option<String>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    /// The first value of query parameter `name`.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Decodes `%xx` escapes and `+` (invalid escapes are kept as they are), as query strings
-/// are (`percent-encoding`).
-pub fn percent_decode(text: &str) -> String {
-    let spaced = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-/// Parses a request head; `Ok(None)` while incomplete. Returns the request (body empty),
-/// the head length and the declared body length.
-pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize, usize)>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
-        Ok(_) => return Err("request head too large"),
-        Err(httparse::Error::TooManyHeaders) => return Err("too many headers"),
-        Err(_) => return Err("malformed request head"),
-    };
-    let target = parsed.path.ok_or("no request target")?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    let (mut body_len, mut bearer) = (0, None);
-    for header in parsed.headers.iter() {
-        let value = std::str::from_utf8(header.value).map_err(|_| "header is not UTF-8");
-        if header.name.eq_ignore_ascii_case("content-length") {
-            body_len = value?.trim().parse().map_err(|_| "bad Content-Length")?;
-        } else if header.name.eq_ignore_ascii_case("authorization") {
-            bearer = edge_proto::secret::bearer(value?).map(str::to_owned);
-        }
-    }
-    if body_len > MAX_BODY {
-        return Err("body too large");
-    }
-    let request = Request {
-        method: parsed.method.unwrap_or("").to_owned(),
-        path: path.to_owned(),
-        query,
-        bearer,
-        body: Vec::new(),
-    };
-    Ok(Some((request, head_len, body_len)))
 }
 
 /// What reading a request came to.

@@ -138,6 +138,8 @@ pub struct Metrics {
     pub status_timeouts: AtomicU64,
     /// `/usermap` requests without the status token.
     pub status_unauthorized: AtomicU64,
+    /// Status requests answered 400 (malformed or oversized head).
+    pub status_bad: AtomicU64,
     /// Live comet links (`CometCount`).
     pub comets: AtomicU64,
     /// Connected RabbitMQ brokers (`RmqCount`).
@@ -206,6 +208,7 @@ pub fn counters(route: &RouteStats, m: &Metrics, now_ms: u64) -> Vec<(&'static s
         ("DropStatusBusy", load(&m.status_refused)),
         ("DropStatusTimeout", load(&m.status_timeouts)),
         ("DropStatusUnauthorized", load(&m.status_unauthorized)),
+        ("DropStatusBad", load(&m.status_bad)),
         ("DropUploadQueueFull", load(&m.upload_queue_full)),
         ("DropSpoolFull", load(&m.spool_full)),
         ("Spooled", load(&m.spooled)),

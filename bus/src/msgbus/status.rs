@@ -1,7 +1,9 @@
 //! The msgbus status endpoint on `--sh`: `GET /usermap`,
 //! `GET /stat?type=app`, `GET /stat` and `GET /metrics`.
 //!
-//! A tiny HTTP/1.0-style server: one request per connection, answered from a report the
+//! A tiny HTTP/1.1 server: one request per connection, its head parsed by
+//! [`crate::http_request`] (the same `httparse` parser as the node's endpoints; a malformed
+//! head gets a 400 and is counted), answered from a report the
 //! router thread builds on request (the router owns the map; nothing is shared). Each
 //! connection gets its own short-lived thread, at most [`MAX_CONNS`] at once (beyond,
 //! closed and counted), and one deadline for its whole request, so no slow client holds
@@ -20,11 +22,11 @@ use crossbeam_channel::{Sender, bounded};
 
 use super::Event;
 use super::stats::{Metrics, bump};
+use crate::http_request::{Request, parse_head};
 
 /// Time for a whole request to arrive, and for the answer to be written.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_MAX: usize = 8 * 1024;
 /// Most requests served at once.
 pub(crate) const MAX_CONNS: usize = 16;
 
@@ -83,58 +85,68 @@ pub(crate) fn spawn(listener: TcpListener, ctx: StatusContext) -> std::io::Resul
         })
 }
 
-/// Reads a request head within [`REQUEST_DEADLINE`]; `None` when it did not come whole.
-fn read_head(stream: &mut TcpStream, metrics: &Metrics) -> Option<Vec<u8>> {
+/// What reading a request came to.
+enum Head {
+    /// A whole request head.
+    Request(Request),
+    /// A malformed or oversized one: answer 400 with this reason.
+    Bad(&'static str),
+    /// The peer went away or the deadline passed: just close.
+    Gone,
+}
+
+/// Reads a request head within [`REQUEST_DEADLINE`] (one deadline for all of it), parsed
+/// by `http_request` as the node's endpoints are.
+fn read_head(stream: &mut TcpStream, metrics: &Metrics) -> Head {
     let deadline = Instant::now() + REQUEST_DEADLINE;
-    let mut request = Vec::new();
+    let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < REQUEST_MAX {
+    loop {
+        match parse_head(&buf) {
+            Ok(Some((request, ..))) => return Head::Request(request),
+            Ok(None) => {}
+            Err(why) => return Head::Bad(why),
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             bump(&metrics.status_timeouts);
-            return None;
+            return Head::Gone;
         }
         match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => request.extend_from_slice(&chunk[..n]),
+            Ok(0) => return Head::Gone,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => {
                 bump(&metrics.status_timeouts);
-                return None;
+                return Head::Gone;
             }
         }
     }
-    Some(request)
-}
-
-/// The token of the request's `Authorization: Bearer` header line, if any.
-fn bearer(request: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(request);
-    text.split("\r\n").find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        if !name.trim().eq_ignore_ascii_case("authorization") {
-            return None;
-        }
-        edge_proto::secret::bearer(value).map(str::to_owned)
-    })
 }
 
 fn serve(mut stream: TcpStream, ctx: &StatusContext) -> std::io::Result<()> {
-    let Some(request) = read_head(&mut stream, &ctx.metrics) else {
-        return Ok(());
-    };
+    let head = read_head(&mut stream, &ctx.metrics);
     stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
-    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split(' ');
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let request = match head {
+        Head::Request(request) => request,
+        Head::Bad(why) => {
+            bump(&ctx.metrics.status_bad);
+            return respond(
+                &mut stream,
+                "400 Bad Request",
+                "text/plain",
+                &format!("{why}\n"),
+            );
+        }
+        Head::Gone => return Ok(()),
+    };
     let allowed = |query: Query| {
         query != Query::UserMap
             || ctx.token.as_deref().is_none_or(|token| {
-                let presented = bearer(&request);
+                let presented = request.bearer.as_deref();
                 presented.is_some_and(|p| edge_proto::secret::eq(token.as_bytes(), p.as_bytes()))
             })
     };
-    let (status, kind, body) = match (method, route(target)) {
+    let (status, kind, body) = match (request.method.as_str(), route(&request)) {
         ("GET", Some(Route::Index)) => ("200 OK", "text/html", index()),
         ("GET", Some(Route::Query(query))) if !allowed(query) => {
             bump(&ctx.metrics.status_unauthorized);
@@ -147,6 +159,10 @@ fn serve(mut stream: TcpStream, ctx: &StatusContext) -> std::io::Result<()> {
         ("GET", None) => ("404 Not Found", "text/plain", "not found\n".into()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };
+    respond(&mut stream, status, kind, &body)
+}
+
+fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
     let challenge = if status.starts_with("401") {
         "WWW-Authenticate: Bearer\r\n"
     } else {
@@ -165,14 +181,12 @@ enum Route {
     Query(Query),
 }
 
-fn route(target: &str) -> Option<Route> {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let type_app = query.split('&').any(|kv| kv == "type=app");
-    match path {
-        "/usermap" => Some(Route::Query(Query::UserMap)),
-        "/metrics" => Some(Route::Query(Query::Metrics)),
-        "/stat" if type_app => Some(Route::Query(Query::App)),
-        "/stat" if query.is_empty() => Some(Route::Index),
+fn route(request: &Request) -> Option<Route> {
+    match (request.path.as_str(), request.param("type")) {
+        ("/usermap", _) => Some(Route::Query(Query::UserMap)),
+        ("/metrics", _) => Some(Route::Query(Query::Metrics)),
+        ("/stat", Some("app")) => Some(Route::Query(Query::App)),
+        ("/stat", None) if request.query.is_empty() => Some(Route::Index),
         _ => None,
     }
 }
@@ -218,24 +232,26 @@ mod tests {
 
     #[test]
     fn routes_and_escaping() {
+        let route_of = |head: &str| {
+            let (request, ..) = parse_head(head.as_bytes()).unwrap().unwrap();
+            route(&request)
+        };
+        let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(matches!(
-            route("/usermap"),
+            route_of(&get("/usermap")),
             Some(Route::Query(Query::UserMap))
         ));
         assert!(matches!(
-            route("/stat?type=app&refresh=auto"),
+            route_of(&get("/stat?type=app&refresh=auto")),
             Some(Route::Query(Query::App))
         ));
-        assert!(matches!(route("/stat"), Some(Route::Index)));
-        assert!(route("/stat?type=config").is_none());
+        assert!(matches!(route_of(&get("/stat")), Some(Route::Index)));
+        assert!(route_of(&get("/stat?type=config")).is_none());
         let mut out = String::new();
         json_string(&mut out, "a\"b\\c\n");
         assert_eq!(out, r#""a\"b\\c\u000a""#);
         let head = b"GET /usermap HTTP/1.1\r\nAuthorization: Bearer  t0k \r\n\r\n";
-        assert_eq!(bearer(head).as_deref(), Some("t0k"));
-        assert_eq!(
-            bearer(b"GET / HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n"),
-            None
-        );
+        let (request, ..) = parse_head(head).unwrap().unwrap();
+        assert_eq!(request.bearer.as_deref(), Some("t0k"));
     }
 }
