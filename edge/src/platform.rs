@@ -42,6 +42,8 @@ pub struct HttpPlatform {
     pub prefix: String,
     /// The HTTP client: one timeout (5 s) for each whole call, statuses as answers.
     pub agent: ureq::Agent,
+    /// Failed calls are logged at most once a second (with the count held back).
+    pub error_log: std::sync::Arc<std::sync::Mutex<crate::logging::Throttle>>,
 }
 
 impl HttpPlatform {
@@ -74,6 +76,7 @@ impl HttpPlatform {
             addr,
             prefix,
             agent,
+            error_log: std::sync::Arc::default(),
         })
     }
 }
@@ -205,9 +208,15 @@ impl HttpPlatform {
     fn answer(&self, call: &PlatformCall) -> PlatformAnswer {
         let (path, body) = form(call);
         let status = match self.post(path, &body) {
-            Err(_) => Err(SERVER_ERROR),
+            Err(error) => {
+                self.failed(path, &error.to_string());
+                Err(SERVER_ERROR)
+            }
             Ok((200, json)) => Ok(json),
-            Ok(_) => Err(HTTP_ERROR),
+            Ok((code, _)) => {
+                self.failed(path, &format!("HTTP status {code}"));
+                Err(HTTP_ERROR)
+            }
         };
         let json = status.and_then(|body| {
             serde_json::from_slice::<serde_json::Value>(&body).map_err(|_| HTTP_ERROR)
@@ -254,6 +263,24 @@ impl HttpPlatform {
             PlatformCall::Rename { .. } => PlatformAnswer::Rename {
                 status: json.map_or_else(|s| s, |j| code(&j).unwrap_or(HTTP_ERROR)),
             },
+        }
+    }
+
+    /// Logs a failed call, at most one line a second.
+    fn failed(&self, path: &str, error: &str) {
+        let admitted = self
+            .error_log
+            .lock()
+            .map_or(None, |mut log| log.admit(std::time::Instant::now()));
+        if let Some(held_back) = admitted {
+            let platform = &self.addr;
+            tracing::warn!(
+                platform,
+                path,
+                error,
+                held_back,
+                "device platform call failed"
+            );
         }
     }
 
