@@ -115,6 +115,8 @@ counters! {
     udp_drop_unknown_session,
     /// Forward messages dropped: the session has not logged in.
     udp_drop_not_logged_in,
+    /// Register, login or rename requests dropped: the session's last one still awaited the platform.
+    udp_drop_request_pending,
     /// Connections closed at accept: their source IP holds --max-conns-per-ip.
     conns_per_ip_refused,
     /// Times a listener stopped accepting until the next second (--max-accept-rate).

@@ -340,3 +340,84 @@ fn http_platform_gets_encoded_forms() {
     assert_eq!(i32::from_le_bytes(reply[..4].try_into().unwrap()), 7);
     node.shutdown();
 }
+
+/// A platform that answers its one request `delay` after reading it.
+fn slow_platform(delay: Duration, answer: &'static str) -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok((stream, _)) = listener.accept() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let _ = tx.send(line);
+            let mut len = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header == "\r\n" {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            std::thread::sleep(delay);
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, rx)
+}
+
+/// Regression (found writing docs/protocol.md): a second register while the first awaited
+/// the platform replaced it, so the first answer went out under the second request's header
+/// and the second got none. Now the second is dropped and counted, the first answered.
+#[test]
+fn a_request_while_one_awaits_the_platform_is_dropped_and_the_first_answered() {
+    let (url, requests) = slow_platform(
+        Duration::from_millis(300),
+        r#"{"status":0,"cookie":"-42|abc"}"#,
+    );
+    let node = udp_node(|c| c.platform_url = Some(url));
+    let mut device = Device::new(node.udp_addr.unwrap(), MAC);
+    device.new_session();
+    let mut body = device.sid.0.to_vec();
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+    body.extend_from_slice(&MAC);
+    body.extend_from_slice(&[0x10; 16]);
+    body.extend_from_slice(&[0u8; 260]);
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.push(b'x');
+    let first = device.request(0xE1, &body);
+    device.send(&first);
+    requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the first reached the platform");
+    let second = device.request(0xE1, &body);
+    device.send(&second);
+    let reply = device.recv().expect("the first request's reply");
+    assert_eq!(
+        reply[..24],
+        first[..24],
+        "answered under the first request's header"
+    );
+    assert_eq!(i32::from_le_bytes(reply[36..40].try_into().unwrap()), 0);
+    assert!(eventually(|| counter(&node, |m| &m
+        .udp_drop_request_pending)
+        == 1));
+    assert!(
+        requests.try_recv().is_err(),
+        "the second never reached the platform"
+    );
+    node.shutdown();
+}

@@ -147,9 +147,17 @@ impl Shard {
         let Some(conn) = self.udp_ref(slot) else {
             return;
         };
-        if let Some(session) = self.udp.as_mut().and_then(|u| u.table.get_mut(slot)) {
-            session.pending = Some(Box::new(Pending { header, mac }));
+        let Some(session) = self.udp.as_mut().and_then(|u| u.table.get_mut(slot)) else {
+            return;
+        };
+        // One platform request at a time per session: a second one would take the first's
+        // place, the first answer would go out under the second's header, and the second
+        // would get none. It is dropped; the device's retry is answered once the first is.
+        if session.pending.is_some() {
+            bump(&self.metrics.udp_drop_request_pending);
+            return;
         }
+        session.pending = Some(Box::new(Pending { header, mac }));
         if self
             .platform
             .try_send(PlatformRequest { conn, call })
