@@ -17,6 +17,7 @@ pub mod http_request;
 pub mod messages;
 pub mod msgbus;
 pub mod net;
+pub mod process_metrics;
 pub mod redis_target;
 pub mod sidecar;
 pub mod throttle;

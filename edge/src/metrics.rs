@@ -155,69 +155,6 @@ counters! {
     shard_slow_turns,
 }
 
-/// The standard `process_*` families, read from `/proc/self` (families it cannot read are
-/// left out): resident memory, CPU seconds, open and maximum descriptors, start time.
-fn process_families() -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
-    if let Some(kib) = rss_kib {
-        family(
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-            kib * 1024.0,
-        );
-    }
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-    if let (Some(user), Some(system)) = (field(14), field(15)) {
-        family(
-            "process_cpu_seconds_total",
-            "counter",
-            "User and system CPU time spent in seconds.",
-            (user + system) / ticks,
-        );
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        family(
-            "process_open_fds",
-            "gauge",
-            "Number of open file descriptors.",
-            fds.count() as f64,
-        );
-    }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        family(
-            "process_max_fds",
-            "gauge",
-            "Maximum number of open file descriptors.",
-            limit.rlim_cur as f64,
-        );
-    }
-    out
-}
-
 /// The `reason` label of a drop counter in `/metrics` (`drop_no_destination` →
 /// `no_destination`, `udp_drop_malformed` → `udp_malformed`); `None` for other counters.
 /// (`/stat?type=app` keeps every counter's own name.)
@@ -383,10 +320,18 @@ impl NodeMetrics {
             }
         }
         self.render_node(&mut out);
-        out.push_str(&process_families());
+        out.push_str(&bus::process_metrics::render());
         if let Some(cluster) = &self.cluster {
             // Monotonic counters, except the gauges links_up, redis_up and mobile_leases.
-            for (name, value) in cluster.snapshot() {
+            for (name, help, value) in cluster.described() {
+                let kind = if bus::cluster::metrics::GAUGES.contains(&name) {
+                    "gauge"
+                } else {
+                    "counter"
+                };
+                let help = help.trim();
+                let _ = writeln!(out, "# HELP cloudsocket_cluster_{name} {help}");
+                let _ = writeln!(out, "# TYPE cloudsocket_cluster_{name} {kind}");
                 let _ = writeln!(out, "cloudsocket_cluster_{name} {value}");
             }
             let name = "cloudsocket_cluster_link_rtt_seconds";
@@ -479,6 +424,7 @@ mod tests {
             "process_cpu_seconds_total",
             "process_open_fds",
             "process_max_fds",
+            "process_start_time_seconds",
         ] {
             let value = prom
                 .lines()
@@ -501,6 +447,9 @@ mod tests {
             text.contains("\ncloudsocket_cluster_relay_local 3\n"),
             "{text}"
         );
+        assert!(text.contains("# TYPE cloudsocket_cluster_relay_local counter\n"));
+        assert!(text.contains("# TYPE cloudsocket_cluster_links_up gauge\n"));
+        assert!(text.contains("# HELP cloudsocket_cluster_relay_local Relays delivered"));
         assert!(
             text.contains("\ncloudsocket_cluster_links_up 0\n"),
             "{text}"

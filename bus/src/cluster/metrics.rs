@@ -21,6 +21,15 @@ macro_rules! counters {
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
             }
+
+            /// Every counter with its name and its doc comment (for `# HELP`).
+            pub fn described(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((
+                    stringify!($name),
+                    concat!($($doc),*),
+                    self.$name.load(Ordering::Relaxed),
+                ),)*]
+            }
         }
     };
 }
@@ -113,6 +122,9 @@ counters! {
     /// Write-behind flushes that failed (kept for the next one).
     session_flush_errors,
 }
+
+/// The counters that are gauges (they go down as well as up).
+pub const GAUGES: &[&str] = &["links_up", "redis_up", "mobile_leases", "link_secret"];
 
 /// Sets gauge `gauge` to `value`.
 pub(crate) fn set(gauge: &AtomicU64, value: usize) {

@@ -35,7 +35,7 @@
 
 mod bindings;
 mod links;
-mod metrics;
+pub mod metrics;
 mod mobile;
 mod session;
 mod store;

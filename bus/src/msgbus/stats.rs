@@ -266,6 +266,7 @@ pub fn render_prometheus(counters: &[(&'static str, u64)], user_map_ids: usize) 
         let _ = writeln!(out, "msgbus_{} {value}", snake(name));
     }
     let _ = writeln!(out, "msgbus_user_map_ids {user_map_ids}");
+    out.push_str(&crate::process_metrics::render());
     out
 }
 
