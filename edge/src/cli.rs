@@ -238,8 +238,14 @@ pub struct RmqkeeperArgs {
     /// AMQP address of the watched broker (`host:port`), published in ZooKeeper.
     #[arg(short = 'h', long = "rmq", default_value = "127.0.0.1:5672")]
     pub rmq: String,
-    /// RabbitMQ management API base URL, credentials in the userinfo (http only).
-    #[arg(long, default_value = "http://guest:guest@127.0.0.1:15672")]
+    /// RabbitMQ management API base URL, credentials in the userinfo (http only). Set
+    /// CLOUDSOCKET_RMQ_URL instead to keep the password out of `ps`.
+    #[arg(
+        long,
+        env = "CLOUDSOCKET_RMQ_URL",
+        hide_env_values = true,
+        default_value = "http://guest:guest@127.0.0.1:15672"
+    )]
     pub url: String,
     /// Vhost of the aliveness test.
     #[arg(long, default_value = "/")]
