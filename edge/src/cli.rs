@@ -153,7 +153,8 @@ pub struct NodeArgs {
     /// Where the embedded node appends device uploads.
     #[arg(long, default_value = "./uploads.log")]
     pub upload_log: PathBuf,
-    /// Most UDP sessions held by the node (new sessions beyond it get status 1001).
+    /// Most UDP sessions held by the node (a full table drops a session's first datagram,
+    /// counted as `udp_full`, once no stale session can make room).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_udp_sessions: usize,
     /// Most WebSocket connections one source IP (an IPv6 /64) may hold open per shard
@@ -194,7 +195,7 @@ pub struct MsgbusArgs {
     /// A file whose first line is the Redis password (see `comet --help`).
     #[arg(long)]
     pub redis_password_file: Option<std::path::PathBuf>,
-    /// ZooKeeper servers, comma separated (registration and broker discovery: not wired yet).
+    /// ZooKeeper servers, comma separated: registers the msgbus and discovers brokers.
     #[arg(long)]
     pub zks: Option<String>,
     /// ZooKeeper root where this msgbus registers.

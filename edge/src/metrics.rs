@@ -240,7 +240,7 @@ impl NodeMetrics {
             if drop_reason(name).is_some() {
                 continue;
             }
-            let _ = writeln!(out, "# HELP cloudsocket_{name}_total {help}");
+            let _ = writeln!(out, "# HELP cloudsocket_{name}_total {}", help.trim());
             let _ = writeln!(out, "# TYPE cloudsocket_{name}_total counter");
             for (shard, v) in values.iter().enumerate() {
                 let _ = writeln!(

@@ -36,7 +36,7 @@ pub(crate) fn run_rmqkeeper(args: cli::RmqkeeperArgs) -> anyhow::Result<i32> {
 }
 
 /// `cloudsocket msgbus`: runs until SIGINT/SIGTERM. Brokers come from `--amqp`;
-/// ZooKeeper registration and broker discovery are not wired yet.
+/// With `--zks`, it registers under `--zkroot` and follows the brokers listed there.
 pub(crate) fn run_msgbus(args: &cli::MsgbusArgs) -> anyhow::Result<i32> {
     let mut config = bus::msgbus::Config::new(args.addr.clone(), args.spool_dir.clone());
     config.status = Some(args.sh.clone()).filter(|sh| !sh.is_empty());

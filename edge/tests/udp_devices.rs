@@ -258,6 +258,14 @@ fn expiry_sends_offline_and_forgets_the_address() {
 
 /// A one-thread HTTP platform that records each request and answers from `answers`.
 fn platform(answers: Vec<&'static str>) -> (String, mpsc::Receiver<(String, String)>) {
+    slow_platform(answers, Duration::ZERO)
+}
+
+/// [`platform`], answering each request `delay` after it was recorded.
+fn slow_platform(
+    answers: Vec<&'static str>,
+    delay: Duration,
+) -> (String, mpsc::Receiver<(String, String)>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
@@ -284,6 +292,7 @@ fn platform(answers: Vec<&'static str>) -> (String, mpsc::Receiver<(String, Stri
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
             tx.send((path, String::from_utf8(body).unwrap())).unwrap();
+            std::thread::sleep(delay);
             let mut stream = reader.into_inner();
             write!(
                 stream,
@@ -341,51 +350,13 @@ fn http_platform_gets_encoded_forms() {
     node.shutdown();
 }
 
-/// A platform that answers its one request `delay` after reading it.
-fn slow_platform(delay: Duration, answer: &'static str) -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        while let Ok((stream, _)) = listener.accept() {
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let _ = tx.send(line);
-            let mut len = 0;
-            loop {
-                let mut header = String::new();
-                reader.read_line(&mut header).unwrap();
-                if header == "\r\n" {
-                    break;
-                }
-                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            std::thread::sleep(delay);
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    (url, rx)
-}
-
 /// Regression (found writing docs/protocol.md): a second register while the first awaited
 /// the platform replaced it, so the first answer went out under the second request's header
 /// and the second got none. Now the second is dropped and counted, the first answered.
 #[test]
 fn a_request_while_one_awaits_the_platform_is_dropped_and_the_first_answered() {
-    let (url, requests) = slow_platform(
-        Duration::from_millis(300),
-        r#"{"status":0,"cookie":"-42|abc"}"#,
-    );
+    let answer = r#"{"status":0,"cookie":"-42|abc"}"#;
+    let (url, requests) = slow_platform(vec![answer], Duration::from_millis(300));
     let node = udp_node(|c| c.platform_url = Some(url));
     let mut device = Device::new(node.udp_addr.unwrap(), MAC);
     device.new_session();

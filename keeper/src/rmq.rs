@@ -136,9 +136,16 @@ fn health_loop(
         .interval
         .clamp(Duration::from_millis(100), CHECK_TIMEOUT_MAX);
     let mut healthy = false;
+    let mut first = true;
     loop {
         let started = Instant::now();
-        let now_healthy = check_health(url, &config.vhost, timeout).unwrap_or(false);
+        let check = check_health(url, &config.vhost, timeout);
+        let now_healthy = *check.as_ref().unwrap_or(&false);
+        // The first check is always reported, so a broker down from the start is seen too.
+        if std::mem::take(&mut first) && !now_healthy {
+            let why = check.as_ref().err().map(ToString::to_string);
+            tracing::warn!(vhost = %config.vhost, ?why, "RabbitMQ unhealthy at start: not registering it");
+        }
         if now_healthy != healthy {
             healthy = now_healthy;
             if healthy {

@@ -10,7 +10,7 @@ mod testenv;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keeper::{Discovery, NodeSpec, Registration, RmqConfig, RmqKeeper, ZkConfig};
 use zookeeper::{Acl, CreateMode, WatchedEvent, ZooKeeper};
@@ -49,19 +49,6 @@ fn remove_root(zk: &ZooKeeper, root: &str) {
     let _ = zk.delete(&format!("/{root}"), None);
 }
 
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
-#[track_caller]
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn config(servers: &str) -> ZkConfig {
     let mut config = ZkConfig::new(servers).with_session_timeout(SESSION);
     config.refresh = Duration::from_millis(200);
@@ -85,7 +72,7 @@ fn registration_creates_one_node_and_refreshes_it() {
             .into_bytes()
         });
         let registration = Registration::spawn(config(&addr), vec![node]).expect("spawn");
-        let path = wait_for(Duration::from_secs(10), "the node", || {
+        let path = testenv::wait_for(Duration::from_secs(10), "the node", || {
             registration.paths()[0].clone()
         });
         let seq = path
@@ -101,7 +88,7 @@ fn registration_creates_one_node_and_refreshes_it() {
         assert_ne!(nodes[0].2, 0, "ephemeral");
 
         online.store(42, Ordering::SeqCst);
-        wait_for(Duration::from_secs(5), "the refreshed data", || {
+        testenv::wait_for(Duration::from_secs(5), "the refreshed data", || {
             let (data, _) = zk.get_data(&path, false).ok()?;
             (data == b"ws://10.0.0.1:1234/ws,0.000000,0,0,42").then_some(())
         });
@@ -125,7 +112,7 @@ fn session_loss_leaves_exactly_one_node() {
         let proxy = proxy::Proxy::start(&addr);
         let node = NodeSpec::fixed(root.clone(), b"10.0.0.2:9923".to_vec());
         let registration = Registration::spawn(config(&proxy.addr), vec![node]).expect("spawn");
-        let first = wait_for(Duration::from_secs(10), "the node", || {
+        let first = testenv::wait_for(Duration::from_secs(10), "the node", || {
             registration.paths()[0].clone()
         });
 
@@ -134,7 +121,7 @@ fn session_loss_leaves_exactly_one_node() {
             std::thread::sleep(outage);
             proxy.restore();
             // Back on the session it had, or registered again: one node either way.
-            wait_for(Duration::from_secs(10), "one node again", || {
+            testenv::wait_for(Duration::from_secs(10), "one node again", || {
                 let path = registration.paths()[0].clone()?;
                 let nodes = children(&zk, &root);
                 (nodes.len() == 1 && nodes[0].0 == path).then_some(())
@@ -185,7 +172,7 @@ fn discovery_sees_a_node_appear_and_disappear() {
                 .expect("child");
             made.push(path);
         }
-        let list = wait_for(Duration::from_secs(5), "the member", || {
+        let list = testenv::wait_for(Duration::from_secs(5), "the member", || {
             let list = recv("appear");
             (!list.is_empty()).then_some(list)
         });
@@ -193,7 +180,7 @@ fn discovery_sees_a_node_appear_and_disappear() {
         for path in &made {
             zk.delete(path, None).expect("delete");
         }
-        wait_for(Duration::from_secs(5), "the member to go", || {
+        testenv::wait_for(Duration::from_secs(5), "the member to go", || {
             recv("disappear").is_empty().then_some(())
         });
         discovery.stop();
@@ -228,7 +215,7 @@ fn rmqkeeper_registers_a_healthy_broker() {
         let mut config = rmq_config(&addr, &root, http);
         config.amqp_addr = host_port.clone();
         let keeper = RmqKeeper::spawn(config).expect("spawn");
-        let nodes = wait_for(Duration::from_secs(10), "the broker node", || {
+        let nodes = testenv::wait_for(Duration::from_secs(10), "the broker node", || {
             let nodes = children(&zk, &root);
             (!nodes.is_empty()).then_some(nodes)
         });
@@ -280,7 +267,7 @@ fn with_zk_auth_our_nodes_are_closed_to_other_identities() {
             .expect("spawn");
             // The same identity finds it (discovery adds the credentials to its session).
             let discovery = Discovery::spawn(config(&addr).with_auth(auth), &root).expect("spawn");
-            wait_for(Duration::from_secs(10), "the member", || {
+            testenv::wait_for(Duration::from_secs(10), "the member", || {
                 let list = discovery
                     .members
                     .recv_timeout(Duration::from_secs(5))

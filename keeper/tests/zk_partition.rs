@@ -29,19 +29,6 @@ const SESSION: Duration = Duration::from_secs(30);
 /// Port of the forwarder inside the namespace.
 const INSIDE_PORT: u16 = 2281;
 
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
-#[track_caller]
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_silent_server_is_left_within_seconds_and_the_session_survives() {
     let zk_addr = testenv::service_addr(testenv::ZK);
@@ -57,7 +44,7 @@ fn a_silent_server_is_left_within_seconds_and_the_session_survives() {
             .stderr(Stdio::inherit()),
     );
     let cut_path = format!("{}:{INSIDE_PORT}", net.theirs);
-    wait_for(
+    testenv::wait_for(
         Duration::from_secs(10),
         "the forwarder in the namespace",
         || std::net::TcpStream::connect(&cut_path).ok().map(drop),
@@ -81,7 +68,7 @@ fn a_silent_server_is_left_within_seconds_and_the_session_survives() {
         auth: None,
     };
     let registration = Registration::spawn(config, vec![node]).expect("spawn");
-    let path = wait_for(Duration::from_secs(15), "the node", || {
+    let path = testenv::wait_for(Duration::from_secs(15), "the node", || {
         registration.paths()[0].clone()
     });
     let observer = ZooKeeper::connect(&zk_addr, Duration::from_secs(10), |_: WatchedEvent| {})
@@ -92,12 +79,12 @@ fn a_silent_server_is_left_within_seconds_and_the_session_survives() {
             .ends_with(&format!(",{want}"))
             .then_some(stat.ephemeral_owner)
     };
-    let first_owner = wait_for(Duration::from_secs(5), "the first data", || owner(1));
+    let first_owner = testenv::wait_for(Duration::from_secs(5), "the first data", || owner(1));
 
     net.partition(true);
     let cut_at = Instant::now();
     value.store(2, Ordering::SeqCst);
-    let second_owner = wait_for(Duration::from_secs(20), "the data after the cut", || {
+    let second_owner = testenv::wait_for(Duration::from_secs(20), "the data after the cut", || {
         owner(2)
     });
     let took = cut_at.elapsed();

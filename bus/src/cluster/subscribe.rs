@@ -56,7 +56,7 @@ pub(crate) fn spawn(sub: Subscriber) -> std::io::Result<JoinHandle<()>> {
                     bump(&sub.metrics.pubsub_errors);
                     if backoff == BACKOFF_MIN {
                         let redis = sub.target.describe();
-                        warn!(%redis, %error, "Redis subscription lost; resubscribing");
+                        warn!(%redis, %error, "Redis subscription down; resubscribing");
                     }
                 }
                 sleep_unless_stopped(backoff, &sub.stop);

@@ -258,9 +258,9 @@ impl Shard {
         self.metrics.turn_time.record(took);
         if took > SLOW_TURN {
             crate::metrics::bump(&self.metrics.shard_slow_turns);
-            if let Some(held) = self.slow_log.admit(Instant::now()) {
+            if let Some(held_back) = self.slow_log.admit(Instant::now()) {
                 let ms = took.as_millis();
-                tracing::warn!(shard = self.index, ms, held, "slow {what}");
+                tracing::warn!(shard = self.index, ms, held_back, "slow {what}");
             }
         }
     }

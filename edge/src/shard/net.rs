@@ -324,8 +324,8 @@ impl Shard {
     }
 
     fn log_accept_error(&mut self, e: &io::Error) {
-        if let Some(held) = self.accept_log.admit(std::time::Instant::now()) {
-            tracing::warn!(shard = self.index, held, "accept: {e}");
+        if let Some(held_back) = self.accept_log.admit(std::time::Instant::now()) {
+            tracing::warn!(shard = self.index, held_back, "accept: {e}");
         }
     }
 

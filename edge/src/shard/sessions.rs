@@ -134,8 +134,8 @@ impl Shard {
     /// Counts a broken invariant; logs it, at most once a second with the count held back.
     fn broken(&mut self, what: std::fmt::Arguments<'_>) {
         bump(&self.metrics.invariant_broken);
-        if let Some(held) = self.invariant_log.admit(std::time::Instant::now()) {
-            tracing::error!(shard = self.index, held, "invariant broken: {what}");
+        if let Some(held_back) = self.invariant_log.admit(std::time::Instant::now()) {
+            tracing::error!(shard = self.index, held_back, "invariant broken: {what}");
         }
     }
 
