@@ -68,6 +68,16 @@ pub struct NodeArgs {
     /// WebSocket listen addresses; only the port is used (the IP comes from --lip).
     #[arg(long, default_value = ":1234,:1235")]
     pub ports: String,
+    /// WebSocket-over-TLS (wss://) listen addresses, like --ports; they need --tls-cert
+    /// and --tls-key.
+    #[arg(long, default_value = "")]
+    pub tls_ports: String,
+    /// PEM certificate chain for --tls-ports (reloaded when the file changes).
+    #[arg(long)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or RSA) for --tls-ports (reloaded when it changes).
+    #[arg(long)]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Status and admin HTTP address (loopback by default: the admin endpoints change state).
     #[arg(long, default_value = "127.0.0.1:29999")]
     pub sh: String,

@@ -116,6 +116,10 @@ pub struct Config {
     pub udp: bool,
     /// WebSocket listen addresses.
     pub ws_addrs: Vec<SocketAddr>,
+    /// WebSocket-over-TLS listen addresses (`--tls-ports`).
+    pub tls_addrs: Vec<SocketAddr>,
+    /// Certificate chain and key files for the TLS listeners.
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Status and admin HTTP address.
     pub status_addr: SocketAddr,
     /// UDP device address.
@@ -228,15 +232,26 @@ impl Config {
                 value: args.lip.clone(),
             })?)
         };
-        let ws_addrs = args
-            .ports
-            .split(',')
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| {
-                let addr = parse_addr("ports", p.trim(), lip)?;
-                Ok(SocketAddr::new(lip.unwrap_or(addr.ip()), addr.port()))
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let ports = |flag: &'static str, list: &str| {
+            list.split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| {
+                    let addr = parse_addr(flag, p.trim(), lip)?;
+                    Ok(SocketAddr::new(lip.unwrap_or(addr.ip()), addr.port()))
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()
+        };
+        let ws_addrs = ports("ports", &args.ports)?;
+        let tls_addrs = ports("tls-ports", &args.tls_ports)?;
+        let tls_files = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) if tls_addrs.is_empty() => None,
+            _ => {
+                return Err(ConfigError::Limit(
+                    "--tls-ports, --tls-cert and --tls-key go together".into(),
+                ));
+            }
+        };
         let cores = tuning_cores(&args.cores)?;
         let redis_auth = redis_auth(args.redis_password_file.as_deref())?;
         if let Some(rh) = args.rh.as_deref().filter(|r| !r.is_empty()) {
@@ -270,6 +285,8 @@ impl Config {
             ws,
             udp,
             ws_addrs,
+            tls_addrs,
+            tls_files,
             status_addr,
             admin_token,
             udp_addr: parse_addr("hudp", &args.hudp, lip)?,
@@ -335,6 +352,8 @@ impl Config {
             ws: true,
             udp: true,
             ws_addrs: vec![any],
+            tls_addrs: Vec::new(),
+            tls_files: None,
             status_addr: any,
             udp_addr: any,
             udpaddr_http: any,

@@ -25,6 +25,7 @@ pub mod poller;
 mod programs;
 pub mod shard;
 pub mod status;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     );
     for addr in &node.ws_addrs {
         println!("listening: WebSocket ws://{addr}/ws");
+    }
+    for addr in &node.wss_addrs {
+        println!("listening: WebSocket over TLS wss://{addr}/ws");
     }
     if let Some(addr) = node.udp_addr {
         println!("listening: UDP devices udp://{addr}");

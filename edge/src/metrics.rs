@@ -33,6 +33,8 @@ macro_rules! counters {
             pub turn_time: Histogram,
             /// WebSocket logins: from the upgrade to the login's ack.
             pub login_time: Histogram,
+            /// TLS handshakes: from the accept to the handshake's end.
+            pub tls_handshake_time: Histogram,
         }
 
         /// Every counter name with its help text, in declaration order.
@@ -117,6 +119,14 @@ counters! {
     udp_drop_not_logged_in,
     /// Register, login or rename requests dropped: the session's last one still awaited the platform.
     udp_drop_request_pending,
+    /// TLS handshakes completed with TLS 1.3.
+    tls_handshakes_tls13,
+    /// TLS handshakes completed with TLS 1.2.
+    tls_handshakes_tls12,
+    /// TLS handshakes that resumed an earlier session (a ticket or a session id).
+    tls_resumptions,
+    /// TLS handshakes that failed: not TLS (a plaintext client, garbage), a bad hello, an alert.
+    tls_handshake_errors,
     /// Connections closed at accept: their source IP holds --max-conns-per-ip.
     conns_per_ip_refused,
     /// Times a listener stopped accepting until the next second (--max-accept-rate).
@@ -302,7 +312,7 @@ impl NodeMetrics {
                 let _ = writeln!(out, "cloudsocket_{name}{{shard=\"{shard}\"}} {}", get(m));
             }
         }
-        let histograms: [Timed; 2] = [
+        let histograms: [Timed; 3] = [
             ("shard_turn_seconds", "Shard turn and tick times.", |m| {
                 &m.turn_time
             }),
@@ -310,6 +320,11 @@ impl NodeMetrics {
                 "login_seconds",
                 "WebSocket logins, from the upgrade to the login's ack.",
                 |m| &m.login_time,
+            ),
+            (
+                "tls_handshake_seconds",
+                "TLS handshakes, from the accept to the handshake's end.",
+                |m| &m.tls_handshake_time,
             ),
         ];
         for (name, help, get) in histograms {

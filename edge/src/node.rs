@@ -36,6 +36,10 @@ impl Wake for Waker {
 pub struct Node {
     /// WebSocket addresses actually bound (port 0 resolved).
     pub ws_addrs: Vec<SocketAddr>,
+    /// WebSocket-over-TLS addresses actually bound.
+    pub wss_addrs: Vec<SocketAddr>,
+    /// The TLS settings (reloaded from their files while the node runs).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// Status address actually bound.
     pub status_addr: SocketAddr,
     /// UDP device address actually bound (when serving UDP).
@@ -76,6 +80,7 @@ struct Sockets {
     /// Each shard's WebSocket listeners (one per address).
     listeners: Vec<Vec<OwnedFd>>,
     ws_addrs: Vec<SocketAddr>,
+    wss_addrs: Vec<SocketAddr>,
     status: OwnedFd,
     status_addr: SocketAddr,
     /// Each shard's UDP socket (when serving UDP).
@@ -98,12 +103,23 @@ impl Sockets {
                 listeners[i].push(fd);
             }
         }
+        // TLS listeners come after the plain ones (the shards tell them apart by index).
+        let mut wss_addrs = Vec::new();
+        for &addr in config.tls_addrs.iter().filter(|_| config.ws) {
+            let (bound, fds) = bind_all(addr, n)
+                .map_err(|e| anyhow::anyhow!("WebSocket TLS listener {addr}: {e}"))?;
+            wss_addrs.push(bound);
+            for (i, fd) in fds.into_iter().enumerate() {
+                listeners[i].push(fd);
+            }
+        }
         let status = status::bind(config.status_addr)
             .map_err(|e| anyhow::anyhow!("status listener {}: {e}", config.status_addr))?;
         let status_addr = shard::local_addr(status.as_raw_fd())?;
         let mut sockets = Sockets {
             listeners,
             ws_addrs,
+            wss_addrs,
             status,
             status_addr,
             udp: (0..n).map(|_| None).collect(),
@@ -149,6 +165,7 @@ impl Wiring {
         config: &Arc<Config>,
         metrics: &NodeMetrics,
         sockets: &mut Sockets,
+        tls: &Option<Arc<crate::tls::ServerTls>>,
     ) -> anyhow::Result<Wiring> {
         let (platform_tx, platform) = bounded(QUEUE);
         let (bus_tx, bus) = bounded(QUEUE);
@@ -173,6 +190,8 @@ impl Wiring {
                 bus: bus_tx.clone(),
                 metrics: metrics.shards[i].clone(),
                 listeners,
+                tls_listener_from: config.ws_addrs.len() * usize::from(config.ws),
+                tls: tls.clone(),
                 udp,
                 platform: platform_tx.clone(),
             }));
@@ -297,7 +316,16 @@ impl Node {
                 secret: config.salt.clone(),
             },
         };
-        let wiring = Wiring::new(&config, &metrics, &mut sockets)?;
+        let tls = match &config.tls_files {
+            Some((cert, key)) => {
+                let tls = crate::tls::ServerTls::load(cert, key)
+                    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+                tls.watch()?;
+                Some(tls)
+            }
+            None => None,
+        };
+        let wiring = Wiring::new(&config, &metrics, &mut sockets, &tls)?;
         let (admin_tx, admin_rx) = bounded(64);
         let (stop_tx, stop_rx) = bounded(0);
         let inboxes = wiring.inboxes;
@@ -331,6 +359,8 @@ impl Node {
         let shards = spawn_shards(&config, &startup)?;
         let mut node = Node {
             ws_addrs: sockets.ws_addrs,
+            wss_addrs: sockets.wss_addrs,
+            tls,
             status_addr: sockets.status_addr,
             udp_addr: sockets.udp_addr,
             udpaddr_http: sockets.udpaddr_http,
@@ -357,6 +387,9 @@ impl Node {
     /// Drains: every shard stops accepting, closes its terminals with 1001 and ends; then
     /// the sidecar ends. Returns when all threads are gone.
     pub fn shutdown(mut self) {
+        if let Some(tls) = &self.tls {
+            tls.stop();
+        }
         // Leave ZooKeeper first, so nobody is sent here while we drain.
         drop(self.zookeeper.take());
         for inbox in &self.inboxes {

@@ -17,6 +17,7 @@ mod net;
 mod route;
 mod run;
 mod sessions;
+mod tls;
 mod udp;
 mod write;
 mod ws;
@@ -85,8 +86,12 @@ pub struct ShardParts {
     pub bus: Sender<ToBus>,
     /// This shard's counters.
     pub metrics: Arc<ShardMetrics>,
-    /// Bound listening sockets, one per WebSocket address.
+    /// Bound listening sockets, one per WebSocket address (plain ones, then TLS ones).
     pub listeners: Vec<OwnedFd>,
+    /// Listeners from this index on are TLS (`wss://`) listeners.
+    pub tls_listener_from: usize,
+    /// The TLS settings, when the node has TLS listeners.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// The shard's bound UDP socket, when serving devices over UDP.
     pub udp: Option<OwnedFd>,
     /// Calls to the device platform.
@@ -108,6 +113,15 @@ pub struct Shard {
     /// Directory updates a full mesh queue refused; retried every turn (never dropped).
     peer_backlog: Vec<(usize, PeerMsg)>,
     listeners: Vec<OwnedFd>,
+    /// Listeners from this index on are TLS listeners.
+    tls_listener_from: usize,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    /// TLS state of the connections accepted on TLS listeners, by slot.
+    tls_conns: std::collections::HashMap<u32, Box<tls::TlsConn>>,
+    /// Reused buffers for TLS: ciphertext read, records being decrypted, plaintext sealed.
+    tls_cipher: Vec<u8>,
+    tls_incoming: Vec<u8>,
+    tls_plain: Vec<u8>,
     udp: Option<udp::UdpSide>,
     platform: Sender<bus::messages::PlatformRequest>,
     conns: Slab<Conn>,
@@ -194,6 +208,12 @@ impl Shard {
             peers: None,
             peer_backlog: Vec::new(),
             listeners: parts.listeners,
+            tls_listener_from: parts.tls_listener_from,
+            tls: parts.tls,
+            tls_conns: std::collections::HashMap::new(),
+            tls_cipher: Vec::new(),
+            tls_incoming: Vec::new(),
+            tls_plain: Vec::new(),
             udp: parts.udp.map(|fd| {
                 let per_shard = max_udp_sessions.div_ceil(parts.count.max(1));
                 let limiter = SourceLimiter::new(rate, burst, TRACKED_SOURCES);

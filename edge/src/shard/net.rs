@@ -296,7 +296,7 @@ impl Shard {
                 return;
             }
             match accept(listener) {
-                Ok((fd, peer)) => self.on_accepted(fd, peer),
+                Ok((fd, peer)) => self.on_accepted(fd, peer, i >= self.tls_listener_from),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -329,10 +329,22 @@ impl Shard {
         }
     }
 
-    fn on_accepted(&mut self, fd: OwnedFd, peer: Option<IpAddr>) {
+    fn on_accepted(&mut self, fd: OwnedFd, peer: Option<IpAddr>, tls: bool) {
         if self.draining {
             return;
         }
+        // A TLS listener's connection gets its rustls state first (nothing to undo if not).
+        let session = match (tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(t)) => match rustls::server::UnbufferedServerConnection::new(t.config()) {
+                Ok(session) => Some(session),
+                Err(_) => {
+                    crate::metrics::bump(&self.metrics.tls_handshake_errors);
+                    return;
+                }
+            },
+            (true, None) => return,
+        };
         let raw = fd.as_raw_fd();
         let terminal = Terminal::accepted(self.now(), &self.timeouts);
         let (slot, generation) = self.conns.insert(Conn::new(raw, terminal));
@@ -353,6 +365,10 @@ impl Shard {
         }
         // The record owns the descriptor from now on (closed when it is released).
         let _ = fd.into_raw_fd();
+        if let Some(session) = session {
+            self.tls_conns
+                .insert(slot, Box::new(super::tls::TlsConn::new(session)));
+        }
         crate::metrics::bump(&self.metrics.ws_accepted);
         self.metrics
             .ws_open

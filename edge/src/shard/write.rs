@@ -143,8 +143,12 @@ impl Shard {
 
     /// Writes the outbox until it is empty (its buffer goes back to the shard's pool: an
     /// idle connection holds none) or the socket is full (write readiness is requested).
-    fn flush_conn(&mut self, slot: u32) {
+    pub(super) fn flush_conn(&mut self, slot: u32) {
         let generation = self.conns.generation(slot);
+        if self.is_tls(slot) && !self.tls_seal(slot) {
+            self.close(slot, None);
+            return;
+        }
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -156,6 +160,9 @@ impl Shard {
                 Ok(n) => {
                     outbox.drain(..n);
                     self.outbound.sent(n);
+                    if let Some(tls) = self.tls_conns.get_mut(&slot) {
+                        tls.sealed = tls.sealed.saturating_sub(n);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

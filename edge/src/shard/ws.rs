@@ -63,6 +63,14 @@ impl Shard {
                 self.spare_carry = Some(carry);
             }
             let space = buf.len() - len;
+            if self.is_tls(slot) {
+                let (alive, more) = self.read_tls(slot, fd, &mut buf, len);
+                self.scratch = buf;
+                if !alive || !more {
+                    return;
+                }
+                continue;
+            }
             match net::recv(fd, &mut buf[len..]) {
                 Ok(0) => {
                     self.scratch = buf;
@@ -109,7 +117,7 @@ impl Shard {
         alive
     }
 
-    fn keep_carry(&mut self, slot: u32, bytes: &[u8]) {
+    pub(super) fn keep_carry(&mut self, slot: u32, bytes: &[u8]) {
         let mut carry = self.spare_carry.take().unwrap_or_default();
         carry.clear();
         carry.extend_from_slice(bytes);
@@ -120,7 +128,7 @@ impl Shard {
 
     /// Handles `buf[..len]`, of which `buf[fresh..len]` just arrived; keeps an incomplete
     /// tail. False when the connection closed.
-    fn process(&mut self, slot: u32, buf: &mut [u8], fresh: usize, len: usize) -> bool {
+    pub(super) fn process(&mut self, slot: u32, buf: &mut [u8], fresh: usize, len: usize) -> bool {
         let mut pos = 0;
         if self.state(slot) == Some(State::Handshake) {
             // Parse only once the head can be complete, so a request dribbled in a byte at
@@ -206,7 +214,18 @@ impl Shard {
             }
         };
         let fd = self.conns.get(slot).map(|c| c.fd)?;
-        let sent = send2(fd, &out, &[]);
+        let sent = if self.is_tls(slot) {
+            // Through the outbox, where it is sealed into TLS records.
+            let conn = self.conns.get_mut(slot)?;
+            let outbox = conn
+                .outbox
+                .get_or_insert_with(|| self.buffers.pop().unwrap_or_default());
+            outbox.extend_from_slice(&out);
+            self.flush_conn(slot);
+            Ok(out.len())
+        } else {
+            send2(fd, &out, &[])
+        };
         self.out = out;
         match result {
             Some(consumed) if sent.is_ok() => {
@@ -256,7 +275,7 @@ impl Shard {
         }
     }
 
-    fn state(&self, slot: u32) -> Option<State> {
+    pub(super) fn state(&self, slot: u32) -> Option<State> {
         self.conns.get(slot).map(|c| c.terminal.state())
     }
 
@@ -454,6 +473,7 @@ impl Shard {
 
     /// Ends a connection: optional close frame, logout if logged in, disarm, release.
     pub(super) fn close(&mut self, slot: u32, code: Option<u16>) {
+        let code = self.tls_close_frame(slot, code);
         let Some(conn) = self.conns.get(slot) else {
             return;
         };
@@ -482,6 +502,7 @@ impl Shard {
             return;
         };
         self.upgraded_at.remove(&slot);
+        self.tls_conns.remove(&slot);
         self.conn_limits.closed(slot);
         if let Some(outbox) = &conn.outbox {
             self.outbound.discarded(outbox.len());
