@@ -98,6 +98,13 @@ pub fn register(
             )
         })
         .collect();
+    // Each TLS listener registers as a wss:// URL in the same node-data format.
+    nodes.extend(node.wss_addrs.iter().map(|a| {
+        sampled(
+            &cluster.comet_root,
+            format!("wss://{}:{}/ws", config.node_ip, a.port()),
+        )
+    }));
     if let Some(http) = node.udpaddr_http {
         nodes.push(sampled(
             &cluster.comet_root_udp,

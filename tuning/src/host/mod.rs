@@ -65,7 +65,36 @@ pub fn report_with(probe: &dyn Probe, connections: u64) -> Vec<Check> {
     checks.extend(rlimit::checks(probe, connections, shards));
     checks.extend(sysctl::checks(probe, connections));
     checks.extend(irq::checks(probe, &online));
+    checks.push(ktls(probe));
     checks
+}
+
+/// Whether the kernel offers kernel TLS (the `tls` ULP): informational. `wss://` runs its
+/// record layer in user space today; on a kernel with kTLS the record layer could move to
+/// the kernel after the handshake (rustls hands its keys over for that), a later step.
+fn ktls(probe: &dyn Probe) -> Check {
+    const ULPS: &str = "/proc/sys/net/ipv4/tcp_available_ulp";
+    let found = probe.read(ULPS).map(|text| normalize(&text));
+    let ok = found
+        .as_deref()
+        .is_some_and(|ulps| ulps.split(' ').any(|u| u == "tls"));
+    Check {
+        name: "kTLS (tls ULP)".into(),
+        found: match found {
+            Some(ulps) if ulps.is_empty() => "no ULP".into(),
+            Some(ulps) => ulps,
+            None => format!("missing: {ULPS}"),
+        },
+        recommended: "tls (wss:// works without it, in user space)".into(),
+        command: if ok {
+            "-".into()
+        } else {
+            "modprobe tls".into()
+        },
+        ok,
+        optional: true,
+        fix: Fix::Manual,
+    }
 }
 
 /// Collapses runs of whitespace (tabs in `tcp_rmem`, trailing newlines) into single spaces.
@@ -76,6 +105,21 @@ fn normalize(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ktls_is_reported_from_the_available_ulps() {
+        let with: FixtureProbe = [("/proc/sys/net/ipv4/tcp_available_ulp", "mptcp tls\n")]
+            .into_iter()
+            .collect();
+        assert!(ktls(&with).ok);
+        let without: FixtureProbe = [("/proc/sys/net/ipv4/tcp_available_ulp", "mptcp\n")]
+            .into_iter()
+            .collect();
+        let check = ktls(&without);
+        assert!(!check.ok && check.optional);
+        assert_eq!(check.command, "modprobe tls");
+        assert!(ktls(&FixtureProbe::default()).found.starts_with("missing"));
+    }
 
     /// A small two-core VM, like the one this crate was written on.
     pub(super) fn vm() -> FixtureProbe<'static> {
