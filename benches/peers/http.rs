@@ -1,8 +1,9 @@
 //! The tokio peer's status/admin endpoint: `POST /admin/bind|unbind?device=&user=`,
-//! `POST /admin/push?ids=&msgid=` with the raw body, `GET /stat?type=app`.
+//! `POST /admin/push?ids=&msgid=` with the raw body, `GET /stat?type=app`. Served by tasks
+//! on thread 0 (not on the message path): a bind returns once every thread has applied it.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::rc::Rc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -10,11 +11,17 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::hub::Hub;
 
 /// Serves the endpoint forever.
-pub async fn serve(hub: Arc<Hub>, addr: &str) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+pub async fn serve(hub: Rc<Hub>, listener: TcpListener) {
     loop {
-        let (stream, _) = listener.accept().await?;
-        tokio::spawn(handle(hub.clone(), stream));
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(handle(hub.clone(), stream));
+            }
+            Err(e) => {
+                eprintln!("status accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -24,7 +31,7 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
-async fn handle(hub: Arc<Hub>, mut s: TcpStream) {
+async fn handle(hub: Rc<Hub>, mut s: TcpStream) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -66,7 +73,7 @@ async fn handle(hub: Arc<Hub>, mut s: TcpStream) {
     let (code, text) = match (method, path) {
         ("POST", "/admin/bind" | "/admin/unbind") => match (num("device"), num("user")) {
             (Some(d), Some(u)) => {
-                hub.bind(d, u, path == "/admin/bind");
+                hub.bind_everywhere(d, u, path == "/admin/bind").await;
                 (200, format!("{path} {d} {u}"))
             }
             _ => (400, "need device=<id>&user=<id>".into()),
@@ -89,16 +96,19 @@ async fn handle(hub: Arc<Hub>, mut s: TcpStream) {
                 _ => (400, "need ids=<id,id,...>&msgid=<n>".into()),
             }
         }
-        ("GET", "/stat") => (
-            200,
-            format!(
-                "{{\"ConnOnline\":{},\"UpStreamIn\":{},\"DownStreamOut\":{},\"Dropped\":{}}}",
-                hub.online.load(Ordering::Relaxed),
-                hub.msgs_in.load(Ordering::Relaxed),
-                hub.msgs_out.load(Ordering::Relaxed),
-                hub.dropped.load(Ordering::Relaxed)
-            ),
-        ),
+        ("GET", "/stat") => {
+            let s = &hub.shared;
+            (
+                200,
+                format!(
+                    "{{\"ConnOnline\":{},\"UpStreamIn\":{},\"DownStreamOut\":{},\"Dropped\":{}}}",
+                    s.sum(|c| &c.online),
+                    s.sum(|c| &c.msgs_in),
+                    s.sum(|c| &c.msgs_out),
+                    s.sum(|c| &c.dropped)
+                ),
+            )
+        }
         _ => (404, "not found".into()),
     };
     let resp = format!(

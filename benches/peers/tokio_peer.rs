@@ -1,36 +1,48 @@
-//! `tokio-peer`: a straightforward, reasonably optimised tokio + tokio-tungstenite
-//! implementation of cloudsocket's surface, to compare against: WebSocket `/ws` with the
-//! same login and frames, `POST /admin/{bind,unbind,push}` and `GET /stat?type=app` on a
-//! status port, phone↔device relay by docs/protocol.md §4, and UDP 0xE0/0xE1/0xE2/0xE5 plus forward
-//! packets (builtin register: a stable negative id per MAC, cookie `<id>|token`).
+//! `tokio-peer`: an idiomatic, carefully tuned tokio implementation of cloudsocket's
+//! surface, to compare against: WebSocket `/ws` with the same login and frames,
+//! `POST /admin/{bind,unbind,push}` and `GET /stat?type=app` on a status port, phone↔device
+//! relay by docs/protocol.md §4, and UDP 0xE0/0xE1/0xE2/0xE5 plus forward packets (builtin
+//! register: a stable negative id per MAC, cookie `<id>|token`).
 //!
-//! One task per connection plus a writer task draining a bounded queue (batched flushes);
-//! tungstenite buffers are kept small (4 KiB read, no write buffering) because the default
-//! 128 KiB read buffer would make the idle comparison meaningless (conn-memory.md).
-//! Not a product: no upload log, no heartbeat deadlines, no drain.
+//! Shaped like cloudsocket's shards (benches/peers/README.md says what is and is not the
+//! same): one thread per core, pinned, each with its own `current_thread` runtime, a
+//! `LocalSet`, its own `SO_REUSEPORT` listeners and its own state in an `Rc` (no lock on the
+//! message path; other threads are reached through bounded mpsc inboxes). One task per
+//! connection `select!`s on its socket and its wake: reads go into the thread's shared read
+//! buffer and are parsed with edge-proto's frame codec (the node's own); frames for a
+//! connection are appended to its outbox and written with one `write_all` per wake.
+//! mimalloc is the global allocator. Not a product: no upload log, no heartbeat deadlines,
+//! no drain, no clustering.
 
 mod http;
 mod hub;
 mod udp;
 
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use clap::Parser;
 use edge_proto::login::{LoginReply, LoginRequest};
-use futures_util::{SinkExt, StreamExt};
-use hub::Hub;
+use edge_proto::ws::{self, OpCode};
+use hub::{Cmd, Conn, Hub, MAX_PAYLOAD, Shared};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tuning::cores::{CoreList, CoreSpec};
+
+#[global_allocator]
+static GLOBAL: tuning::Allocator = tuning::Allocator;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "tokio-peer",
-    about = "tokio + tokio-tungstenite peer of cloudsocket"
-)]
+#[command(name = "tokio-peer", about = "tokio peer of cloudsocket")]
 struct Cli {
     /// WebSocket ports (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1234,1235")]
@@ -41,59 +53,164 @@ struct Cli {
     /// UDP port (0 = none).
     #[arg(long, default_value_t = 7999)]
     udp_port: u16,
-    /// Runtime worker threads.
+    /// Runtime threads, one per core, pinned to the first cores this process may use
+    /// (`taskset` narrows them). Ignored with --cores.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Cores to run threads on, as cloudsocket's `--cores`: `0-3`, `0,2,4-7` or `all`
+    /// (one thread per core, pinned).
+    #[arg(long)]
+    cores: Option<String>,
     /// Login salt.
     #[arg(long, default_value = edge_proto::login::DEFAULT_SALT)]
     salt: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.threads.max(1))
-        .enable_all()
-        .build()?;
-    rt.block_on(serve(cli))
+/// What one runtime thread starts with.
+struct Parts {
+    index: usize,
+    core: usize,
+    listeners: Vec<std::net::TcpListener>,
+    udp: Option<std::net::UdpSocket>,
+    status: Option<std::net::TcpListener>,
+    inbox: mpsc::Receiver<Cmd>,
 }
 
-async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let hub = Arc::new(Hub::new(cli.salt.into_bytes()));
-    for port in &cli.port {
-        let listener = TcpListener::bind(("0.0.0.0", *port)).await?;
-        eprintln!("tokio-peer: WebSocket on :{port}/ws");
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        tokio::spawn(connection(hub.clone(), stream));
-                    }
-                    Err(e) => {
-                        eprintln!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cores = cores(&cli)?;
+    let n = cores.len();
+    if n > hub::MAX_THREADS {
+        bail!("at most {} threads", hub::MAX_THREADS);
+    }
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(hub::INBOX)).unzip();
+    let shared = Arc::new(Shared::new(cli.salt.clone().into_bytes(), senders));
+    let mut parts = Vec::with_capacity(n);
+    for (index, (core, inbox)) in cores.iter().zip(receivers).enumerate() {
+        let listeners = cli
+            .port
+            .iter()
+            .map(|p| tcp_listener(SocketAddr::from(([0, 0, 0, 0], *p)), n > 1))
+            .collect::<io::Result<Vec<_>>>()
+            .context("WebSocket listener")?;
+        parts.push(Parts {
+            index,
+            core: *core,
+            listeners,
+            udp: None,
+            status: None,
+            inbox,
         });
     }
     if cli.udp_port != 0 {
-        let sock = Arc::new(tokio::net::UdpSocket::bind(("0.0.0.0", cli.udp_port)).await?);
-        eprintln!("tokio-peer: UDP on :{}", cli.udp_port);
-        let _ = hub.udp_socket.set(sock.clone());
-        tokio::spawn(udp::serve(hub.clone(), sock));
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", cli.udp_port)).context("UDP socket")?;
+        sock.set_nonblocking(true)?;
+        parts[0].udp = Some(sock);
+        eprintln!("tokio-peer: UDP on :{} (thread 0)", cli.udp_port);
+    }
+    let status =
+        std::net::TcpListener::bind(&cli.sh).with_context(|| format!("--sh {}", cli.sh))?;
+    status.set_nonblocking(true)?;
+    parts[0].status = Some(status);
+    for port in &cli.port {
+        eprintln!("tokio-peer: WebSocket on :{port}/ws");
     }
     eprintln!("tokio-peer: status on {}", cli.sh);
-    http::serve(hub, &cli.sh).await
+    eprintln!(
+        "tokio-peer: {n} thread(s) on core(s) {}",
+        CoreList::from_iter(cores)
+    );
+    let threads: Vec<_> = parts
+        .into_iter()
+        .map(|p| {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("peer-{}", p.index))
+                .spawn(move || run_thread(shared, p))
+        })
+        .collect::<io::Result<_>>()?;
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a runtime thread panicked"))??;
+    }
+    Ok(())
 }
 
-fn config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(65536))
-        .max_frame_size(Some(65536))
+/// The cores to run on: `--cores` as cloudsocket reads it, else the first `--threads` cores
+/// this process may use.
+fn cores(cli: &Cli) -> anyhow::Result<Vec<usize>> {
+    let online = CoreList::online().context("sched_getaffinity")?;
+    if let Some(text) = &cli.cores {
+        let spec: CoreSpec = text.parse().context("--cores")?;
+        let plan = tuning::cores::plan(&spec.resolve(&online), &online, 0).context("--cores")?;
+        return Ok(plan.shards);
+    }
+    let cores: Vec<usize> = online.iter().take(cli.threads.max(1)).collect();
+    if cores.len() < cli.threads {
+        bail!(
+            "--threads {}: only {} core(s) available ({online})",
+            cli.threads,
+            cores.len()
+        );
+    }
+    Ok(cores)
+}
+
+/// A non-blocking listener, backlog 4096 (as cloudsocket's); `SO_REUSEPORT` when several
+/// threads listen on the same port.
+fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+fn run_thread(shared: Arc<Shared>, parts: Parts) -> anyhow::Result<()> {
+    if let Err(e) = tuning::cores::pin_current_thread(parts.core) {
+        eprintln!(
+            "tokio-peer: thread {} not pinned to core {}: {e}",
+            parts.index, parts.core
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let hub = Rc::new(Hub::new(parts.index, shared));
+        for listener in parts.listeners {
+            let listener = TcpListener::from_std(listener)?;
+            tokio::task::spawn_local(accept(hub.clone(), listener));
+        }
+        if let Some(sock) = parts.udp {
+            let sock = Rc::new(tokio::net::UdpSocket::from_std(sock)?);
+            tokio::task::spawn_local(udp::serve(hub.clone(), sock));
+        }
+        if let Some(status) = parts.status {
+            tokio::task::spawn_local(http::serve(hub.clone(), TcpListener::from_std(status)?));
+        }
+        hub.serve_inbox(parts.inbox).await;
+        Ok(())
+    })
+}
+
+async fn accept(hub: Rc<Hub>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(connection(hub.clone(), stream));
+            }
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -102,111 +219,230 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn connection(hub: Arc<Hub>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    // The callback's shape is tungstenite's; its error type is too.
-    #[allow(clippy::result_large_err)]
-    let check_path = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() == edge_proto::ws::PATH {
-            Ok(resp)
-        } else {
-            let mut e = ErrorResponse::new(None);
-            *e.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
-            Err(e)
+/// Reads the upgrade request into `buf` and answers it; `Some(bytes of the request)` once
+/// upgraded, `None` after a refusal.
+async fn upgrade(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    loop {
+        if stream.read_buf(buf).await? == 0 {
+            return Ok(None);
         }
-    };
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config()));
-    let Ok(Ok(ws)) = tokio::time::timeout(Duration::from_secs(10), handshake).await else {
+        let mut out = Vec::new();
+        let consumed = match ws::parse_upgrade(buf) {
+            Ok(None) => continue,
+            Ok(Some(up)) => {
+                ws::write_accept(&mut out, up.key.as_bytes(), up.protocol);
+                Some(up.consumed)
+            }
+            Err(e) => {
+                ws::write_http_error(&mut out, e);
+                None
+            }
+        };
+        stream.write_all(&out).await?;
+        return Ok(consumed);
+    }
+}
+
+/// Reads the first data frame (the login string) into `buf` (after the upgrade); returns
+/// where its payload lies and the frame's length.
+async fn first_frame(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<(std::ops::Range<usize>, usize)>> {
+    loop {
+        match ws::next_frame(buf, MAX_PAYLOAD) {
+            Ok(Some(f)) if matches!(f.opcode, OpCode::Text | OpCode::Binary) => {
+                return Ok(Some((f.payload, f.consumed)));
+            }
+            Ok(Some(f)) if f.opcode == OpCode::Close => return Ok(None),
+            Ok(Some(f)) => {
+                buf.drain(..f.consumed);
+                continue;
+            }
+            Ok(None) => {}
+            Err(_) => return Ok(None),
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn connection(hub: Rc<Hub>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(1024);
+    let upgraded = tokio::time::timeout(Duration::from_secs(10), upgrade(&mut stream, &mut buf));
+    let Ok(Ok(Some(consumed))) = upgraded.await else {
         return;
     };
-    let (mut sink, mut stream) = ws.split();
-    let first = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => Bytes::from(t),
-        Ok(Some(Ok(Message::Binary(b)))) => b,
-        _ => return,
+    buf.drain(..consumed);
+    let first = tokio::time::timeout(Duration::from_secs(60), first_frame(&mut stream, &mut buf));
+    let Ok(Ok(Some((payload, consumed)))) = first.await else {
+        return;
     };
-    let (id, key, reply) = match login(&hub, &first) {
+    let (id, key, reply) = match login(&hub.shared, &buf[payload]) {
         Ok(v) => v,
         Err(reply) => {
             let mut out = Vec::new();
-            reply.write_to(&mut out);
-            let _ = sink.send(Message::Binary(out.into())).await;
-            let _ = sink.close().await;
+            let mut body = Vec::new();
+            reply.write_to(&mut body);
+            ws::write_frame(&mut out, OpCode::Binary, &body);
+            ws::write_close(&mut out, ws::CLOSE_NORMAL);
+            let _ = stream.write_all(&out).await;
             return;
         }
     };
-    let mut out = Vec::new();
-    reply.write_to(&mut out);
-    if sink.send(Message::Binary(out.into())).await.is_err() {
-        release(&hub, id, reply);
-        return;
-    }
-    let (tx, mut rx) = mpsc::channel::<Message>(1024);
-    let conn = hub.register(key, tx.clone());
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.feed(m).await.is_err() {
-                return;
-            }
-            while let Ok(m) = rx.try_recv() {
-                if sink.feed(m).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut ids = Vec::new();
-    while let Some(Ok(m)) = stream.next().await {
-        let payload = match m {
-            Message::Binary(b) => b,
-            Message::Text(t) => Bytes::from(t),
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        if payload.as_ref() == b"p" {
-            let _ = tx.try_send(Message::Text("P".into()));
-            continue;
-        }
-        hub.msgs_in
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if payload.len() < 16 {
+    // What the client sent after its login waits for the first read, like a partial frame.
+    buf.drain(..consumed);
+    let mut carry = buf;
+    carry.shrink_to_fit();
+    let conn = Rc::new(Conn::default());
+    let mut body = Vec::new();
+    reply.write_to(&mut body);
+    hub.queue(&conn, OpCode::Binary, &body);
+    hub.join(key, conn.clone()).await;
+    let mut alive = carry.is_empty() || process(&hub, &conn, key, &mut carry, 0);
+    while alive {
+        if flush(&hub, &conn, &mut stream).await.is_err() {
             break;
         }
-        if key < 0 && payload[0] & 0x07 != 3 {
-            continue; // an upload: the peer has no upload log
+        tokio::select! {
+            biased;
+            read = read_scratch(&hub, &mut stream, &carry) => {
+                alive = match read {
+                    Ok(0) | Err(_) => false,
+                    Ok(n) => process(&hub, &conn, key, &mut carry, n),
+                };
+            }
+            () = conn.wake.notified() => {}
         }
-        let dst = i64::from_le_bytes(payload[8..16].try_into().unwrap_or_default());
-        ids.clear();
-        hub.destinations(key, dst, &mut ids);
-        hub.route(&ids, &payload);
     }
-    hub.unregister(key, conn);
-    release(&hub, id, reply);
-    drop(tx);
-    writer.abort();
+    let _ = flush(&hub, &conn, &mut stream).await;
+    hub.leave(key, &conn).await;
+    if let LoginReply::PhoneOk(k) = reply {
+        hub.shared.release_mobile(id, k);
+    }
+}
+
+/// Reads from the socket into the thread's shared read buffer, after the bytes `carry`
+/// holds over from the last read. The buffer is borrowed only inside one poll, so every
+/// connection of the thread shares it; the caller parses it before it next yields.
+/// `poll_read` (not `readable` + `try_read`) keeps tokio's "a short read drained the socket"
+/// rule: one `recv` per wake.
+fn read_scratch<'a>(
+    hub: &'a Hub,
+    stream: &'a mut TcpStream,
+    carry: &'a [u8],
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    poll_fn(move |cx| {
+        let mut scratch = hub.scratch.borrow_mut();
+        scratch[..carry.len()].copy_from_slice(carry);
+        let mut rb = ReadBuf::new(&mut scratch[carry.len()..]);
+        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// Handles the frames in the shared read buffer (`carry` then `n` new bytes) and keeps a
+/// trailing partial frame in `carry`; `false` when the connection should close. With `n` 0
+/// the bytes are taken from `carry` itself (what followed the login).
+fn process(hub: &Hub, conn: &Conn, key: i64, carry: &mut Vec<u8>, n: usize) -> bool {
+    let mut scratch = hub.scratch.borrow_mut();
+    let len = carry.len() + n;
+    if n == 0 {
+        scratch[..len].copy_from_slice(carry);
+    }
+    let buf = &mut scratch[..len];
+    let mut at = 0;
+    let mut alive = true;
+    while alive && at < len {
+        let frame = match ws::next_frame(&mut buf[at..], MAX_PAYLOAD) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                close(hub, conn, e.close_code());
+                return false;
+            }
+        };
+        let payload = &buf[at + frame.payload.start..at + frame.payload.end];
+        at += frame.consumed;
+        alive = match frame.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                on_message(hub, conn, key, payload)
+            }
+            OpCode::Ping => {
+                hub.queue(conn, OpCode::Pong, payload);
+                true
+            }
+            OpCode::Pong => true,
+            OpCode::Close => {
+                close(
+                    hub,
+                    conn,
+                    ws::parse_close_payload(payload).unwrap_or(ws::CLOSE_NORMAL),
+                );
+                false
+            }
+        };
+    }
+    carry.clear();
+    carry.extend_from_slice(&buf[at..]);
+    if carry.is_empty() && carry.capacity() > 0 {
+        *carry = Vec::new(); // an idle connection holds no read buffer
+    }
+    alive
+}
+
+fn close(hub: &Hub, conn: &Conn, code: u16) {
+    hub.queue(conn, OpCode::Close, &code.to_be_bytes());
+}
+
+/// One data message from session `key`: the heartbeat `p`, or a message to relay.
+fn on_message(hub: &Hub, conn: &Conn, key: i64, payload: &[u8]) -> bool {
+    if payload == b"p" {
+        hub.queue(conn, OpCode::Text, b"P");
+        return true;
+    }
+    hub.counters()
+        .msgs_in
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if payload.len() < 16 {
+        return false;
+    }
+    if key < 0 && payload[0] & 0x07 != 3 {
+        return true; // an upload: the peer has no upload log
+    }
+    hub.relay(key, payload);
+    true
+}
+
+/// Writes the outbox: one `write_all` per batch of frames queued since the last flush.
+async fn flush(hub: &Hub, conn: &Conn, stream: &mut TcpStream) -> io::Result<()> {
+    loop {
+        let out = hub.take_outbox(conn);
+        if out.is_empty() {
+            return Ok(());
+        }
+        let written = stream.write_all(&out).await;
+        hub.recycle(out);
+        written?;
+    }
 }
 
 /// Verifies a login; returns (login id, session key, reply) or the refusal.
-fn login(hub: &Hub, first: &[u8]) -> Result<(i64, i64, LoginReply), LoginReply> {
+fn login(shared: &Shared, first: &[u8]) -> Result<(i64, i64, LoginReply), LoginReply> {
     let req = LoginRequest::parse(first).map_err(|_| LoginReply::WrongParams)?;
-    req.verify(&hub.salt, unix_now(), false)
+    req.verify(&shared.salt, unix_now(), false)
         .map_err(|r| r.reply())?;
     match req.id {
         id if id < 0 => Ok((id, id, LoginReply::DeviceOk)),
         id if id > 0 && id % 16 == 0 => {
-            let k = hub.take_mobile(id).ok_or(LoginReply::WrongId)?;
+            let k = shared.take_mobile(id).ok_or(LoginReply::WrongId)?;
             Ok((id, id + i64::from(k), LoginReply::PhoneOk(k)))
         }
         _ => Err(LoginReply::WrongId),
-    }
-}
-
-fn release(hub: &Hub, id: i64, reply: LoginReply) {
-    if let LoginReply::PhoneOk(k) = reply {
-        hub.release_mobile(id, k);
     }
 }

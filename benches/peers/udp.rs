@@ -1,39 +1,35 @@
-//! The tokio peer's UDP device side (docs/protocol.md §5): 0xE0 new session, 0xE1 register (builtin:
-//! a stable negative id per MAC, cookie `<id>|token`), 0xE2 login, 0xE5 heartbeat, and
-//! forward packets relayed to bound phones. One task on one socket.
+//! The tokio peer's UDP device side (docs/protocol.md §5): 0xE0 new session, 0xE1 register
+//! (builtin: a stable negative id per MAC, cookie `<id>|token`), 0xE2 login, 0xE5 heartbeat,
+//! and forward packets relayed to bound phones. One task on one socket, on thread 0, whose
+//! [`Hub`] owns the UDP sessions (no lock); one `recv_from` per datagram (no `recvmmsg`, see
+//! README.md).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use edge_proto::device::{self, Request, Sid};
 use edge_proto::frame::{ForwardPacket, Opcode};
 use tokio::net::UdpSocket;
-use tokio_tungstenite::tungstenite::Bytes;
 
 use crate::hub::{Hub, UdpSession};
 
 /// Serves datagrams forever.
-pub async fn serve(hub: Arc<Hub>, sock: Arc<UdpSocket>) {
+pub async fn serve(hub: Rc<Hub>, sock: Rc<UdpSocket>) {
+    hub.udp.borrow_mut().socket = Some(sock.clone());
     let mut buf = vec![0u8; 10240];
     let mut out = Vec::with_capacity(256);
-    let mut macs: HashMap<[u8; 8], i64> = HashMap::new();
-    let mut ids = Vec::new();
-    let mut counter = 0u64;
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             continue;
         };
         let data = &buf[..n];
-        hub.msgs_in.fetch_add(1, Ordering::Relaxed);
+        hub.counters().msgs_in.fetch_add(1, Ordering::Relaxed);
         match data.first().map(|b| Opcode::from_byte0(*b)) {
-            Some(Opcode::Forward) => forward(&hub, data, &mut ids),
+            Some(Opcode::Forward) => forward(&hub, data),
             Some(Opcode::Direct) => {
                 out.clear();
-                if direct(&hub, data, from, &mut out, &mut macs, &mut counter)
-                    && sock.try_send_to(&out, from).is_err()
-                {
+                if direct(&hub, data, from, &mut out) && sock.try_send_to(&out, from).is_err() {
                     let _ = sock.send_to(&out, from).await;
                 }
             }
@@ -44,8 +40,8 @@ pub async fn serve(hub: Arc<Hub>, sock: Arc<UdpSocket>) {
 
 /// Accepts `seq` for session `sid`; returns the session's device id.
 fn accept(hub: &Hub, sid: &Sid, seq: u16, from: Option<SocketAddr>) -> Option<i64> {
-    let mut u = hub.udp.lock().unwrap_or_else(|e| e.into_inner());
-    let s = u.get_mut(&sid.0)?;
+    let mut udp = hub.udp.borrow_mut();
+    let s = udp.sessions.get_mut(&sid.0)?;
     if !device::seq_accepts(s.ridx, seq) {
         return None;
     }
@@ -56,21 +52,16 @@ fn accept(hub: &Hub, sid: &Sid, seq: u16, from: Option<SocketAddr>) -> Option<i6
     Some(s.device)
 }
 
-fn direct(
-    hub: &Hub,
-    data: &[u8],
-    from: SocketAddr,
-    out: &mut Vec<u8>,
-    macs: &mut HashMap<[u8; 8], i64>,
-    counter: &mut u64,
-) -> bool {
+fn direct(hub: &Hub, data: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
     let Ok((packet, req)) = Request::parse_datagram(data) else {
         return false;
     };
     let seq = packet.frame().seq;
     let body: Vec<u8> = match req {
         Request::NewSession { .. } => {
-            *counter += 1;
+            let mut udp = hub.udp.borrow_mut();
+            udp.opened += 1;
+            let counter = udp.opened;
             let mut sid = [0u8; 16];
             sid[..8].copy_from_slice(&counter.to_le_bytes());
             sid[8..].copy_from_slice(&(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
@@ -81,18 +72,16 @@ fn direct(
                 ridx: 0,
                 sidx: 0,
             };
-            hub.udp
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(sid, s);
+            udp.sessions.insert(sid, s);
             device::new_session_body(0, &Sid(sid)).to_vec()
         }
         Request::Register(r) => {
             if accept(hub, &r.sid, seq, Some(from)).is_none() {
                 return false;
             }
-            let next = -(macs.len() as i64) - 1_000_000;
-            let id = *macs.entry(r.mac).or_insert(next);
+            let mut udp = hub.udp.borrow_mut();
+            let next = -(udp.macs.len() as i64) - 1_000_000;
+            let id = *udp.macs.entry(r.mac).or_insert(next);
             device::register_body(0, &r.sid, id, format!("{id}|token").as_bytes()).to_vec()
         }
         Request::Login { sid, cookie, .. } => {
@@ -107,18 +96,14 @@ fn direct(
                 )
                 .is_ok();
             };
-            if let Some(s) = hub
-                .udp
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(&sid.0)
             {
-                s.device = id;
+                let mut udp = hub.udp.borrow_mut();
+                if let Some(s) = udp.sessions.get_mut(&sid.0) {
+                    s.device = id;
+                }
+                udp.devices.insert(id, sid.0);
             }
-            hub.udp_devices
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, sid.0);
+            hub.udp_joined(id);
             device::login_body(0, &sid, device::HEARTBEAT_INTERVAL_SECS).to_vec()
         }
         Request::Heartbeat { sid, .. } => {
@@ -132,7 +117,7 @@ fn direct(
     device::write_reply(out, data, &body).is_ok()
 }
 
-fn forward(hub: &Hub, data: &[u8], ids: &mut Vec<i64>) {
+fn forward(hub: &Hub, data: &[u8]) {
     let Ok(p) = ForwardPacket::parse(data) else {
         return;
     };
@@ -142,7 +127,5 @@ fn forward(hub: &Hub, data: &[u8], ids: &mut Vec<i64>) {
     if dev == 0 {
         return;
     }
-    ids.clear();
-    hub.destinations(dev, p.outer().dst, ids);
-    hub.route(ids, &Bytes::copy_from_slice(data));
+    hub.relay_to(dev, p.outer().dst, data);
 }
