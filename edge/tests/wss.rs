@@ -51,7 +51,10 @@ fn tls_node(dir: &std::path::Path) -> edge::node::Node {
 fn client_config(cert: &CertificateDer<'static>, tls12_only: bool) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
-    #[allow(deprecated, reason = "the server's provider: ring, without post-quantum groups")]
+    #[allow(
+        deprecated,
+        reason = "the server's provider: ring, without post-quantum groups"
+    )]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]

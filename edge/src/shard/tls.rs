@@ -225,10 +225,14 @@ impl Shard {
         buf: &mut [u8],
         len: usize,
     ) -> (bool, bool) {
-        let space = buf.len() - len;
+        // At most 64 KiB of ciphertext a read (four full records): the buffer is sized once
+        // and reused, never cleared.
+        let space = (buf.len() - len).min(64 * 1024);
         let mut cipher = std::mem::take(&mut self.tls_cipher);
-        cipher.resize(space, 0);
-        let received = super::net::recv(fd, &mut cipher);
+        if cipher.len() < space {
+            cipher.resize(space, 0);
+        }
+        let received = super::net::recv(fd, &mut cipher[..space]);
         let outcome = match received {
             Ok(0) => None,
             Ok(n) => Some((self.tls_read(slot, &cipher[..n], &mut buf[len..]), n)),
@@ -238,7 +242,6 @@ impl Shard {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ) =>
             {
-                cipher.clear();
                 self.tls_cipher = cipher;
                 if len > 0 {
                     self.keep_carry(slot, &buf[..len]);
@@ -247,7 +250,6 @@ impl Shard {
             }
             Err(_) => None,
         };
-        cipher.clear();
         self.tls_cipher = cipher;
         match outcome {
             Some((TlsRead::Plain(0), n)) => {
