@@ -55,7 +55,12 @@ fn client_config(cert: &CertificateDer<'static>, tls12_only: bool) -> Arc<Client
         deprecated,
         reason = "the server's provider: ring, without post-quantum groups"
     )]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // As phones' TLS stacks do: X25519 first (ring's default list starts with P-384).
+    provider
+        .kx_groups
+        .sort_by_key(|g| g.name() != rustls::NamedGroup::X25519);
+    let provider = Arc::new(provider);
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
     } else {

@@ -123,7 +123,12 @@ fn client_config(cert: &CertificateDer<'static>, resume: bool) -> Arc<ClientConf
     let mut roots = RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
     #[allow(deprecated, reason = "the server's provider: ring")]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // As phones' TLS stacks do: X25519 first (ring's default list starts with P-384).
+    provider
+        .kx_groups
+        .sort_by_key(|g| g.name() != rustls::NamedGroup::X25519);
+    let provider = Arc::new(provider);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -242,6 +247,16 @@ fn idle_memory_and_handshake_cost_of_wss() {
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
     let der = cert.der().clone();
     let fresh = client_config(&der, false);
+    if let Ok(n) = std::env::var("WSS_BENCH_HANDSHAKES_ONLY") {
+        // For a profiler: only handshakes, `n` of each kind, on one node.
+        let n: usize = n.parse().unwrap_or(20_000);
+        let node = Node::start(&dir);
+        println!("node pid {}", node.child.id());
+        let (full_us, _) = handshake_cost(&node, &fresh, n);
+        let (resumed_us, _) = handshake_cost(&node, &client_config(&der, true), n);
+        println!("handshakes only: full {full_us:.0} us, resuming {resumed_us:.0} us");
+        return;
+    }
     for round in 0..2 {
         let node = Node::start(&dir);
         let (ws, a, b) = idle_slope(&node, None, total);
