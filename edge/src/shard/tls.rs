@@ -290,3 +290,14 @@ impl Shard {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_per_connection_record_sizes() {
+        let conn = std::mem::size_of::<rustls::server::UnbufferedServerConnection>();
+        let record = std::mem::size_of::<super::TlsConn>();
+        eprintln!("UnbufferedServerConnection {conn} B inline, TlsConn {record} B");
+        assert!(record < 4096, "{record}");
+    }
+}
