@@ -267,3 +267,31 @@ fn serves(addr: SocketAddr, config: &Arc<ClientConfig>, cert: &CertificateDer<'s
     let done = tls.complete_io(&mut tcp).is_ok() && !tls.is_handshaking();
     done && tls.peer_certificates().and_then(|c| c.first()) == Some(cert)
 }
+
+/// A certificate and key from `edge/tests/data` (see its README), copied to a fresh
+/// directory as `cert.pem` and `key.pem`; the certificate.
+fn fixed_cert(dir: &std::path::Path, cert: &str, key: &str) -> CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    std::fs::copy(data.join(cert), dir.join("cert.pem")).unwrap();
+    std::fs::copy(data.join(key), dir.join("key.pem")).unwrap();
+    CertificateDer::from_pem_file(dir.join("cert.pem")).unwrap()
+}
+
+#[test]
+fn rsa_2048_with_a_pkcs1_key_and_p256_with_a_sec1_key_both_serve() {
+    for (name, cert, key) in [
+        ("rsa", "tls-rsa2048-cert.pem", "tls-rsa2048-key-pkcs1.pem"),
+        ("sec1", "tls-p256-cert.pem", "tls-p256-key-sec1.pem"),
+    ] {
+        let dir = tls_dir(name);
+        let der = fixed_cert(&dir, cert, key);
+        let node = tls_node(&dir);
+        for tls12 in [false, true] {
+            let config = client_config(&der, tls12);
+            let (_ws, reply) = wss_login(node.wss_addrs[0], &config, 1216 + 16 * i64::from(tls12));
+            assert_eq!(reply.first(), Some(&0), "{name}, TLS 1.2 only: {tls12}");
+        }
+        node.shutdown();
+    }
+}
