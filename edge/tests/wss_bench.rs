@@ -141,7 +141,7 @@ fn client_config(cert: &CertificateDer<'static>, resume: bool) -> Arc<ClientConf
 }
 
 enum Phone {
-    Plain(tungstenite::WebSocket<TcpStream>),
+    Plain(Box<tungstenite::WebSocket<TcpStream>>),
     Tls(Box<tungstenite::WebSocket<StreamOwned<ClientConnection, TcpStream>>>),
 }
 
@@ -165,11 +165,11 @@ fn phone(node: &Node, tls: Option<&Arc<ClientConfig>>, id: i64) -> Phone {
         None => {
             let tcp = TcpStream::connect(node.ws).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            Phone::Plain(
+            Phone::Plain(Box::new(
                 tungstenite::client(format!("ws://{}/ws", node.ws), tcp)
                     .unwrap()
                     .0,
-            )
+            ))
         }
     };
     let login = Message::text(login_string(id));
