@@ -17,7 +17,7 @@ mod net;
 mod route;
 mod run;
 mod sessions;
-mod tls;
+pub mod tls;
 mod udp;
 mod write;
 mod ws;

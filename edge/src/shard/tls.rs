@@ -43,7 +43,7 @@ impl TlsConn {
 }
 
 /// What a read of ciphertext came to.
-pub(super) enum TlsRead {
+pub enum TlsRead {
     /// This many plaintext bytes were written (possibly 0: handshake records only).
     Plain(usize),
     /// The peer closed the TLS session.
@@ -76,6 +76,79 @@ fn append_with(
     false
 }
 
+/// What feeding ciphertext to a session came to.
+pub struct Fed {
+    /// Plaintext produced, the peer's close, or a failure.
+    pub outcome: TlsRead,
+    /// Bytes of the input used up; the rest is a partial record to keep for the next read.
+    pub consumed: usize,
+    /// Handshake records were appended to the outbox and must be sent now.
+    pub transmit: bool,
+    /// Anything was appended to the outbox (all of it ciphertext).
+    pub sealed_handshake: bool,
+}
+
+/// Runs rustls over `incoming` (ciphertext): application data is copied into `plain`
+/// (which must be at least as long as `incoming`), handshake records to send are appended
+/// to `outbox`. Pure — no socket, no shard — so it is fuzzed as it is (`fuzz`'s
+/// `tls_records` target).
+pub fn feed(
+    conn: &mut UnbufferedServerConnection,
+    incoming: &mut [u8],
+    plain: &mut [u8],
+    outbox: &mut Vec<u8>,
+) -> Fed {
+    let (mut at, mut produced, mut transmit, mut appended) = (0, 0, false, false);
+    let outcome = loop {
+        let status = conn.process_tls_records(&mut incoming[at..]);
+        let discard = status.discard;
+        let step = match status.state {
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                let mut failed = false;
+                while let Some(record) = traffic.next_record() {
+                    let Ok(record) = record else {
+                        failed = true;
+                        break;
+                    };
+                    let n = record.payload.len().min(plain.len() - produced);
+                    plain[produced..produced + n].copy_from_slice(&record.payload[..n]);
+                    produced += n;
+                }
+                failed.then_some(TlsRead::Failed)
+            }
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                appended = true;
+                let ok = append_with(outbox, 4096, |out| match encode.encode(out) {
+                    Ok(n) => Ok(n),
+                    Err(EncodeError::InsufficientSize(e)) => Err(Some(e.required_size)),
+                    Err(_) => Err(None),
+                });
+                (!ok).then_some(TlsRead::Failed)
+            }
+            Ok(ConnectionState::TransmitTlsData(data)) => {
+                data.done();
+                transmit = true;
+                None
+            }
+            Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
+                Some(TlsRead::Plain(produced))
+            }
+            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Some(TlsRead::Closed),
+            Ok(_) | Err(_) => Some(TlsRead::Failed),
+        };
+        at += discard;
+        if let Some(outcome) = step {
+            break outcome;
+        }
+    };
+    Fed {
+        outcome,
+        consumed: at.min(incoming.len()),
+        transmit,
+        sealed_handshake: appended,
+    }
+}
+
 impl Shard {
     /// Whether `slot` is a TLS connection.
     pub(super) fn is_tls(&self, slot: u32) -> bool {
@@ -86,6 +159,11 @@ impl Shard {
     /// is at least as long as `cipher`; handshake records to send go to the outbox and are
     /// flushed.
     pub(super) fn tls_read(&mut self, slot: u32, cipher: &[u8], plain: &mut [u8]) -> TlsRead {
+        // Frames queued but not sealed yet go first: handshake records rustls may append
+        // (a key update, tickets) must follow ciphertext, never plaintext.
+        if !self.tls_seal(slot) {
+            return TlsRead::Failed;
+        }
         let Some(tls) = self.tls_conns.get_mut(&slot) else {
             return TlsRead::Failed;
         };
@@ -94,60 +172,31 @@ impl Shard {
         incoming.extend_from_slice(&tls.held);
         incoming.extend_from_slice(cipher);
         tls.held = Vec::new();
-        let (mut at, mut produced, mut transmit) = (0, 0, false);
-        let mut outcome = None;
-        while outcome.is_none() {
-            let status = tls.conn.process_tls_records(&mut incoming[at..]);
-            let discard = status.discard;
-            match status.state {
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    while let Some(record) = traffic.next_record() {
-                        let Ok(record) = record else {
-                            outcome = Some(TlsRead::Failed);
-                            break;
-                        };
-                        let n = record.payload.len().min(plain.len() - produced);
-                        plain[produced..produced + n].copy_from_slice(&record.payload[..n]);
-                        produced += n;
-                    }
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    let Some(conn) = self.conns.get_mut(slot) else {
-                        outcome = Some(TlsRead::Failed);
-                        break;
-                    };
-                    let outbox = conn
-                        .outbox
-                        .get_or_insert_with(|| self.buffers.pop().unwrap_or_default());
-                    let ok = append_with(outbox, 4096, |out| match encode.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(e)) => Err(Some(e.required_size)),
-                        Err(_) => Err(None),
-                    });
-                    tls.sealed = outbox.len();
-                    if !ok {
-                        outcome = Some(TlsRead::Failed);
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(data)) => {
-                    data.done();
-                    transmit = true;
-                }
-                Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
-                    outcome = Some(TlsRead::Plain(produced));
-                }
-                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
-                    outcome = Some(TlsRead::Closed);
-                }
-                Ok(_) | Err(_) => outcome = Some(TlsRead::Failed),
-            }
-            at += discard;
+        let Some(conn) = self.conns.get_mut(slot) else {
+            self.tls_incoming = incoming;
+            return TlsRead::Failed;
+        };
+        let mut outbox = conn
+            .outbox
+            .take()
+            .unwrap_or_else(|| self.buffers.pop().unwrap_or_default());
+        let fed = feed(&mut tls.conn, &mut incoming, plain, &mut outbox);
+        if fed.sealed_handshake {
+            tls.sealed = outbox.len();
         }
+        if outbox.is_empty() {
+            // Nothing to send: the buffer goes back to the pool (an idle connection holds none).
+            if outbox.capacity() > 0 && self.buffers.len() < super::write::POOLED_BUFFERS {
+                self.buffers.push(outbox);
+            }
+        } else {
+            conn.outbox = Some(outbox);
+        }
+        let (at, transmit, outcome) = (fed.consumed, fed.transmit, fed.outcome);
         if at < incoming.len() {
             tls.held = incoming[at..].to_vec();
         }
         self.tls_incoming = incoming;
-        let outcome = outcome.unwrap_or(TlsRead::Failed);
         self.account_handshake(slot, matches!(outcome, TlsRead::Failed));
         if transmit {
             self.flush_conn(slot);

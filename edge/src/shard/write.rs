@@ -19,7 +19,7 @@ use crate::metrics::bump;
 
 /// Largest outbox buffer kept for reuse, and how many are kept per shard.
 const POOLED_BUFFER_MAX: usize = 64 * 1024;
-const POOLED_BUFFERS: usize = 1024;
+pub(super) const POOLED_BUFFERS: usize = 1024;
 
 impl Shard {
     /// The opcode for messages to terminals (binary, or text like the original).

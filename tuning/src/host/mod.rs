@@ -108,11 +108,11 @@ mod tests {
 
     #[test]
     fn ktls_is_reported_from_the_available_ulps() {
-        let with: FixtureProbe = [("/proc/sys/net/ipv4/tcp_available_ulp", "mptcp tls\n")]
+        let with: FixtureProbe<'_> = [("/proc/sys/net/ipv4/tcp_available_ulp", "mptcp tls\n")]
             .into_iter()
             .collect();
         assert!(ktls(&with).ok);
-        let without: FixtureProbe = [("/proc/sys/net/ipv4/tcp_available_ulp", "mptcp\n")]
+        let without: FixtureProbe<'_> = [("/proc/sys/net/ipv4/tcp_available_ulp", "mptcp\n")]
             .into_iter()
             .collect();
         let check = ktls(&without);

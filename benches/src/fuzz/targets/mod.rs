@@ -92,6 +92,11 @@ pub const ALL: &[Target] = &[
         seeds: seeds_addr,
         check: check_addr,
     },
+    Target {
+        name: "tls_records",
+        seeds: seeds_tls,
+        check: check_tls,
+    },
 ];
 
 macro_rules! ensure {
@@ -105,11 +110,13 @@ macro_rules! ensure {
 // The targets, by area (after the macro: they use it).
 mod cluster;
 mod node;
+mod tls;
 mod udp;
 mod websocket;
 
 use cluster::*;
 use node::*;
+use tls::*;
 use udp::*;
 use websocket::*;
 
