@@ -429,13 +429,21 @@ fn the_dashboard_is_importable_and_filtered_by_instance() {
         .iter()
         .position(|p| p["type"] == "row" && p["title"] == "TLS")
         .expect("a row titled TLS");
-    let text = all[tls + 1];
-    assert_eq!(text["type"], "text", "the TLS row holds a text panel");
-    let content = text["options"]["content"].as_str().unwrap_or_default();
-    assert!(
-        content.contains("wss:// not yet built (issue 14)"),
-        "{content}"
-    );
+    // The TLS row charts the handshakes (by version, resumed, failed) and their time.
+    let exprs: Vec<&str> = all[tls + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    for name in [
+        "cloudsocket_tls_handshakes_tls13_total",
+        "cloudsocket_tls_resumptions_total",
+        "cloudsocket_tls_handshake_errors_total",
+        "cloudsocket_tls_handshake_seconds_bucket",
+    ] {
+        assert!(exprs.iter().any(|e| e.contains(name)), "the TLS row charts {name}");
+    }
 }
 
 #[test]
