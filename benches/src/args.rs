@@ -33,9 +33,35 @@ pub struct Common {
     /// Write a latency plot (SVG) here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Speak `wss://` to `--target`, trusting the PEM certificate(s) in this file (the
+    /// server's name must be `localhost`).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Common {
+    /// The TLS client settings for `--tls-ca`, if given (X25519 offered first, as phones do).
+    pub fn tls_config(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        use rustls::pki_types::pem::PemObject;
+        let Some(path) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)? {
+            roots.add(cert?)?;
+        }
+        #[allow(deprecated, reason = "the server's provider: ring")]
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .kx_groups
+            .sort_by_key(|g| g.name() != rustls::NamedGroup::X25519);
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(std::sync::Arc::new(config)))
+    }
+
     /// The user id of pair `i`.
     pub fn user(&self, i: usize) -> i64 {
         16 * (self.base_id + i as i64)

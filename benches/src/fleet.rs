@@ -33,6 +33,8 @@ pub struct Fleet {
     pub pending: usize,
     /// Receive buffer of sockets opened from now on (`None`: the kernel's default).
     pub recv_buffer: Option<usize>,
+    /// TLS for connections opened from now on (`wss://` targets).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Fleet {
@@ -48,6 +50,7 @@ impl Fleet {
             errors: Vec::new(),
             pending: 0,
             recv_buffer: None,
+            tls: None,
         })
     }
 
@@ -55,7 +58,12 @@ impl Fleet {
     pub fn open(&mut self, addr: SocketAddr, id: i64, salt: &[u8], heartbeat_s: u64) -> usize {
         let token = self.slots.len();
         let login = crate::wsclient::login_string(id, heartbeat_s, salt);
-        match Client::connect_with(addr, login, self.recv_buffer) {
+        let client = Client::connect_with(addr, login, self.recv_buffer);
+        let client = match &self.tls {
+            Some(config) => client.and_then(|c| c.with_tls(config)),
+            None => client,
+        };
+        match client {
             Ok(client) => {
                 let ok = self.poller.add(client.fd(), token as u64, READ | WRITE);
                 self.slots.push(Some(Slot {
@@ -246,7 +254,7 @@ impl Fleet {
                 }
                 _ => {}
             }
-            if !slot.client.codec.wbuf.is_empty() {
+            if !slot.client.codec.wbuf.is_empty() || slot.client.wants_write() {
                 self.flush_one(token);
             } else if slot.interest != READ && slot.client.codec.phase != Phase::Connecting {
                 slot.interest = READ;

@@ -171,12 +171,14 @@ impl Codec {
     }
 }
 
-/// A client socket plus its codec.
+/// A client socket plus its codec, and a rustls client when it speaks `wss://`.
 pub struct Client {
     /// The socket (non-blocking).
     pub socket: Socket,
     /// Buffers and phase.
     pub codec: Codec,
+    /// TLS, when the target is a `wss://` port: the codec's bytes go through it.
+    pub tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Client {
@@ -208,7 +210,22 @@ impl Client {
         Ok(Self {
             socket,
             codec: Codec::new(login),
+            tls: None,
         })
+    }
+
+    /// Speaks TLS (to `localhost`, verified against `config`'s roots) on this connection.
+    pub fn with_tls(mut self, config: &std::sync::Arc<rustls::ClientConfig>) -> io::Result<Self> {
+        let name =
+            rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
+        let tls = rustls::ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+        self.tls = Some(Box::new(tls));
+        Ok(self)
+    }
+
+    /// Whether TLS has records to send (a handshake in progress, sealed data).
+    pub fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// The raw fd, for the poller.
@@ -229,6 +246,21 @@ impl Client {
 
     /// Writes what it can. `Ok(true)` when the buffer is empty.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls {
+            if !self.codec.wbuf.is_empty() {
+                tls.writer().write_all(&self.codec.wbuf)?;
+                self.codec.wbuf.clear();
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut &self.socket) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(true);
+        }
         while !self.codec.wbuf.is_empty() {
             match (&self.socket).write(&self.codec.wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -250,6 +282,9 @@ impl Client {
         scratch: &mut [u8],
         mut on_message: impl FnMut(OpCode, &[u8]),
     ) -> io::Result<bool> {
+        if self.tls.is_some() {
+            return self.on_readable_tls(scratch, on_message);
+        }
         loop {
             match (&self.socket).read(scratch) {
                 Ok(0) => return Ok(false),
@@ -257,6 +292,35 @@ impl Client {
                     self.codec.feed(&scratch[..n], &mut on_message);
                     if n < scratch.len() {
                         return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn on_readable_tls(
+        &mut self,
+        scratch: &mut [u8],
+        mut on_message: impl FnMut(OpCode, &[u8]),
+    ) -> io::Result<bool> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(true);
+        };
+        loop {
+            match tls.read_tls(&mut &self.socket) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {
+                    tls.process_new_packets().map_err(io::Error::other)?;
+                    loop {
+                        match tls.reader().read(scratch) {
+                            Ok(0) => return Ok(false),
+                            Ok(n) => self.codec.feed(&scratch[..n], &mut on_message),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),

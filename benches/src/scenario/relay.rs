@@ -233,6 +233,7 @@ fn worker(
 ) -> anyhow::Result<ThreadResult> {
     let c = &a.common;
     let mut fleet = Fleet::new()?;
+    fleet.tls = c.tls_config()?;
     let ids: Vec<i64> = range
         .clone()
         .flat_map(|i| [c.user(i), c.device(i)])
