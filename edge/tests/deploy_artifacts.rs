@@ -442,7 +442,10 @@ fn the_dashboard_is_importable_and_filtered_by_instance() {
         "cloudsocket_tls_handshake_errors_total",
         "cloudsocket_tls_handshake_seconds_bucket",
     ] {
-        assert!(exprs.iter().any(|e| e.contains(name)), "the TLS row charts {name}");
+        assert!(
+            exprs.iter().any(|e| e.contains(name)),
+            "the TLS row charts {name}"
+        );
     }
 }
 
