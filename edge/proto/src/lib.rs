@@ -15,6 +15,7 @@
 pub mod crc;
 pub mod device;
 pub mod frame;
+pub mod handover;
 pub mod id;
 pub mod link;
 pub mod link_auth;

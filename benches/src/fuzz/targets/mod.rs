@@ -97,6 +97,11 @@ pub const ALL: &[Target] = &[
         seeds: seeds_tls,
         check: check_tls,
     },
+    Target {
+        name: "handover",
+        seeds: seeds_handover,
+        check: check_handover,
+    },
 ];
 
 macro_rules! ensure {
@@ -109,12 +114,14 @@ macro_rules! ensure {
 
 // The targets, by area (after the macro: they use it).
 mod cluster;
+mod handover;
 mod node;
 mod tls;
 mod udp;
 mod websocket;
 
 use cluster::*;
+use handover::*;
 use node::*;
 use tls::*;
 use udp::*;

@@ -1,0 +1,418 @@
+//! The handover stream of a zero-downtime upgrade (issue 15, first part): what one shard
+//! of the old process tells the new one about its listeners, live WebSocket connections
+//! and UDP sessions. File descriptors travel beside it (`SCM_RIGHTS`); records name them
+//! by their index in that array.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! "CSHO" · version u16 · shard u16 · shards u16 · records u32
+//! records: kind u8 · length u32 · body
+//! trailer: CRC-32 (IEEE) u32 of everything before it
+//! ```
+//!
+//! Versioned (a reader refuses any version it does not know: the old process then keeps
+//! serving) and checksummed (a truncated or corrupt stream fails as a whole, before any
+//! record is used). Pure: bytes in, records or an error out; never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use thiserror::Error;
+
+/// The stream's first bytes.
+pub const MAGIC: &[u8; 4] = b"CSHO";
+/// The one version this build writes and reads.
+pub const VERSION: u16 = 1;
+/// Largest stream accepted (a shard holding a million sessions fits).
+pub const MAX_LEN: usize = 1 << 30;
+
+/// What kind of listener a descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain WebSocket (`ws://`).
+    Ws = 0,
+    /// WebSocket over TLS (`wss://`).
+    Wss = 1,
+    /// The UDP device socket.
+    Udp = 2,
+}
+
+/// One record of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A listening socket, `fd` its index among the passed descriptors.
+    Listener {
+        /// Index among the passed descriptors.
+        fd: u32,
+        /// What it listens for.
+        kind: ListenerKind,
+    },
+    /// A live WebSocket connection.
+    WsConn {
+        /// Index among the passed descriptors.
+        fd: u32,
+        /// Session id (0 before login).
+        id: i64,
+        /// Phones: the mobile sub-id.
+        mobile: u8,
+        /// The stage (the shell's `State` as a number: upgrading, logging in, online…).
+        stage: u8,
+        /// Heartbeat period, seconds.
+        heartbeat_secs: u32,
+        /// Seconds left before the connection's deadline.
+        deadline_in_secs: u32,
+        /// Bound peers (phones: devices; devices: users).
+        bound: Vec<i64>,
+        /// Bytes queued but not yet written.
+        outbox: Vec<u8>,
+        /// Bytes of an incomplete frame already read.
+        carry: Vec<u8>,
+    },
+    /// A UDP device session.
+    UdpSession {
+        /// Session id.
+        sid: [u8; 16],
+        /// Device id (0 before login).
+        device: i64,
+        /// The device's address.
+        addr: SocketAddr,
+        /// Last sequence numbers seen (requests) and sent (pushes).
+        sidx: u16,
+        /// See `sidx`.
+        ridx: u16,
+        /// Seconds left before the session expires.
+        expires_in_secs: u32,
+        /// The device's MAC.
+        mac: [u8; 8],
+    },
+}
+
+/// Why a stream cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HandoverError {
+    /// Not a handover stream.
+    #[error("not a handover stream")]
+    BadMagic,
+    /// Written by a version this build does not read.
+    #[error("handover version {0} (this build reads {VERSION})")]
+    Version(u16),
+    /// Shorter than its header, its records or its trailer say.
+    #[error("truncated handover stream")]
+    Truncated,
+    /// The checksum does not match: corrupt.
+    #[error("handover checksum mismatch")]
+    Checksum,
+    /// A record of an unknown kind, or a body that does not parse.
+    #[error("bad handover record {0}")]
+    BadRecord(u32),
+    /// Longer than [`MAX_LEN`].
+    #[error("handover stream too long")]
+    TooLong,
+}
+
+/// A parsed stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The shard that wrote it.
+    pub shard: u16,
+    /// How many shards the writer ran (a reader with another count refuses it).
+    pub shards: u16,
+    /// Its records, in order.
+    pub records: Vec<Record>,
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's): the stream's checksum.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// Writes `handover` as a stream.
+pub fn encode(handover: &Handover) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&handover.shard.to_le_bytes());
+    out.extend_from_slice(&handover.shards.to_le_bytes());
+    out.extend_from_slice(&(handover.records.len() as u32).to_le_bytes());
+    let mut body = Vec::new();
+    for record in &handover.records {
+        body.clear();
+        let kind = encode_record(record, &mut body);
+        out.push(kind);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+    }
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
+    match record {
+        Record::Listener { fd, kind } => {
+            out.extend_from_slice(&fd.to_le_bytes());
+            out.push(*kind as u8);
+            0
+        }
+        Record::WsConn {
+            fd,
+            id,
+            mobile,
+            stage,
+            heartbeat_secs,
+            deadline_in_secs,
+            bound,
+            outbox,
+            carry,
+        } => {
+            out.extend_from_slice(&fd.to_le_bytes());
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&[*mobile, *stage]);
+            out.extend_from_slice(&heartbeat_secs.to_le_bytes());
+            out.extend_from_slice(&deadline_in_secs.to_le_bytes());
+            out.extend_from_slice(&(bound.len() as u32).to_le_bytes());
+            for b in bound {
+                out.extend_from_slice(&b.to_le_bytes());
+            }
+            bytes(out, outbox);
+            bytes(out, carry);
+            1
+        }
+        Record::UdpSession {
+            sid,
+            device,
+            addr,
+            sidx,
+            ridx,
+            expires_in_secs,
+            mac,
+        } => {
+            out.extend_from_slice(sid);
+            out.extend_from_slice(&device.to_le_bytes());
+            let ip = match addr.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            out.push(u8::from(addr.is_ipv6()));
+            out.extend_from_slice(&ip);
+            out.extend_from_slice(&addr.port().to_le_bytes());
+            out.extend_from_slice(&sidx.to_le_bytes());
+            out.extend_from_slice(&ridx.to_le_bytes());
+            out.extend_from_slice(&expires_in_secs.to_le_bytes());
+            out.extend_from_slice(mac);
+            2
+        }
+    }
+}
+
+/// A cursor over a record body; every read is bounds-checked.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Some(self.take(n)?.to_vec())
+    }
+}
+
+/// Reads a stream: header, checksum, then every record (all or nothing).
+pub fn decode(stream: &[u8]) -> Result<Handover, HandoverError> {
+    if stream.len() > MAX_LEN {
+        return Err(HandoverError::TooLong);
+    }
+    if stream.len() < 14 + 4 {
+        return Err(if stream.starts_with(MAGIC) || MAGIC.starts_with(stream) {
+            HandoverError::Truncated
+        } else {
+            HandoverError::BadMagic
+        });
+    }
+    if &stream[..4] != MAGIC {
+        return Err(HandoverError::BadMagic);
+    }
+    let version = u16::from_le_bytes([stream[4], stream[5]]);
+    if version != VERSION {
+        return Err(HandoverError::Version(version));
+    }
+    let (body, trailer) = stream.split_at(stream.len() - 4);
+    if crc32(body).to_le_bytes() != trailer {
+        return Err(HandoverError::Checksum);
+    }
+    let mut cur = Cursor(&body[6..]);
+    let header = (|| Some((cur.u16()?, cur.u16()?, cur.u32()?)))();
+    let (shard, shards, count) = header.ok_or(HandoverError::Truncated)?;
+    let mut records = Vec::with_capacity((count as usize).min(body.len() / 5));
+    for index in 0..count {
+        let kind = cur.u8().ok_or(HandoverError::Truncated)?;
+        let len = cur.u32().ok_or(HandoverError::Truncated)? as usize;
+        let record_body = cur.take(len).ok_or(HandoverError::Truncated)?;
+        let record = decode_record(kind, record_body).ok_or(HandoverError::BadRecord(index))?;
+        records.push(record);
+    }
+    if !cur.0.is_empty() {
+        return Err(HandoverError::BadRecord(count));
+    }
+    Ok(Handover {
+        shard,
+        shards,
+        records,
+    })
+}
+
+fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
+    let mut c = Cursor(body);
+    let record = match kind {
+        0 => Record::Listener {
+            fd: c.u32()?,
+            kind: match c.u8()? {
+                0 => ListenerKind::Ws,
+                1 => ListenerKind::Wss,
+                2 => ListenerKind::Udp,
+                _ => return None,
+            },
+        },
+        1 => {
+            let (fd, id, mobile, stage) = (c.u32()?, c.i64()?, c.u8()?, c.u8()?);
+            let (heartbeat_secs, deadline_in_secs) = (c.u32()?, c.u32()?);
+            let n = c.u32()? as usize;
+            let mut bound = Vec::with_capacity(n.min(body.len() / 8));
+            for _ in 0..n {
+                bound.push(c.i64()?);
+            }
+            let (outbox, carry) = (c.bytes()?, c.bytes()?);
+            Record::WsConn {
+                fd,
+                id,
+                mobile,
+                stage,
+                heartbeat_secs,
+                deadline_in_secs,
+                bound,
+                outbox,
+                carry,
+            }
+        }
+        2 => {
+            let sid: [u8; 16] = c.take(16)?.try_into().ok()?;
+            let device = c.i64()?;
+            let v6 = c.u8()? != 0;
+            let octets: [u8; 16] = c.take(16)?.try_into().ok()?;
+            let port = c.u16()?;
+            let ip = Ipv6Addr::from(octets);
+            let ip = match (v6, ip.to_ipv4_mapped()) {
+                (false, Some(v4)) => IpAddr::V4(v4),
+                (false, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                (true, _) => IpAddr::V6(ip),
+            };
+            let (sidx, ridx, expires_in_secs) = (c.u16()?, c.u16()?, c.u32()?);
+            let mac: [u8; 8] = c.take(8)?.try_into().ok()?;
+            Record::UdpSession {
+                sid,
+                device,
+                addr: SocketAddr::new(ip, port),
+                sidx,
+                ridx,
+                expires_in_secs,
+                mac,
+            }
+        }
+        _ => return None,
+    };
+    c.0.is_empty().then_some(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Handover {
+        Handover {
+            shard: 1,
+            shards: 2,
+            records: vec![
+                Record::Listener {
+                    fd: 0,
+                    kind: ListenerKind::Ws,
+                },
+                Record::Listener {
+                    fd: 1,
+                    kind: ListenerKind::Udp,
+                },
+                Record::WsConn {
+                    fd: 2,
+                    id: 17,
+                    mobile: 1,
+                    stage: 3,
+                    heartbeat_secs: 30,
+                    deadline_in_secs: 88,
+                    bound: vec![-1, -2],
+                    outbox: b"queued".to_vec(),
+                    carry: vec![0x82],
+                },
+                Record::UdpSession {
+                    sid: [7; 16],
+                    device: -42,
+                    addr: "10.1.2.3:7999".parse().unwrap(),
+                    sidx: 9,
+                    ridx: 4,
+                    expires_in_secs: 40,
+                    mac: [1, 2, 3, 4, 5, 6, 7, 8],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_the_zlib_checksum() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let h = sample();
+        assert_eq!(decode(&encode(&h)), Ok(h));
+    }
+
+    #[test]
+    fn truncated_corrupt_and_foreign_streams_fail_cleanly() {
+        let stream = encode(&sample());
+        for n in 0..stream.len() {
+            assert!(decode(&stream[..n]).is_err(), "a prefix of {n} bytes");
+        }
+        let mut corrupt = stream.clone();
+        corrupt[20] ^= 1;
+        assert_eq!(decode(&corrupt), Err(HandoverError::Checksum));
+        let mut newer = stream.clone();
+        newer[4] = 2;
+        assert_eq!(decode(&newer), Err(HandoverError::Version(2)));
+        assert_eq!(
+            decode(b"GET / HTTP/1.1\r\n\r\n"),
+            Err(HandoverError::BadMagic)
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Property: any handover the old process could write decodes to itself, and any single
+//! flipped byte or cut makes the whole stream fail (never a partial or wrong result).
+
+use edge_proto::handover::{Handover, ListenerKind, Record, decode, encode};
+use proptest::prelude::*;
+
+fn record() -> impl Strategy<Value = Record> {
+    let listener = (any::<u32>(), 0u8..3).prop_map(|(fd, k)| Record::Listener {
+        fd,
+        kind: [ListenerKind::Ws, ListenerKind::Wss, ListenerKind::Udp][k as usize],
+    });
+    let ws = (
+        (any::<u32>(), any::<i64>(), any::<u8>(), any::<u8>()),
+        (any::<u32>(), any::<u32>()),
+        proptest::collection::vec(any::<i64>(), 0..8),
+        proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(
+            |(
+                (fd, id, mobile, stage),
+                (heartbeat_secs, deadline_in_secs),
+                bound,
+                outbox,
+                carry,
+            )| {
+                Record::WsConn {
+                    fd,
+                    id,
+                    mobile,
+                    stage,
+                    heartbeat_secs,
+                    deadline_in_secs,
+                    bound,
+                    outbox,
+                    carry,
+                }
+            },
+        );
+    let udp = (
+        any::<[u8; 16]>(),
+        any::<i64>(),
+        any::<bool>(),
+        any::<[u8; 16]>(),
+        any::<u16>(),
+        (any::<u16>(), any::<u16>(), any::<u32>(), any::<[u8; 8]>()),
+    )
+        .prop_map(
+            |(sid, device, v6, octets, port, (sidx, ridx, expires_in_secs, mac))| {
+                let ip = if v6 {
+                    std::net::IpAddr::V6(octets.into())
+                } else {
+                    std::net::IpAddr::V4([octets[0], octets[1], octets[2], octets[3]].into())
+                };
+                Record::UdpSession {
+                    sid,
+                    device,
+                    addr: std::net::SocketAddr::new(ip, port),
+                    sidx,
+                    ridx,
+                    expires_in_secs,
+                    mac,
+                }
+            },
+        );
+    prop_oneof![listener, ws, udp]
+}
+
+proptest! {
+    #[test]
+    fn every_handover_round_trips_and_every_corruption_fails(
+        shard in any::<u16>(),
+        shards in any::<u16>(),
+        records in proptest::collection::vec(record(), 0..12),
+        flip in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let h = Handover { shard, shards, records };
+        let stream = encode(&h);
+        prop_assert_eq!(decode(&stream), Ok(h));
+        let mut corrupt = stream.clone();
+        corrupt[flip.index(stream.len())] ^= 0x5a;
+        prop_assert!(decode(&corrupt).is_err());
+        prop_assert!(decode(&stream[..cut.index(stream.len())]).is_err());
+    }
+}
