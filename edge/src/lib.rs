@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod fd_passing;
 pub mod http;
 pub mod logging;
 pub mod metrics;
