@@ -150,6 +150,7 @@ fn spawn_peer_receivers(
             while let Some(msg) = rx.recv().await {
                 let mut s = shard.borrow_mut();
                 let started = Instant::now();
+                s.read_clock();
                 s.on_peer(msg);
                 // Drain what else is queued before registering changes.
                 s.flush_registrations();
