@@ -175,6 +175,10 @@ pub fn run(a: &RelayArgs) -> anyhow::Result<()> {
         received: o.t.delivered,
         throughput_msgs_s: o.t.delivered as f64 / (a.warmup + a.duration),
         errors: o.errors,
+        // Tracked mode waits for every message itself and reports loss and lateness per
+        // message (`tracked`).
+        late: 0,
+        skipped: 0,
         latency,
         tracked: Some(o.t.clone()),
     };
