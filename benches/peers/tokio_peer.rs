@@ -11,6 +11,8 @@
 //! connection `select!`s on its socket and its wake: reads go into the thread's shared read
 //! buffer and are parsed with edge-proto's frame codec (the node's own); frames for a
 //! connection are appended to its outbox and written with one `write_all` per wake.
+//! `--tls-ports` adds `wss://` listeners: tokio-rustls's `TlsAcceptor` (the node's own
+//! rustls `ServerConfig`) in front of the same connection task, generic over the stream.
 //! mimalloc is the global allocator. Not a product: no upload log, no heartbeat deadlines,
 //! no drain, no clustering.
 
@@ -21,6 +23,7 @@ mod udp;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,9 +36,11 @@ use edge_proto::login::{LoginReply, LoginRequest};
 use edge_proto::ws::{self, OpCode};
 use hub::{Cmd, Conn, Hub, MAX_PAYLOAD, Shared};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tuning::cores::{CoreList, CoreSpec};
 
 #[global_allocator]
@@ -64,16 +69,32 @@ struct Cli {
     /// Login salt.
     #[arg(long, default_value = edge_proto::login::DEFAULT_SALT)]
     salt: String,
+    /// `wss://` ports (comma-separated; none by default): TLS, then the same `/ws`.
+    #[arg(long, value_delimiter = ',')]
+    tls_ports: Vec<u16>,
+    /// PEM certificate chain for `--tls-ports`.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or RSA) for `--tls-ports`.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
+
+/// From the accept to the end of the WebSocket upgrade (TLS handshake included), as the
+/// node's upgrade deadline.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one runtime thread starts with.
 struct Parts {
     index: usize,
     core: usize,
     listeners: Vec<std::net::TcpListener>,
+    tls_listeners: Vec<std::net::TcpListener>,
     udp: Option<std::net::UdpSocket>,
     status: Option<std::net::TcpListener>,
     inbox: mpsc::Receiver<Cmd>,
+    /// The TLS acceptor (one `ServerConfig` shared by every thread), with `--tls-ports`.
+    tls: Option<TlsAcceptor>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +106,7 @@ fn main() -> anyhow::Result<()> {
     }
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(hub::INBOX)).unzip();
     let shared = Arc::new(Shared::new(cli.salt.clone().into_bytes(), senders));
+    let tls = tls_acceptor(&cli)?;
     let mut parts = Vec::with_capacity(n);
     for (index, (core, inbox)) in cores.iter().zip(receivers).enumerate() {
         let listeners = cli
@@ -93,13 +115,21 @@ fn main() -> anyhow::Result<()> {
             .map(|p| tcp_listener(SocketAddr::from(([0, 0, 0, 0], *p)), n > 1))
             .collect::<io::Result<Vec<_>>>()
             .context("WebSocket listener")?;
+        let tls_listeners = cli
+            .tls_ports
+            .iter()
+            .map(|p| tcp_listener(SocketAddr::from(([0, 0, 0, 0], *p)), n > 1))
+            .collect::<io::Result<Vec<_>>>()
+            .context("TLS WebSocket listener")?;
         parts.push(Parts {
             index,
             core: *core,
             listeners,
+            tls_listeners,
             udp: None,
             status: None,
             inbox,
+            tls: tls.clone(),
         });
     }
     if cli.udp_port != 0 {
@@ -114,6 +144,9 @@ fn main() -> anyhow::Result<()> {
     parts[0].status = Some(status);
     for port in &cli.port {
         eprintln!("tokio-peer: WebSocket on :{port}/ws");
+    }
+    for port in &cli.tls_ports {
+        eprintln!("tokio-peer: WebSocket over TLS on :{port}/ws");
     }
     eprintln!("tokio-peer: status on {}", cli.sh);
     eprintln!(
@@ -156,6 +189,20 @@ fn cores(cli: &Cli) -> anyhow::Result<Vec<usize>> {
     Ok(cores)
 }
 
+/// The `wss://` acceptor for `--tls-ports`: the node's own server configuration
+/// (`edge::tls`, read once, not watched for reloads): rustls's `ring` provider with X25519
+/// first, TLS 1.3 and 1.2, ticket resumption under rotating keys, two TLS 1.3 tickets.
+fn tls_acceptor(cli: &Cli) -> anyhow::Result<Option<TlsAcceptor>> {
+    if cli.tls_ports.is_empty() {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) else {
+        bail!("--tls-ports needs --tls-cert and --tls-key");
+    };
+    let tls = edge::tls::ServerTls::load(cert, key).context("--tls-cert/--tls-key")?;
+    Ok(Some(TlsAcceptor::from(tls.config())))
+}
+
 /// A non-blocking listener, backlog 4096 (as cloudsocket's); `SO_REUSEPORT` when several
 /// threads listen on the same port.
 fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
@@ -185,7 +232,11 @@ fn run_thread(shared: Arc<Shared>, parts: Parts) -> anyhow::Result<()> {
         let hub = Rc::new(Hub::new(parts.index, shared));
         for listener in parts.listeners {
             let listener = TcpListener::from_std(listener)?;
-            tokio::task::spawn_local(accept(hub.clone(), listener));
+            tokio::task::spawn_local(accept(hub.clone(), listener, None));
+        }
+        for listener in parts.tls_listeners {
+            let listener = TcpListener::from_std(listener)?;
+            tokio::task::spawn_local(accept(hub.clone(), listener, parts.tls.clone()));
         }
         if let Some(sock) = parts.udp {
             let sock = Rc::new(tokio::net::UdpSocket::from_std(sock)?);
@@ -199,11 +250,28 @@ fn run_thread(shared: Arc<Shared>, parts: Parts) -> anyhow::Result<()> {
     })
 }
 
-async fn accept(hub: Rc<Hub>, listener: TcpListener) {
+/// Accepts connections: plain ones go straight to [`connection`], those of a TLS listener
+/// through the TLS handshake first ([`tls_connection`]).
+async fn accept(hub: Rc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::task::spawn_local(connection(hub.clone(), stream));
+                let _ = stream.set_nodelay(true);
+                let deadline = Instant::now() + UPGRADE_TIMEOUT;
+                match &tls {
+                    None => {
+                        tokio::task::spawn_local(connection(hub.clone(), stream, deadline));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::task::spawn_local(tls_connection(
+                            hub.clone(),
+                            acceptor,
+                            stream,
+                            deadline,
+                        ));
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("accept: {e}");
@@ -221,7 +289,10 @@ fn unix_now() -> u64 {
 
 /// Reads the upgrade request into `buf` and answers it; `Some(bytes of the request)` once
 /// upgraded, `None` after a refusal.
-async fn upgrade(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<usize>> {
     loop {
         if stream.read_buf(buf).await? == 0 {
             return Ok(None);
@@ -245,8 +316,8 @@ async fn upgrade(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option
 
 /// Reads the first data frame (the login string) into `buf` (after the upgrade); returns
 /// where its payload lies and the frame's length.
-async fn first_frame(
-    stream: &mut TcpStream,
+async fn first_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
 ) -> io::Result<Option<(std::ops::Range<usize>, usize)>> {
     loop {
@@ -268,10 +339,24 @@ async fn first_frame(
     }
 }
 
-async fn connection(hub: Rc<Hub>, mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+/// A `wss://` connection: the TLS handshake (tokio-rustls, rustls's buffered
+/// `ServerConnection`), within the upgrade deadline, then the same task as a plain one.
+async fn tls_connection(hub: Rc<Hub>, acceptor: TlsAcceptor, stream: TcpStream, deadline: Instant) {
+    let Ok(Ok(stream)) = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await else {
+        return;
+    };
+    connection(hub, stream, deadline).await;
+}
+
+/// One connection's task, over a `TcpStream` or a TLS stream over one: upgrade (by
+/// `deadline`), login, then reads and outbox flushes until it closes.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    hub: Rc<Hub>,
+    mut stream: S,
+    deadline: Instant,
+) {
     let mut buf = Vec::with_capacity(1024);
-    let upgraded = tokio::time::timeout(Duration::from_secs(10), upgrade(&mut stream, &mut buf));
+    let upgraded = tokio::time::timeout_at(deadline, upgrade(&mut stream, &mut buf));
     let Ok(Ok(Some(consumed))) = upgraded.await else {
         return;
     };
@@ -329,9 +414,11 @@ async fn connection(hub: Rc<Hub>, mut stream: TcpStream) {
 /// connection of the thread shares it; the caller parses it before it next yields.
 /// `poll_read` (not `readable` + `try_read`) keeps tokio's "a short read drained the socket"
 /// rule: one `recv` per wake.
-fn read_scratch<'a>(
+/// Over TLS, tokio-rustls reads ciphertext into rustls's own buffer and copies the
+/// decrypted bytes from rustls's plaintext buffer into the shared one.
+fn read_scratch<'a, S: AsyncRead + Unpin>(
     hub: &'a Hub,
-    stream: &'a mut TcpStream,
+    stream: &'a mut S,
     carry: &'a [u8],
 ) -> impl Future<Output = io::Result<usize>> + 'a {
     poll_fn(move |cx| {
@@ -419,17 +506,26 @@ fn on_message(hub: &Hub, conn: &Conn, key: i64, payload: &[u8]) -> bool {
     true
 }
 
-/// Writes the outbox: one `write_all` per batch of frames queued since the last flush.
-async fn flush(hub: &Hub, conn: &Conn, stream: &mut TcpStream) -> io::Result<()> {
+/// Writes the outbox: one `write_all` per batch of frames queued since the last flush,
+/// then one `flush` if anything was written. Over TLS, `write_all` seals the batch into
+/// rustls's outgoing buffer and writes what the socket takes; the `flush` writes whatever
+/// is left there (a no-op on a plain `TcpStream`).
+async fn flush<S: AsyncWrite + Unpin>(hub: &Hub, conn: &Conn, stream: &mut S) -> io::Result<()> {
+    let mut wrote = false;
     loop {
         let out = hub.take_outbox(conn);
         if out.is_empty() {
-            return Ok(());
+            break;
         }
         let written = stream.write_all(&out).await;
         hub.recycle(out);
         written?;
+        wrote = true;
     }
+    if wrote {
+        stream.flush().await?;
+    }
+    Ok(())
 }
 
 /// Verifies a login; returns (login id, session key, reply) or the refusal.
