@@ -27,6 +27,7 @@ mod programs;
 pub mod shard;
 pub mod status;
 pub mod tls;
+pub mod tls_record;
 
 use std::time::Duration;
 
@@ -56,6 +57,18 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// SIGHUP on a node: the TLS certificate and key are read again (as when the files change);
+/// a bad file keeps the old ones. Live connections keep theirs.
+fn reload(node: &node::Node) {
+    match &node.tls {
+        Some(tls) => {
+            tracing::info!("SIGHUP: reloading the TLS certificate and key");
+            tls.reload();
+        }
+        None => tracing::info!("SIGHUP: nothing to reload (no --tls-ports)"),
+    }
+}
+
 fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     if let Some(path) = args.conf.clone() {
         let text = std::fs::read_to_string(&path)
@@ -75,7 +88,7 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     ] {
         println!("limits: {report}");
     }
-    let signals = programs::block_signals();
+    let signals = programs::block_node_signals();
     let node = node::Node::start(config.clone())?;
     let mode = match (&config.cluster, comet) {
         (Some(_), _) => "comet (cluster: Redis, msgbus)",
@@ -116,7 +129,12 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
             "warning: the login salt is the original's public default; set --salt or CLOUDSOCKET_SALT in production"
         );
     }
-    let signal = programs::wait_signal(signals);
+    let signal = loop {
+        match programs::wait_signal(signals) {
+            libc::SIGHUP => reload(&node),
+            signal => break signal,
+        }
+    };
     println!("signal {signal}: draining");
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {

@@ -127,6 +127,10 @@ counters! {
     tls_resumptions,
     /// TLS handshakes that failed: not TLS (a plaintext client, garbage), a bad hello, an alert.
     tls_handshake_errors,
+    /// Established TLS connections closed because the client sent a TLS 1.3 KeyUpdate or a TLS 1.2 renegotiation (neither is kept after the handshake).
+    tls_key_updates_refused,
+    /// Established TLS connections closed on a record that did not decrypt or parse.
+    tls_record_errors,
     /// Connections closed at accept: their source IP holds --max-conns-per-ip.
     conns_per_ip_refused,
     /// Times a listener stopped accepting until the next second (--max-accept-rate).

@@ -114,12 +114,23 @@ pub(crate) fn secret(flag: &str, value: Option<&str>) -> anyhow::Result<Option<V
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so that
 /// [`wait_signal`] receives them.
 pub(crate) fn block_signals() -> libc::sigset_t {
+    block(&[libc::SIGINT, libc::SIGTERM])
+}
+
+/// As [`block_signals`], and SIGHUP too: the node's programs (`run`, `comet`) take SIGHUP
+/// as "reload" (the TLS certificate and key), where the others keep its default action.
+pub(crate) fn block_node_signals() -> libc::sigset_t {
+    block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+}
+
+fn block(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: plain signal-mask calls on a zeroed, then initialised, set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
+        for &signal in signals {
+            libc::sigaddset(&mut set, signal);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

@@ -148,5 +148,8 @@ fn build(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     // from the default in-memory cache.
     config.ticketer = provider::Ticketer::new()?;
     config.send_tls13_tickets = 2;
+    // A finished handshake hands its traffic keys to the shard's record layer
+    // (`tls_record`), which keeps them and nothing else.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }

@@ -2,9 +2,11 @@
 //! the node runs as its own process on core 1 (`cloudsocket run --cores 1`, release build
 //! when run with `--release`), this process on core 0 opens logged-in phones to it, and
 //!
-//! 1. user-space memory per idle logged-in connection, `ws` and `wss` (a fresh node
-//!    each): the slope of the node's RSS from 5 000 to `WSS_BENCH_CONNS` (default 15 000)
-//!    connections, so one-time allocations of the first thousands are left out;
+//! 1. memory per idle logged-in connection, `ws` and `wss` (a fresh node each), as slopes
+//!    from 5 000 to `WSS_BENCH_CONNS` (default 15 000) connections, so one-time allocations
+//!    of the first thousands are left out: user space (the node's RSS), and the kernel's
+//!    (slab caches and TCP buffer pages, when run as root: both ends of a loopback
+//!    connection are this kernel's sockets, so the delta is per two sockets);
 //! 2. server CPU per TLS handshake, full and resumed: the node's utime+stime over 2 000 of
 //!    each (connect, handshake, close), from `/proc/<pid>/stat`.
 //!
@@ -181,22 +183,60 @@ fn phone(node: &Node, tls: Option<&Arc<ClientConfig>>, id: i64) -> Phone {
     phone
 }
 
-/// RSS slope (bytes per connection) between 5 000 and `total` logged-in phones.
-fn idle_slope(node: &Node, tls: Option<&Arc<ClientConfig>>, total: usize) -> (f64, u64, u64) {
+/// The kernel's memory in slab caches (every cache's objects times their size, from
+/// `/proc/slabinfo`, readable as root) plus TCP's buffer pages (`/proc/net/sockstat`).
+fn kernel_bytes() -> Option<u64> {
+    let slab: u64 = std::fs::read_to_string("/proc/slabinfo")
+        .ok()?
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(f.get(2)?.parse::<u64>().ok()? * f.get(3)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp_pages: u64 = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(slab + tcp_pages * 4096)
+}
+
+/// An idle slope: user-space bytes per connection (the node's RSS), and kernel bytes per
+/// socket (both ends of each loopback connection are sockets of this kernel, so the delta
+/// is halved), between 5 000 and `total` logged-in phones; and the RSS at both points.
+struct Slope {
+    user: f64,
+    kernel: Option<f64>,
+    rss_kib: (u64, u64),
+}
+
+fn idle_slope(node: &Node, tls: Option<&Arc<ClientConfig>>, total: usize) -> Slope {
     let mut phones = Vec::with_capacity(total);
-    let mut at_5k = 0;
+    let (mut at_5k, mut kernel_5k) = (0, None);
     for i in 0..total {
         phones.push(phone(node, tls, 16 * (i as i64 + 1)));
         if i + 1 == 5_000 {
             std::thread::sleep(Duration::from_millis(500));
-            at_5k = node.rss_kib();
+            (at_5k, kernel_5k) = (node.rss_kib(), kernel_bytes());
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let at_total = node.rss_kib();
-    let slope = (at_total - at_5k) as f64 * 1024.0 / (total - 5_000) as f64;
+    let (at_total, kernel_total) = (node.rss_kib(), kernel_bytes());
+    let span = (total - 5_000) as f64;
+    let kernel = kernel_5k
+        .zip(kernel_total)
+        .map(|(a, b)| (b as f64 - a as f64) / (2.0 * span));
     drop(phones);
-    (slope, at_5k, at_total)
+    Slope {
+        user: (at_total - at_5k) as f64 * 1024.0 / span,
+        kernel,
+        rss_kib: (at_5k, at_total),
+    }
 }
 
 /// Server CPU (µs) per connect + TLS handshake + WebSocket upgrade + close, over `n`,
@@ -259,12 +299,20 @@ fn idle_memory_and_handshake_cost_of_wss() {
     }
     for round in 0..2 {
         let node = Node::start(&dir);
-        let (ws, a, b) = idle_slope(&node, None, total);
-        println!("round {round} ws : {ws:.0} B/conn (RSS {a} KiB at 5000, {b} KiB at {total})");
+        let report = |kind: &str, s: &Slope| {
+            let kernel = s
+                .kernel
+                .map_or("unreadable".to_owned(), |k| format!("{k:.0} B/socket"));
+            let (a, b) = s.rss_kib;
+            println!(
+                "round {round} {kind}: user {:.0} B/conn, kernel {kernel} (RSS {a} KiB at 5000, {b} KiB at {total})",
+                s.user
+            );
+        };
+        report("ws ", &idle_slope(&node, None, total));
         drop(node);
         let node = Node::start(&dir);
-        let (wss, a, b) = idle_slope(&node, Some(&fresh), total);
-        println!("round {round} wss: {wss:.0} B/conn (RSS {a} KiB at 5000, {b} KiB at {total})");
+        report("wss", &idle_slope(&node, Some(&fresh), total));
         let (full_us, full_rate) = handshake_cost(&node, &fresh, 2_000);
         let resuming = client_config(&der, true);
         let resumed_before = metric(&node, "cloudsocket_tls_resumptions_total");

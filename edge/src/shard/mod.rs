@@ -18,6 +18,7 @@ mod route;
 mod run;
 mod sessions;
 pub mod tls;
+mod tls_feed;
 mod udp;
 mod write;
 mod ws;
@@ -117,7 +118,7 @@ pub struct Shard {
     tls_listener_from: usize,
     tls: Option<Arc<crate::tls::ServerTls>>,
     /// TLS state of the connections accepted on TLS listeners, by slot.
-    tls_conns: std::collections::HashMap<u32, Box<tls::TlsConn>>,
+    tls_conns: std::collections::HashMap<u32, tls::TlsConn>,
     /// Reused buffers for TLS: ciphertext read, records being decrypted, plaintext sealed.
     tls_cipher: Vec<u8>,
     tls_incoming: Vec<u8>,

@@ -367,7 +367,7 @@ impl Shard {
         let _ = fd.into_raw_fd();
         if let Some(session) = session {
             self.tls_conns
-                .insert(slot, Box::new(super::tls::TlsConn::new(session)));
+                .insert(slot, super::tls::TlsConn::new(session));
         }
         crate::metrics::bump(&self.metrics.ws_accepted);
         self.metrics

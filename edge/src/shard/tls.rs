@@ -1,10 +1,11 @@
-//! TLS on the shard's WebSocket connections (`wss://`), on rustls's unbuffered API: the
-//! shard reads ciphertext into a shared buffer and rustls decrypts it in place into the
-//! shard's read buffer, where the WebSocket layer parses it as for a plain connection;
-//! frames are queued in the connection's pooled outbox as plaintext and sealed (encrypted
-//! in place, at the outbox's tail) just before a flush. So an idle `wss` connection holds
-//! its rustls state and nothing else: no plaintext or ciphertext buffer (a partial record
-//! between reads is the exception, kept until the rest arrives).
+//! TLS on the shard's WebSocket connections (`wss://`). The handshake runs on rustls's
+//! unbuffered API (`tls_feed`): the shard reads ciphertext into a shared buffer and rustls
+//! decrypts it into the shard's read buffer, where the WebSocket layer parses it as for a
+//! plain connection. When the handshake is done the shard takes the traffic keys out of
+//! rustls and drops the rest of its state: from then on [`RecordLayer`] opens records into
+//! the read buffer and seals frames in the connection's pooled outbox just before a flush.
+//! So an idle `wss` connection holds two AEAD keys, two IVs and two sequence numbers, and
+//! no buffer (a partial record between reads is the exception, kept until the rest arrives).
 //!
 //! The handshake runs inside the connection's existing upgrade deadline (10 s from the
 //! accept) and inside the per-turn budget for newcomers, so a storm of handshakes cannot
@@ -14,15 +15,28 @@
 use std::time::Instant;
 
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
+use rustls::unbuffered::{ConnectionState, EncryptError};
 use rustls::{HandshakeKind, ProtocolVersion};
 
 use super::Shard;
+use super::tls_feed::append_with;
+pub use super::tls_feed::{Fed, TlsRead, feed};
 use crate::metrics::bump;
+use crate::tls_record::{Opened, RecordLayer};
+
+/// Where a connection's TLS stands.
+enum Stage {
+    /// Handshaking: rustls's whole state.
+    Handshake(Box<UnbufferedServerConnection>),
+    /// Established: the traffic keys only.
+    Records(Box<RecordLayer>),
+    /// The keys could not be taken over (the connection is closing).
+    Gone,
+}
 
 /// One connection's TLS state.
 pub(super) struct TlsConn {
-    conn: UnbufferedServerConnection,
+    stage: Stage,
     /// A partial record kept between reads (no allocation otherwise).
     held: Vec<u8>,
     /// Bytes at the front of the outbox that are already ciphertext.
@@ -34,7 +48,7 @@ pub(super) struct TlsConn {
 impl TlsConn {
     pub(super) fn new(conn: UnbufferedServerConnection) -> Self {
         TlsConn {
-            conn,
+            stage: Stage::Handshake(Box::new(conn)),
             held: Vec::new(),
             sealed: 0,
             started: Some(Instant::now()),
@@ -42,117 +56,80 @@ impl TlsConn {
     }
 }
 
-/// What a read of ciphertext came to.
-pub enum TlsRead {
-    /// This many plaintext bytes were written (possibly 0: handshake records only).
-    Plain(usize),
-    /// The peer closed the TLS session.
-    Closed,
-    /// Not TLS, or a protocol error: the connection must be closed.
-    Failed,
-}
-
-/// Runs `f` on the unfilled tail of `out` (at least `hint` bytes), growing it while `f`
-/// says how many bytes it needs (`Err(Some(size))`); `Err(None)` or a fourth try fails.
-fn append_with(
-    out: &mut Vec<u8>,
-    hint: usize,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
-) -> bool {
-    let start = out.len();
-    let mut want = hint.max(4096);
-    for _ in 0..4 {
-        out.resize(start + want, 0);
-        match f(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return true;
-            }
-            Err(Some(size)) if size > want => want = size,
-            Err(_) => break,
-        }
-    }
-    out.truncate(start);
-    false
-}
-
-/// What feeding ciphertext to a session came to.
-pub struct Fed {
-    /// Plaintext produced, the peer's close, or a failure.
-    pub outcome: TlsRead,
-    /// Bytes of the input used up; the rest is a partial record to keep for the next read.
-    pub consumed: usize,
-    /// Handshake records were appended to the outbox and must be sent now.
-    pub transmit: bool,
-    /// Anything was appended to the outbox (all of it ciphertext).
-    pub sealed_handshake: bool,
-}
-
-/// Runs rustls over `incoming` (ciphertext): application data is copied into `plain`
-/// (which must be at least as long as `incoming`), handshake records to send are appended
-/// to `outbox`. Pure — no socket, no shard — so it is fuzzed as it is (`fuzz`'s
-/// `tls_records` target).
-pub fn feed(
-    conn: &mut UnbufferedServerConnection,
-    incoming: &mut [u8],
-    plain: &mut [u8],
-    outbox: &mut Vec<u8>,
-) -> Fed {
-    let (mut at, mut produced, mut transmit, mut appended) = (0, 0, false, false);
-    let outcome = loop {
-        let status = conn.process_tls_records(&mut incoming[at..]);
-        let discard = status.discard;
-        let step = match status.state {
-            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                let mut failed = false;
-                while let Some(record) = traffic.next_record() {
-                    let Ok(record) = record else {
-                        failed = true;
-                        break;
-                    };
-                    let n = record.payload.len().min(plain.len() - produced);
-                    plain[produced..produced + n].copy_from_slice(&record.payload[..n]);
-                    produced += n;
-                }
-                failed.then_some(TlsRead::Failed)
-            }
-            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                appended = true;
-                let ok = append_with(outbox, 4096, |out| match encode.encode(out) {
-                    Ok(n) => Ok(n),
-                    Err(EncodeError::InsufficientSize(e)) => Err(Some(e.required_size)),
-                    Err(_) => Err(None),
-                });
-                (!ok).then_some(TlsRead::Failed)
-            }
-            Ok(ConnectionState::TransmitTlsData(data)) => {
-                data.done();
-                transmit = true;
-                None
-            }
-            Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
-                Some(TlsRead::Plain(produced))
-            }
-            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Some(TlsRead::Closed),
-            Ok(_) | Err(_) => Some(TlsRead::Failed),
-        };
-        at += discard;
-        if let Some(outcome) = step {
-            break outcome;
-        }
-    };
-    Fed {
-        outcome,
-        consumed: at.min(incoming.len()),
-        transmit,
-        sealed_handshake: appended,
-    }
+/// Takes the traffic keys out of a finished handshake; `None` if rustls refuses.
+fn take_keys(conn: UnbufferedServerConnection) -> Option<RecordLayer> {
+    let version = conn.protocol_version()?;
+    #[allow(
+        deprecated,
+        reason = "the kernel-connection route keeps rustls's key schedule, the memory this drops; \
+                  KeyUpdate is refused instead (tls_record's notes)"
+    )]
+    let secrets = conn.dangerous_extract_secrets().ok()?;
+    RecordLayer::new(version, secrets).ok()
 }
 
 impl Shard {
     /// Whether `slot` is a TLS connection.
     pub(super) fn is_tls(&self, slot: u32) -> bool {
         !self.tls_conns.is_empty() && self.tls_conns.contains_key(&slot)
+    }
+
+    /// Opens `incoming` with `slot`'s TLS state: rustls while handshaking (handshake records
+    /// to send go to `outbox`), the record layer after. Takes the keys over when a handshake
+    /// has just finished. Returns what came of it and the bytes used up.
+    fn tls_open(
+        &mut self,
+        slot: u32,
+        incoming: &mut [u8],
+        plain: &mut [u8],
+        outbox: &mut Vec<u8>,
+    ) -> (TlsRead, usize, bool) {
+        let Some(tls) = self.tls_conns.get_mut(&slot) else {
+            return (TlsRead::Failed, 0, false);
+        };
+        let conn = match &mut tls.stage {
+            Stage::Records(layer) => {
+                let (opened, consumed) = layer.open(incoming, plain);
+                let outcome = match opened {
+                    Opened::Plain(n) => TlsRead::Plain(n),
+                    Opened::Closed => TlsRead::Closed,
+                    Opened::Unsupported => {
+                        bump(&self.metrics.tls_key_updates_refused);
+                        TlsRead::Failed
+                    }
+                    Opened::Failed => {
+                        bump(&self.metrics.tls_record_errors);
+                        TlsRead::Failed
+                    }
+                };
+                return (outcome, consumed, false);
+            }
+            Stage::Handshake(conn) => conn,
+            Stage::Gone => return (TlsRead::Failed, 0, false),
+        };
+        let fed = feed(conn, incoming, plain, outbox);
+        if fed.sealed_handshake {
+            tls.sealed = outbox.len();
+        }
+        let failed = matches!(fed.outcome, TlsRead::Failed);
+        self.account_handshake(slot, failed);
+        let mut outcome = fed.outcome;
+        if let Some(tls) = self.tls_conns.get_mut(&slot)
+            && matches!(&tls.stage, Stage::Handshake(c) if !c.is_handshaking())
+            && !failed
+        {
+            let Stage::Handshake(conn) = std::mem::replace(&mut tls.stage, Stage::Gone) else {
+                unreachable!("matched above")
+            };
+            match take_keys(*conn) {
+                Some(layer) => tls.stage = Stage::Records(Box::new(layer)),
+                None => {
+                    bump(&self.metrics.tls_record_errors);
+                    outcome = TlsRead::Failed;
+                }
+            }
+        }
+        (outcome, fed.consumed, fed.transmit)
     }
 
     /// Decrypts `cipher` (after any partial record held from before) into `plain`, which
@@ -180,24 +157,21 @@ impl Shard {
             .outbox
             .take()
             .unwrap_or_else(|| self.buffers.pop().unwrap_or_default());
-        let fed = feed(&mut tls.conn, &mut incoming, plain, &mut outbox);
-        if fed.sealed_handshake {
-            tls.sealed = outbox.len();
-        }
+        let (outcome, at, transmit) = self.tls_open(slot, &mut incoming, plain, &mut outbox);
         if outbox.is_empty() {
             // Nothing to send: the buffer goes back to the pool (an idle connection holds none).
             if outbox.capacity() > 0 && self.buffers.len() < super::write::POOLED_BUFFERS {
                 self.buffers.push(outbox);
             }
-        } else {
+        } else if let Some(conn) = self.conns.get_mut(slot) {
             conn.outbox = Some(outbox);
         }
-        let (at, transmit, outcome) = (fed.consumed, fed.transmit, fed.outcome);
-        if at < incoming.len() {
+        if at < incoming.len()
+            && let Some(tls) = self.tls_conns.get_mut(&slot)
+        {
             tls.held = incoming[at..].to_vec();
         }
         self.tls_incoming = incoming;
-        self.account_handshake(slot, matches!(outcome, TlsRead::Failed));
         if transmit {
             self.flush_conn(slot);
         }
@@ -217,16 +191,19 @@ impl Shard {
             bump(&self.metrics.tls_handshake_errors);
             return;
         }
-        if tls.conn.is_handshaking() {
+        let Stage::Handshake(conn) = &tls.stage else {
+            return;
+        };
+        if conn.is_handshaking() {
             return;
         }
         tls.started = None;
         self.metrics.tls_handshake_time.record(started.elapsed());
-        match tls.conn.protocol_version() {
+        match conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_2) => bump(&self.metrics.tls_handshakes_tls12),
             _ => bump(&self.metrics.tls_handshakes_tls13),
         }
-        if tls.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
             bump(&self.metrics.tls_resumptions);
         }
     }
@@ -247,18 +224,21 @@ impl Shard {
         plain.clear();
         plain.extend_from_slice(&outbox[tls.sealed..]);
         outbox.truncate(tls.sealed);
-        let status = tls.conn.process_tls_records(&mut []);
-        let ok = match status.state {
-            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                // Records of at most 16 KiB, each with a few dozen bytes of overhead.
-                let hint = plain.len() + (plain.len() / 16_384 + 1) * 64;
-                append_with(outbox, hint, |out| match traffic.encrypt(&plain, out) {
-                    Ok(n) => Ok(n),
-                    Err(EncryptError::InsufficientSize(e)) => Err(Some(e.required_size)),
-                    Err(_) => Err(None),
-                })
-            }
-            _ => false,
+        let ok = match &mut tls.stage {
+            Stage::Records(layer) => layer.seal(&plain, outbox),
+            Stage::Handshake(conn) => match conn.process_tls_records(&mut []).state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    // Records of at most 16 KiB, each with a few dozen bytes of overhead.
+                    let hint = plain.len() + (plain.len() / 16_384 + 1) * 64;
+                    append_with(outbox, hint, |out| match traffic.encrypt(&plain, out) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(e)) => Err(Some(e.required_size)),
+                        Err(_) => Err(None),
+                    })
+                }
+                _ => false,
+            },
+            Stage::Gone => false,
         };
         tls.sealed = outbox.len();
         self.tls_plain = plain;
@@ -336,6 +316,22 @@ impl Shard {
             }
             let _ = self.tls_seal(slot);
         }
+        // An established connection also says close_notify, so the client's TLS stack sees
+        // a clean end rather than a truncation.
+        if let Some(TlsConn {
+            stage: Stage::Records(layer),
+            sealed,
+            ..
+        }) = self.tls_conns.get_mut(&slot)
+            && let Some(outbox) = self
+                .conns
+                .get_mut(slot)
+                .map(|c| c.outbox.get_or_insert_with(Default::default))
+            && outbox.len() == *sealed
+            && layer.seal_close_notify(outbox)
+        {
+            *sealed = outbox.len();
+        }
         None
     }
 }
@@ -346,7 +342,11 @@ mod tests {
     fn the_per_connection_record_sizes() {
         let conn = std::mem::size_of::<rustls::server::UnbufferedServerConnection>();
         let record = std::mem::size_of::<super::TlsConn>();
-        eprintln!("UnbufferedServerConnection {conn} B inline, TlsConn {record} B");
-        assert!(record < 4096, "{record}");
+        let layer = std::mem::size_of::<crate::tls_record::RecordLayer>();
+        eprintln!(
+            "UnbufferedServerConnection {conn} B inline, TlsConn {record} B, RecordLayer {layer} B"
+        );
+        assert!(record <= 64, "{record}");
+        assert!(layer < 1536, "{layer}");
     }
 }

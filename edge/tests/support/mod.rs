@@ -2,6 +2,8 @@
 //! blocking, with timeouts), for the integration tests.
 #![allow(dead_code)]
 
+pub mod deploy;
+pub mod tls;
 pub mod udp;
 
 use std::io::{Read, Write};

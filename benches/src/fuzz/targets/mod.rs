@@ -98,6 +98,11 @@ pub const ALL: &[Target] = &[
         check: check_tls,
     },
     Target {
+        name: "tls_established",
+        seeds: seeds_tls_established,
+        check: check_tls_established,
+    },
+    Target {
         name: "handover",
         seeds: seeds_handover,
         check: check_handover,
