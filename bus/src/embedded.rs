@@ -17,6 +17,16 @@ pub struct State {
     user_devices: HashMap<i64, Vec<i64>>,
 }
 
+/// What an upgrade hands over of the embedded bus (issue 15): mobile sub-ids in use per
+/// user, and every binding.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `(user, sub-ids in use)`: bit k for sub-id k.
+    pub mobiles: Vec<(i64, u16)>,
+    /// `(device, user)`.
+    pub bindings: Vec<(i64, i64)>,
+}
+
 /// Why a login was refused, as the WebSocket reply code.
 pub const REPLY_WRONG_ID: u8 = 3;
 
@@ -98,6 +108,31 @@ impl State {
             }
         }
         true
+    }
+
+    /// Everything, for a handover.
+    pub fn snapshot(&self) -> Snapshot {
+        let mobiles = self.mobiles.iter().map(|(&u, &m)| (u, m)).collect();
+        let bindings = self
+            .device_users
+            .iter()
+            .flat_map(|(&d, users)| users.iter().map(move |&u| (d, u)))
+            .collect();
+        Snapshot { mobiles, bindings }
+    }
+
+    /// The state a handover carried.
+    pub fn restore(snapshot: &Snapshot) -> Self {
+        let mut state = State::default();
+        for &(user, used) in &snapshot.mobiles {
+            if used != 0 {
+                state.mobiles.insert(user, used & !1);
+            }
+        }
+        for &(device, user) in &snapshot.bindings {
+            state.bind(device, user);
+        }
+        state
     }
 
     /// The users a device is bound to.

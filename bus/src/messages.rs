@@ -158,6 +158,28 @@ pub enum ToShard {
     },
     /// Stop accepting, close terminals with 1001, flush, and end the shard.
     Shutdown,
+    /// A step of a zero-downtime upgrade (issue 15).
+    Upgrade(Upgrade),
+}
+
+/// An upgrade's requests to a shard, in order: quiesce, freeze, then (only if the new
+/// process failed) resume.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// Stop reading sockets and accepting; keep taking the inbox and the mesh (answers
+    /// and relays already on their way). Answers once done.
+    Quiesce {
+        /// Told when the shard is quiet.
+        done: crossbeam_channel::Sender<()>,
+    },
+    /// Write the handover stream (`edge_proto::handover`) and the descriptors its
+    /// records name by index; then touch nothing until resumed or ended.
+    Freeze {
+        /// Gets the stream and the raw descriptors (still owned by the shard).
+        reply: crossbeam_channel::Sender<(Vec<u8>, Vec<i32>)>,
+    },
+    /// The new process failed: serve again, reading every socket for what arrived.
+    Resume,
 }
 
 /// What Redis keeps of a UDP session (docs/protocol.md §9.3, `sess:dev:<sid>` JSON).

@@ -30,6 +30,10 @@ pub struct Embedded {
     pub binds: Vec<(i64, i64)>,
     /// Closed (dropped) by the node to end the thread.
     pub stop: Receiver<()>,
+    /// An upgrade asks for the state here (issue 15).
+    pub export: Receiver<crossbeam_channel::Sender<crate::embedded::Snapshot>>,
+    /// The state an upgrade handed over, if this process is the new one.
+    pub restored: Option<crate::embedded::Snapshot>,
 }
 
 /// Starts the embedded sidecar thread; it ends when `stop` closes or every request
@@ -47,7 +51,10 @@ fn unix_now() -> u64 {
 }
 
 fn run(mut side: Embedded) {
-    let mut state = State::default();
+    let mut state = side
+        .restored
+        .take()
+        .map_or_else(State::default, |s| State::restore(&s));
     for (device, user) in std::mem::take(&mut side.binds) {
         state.bind(device, user);
     }
@@ -71,6 +78,12 @@ fn run(mut side: Embedded) {
                     let _ = req.reply.try_send(answer);
                 }
                 Err(_) => side.admin = crossbeam_channel::never(),
+            },
+            recv(side.export) -> req => match req {
+                Ok(reply) => {
+                    let _ = reply.try_send(state.snapshot());
+                }
+                Err(_) => side.export = crossbeam_channel::never(),
             },
             recv(side.stop) -> _ => return,
         }

@@ -48,6 +48,24 @@ pub enum Command {
     Rmqkeeper(RmqkeeperArgs),
     /// Report (and apply) host tuning for a dense edge.
     Tune(TuneArgs),
+    /// Hand a running node's sockets, connections and sessions to a new process of a
+    /// (new) binary, without a reconnect (SIGUSR2 does the same with the node's binary).
+    Upgrade(UpgradeArgs),
+}
+
+/// Flags of `cloudsocket upgrade`.
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    /// The node's pid (default: the one running `run` or `comet` of this binary).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// The binary to start (default: the one the node was started from).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Seconds the new process has to start, take everything in and confirm; after that
+    /// the node rolls back and serves on.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
 }
 
 /// Flags of a node (`run` and `comet`); the original comet's names are kept.

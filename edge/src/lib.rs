@@ -28,6 +28,7 @@ pub mod shard;
 pub mod status;
 pub mod tls;
 pub mod tls_record;
+pub mod upgrade;
 
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         }
         Some(Command::Msgbus(args)) => programs::run_msgbus(&args),
         Some(Command::Rmqkeeper(args)) => programs::run_rmqkeeper(args),
+        Some(Command::Upgrade(args)) => {
+            upgrade::control::run_client(args.pid, args.binary, Duration::from_secs(args.timeout))
+        }
     }
 }
 
@@ -66,6 +70,99 @@ fn reload(node: &node::Node) {
             tls.reload();
         }
         None => tracing::info!("SIGHUP: nothing to reload (no --tls-ports)"),
+    }
+}
+
+/// Starts the node: on fresh sockets, or, when an upgrade started this process, on what
+/// the old process handed over (then the shards wait until the old one lets go).
+fn start_node(config: &config::Config) -> anyhow::Result<node::Node> {
+    let Some(incoming) = upgrade::inherit::incoming(config.cores.len()) else {
+        return node::Node::start(config.clone());
+    };
+    let incoming = incoming.map_err(|e| anyhow::anyhow!("upgrade refused: {e}"))?;
+    let upgrade::inherit::Incoming { inherited, .. } = &incoming;
+    let (connections, sessions) = inherited.shards.iter().fold((0, 0), |(c, u), s| {
+        let count = |ws: bool| {
+            s.records
+                .iter()
+                .filter(|r| match r {
+                    edge_proto::handover::Record::WsConn { .. } => ws,
+                    edge_proto::handover::Record::UdpSession { .. } => !ws,
+                    _ => false,
+                })
+                .count()
+        };
+        (c + count(true), u + count(false))
+    });
+    let (socket, inherited) = incoming.into_parts();
+    let node = match node::Node::start_with(config.clone(), Some(inherited)) {
+        Ok(node) => node,
+        Err(e) => {
+            socket.refuse(&e.to_string());
+            return Err(anyhow::anyhow!("upgrade refused: {e}"));
+        }
+    };
+    let stalled_ms = socket
+        .confirm()
+        .map_err(|e| anyhow::anyhow!("upgrade abandoned by the old process: {e}"))?;
+    node.open_gate();
+    let m = &node.metrics.upgrade;
+    m.last_stall_us
+        .store(stalled_ms * 1000, std::sync::atomic::Ordering::Relaxed);
+    m.last_connections
+        .store(connections as u64, std::sync::atomic::Ordering::Relaxed);
+    m.last_udp_sessions
+        .store(sessions as u64, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        connections,
+        udp_sessions = sessions,
+        stalled_ms,
+        "upgrade: took over"
+    );
+    Ok(node)
+}
+
+/// Runs an upgrade; on success exits the process at once (closing nothing: the new process
+/// holds every socket), on failure reports it and returns (the node serves on).
+fn try_upgrade(
+    node: &node::Node,
+    binary: &std::path::Path,
+    timeout: Duration,
+    mut reply: Option<std::os::unix::net::UnixStream>,
+) {
+    use std::io::Write as _;
+    let request = upgrade::Request {
+        binary: binary.to_owned(),
+        args: std::env::args_os().skip(1).collect(),
+        timeout,
+    };
+    let mut say = |line: &str| {
+        tracing::info!("upgrade: {line}");
+        if let Some(r) = reply.as_mut() {
+            let _ = writeln!(r, "{line}");
+        }
+    };
+    match upgrade::hand_over(node, &request, &mut say) {
+        Ok(report) => {
+            say(&format!(
+                "upgraded: pid {} -> {}, {} connections and {} UDP sessions handed over, serving stopped for {:.1} ms, {:.1} ms in all",
+                std::process::id(),
+                report.pid,
+                report.connections,
+                report.udp_sessions,
+                report.stalled.as_secs_f64() * 1e3,
+                report.total.as_secs_f64() * 1e3
+            ));
+            let _ = std::io::stdout().flush();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            node.metrics
+                .upgrade
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            say(&format!("failed: {e}; serving on"));
+        }
     }
 }
 
@@ -89,7 +186,9 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
         println!("limits: {report}");
     }
     let signals = programs::block_node_signals();
-    let node = node::Node::start(config.clone())?;
+    // Captured now: once an upgrade replaced the file, /proc/self/exe says "(deleted)".
+    let binary = std::env::current_exe()?;
+    let node = start_node(&config)?;
     let mode = match (&config.cluster, comet) {
         (Some(_), _) => "comet (cluster: Redis, msgbus)",
         (None, true) => "comet (embedded bus)",
@@ -129,10 +228,24 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
             "warning: the login salt is the original's public default; set --salt or CLOUDSOCKET_SALT in production"
         );
     }
+    let (events_tx, events) = crossbeam_channel::bounded(8);
+    upgrade::control::forward_signals(signals, events_tx.clone())?;
+    if let Err(e) = upgrade::control::listen(events_tx) {
+        tracing::warn!("no upgrade control socket: {e}");
+    }
     let signal = loop {
-        match programs::wait_signal(signals) {
-            libc::SIGHUP => reload(&node),
-            signal => break signal,
+        match events.recv() {
+            Ok(upgrade::control::Event::Signal(libc::SIGHUP)) => reload(&node),
+            Ok(upgrade::control::Event::Signal(libc::SIGUSR2)) => {
+                let timeout = Duration::from_secs(10);
+                try_upgrade(&node, &binary, timeout, None);
+            }
+            Ok(upgrade::control::Event::Upgrade(to, timeout, reply)) => {
+                let to = to.unwrap_or_else(|| binary.clone());
+                try_upgrade(&node, &to, timeout, Some(reply));
+            }
+            Ok(upgrade::control::Event::Signal(signal)) => break signal,
+            Err(_) => break 0,
         }
     };
     println!("signal {signal}: draining");

@@ -131,6 +131,8 @@ counters! {
     tls_key_updates_refused,
     /// Established TLS connections closed on a record that did not decrypt or parse.
     tls_record_errors,
+    /// Upgrades: connections closed with 1012 and UDP sessions left out at a handover (TLS connections, logins and platform calls in flight).
+    upgrade_closed,
     /// Connections closed at accept: their source IP holds --max-conns-per-ip.
     conns_per_ip_refused,
     /// Times a listener stopped accepting until the next second (--max-accept-rate).
@@ -190,6 +192,8 @@ pub struct NodeMetrics {
     pub http: Arc<crate::http::HttpCounters>,
     /// The login salt is the original's public one (`cloudsocket_default_salt 1`).
     pub default_salt: bool,
+    /// Upgrades (issue 15).
+    pub upgrade: Arc<crate::upgrade::UpgradeMetrics>,
 }
 
 impl NodeMetrics {
@@ -202,6 +206,7 @@ impl NodeMetrics {
             cluster: None,
             http: Arc::default(),
             default_salt: false,
+            upgrade: Arc::default(),
         }
     }
 
@@ -339,6 +344,7 @@ impl NodeMetrics {
             }
         }
         self.render_node(&mut out);
+        self.upgrade.render(&mut out);
         out.push_str(&bus::process_metrics::render());
         if let Some(cluster) = &self.cluster {
             // Monotonic counters, except the gauges links_up, redis_up and mobile_leases.

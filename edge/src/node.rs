@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bus::messages::{AdminRequest, ShardInbox, ToBus, ToShard, Wake};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -29,6 +30,73 @@ const MESH_QUEUE: usize = 4096;
 impl Wake for Waker {
     fn wake(&self) {
         Waker::wake(self);
+    }
+}
+
+/// What a new process was handed by the old one in an upgrade (issue 15).
+#[derive(Default)]
+pub struct Inherited {
+    /// Per shard, by index.
+    pub shards: Vec<InheritedShard>,
+    /// The status listener.
+    pub status: Option<OwnedFd>,
+    /// The `udpaddr` listener.
+    pub udpaddr: Option<OwnedFd>,
+    /// The embedded bus's state.
+    pub bus: bus::embedded::Snapshot,
+}
+
+/// One shard's part of an [`Inherited`].
+#[derive(Default)]
+pub struct InheritedShard {
+    /// Its plain WebSocket listeners, in the order of `--ports`.
+    pub ws: Vec<OwnedFd>,
+    /// Its TLS listeners, in the order of `--tls-ports`.
+    pub wss: Vec<OwnedFd>,
+    /// Its UDP socket.
+    pub udp: Option<OwnedFd>,
+    /// Its other records (connections, UDP sessions, directory).
+    pub records: Vec<edge_proto::handover::Record>,
+    /// The descriptors the records name, by index (taken as they are used).
+    pub fds: Vec<Option<OwnedFd>>,
+}
+
+/// Holds the shards before their first turn until the node may serve: a new process of an
+/// upgrade opens it once the old one has let go (issue 15).
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    /// A gate, open or shut.
+    pub fn new(open: bool) -> Arc<Gate> {
+        Arc::new(Gate {
+            open: Mutex::new(open),
+            opened: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Blocks until the gate is open.
+    pub fn wait(&self) {
+        let Ok(mut open) = self.open.lock() else {
+            return;
+        };
+        while !*open {
+            open = match self.opened.wait(open) {
+                Ok(open) => open,
+                Err(_) => return,
+            };
+        }
+    }
+
+    /// Opens the gate.
+    pub fn open(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            *open = true;
+        }
+        self.opened.notify_all();
     }
 }
 
@@ -56,6 +124,13 @@ pub struct Node {
     platform_workers: Vec<JoinHandle<()>>,
     /// Cluster mode: ZooKeeper discovery of msgbuses and this comet's registration.
     zookeeper: Option<crate::cluster::ZooKeeper>,
+    /// The embedded bus's state, asked for by an upgrade (embedded mode only).
+    export: Option<Sender<Sender<bus::embedded::Snapshot>>>,
+    /// Copies of the status and `udpaddr` listeners, for an upgrade.
+    status_fd: Option<OwnedFd>,
+    udpaddr_fd: Option<OwnedFd>,
+    /// Shut until a new process of an upgrade may serve.
+    gate: Arc<Gate>,
 }
 
 fn bind_all(addr: SocketAddr, shards: usize) -> std::io::Result<(SocketAddr, Vec<OwnedFd>)> {
@@ -133,6 +208,67 @@ impl Sockets {
         Ok(sockets)
     }
 
+    /// The sockets an upgrade handed over: every listener and UDP socket as the old
+    /// process bound them (so no connection attempt is refused), and the status and
+    /// `udpaddr` listeners. Counts that do not match this configuration are refused.
+    fn inherit(config: &Config, n: usize, inherited: &mut Inherited) -> anyhow::Result<Sockets> {
+        anyhow::ensure!(
+            inherited.shards.len() == n,
+            "the old process ran {} shards, this one runs {n}",
+            inherited.shards.len()
+        );
+        let mut listeners = Vec::with_capacity(n);
+        let mut udp = Vec::with_capacity(n);
+        let (plain, tls) = (
+            config.ws_addrs.len() * usize::from(config.ws),
+            config.tls_addrs.len() * usize::from(config.ws),
+        );
+        for shard in &mut inherited.shards {
+            anyhow::ensure!(
+                shard.ws.len() == plain
+                    && shard.wss.len() == tls
+                    && shard.udp.is_some() == config.udp,
+                "the old process's listeners do not match this configuration"
+            );
+            let mut fds = std::mem::take(&mut shard.ws);
+            fds.append(&mut shard.wss);
+            listeners.push(fds);
+            udp.push(shard.udp.take());
+        }
+        let addrs = |range: std::ops::Range<usize>| -> anyhow::Result<Vec<SocketAddr>> {
+            let first = listeners.first().map(Vec::as_slice).unwrap_or_default();
+            range
+                .map(|i| Ok(shard::local_addr(first[i].as_raw_fd())?))
+                .collect()
+        };
+        let (ws_addrs, wss_addrs) = (addrs(0..plain)?, addrs(plain..plain + tls)?);
+        let status = match inherited.status.take() {
+            Some(fd) => fd,
+            None => status::bind(config.status_addr)?,
+        };
+        let status_addr = shard::local_addr(status.as_raw_fd())?;
+        let udp_addr = match udp.first() {
+            Some(Some(fd)) => Some(shard::local_addr(fd.as_raw_fd())?),
+            _ => None,
+        };
+        let udpaddr = inherited.udpaddr.take();
+        let udpaddr_http = match &udpaddr {
+            Some(fd) => Some(shard::local_addr(fd.as_raw_fd())?),
+            None => None,
+        };
+        Ok(Sockets {
+            listeners,
+            ws_addrs,
+            wss_addrs,
+            status,
+            status_addr,
+            udp,
+            udp_addr,
+            udpaddr,
+            udpaddr_http,
+        })
+    }
+
     fn bind_udp(&mut self, config: &Config) -> anyhow::Result<()> {
         let first = shard::udp_socket(config.udp_addr)
             .map_err(|e| anyhow::anyhow!("UDP socket {}: {e}", config.udp_addr))?;
@@ -166,6 +302,7 @@ impl Wiring {
         metrics: &NodeMetrics,
         sockets: &mut Sockets,
         tls: &Option<Arc<crate::tls::ServerTls>>,
+        mut handovers: Vec<Option<crate::shard::Handover>>,
     ) -> anyhow::Result<Wiring> {
         let (platform_tx, platform) = bounded(QUEUE);
         let (bus_tx, bus) = bounded(QUEUE);
@@ -194,6 +331,7 @@ impl Wiring {
                 tls: tls.clone(),
                 udp,
                 platform: platform_tx.clone(),
+                handover: handovers.get_mut(i).and_then(Option::take),
             }));
         }
         Ok(Wiring {
@@ -208,6 +346,9 @@ impl Wiring {
 /// What the bus sidecar thread needs.
 struct SidecarStart<'a> {
     config: &'a Config,
+    /// Embedded mode: where an upgrade asks for the bus state, and the state handed over.
+    export: Receiver<Sender<bus::embedded::Snapshot>>,
+    restored: Option<bus::embedded::Snapshot>,
     inboxes: &'a [ShardInbox],
     requests: Receiver<ToBus>,
     admin: Receiver<AdminRequest>,
@@ -231,6 +372,8 @@ fn start_sidecar(
             admin: s.admin,
             uploads,
             binds: config.binds.clone(),
+            export: s.export,
+            restored: s.restored,
         })?;
         return Ok((handle, None));
     };
@@ -296,6 +439,13 @@ fn on_sidecar_cores<T: Send>(config: &Config, f: impl FnOnce() -> T + Send) -> a
 impl Node {
     /// Binds, starts the sidecars and the shards; returns once they run.
     pub fn start(config: Config) -> anyhow::Result<Node> {
+        Self::start_with(config, None)
+    }
+
+    /// As [`Node::start`], or, with `inherited`, on what an upgrade handed over: its
+    /// sockets instead of new ones, its connections, sessions and bus state taken in, and
+    /// the shards held at [`Node::open_gate`] until the old process has let go.
+    pub fn start_with(config: Config, inherited: Option<Inherited>) -> anyhow::Result<Node> {
         let config = Arc::new(config);
         let n = config.cores.len();
         anyhow::ensure!(
@@ -307,7 +457,21 @@ impl Node {
         if config.cluster.is_some() {
             metrics.cluster = Some(Arc::new(bus::cluster::ClusterMetrics::default()));
         }
-        let mut sockets = Sockets::bind(&config, n)?;
+        let gate = Gate::new(inherited.is_none());
+        let (mut sockets, handovers, restored) = match inherited {
+            Some(mut inherited) => {
+                let sockets = Sockets::inherit(&config, n, &mut inherited)?;
+                let handovers = inherited
+                    .shards
+                    .into_iter()
+                    .map(|s| Some((s.records, s.fds)))
+                    .collect();
+                (sockets, handovers, Some(inherited.bus))
+            }
+            None => (Sockets::bind(&config, n)?, Vec::new(), None),
+        };
+        let status_fd = sockets.status.try_clone().ok();
+        let udpaddr_fd = sockets.udpaddr.as_ref().and_then(|f| f.try_clone().ok());
         let platform = match &config.platform_url {
             Some(url) => {
                 Platform::Http(HttpPlatform::from_url(url).map_err(|e| anyhow::anyhow!(e))?)
@@ -325,7 +489,8 @@ impl Node {
             }
             None => None,
         };
-        let wiring = Wiring::new(&config, &metrics, &mut sockets, &tls)?;
+        let wiring = Wiring::new(&config, &metrics, &mut sockets, &tls, handovers)?;
+        let (export_tx, export_rx) = bounded(1);
         let (admin_tx, admin_rx) = bounded(64);
         let (stop_tx, stop_rx) = bounded(0);
         let inboxes = wiring.inboxes;
@@ -335,6 +500,8 @@ impl Node {
         })??;
         let start = SidecarStart {
             config: &config,
+            export: export_rx,
+            restored,
             inboxes: &inboxes,
             requests: wiring.bus,
             admin: admin_rx,
@@ -355,6 +522,7 @@ impl Node {
                 shards: inboxes.clone(),
                 counters: metrics.http.clone(),
             })),
+            gate: gate.clone(),
         });
         let shards = spawn_shards(&config, &startup)?;
         let mut node = Node {
@@ -372,11 +540,112 @@ impl Node {
             sidecar: Some(sidecar),
             admin: admin_tx,
             stop: Some(stop_tx),
+            export: config.cluster.is_none().then_some(export_tx),
+            status_fd,
+            udpaddr_fd,
+            gate,
         };
         if let Some(cluster) = &config.cluster {
             node.zookeeper = crate::cluster::register(cluster, &config, &node, zookeeper)?;
         }
         Ok(node)
+    }
+
+    /// Lets the shards serve (a new process of an upgrade, once the old one let go).
+    pub fn open_gate(&self) {
+        self.gate.open();
+    }
+
+    /// Upgrade, old side: every shard stops reading sockets and accepting; returns once
+    /// all have (within `timeout`).
+    pub fn quiesce(&self, timeout: Duration) -> anyhow::Result<()> {
+        let (done, quiet) = bounded(self.inboxes.len());
+        for inbox in &self.inboxes {
+            let step = bus::messages::Upgrade::Quiesce { done: done.clone() };
+            anyhow::ensure!(
+                inbox.send(ToShard::Upgrade(step)).is_ok(),
+                "a shard's inbox is full or gone"
+            );
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        for _ in &self.inboxes {
+            quiet
+                .recv_deadline(deadline)
+                .map_err(|_| anyhow::anyhow!("a shard did not quiesce in {timeout:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Upgrade, old side: every shard's handover stream and the descriptors it names,
+    /// by shard index; the shards then wait for [`Node::resume`] or the end.
+    pub fn freeze(&self, timeout: Duration) -> anyhow::Result<Vec<(Vec<u8>, Vec<i32>)>> {
+        let mut replies = Vec::new();
+        for inbox in &self.inboxes {
+            let (reply, frozen) = bounded(1);
+            let step = bus::messages::Upgrade::Freeze { reply };
+            anyhow::ensure!(
+                inbox.send(ToShard::Upgrade(step)).is_ok(),
+                "a shard's inbox is full or gone"
+            );
+            replies.push(frozen);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        replies
+            .iter()
+            .map(|r| {
+                r.recv_deadline(deadline)
+                    .map_err(|_| anyhow::anyhow!("a shard did not freeze in {timeout:?}"))
+            })
+            .collect()
+    }
+
+    /// Upgrade, old side, after a failure: every shard serves again.
+    pub fn resume(&self) {
+        for inbox in &self.inboxes {
+            let _ = inbox.send(ToShard::Upgrade(bus::messages::Upgrade::Resume));
+        }
+    }
+
+    /// Upgrade, old side: the node-wide stream (the status and `udpaddr` listeners, the
+    /// embedded bus's state) and its descriptors. Cluster mode is refused (its sidecar's
+    /// links, leases and registrations are not handed over yet).
+    pub fn node_stream(&self, timeout: Duration) -> anyhow::Result<(Vec<u8>, Vec<i32>)> {
+        use edge_proto::handover::{Handover, ListenerKind, Record};
+        let export = self
+            .export
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("cluster mode cannot be upgraded in place yet"))?;
+        let (reply, snapshot) = bounded(1);
+        export
+            .send_timeout(reply, timeout)
+            .map_err(|_| anyhow::anyhow!("the bus sidecar is gone"))?;
+        let snapshot = snapshot
+            .recv_timeout(timeout)
+            .map_err(|_| anyhow::anyhow!("the bus sidecar did not answer in {timeout:?}"))?;
+        let (mut records, mut fds) = (Vec::new(), Vec::new());
+        for (fd, kind) in [
+            (self.status_fd.as_ref(), ListenerKind::Status),
+            (self.udpaddr_fd.as_ref(), ListenerKind::UdpAddr),
+        ] {
+            if let Some(fd) = fd {
+                records.push(Record::Listener {
+                    fd: fds.len() as u32,
+                    kind,
+                });
+                fds.push(fd.as_raw_fd());
+            }
+        }
+        let mobiles = snapshot.mobiles.iter();
+        records.extend(mobiles.map(|&(user, used)| Record::Mobiles { user, used }));
+        let bindings = snapshot.bindings.iter();
+        records.extend(bindings.map(|&(device, user)| Record::Binding { device, user }));
+        let n = self.inboxes.len() as u16;
+        let handover = Handover {
+            shard: n,
+            shards: n,
+            records,
+        };
+        Ok((edge_proto::handover::encode(&handover), fds))
     }
 
     /// A sender for admin requests (what `/admin/*` uses).

@@ -117,10 +117,11 @@ pub(crate) fn block_signals() -> libc::sigset_t {
     block(&[libc::SIGINT, libc::SIGTERM])
 }
 
-/// As [`block_signals`], and SIGHUP too: the node's programs (`run`, `comet`) take SIGHUP
-/// as "reload" (the TLS certificate and key), where the others keep its default action.
+/// As [`block_signals`], and SIGHUP and SIGUSR2 too: the node's programs (`run`, `comet`)
+/// take SIGHUP as "reload" (the TLS certificate and key) and SIGUSR2 as "upgrade" (issue
+/// 15), where the others keep their default actions.
 pub(crate) fn block_node_signals() -> libc::sigset_t {
-    block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+    block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR2])
 }
 
 fn block(signals: &[i32]) -> libc::sigset_t {

@@ -35,6 +35,10 @@ pub enum ListenerKind {
     Wss = 1,
     /// The UDP device socket.
     Udp = 2,
+    /// The status endpoint (`--sh`).
+    Status = 3,
+    /// The `udpaddr` endpoint (`--hhttp`).
+    UdpAddr = 4,
 }
 
 /// One record of the stream.
@@ -84,6 +88,29 @@ pub enum Record {
         expires_in_secs: u32,
         /// The device's MAC.
         mac: [u8; 8],
+        /// Users bound to the device (base ids).
+        bound: Vec<i64>,
+    },
+    /// A key of the writing shard's directory slice and the shards holding it (a mask).
+    Directory {
+        /// The route key.
+        key: i64,
+        /// Bit `s` set: shard `s` holds sessions under the key.
+        mask: u64,
+    },
+    /// The embedded bus: a user's mobile sub-ids in use (bit k: sub-id k).
+    Mobiles {
+        /// The base user id.
+        user: i64,
+        /// The sub-ids in use.
+        used: u16,
+    },
+    /// The embedded bus: a device bound to a user.
+    Binding {
+        /// The device id.
+        device: i64,
+        /// The base user id.
+        user: i64,
     },
 }
 
@@ -182,10 +209,7 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             out.extend_from_slice(&[*mobile, *stage]);
             out.extend_from_slice(&heartbeat_secs.to_le_bytes());
             out.extend_from_slice(&deadline_in_secs.to_le_bytes());
-            out.extend_from_slice(&(bound.len() as u32).to_le_bytes());
-            for b in bound {
-                out.extend_from_slice(&b.to_le_bytes());
-            }
+            ids(out, bound);
             bytes(out, outbox);
             bytes(out, carry);
             1
@@ -198,6 +222,7 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             ridx,
             expires_in_secs,
             mac,
+            bound,
         } => {
             out.extend_from_slice(sid);
             out.extend_from_slice(&device.to_le_bytes());
@@ -212,8 +237,31 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             out.extend_from_slice(&ridx.to_le_bytes());
             out.extend_from_slice(&expires_in_secs.to_le_bytes());
             out.extend_from_slice(mac);
+            ids(out, bound);
             2
         }
+        Record::Directory { key, mask } => {
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&mask.to_le_bytes());
+            3
+        }
+        Record::Mobiles { user, used } => {
+            out.extend_from_slice(&user.to_le_bytes());
+            out.extend_from_slice(&used.to_le_bytes());
+            4
+        }
+        Record::Binding { device, user } => {
+            out.extend_from_slice(&device.to_le_bytes());
+            out.extend_from_slice(&user.to_le_bytes());
+            5
+        }
+    }
+}
+
+fn ids(out: &mut Vec<u8>, ids: &[i64]) {
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_le_bytes());
     }
 }
 
@@ -238,9 +286,20 @@ impl<'a> Cursor<'a> {
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
     fn bytes(&mut self) -> Option<Vec<u8>> {
         let n = self.u32()? as usize;
         Some(self.take(n)?.to_vec())
+    }
+    fn ids(&mut self) -> Option<Vec<i64>> {
+        let n = self.u32()? as usize;
+        let mut ids = Vec::with_capacity(n.min(self.0.len() / 8));
+        for _ in 0..n {
+            ids.push(self.i64()?);
+        }
+        Some(ids)
     }
 }
 
@@ -297,18 +356,15 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
                 0 => ListenerKind::Ws,
                 1 => ListenerKind::Wss,
                 2 => ListenerKind::Udp,
+                3 => ListenerKind::Status,
+                4 => ListenerKind::UdpAddr,
                 _ => return None,
             },
         },
         1 => {
             let (fd, id, mobile, stage) = (c.u32()?, c.i64()?, c.u8()?, c.u8()?);
             let (heartbeat_secs, deadline_in_secs) = (c.u32()?, c.u32()?);
-            let n = c.u32()? as usize;
-            let mut bound = Vec::with_capacity(n.min(body.len() / 8));
-            for _ in 0..n {
-                bound.push(c.i64()?);
-            }
-            let (outbox, carry) = (c.bytes()?, c.bytes()?);
+            let (bound, outbox, carry) = (c.ids()?, c.bytes()?, c.bytes()?);
             Record::WsConn {
                 fd,
                 id,
@@ -343,8 +399,21 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
                 ridx,
                 expires_in_secs,
                 mac,
+                bound: c.ids()?,
             }
         }
+        3 => Record::Directory {
+            key: c.i64()?,
+            mask: c.u64()?,
+        },
+        4 => Record::Mobiles {
+            user: c.i64()?,
+            used: c.u16()?,
+        },
+        5 => Record::Binding {
+            device: c.i64()?,
+            user: c.i64()?,
+        },
         _ => return None,
     };
     c.0.is_empty().then_some(record)
@@ -386,6 +455,16 @@ mod tests {
                     ridx: 4,
                     expires_in_secs: 40,
                     mac: [1, 2, 3, 4, 5, 6, 7, 8],
+                    bound: vec![32],
+                },
+                Record::Directory { key: 32, mask: 3 },
+                Record::Mobiles {
+                    user: 32,
+                    used: 0b110,
+                },
+                Record::Binding {
+                    device: -42,
+                    user: 32,
                 },
             ],
         }

@@ -5,9 +5,15 @@ use edge_proto::handover::{Handover, ListenerKind, Record, decode, encode};
 use proptest::prelude::*;
 
 fn record() -> impl Strategy<Value = Record> {
-    let listener = (any::<u32>(), 0u8..3).prop_map(|(fd, k)| Record::Listener {
+    let listener = (any::<u32>(), 0u8..5).prop_map(|(fd, k)| Record::Listener {
         fd,
-        kind: [ListenerKind::Ws, ListenerKind::Wss, ListenerKind::Udp][k as usize],
+        kind: [
+            ListenerKind::Ws,
+            ListenerKind::Wss,
+            ListenerKind::Udp,
+            ListenerKind::Status,
+            ListenerKind::UdpAddr,
+        ][k as usize],
     });
     let ws = (
         (any::<u32>(), any::<i64>(), any::<u8>(), any::<u8>()),
@@ -44,9 +50,10 @@ fn record() -> impl Strategy<Value = Record> {
         any::<[u8; 16]>(),
         any::<u16>(),
         (any::<u16>(), any::<u16>(), any::<u32>(), any::<[u8; 8]>()),
+        proptest::collection::vec(any::<i64>(), 0..4),
     )
         .prop_map(
-            |(sid, device, v6, octets, port, (sidx, ridx, expires_in_secs, mac))| {
+            |(sid, device, v6, octets, port, (sidx, ridx, expires_in_secs, mac), bound)| {
                 let ip = if v6 {
                     std::net::IpAddr::V6(octets.into())
                 } else {
@@ -60,10 +67,17 @@ fn record() -> impl Strategy<Value = Record> {
                     ridx,
                     expires_in_secs,
                     mac,
+                    bound,
                 }
             },
         );
-    prop_oneof![listener, ws, udp]
+    let directory =
+        (any::<i64>(), any::<u64>()).prop_map(|(key, mask)| Record::Directory { key, mask });
+    let mobiles =
+        (any::<i64>(), any::<u16>()).prop_map(|(user, used)| Record::Mobiles { user, used });
+    let binding =
+        (any::<i64>(), any::<i64>()).prop_map(|(device, user)| Record::Binding { device, user });
+    prop_oneof![listener, ws, udp, directory, mobiles, binding]
 }
 
 proptest! {

@@ -75,6 +75,21 @@ impl Terminal {
         }
     }
 
+    /// A connection handed over by an upgrade (issue 15) in `state` (not a login in
+    /// flight), with its heartbeat period and deadline.
+    pub fn restored(state: State, period: u32, deadline: Secs) -> Self {
+        Terminal {
+            state,
+            deadline,
+            period: period.clamp(1, MAX_PERIOD),
+        }
+    }
+
+    /// The heartbeat period, seconds.
+    pub fn period(&self) -> u32 {
+        self.period
+    }
+
     /// Its stage.
     pub fn state(&self) -> State {
         self.state

@@ -191,6 +191,13 @@ impl UdpTable {
         session.device = device;
     }
 
+    /// Every live session with its slot (for an upgrade's handover).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &UdpSession)> + '_ {
+        self.by_sid
+            .values()
+            .filter_map(|&slot| Some((slot, self.sessions.get(slot)?)))
+    }
+
     /// Live sessions.
     pub fn len(&self) -> usize {
         self.by_sid.len()

@@ -13,6 +13,7 @@
 //! is shared with another thread except through the mesh, the inbox and the counters.
 
 mod conn;
+mod handover;
 mod net;
 mod route;
 mod run;
@@ -97,7 +98,15 @@ pub struct ShardParts {
     pub udp: Option<OwnedFd>,
     /// Calls to the device platform.
     pub platform: Sender<bus::messages::PlatformRequest>,
+    /// What an upgrade handed this shard (issue 15).
+    pub handover: Option<Handover>,
 }
+
+/// A shard's records from an upgrade and the descriptors they name by index.
+pub type Handover = (
+    Vec<edge_proto::handover::Record>,
+    Vec<Option<std::os::fd::OwnedFd>>,
+);
 
 /// The state of one shard.
 pub struct Shard {
@@ -167,6 +176,10 @@ pub struct Shard {
     closing: Vec<OwnedFd>,
     draining: bool,
     done: bool,
+    /// An upgrade is under way: sockets are not read, listeners not accepted.
+    quiet: bool,
+    /// An upgrade wrote this shard's state: nothing changes until it resumes or ends.
+    frozen: bool,
     /// One slow-turn warning a second at most (the count of the others goes with it).
     slow_log: Throttle,
     /// One invariant warning a second at most.
@@ -246,6 +259,8 @@ impl Shard {
             closing: Vec::new(),
             draining: false,
             done: false,
+            quiet: false,
+            frozen: false,
             slow_log: Throttle::new(),
             invariant_log: Throttle::new(),
             accept_log: Throttle::new(),
@@ -298,6 +313,25 @@ impl Shard {
 
     fn turn_inner(&mut self) {
         self.poller.drain(&mut self.ready);
+        if self.frozen {
+            // Only a resume (or the end) changes anything now.
+            self.ready.clear();
+            while let Ok(msg) = self.inbox.try_recv() {
+                if let ToShard::Upgrade(bus::messages::Upgrade::Resume) = msg {
+                    self.resume();
+                    break;
+                }
+            }
+            return;
+        }
+        if self.quiet {
+            // Sockets are left unread for the new process; answers and relays still land.
+            self.ready.clear();
+            self.drain_inbox();
+            self.flush_peer_backlog();
+            self.flush_registrations();
+            return;
+        }
         let ready = std::mem::take(&mut self.ready);
         for r in &ready {
             if self.is_newcomer(r) {
@@ -314,20 +348,27 @@ impl Shard {
             };
             self.on_ready(r);
         }
+        self.drain_inbox();
+        self.flush_peer_backlog();
+        self.flush_registrations();
+    }
+
+    fn drain_inbox(&mut self) {
         for _ in 0..1024 {
             match self.inbox.try_recv() {
                 Ok(msg) => self.on_bus(msg),
                 Err(_) => break,
             }
         }
-        self.flush_peer_backlog();
-        self.flush_registrations();
     }
 
     /// Work left after a turn (a read budget ran out, the inbox held more than one turn
     /// takes, or a peer's queue refused a directory report): the loop must come back
     /// instead of parking, since no wake will come for it.
     fn has_backlog(&self) -> bool {
+        if self.quiet || self.frozen {
+            return !self.frozen && (!self.inbox.is_empty() || !self.peer_backlog.is_empty());
+        }
         !self.again.is_empty()
             || !self.inbox.is_empty()
             || !self.peer_backlog.is_empty()
@@ -413,11 +454,30 @@ impl Shard {
                 let _ = reply.try_send(addr);
             }
             ToShard::Shutdown => self.begin_shutdown(),
+            ToShard::Upgrade(step) => self.on_upgrade(step),
+        }
+    }
+
+    fn on_upgrade(&mut self, step: bus::messages::Upgrade) {
+        use bus::messages::Upgrade;
+        match step {
+            Upgrade::Quiesce { done } => {
+                self.quiesce();
+                let _ = done.try_send(());
+            }
+            Upgrade::Freeze { reply } => {
+                let frozen = self.freeze();
+                let _ = reply.try_send(frozen);
+            }
+            Upgrade::Resume => self.resume(),
         }
     }
 
     /// The one-second tick: deadlines.
     fn on_tick(&mut self) {
+        if self.frozen {
+            return;
+        }
         let started = Instant::now();
         self.clock = started.saturating_duration_since(self.epoch).as_secs() as Secs;
         if !self.paused_listeners.is_empty() {

@@ -36,6 +36,13 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other("not an inet socket"))
 }
 
+/// The peer's IP of a connected socket.
+pub fn peer_ip(fd: RawFd) -> Option<std::net::IpAddr> {
+    // SAFETY: we borrow the descriptor only for the call; ManuallyDrop keeps it open.
+    let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+    Some(socket.peer_addr().ok()?.as_socket()?.ip())
+}
+
 fn cvt(ret: isize) -> io::Result<usize> {
     if ret < 0 {
         Err(io::Error::last_os_error())

@@ -24,6 +24,9 @@ pub struct Startup {
     pub status: Mutex<Option<crate::status::StatusServer>>,
     /// The `udpaddr` endpoint, run by shard 0.
     pub udpaddr: Mutex<Option<crate::status::UdpAddrServer>>,
+    /// Every shard waits here before its first turn (shut while an upgrade's old process
+    /// still serves).
+    pub gate: Arc<crate::node::Gate>,
 }
 
 /// Runs a shard until shutdown: joins the mesh, takes its parts, arms the listeners, loops.
@@ -41,7 +44,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         .lock()
         .ok()
         .and_then(|mut p| p.get_mut(index).and_then(Option::take));
-    let Some(parts) = parts else {
+    let Some(mut parts) = parts else {
         tracing::error!(shard = index, "no parts");
         return;
     };
@@ -56,8 +59,13 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
     {
         tasks.push(glommio::spawn_local(server.serve()));
     }
+    let handover = parts.handover.take();
     let mut shard = Shard::new(parts);
     shard.peers = Some(senders);
+    if let Some((records, mut fds)) = handover {
+        shard.read_clock();
+        shard.import(records, &mut fds);
+    }
     for i in 0..shard.listeners.len() {
         let fd = shard.listeners[i].as_raw_fd();
         if let Err(e) = shard.poller.watch(fd, listener_token(i)) {
@@ -70,6 +78,7 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         tracing::error!(shard = shard.index, "cannot watch the UDP socket: {e}");
     }
     shard.flush_registrations();
+    startup.gate.wait();
     let eventfd = match shard.poller.eventfd_dup() {
         Ok(fd) => fd,
         Err(e) => {

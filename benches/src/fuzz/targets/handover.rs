@@ -36,6 +36,13 @@ pub(super) fn seeds_handover() -> Vec<Vec<u8>> {
                 ridx: 2,
                 expires_in_secs: 40,
                 mac: [9; 8],
+                bound: vec![16],
+            },
+            Record::Directory { key: 16, mask: 1 },
+            Record::Mobiles { user: 16, used: 2 },
+            Record::Binding {
+                device: -9,
+                user: 16,
             },
         ],
     };

@@ -31,6 +31,8 @@ pub const CLOSE_PROTOCOL: u16 = 1002;
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close status: message too big.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: the server is restarting; reconnect (RFC 6455 registry, "Service Restart").
+pub const CLOSE_RESTART: u16 = 1012;
 /// Largest payload of a control frame.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 

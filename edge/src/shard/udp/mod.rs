@@ -102,6 +102,11 @@ impl UdpSide {
         &self.table
     }
 
+    /// The session table, mutably (an upgrade's import).
+    pub fn table_mut(&mut self) -> &mut UdpTable {
+        &mut self.table
+    }
+
     /// The generation of session `slot` (with or without the UDP bit).
     pub fn generation(&self, slot: u32) -> u32 {
         self.table.generation(slot & !UDP_BIT)

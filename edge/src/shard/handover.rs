@@ -1,0 +1,304 @@
+//! A shard's side of a zero-downtime upgrade (issue 15): in the old process, stop reading
+//! (quiesce), then write the shard's state as a handover stream (`edge_proto::handover`)
+//! with the descriptors its records name (freeze), and serve again if the new process
+//! fails (resume); in the new process, take a stream's connections, UDP sessions and
+//! directory slice in before the first turn (import).
+//!
+//! What is handed over: every listener and the UDP socket; every WebSocket connection
+//! waiting for its upgrade, its login, or online (its id, bound peers, heartbeat period,
+//! deadline, unsent bytes and the partial frame read); every UDP session not waiting on
+//! the platform or the directory (sid, device, address, both sequence numbers, expiry,
+//! bound users); the shard's directory slice. What is not: a TLS connection (closed with
+//! 1012, "restarting", so that the client reconnects at once: its keys live in ring's
+//! expanded form, which cannot be exported), and a login or a platform call in flight
+//! (closed with 1012, or, for UDP, the session left out: the device starts over) — both
+//! counted in `upgrade_closed`.
+//!
+//! The fds stay the old shard's until the old process exits (after the new one confirms),
+//! so a failed upgrade loses nothing: the shard resumes and reads every socket again.
+
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use edge_proto::device::Sid;
+use edge_proto::handover::{self, Handover, ListenerKind, Record};
+
+use super::conn::{Conn, State};
+use super::{Shard, udp::UDP_BIT};
+use crate::core::sessions::Handle;
+use crate::core::terminal::Terminal;
+use crate::core::wheel::{Entry, Secs};
+use crate::metrics::bump;
+
+fn stage_number(state: State) -> Option<u8> {
+    match state {
+        State::Handshake => Some(0),
+        State::Login => Some(1),
+        State::Online => Some(4),
+        State::LoginPending | State::Joining => None,
+    }
+}
+
+fn stage_of(number: u8) -> Option<State> {
+    match number {
+        0 => Some(State::Handshake),
+        1 => Some(State::Login),
+        4 => Some(State::Online),
+        _ => None,
+    }
+}
+
+impl Shard {
+    /// Stops reading sockets and accepting; the inbox and the mesh are still taken.
+    pub(super) fn quiesce(&mut self) {
+        self.quiet = true;
+    }
+
+    /// Writes the handover stream and lists the descriptors it names; from now on the
+    /// shard touches nothing until [`Shard::resume`].
+    pub(super) fn freeze(&mut self) -> (Vec<u8>, Vec<RawFd>) {
+        self.close_unhandable();
+        self.frozen = true;
+        let now = self.now();
+        let mut records = Vec::new();
+        let mut fds: Vec<RawFd> = Vec::new();
+        let fd_index = |fd: RawFd, fds: &mut Vec<RawFd>| {
+            fds.push(fd);
+            (fds.len() - 1) as u32
+        };
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let kind = if i >= self.tls_listener_from {
+                ListenerKind::Wss
+            } else {
+                ListenerKind::Ws
+            };
+            let fd = fd_index(listener.as_raw_fd(), &mut fds);
+            records.push(Record::Listener { fd, kind });
+        }
+        if let Some(udp) = &self.udp {
+            let fd = fd_index(udp.raw_fd(), &mut fds);
+            records.push(Record::Listener {
+                fd,
+                kind: ListenerKind::Udp,
+            });
+        }
+        for slot in self.conns.slots() {
+            let Some(conn) = self.conns.get(slot) else {
+                continue;
+            };
+            let Some(stage) = stage_number(conn.terminal.state()) else {
+                continue;
+            };
+            let fd = fd_index(conn.fd, &mut fds);
+            records.push(Record::WsConn {
+                fd,
+                id: conn.id,
+                mobile: conn.mobile,
+                stage,
+                heartbeat_secs: conn.terminal.period(),
+                deadline_in_secs: conn.terminal.deadline().saturating_sub(now),
+                bound: conn.bound.to_vec(),
+                outbox: conn.outbox.as_deref().cloned().unwrap_or_default(),
+                carry: conn.carry.as_deref().cloned().unwrap_or_default(),
+            });
+        }
+        records.extend(
+            self.core
+                .directory
+                .iter()
+                .map(|(key, mask)| Record::Directory { key, mask }),
+        );
+        if let Some(udp) = &self.udp {
+            for (_, s) in udp.table().iter() {
+                if s.pending.is_some() || s.joining.is_some() {
+                    continue;
+                }
+                records.push(Record::UdpSession {
+                    sid: s.sid.0,
+                    device: s.device,
+                    addr: s.addr,
+                    sidx: s.sidx,
+                    ridx: s.ridx,
+                    expires_in_secs: s.deadline.saturating_sub(now),
+                    mac: [0; 8],
+                    bound: s.bound.to_vec(),
+                });
+            }
+        }
+        let stream = handover::encode(&Handover {
+            shard: self.index as u16,
+            shards: self.count as u16,
+            records,
+        });
+        (stream, fds)
+    }
+
+    /// Closes what cannot be handed over with 1012 (TLS connections, logins in flight),
+    /// and flushes what it can of the rest.
+    fn close_unhandable(&mut self) {
+        for slot in self.conns.slots() {
+            let Some(conn) = self.conns.get(slot) else {
+                continue;
+            };
+            if self.is_tls(slot) || stage_number(conn.terminal.state()).is_none() {
+                bump(&self.metrics.upgrade_closed);
+                self.close(slot, Some(edge_proto::ws::CLOSE_RESTART));
+            }
+        }
+        if let Some(udp) = &self.udp {
+            let skipped = udp
+                .table()
+                .iter()
+                .filter(|(_, s)| s.pending.is_some() || s.joining.is_some())
+                .count();
+            self.metrics
+                .upgrade_closed
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+        }
+        self.flush_registrations();
+    }
+
+    /// The upgrade failed: serve again, reading every socket for what arrived meanwhile
+    /// (no readiness edge will come for it).
+    pub(super) fn resume(&mut self) {
+        self.quiet = false;
+        self.frozen = false;
+        for slot in self.conns.slots() {
+            self.again.push((slot, self.conns.generation(slot)));
+        }
+        for i in 0..self.listeners.len() {
+            self.newcomers.push_back(crate::poller::Readiness {
+                token: super::listener_token(i),
+                readable: true,
+                writable: false,
+            });
+        }
+        if self.udp.is_some() {
+            self.on_udp_ready();
+        }
+        self.poller.waker().wake();
+    }
+
+    /// Takes in the connections, UDP sessions and directory slice of a handover stream
+    /// (its listeners and UDP socket were given to the shard at start). `fds[i]` is the
+    /// descriptor the records name as `i`.
+    pub(super) fn import(&mut self, records: Vec<Record>, fds: &mut [Option<OwnedFd>]) {
+        let now = self.now();
+        for record in records {
+            match record {
+                Record::WsConn { .. } => self.import_conn(record, fds, now),
+                Record::UdpSession { .. } => self.import_udp(record, now),
+                Record::Directory { key, mask } => {
+                    for shard in (0..self.count).filter(|s| mask & (1 << s) != 0) {
+                        self.core.directory.apply(key, shard, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn import_conn(&mut self, record: Record, fds: &mut [Option<OwnedFd>], now: Secs) {
+        let Record::WsConn {
+            fd,
+            id,
+            mobile,
+            stage,
+            heartbeat_secs,
+            deadline_in_secs,
+            bound,
+            outbox,
+            carry,
+        } = record
+        else {
+            return;
+        };
+        let (Some(fd), Some(state)) = (
+            fds.get_mut(fd as usize).and_then(Option::take),
+            stage_of(stage),
+        ) else {
+            return;
+        };
+        let raw = fd.as_raw_fd();
+        let deadline = now + Secs::from(deadline_in_secs);
+        let terminal = Terminal::restored(state, heartbeat_secs, deadline);
+        let mut conn = Conn::new(raw, terminal);
+        conn.id = id;
+        conn.mobile = mobile;
+        conn.bound = bound.into_boxed_slice();
+        conn.carry = (!carry.is_empty()).then(|| Box::new(carry));
+        let (slot, generation) = self.conns.insert(conn);
+        let source = super::net::peer_ip(raw).map_or(0, crate::core::conn_limits::source_key);
+        let _ = self.conn_limits.opened(slot, source);
+        if self
+            .poller
+            .watch(raw, super::conn_token(slot, generation))
+            .is_err()
+        {
+            self.conns.remove(slot);
+            self.conn_limits.closed(slot);
+            return; // `fd` closes here.
+        }
+        let _ = fd.into_raw_fd();
+        self.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
+        if state == State::Online {
+            self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);
+            let handle = Handle::ws(slot, generation);
+            if let Err(e) = self.core.sessions.insert(id, handle) {
+                self.invariant_broken(&e);
+            }
+        }
+        if !outbox.is_empty() {
+            self.outbound.queued_more(outbox.len());
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.outbox = Some(Box::new(outbox));
+            }
+            self.flush_conn(slot);
+        }
+        self.schedule(slot);
+        // A frame may wait whole in the carried bytes, or more behind them in the socket.
+        self.again.push((slot, generation));
+    }
+
+    fn import_udp(&mut self, record: Record, now: Secs) {
+        let Record::UdpSession {
+            sid,
+            device,
+            addr,
+            sidx,
+            ridx,
+            expires_in_secs,
+            bound,
+            ..
+        } = record
+        else {
+            return;
+        };
+        let deadline = now + Secs::from(expires_in_secs).max(1);
+        let Some(udp) = self.udp.as_mut() else {
+            return;
+        };
+        let Ok((slot, generation)) = udp.table_mut().open(Sid(sid), addr, deadline) else {
+            bump(&self.metrics.udp_drop_full);
+            return;
+        };
+        udp.table_mut().set_device(slot, device);
+        if let Some(s) = udp.table_mut().get_mut(slot) {
+            (s.sidx, s.ridx, s.bound) = (sidx, ridx, bound.into_boxed_slice());
+        }
+        self.metrics.udp_sessions.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            slot: slot | UDP_BIT,
+            generation,
+        };
+        self.wheel.insert(deadline, entry);
+        if device != 0
+            && let Err(e) = self
+                .core
+                .sessions
+                .insert(device, Handle::udp(slot, generation))
+        {
+            self.invariant_broken(&e);
+        }
+    }
+}

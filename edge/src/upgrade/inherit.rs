@@ -1,0 +1,127 @@
+//! The new process's side of an upgrade: finds the handover socket (fd 3, named by
+//! `CLOUDSOCKET_HANDOVER_FD`), says `HELLO`, reads one stream per shard and the node's
+//! stream, checks each (version, checksum, shard count) and sorts their records and
+//! descriptors into a [`crate::node::Inherited`]. Anything wrong is answered
+//! `REFUSE <why>`, and the old process serves on.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use edge_proto::handover::{self, ListenerKind, Record};
+
+use super::{HANDOVER_ENV, HANDOVER_FD, transfer};
+use crate::node::{Inherited, InheritedShard};
+
+/// How long each stream may take to arrive.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the new process waits for `GO` after `READY`.
+const GO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The handover socket and what came over it.
+pub struct Incoming {
+    socket: UnixStream,
+    /// What the old process handed over.
+    pub inherited: Inherited,
+}
+
+/// Whether this process was started by an upgrade: then the handover, read whole, or why
+/// it was refused (the old process has been told).
+pub fn incoming(shards: usize) -> Option<anyhow::Result<Incoming>> {
+    let fd: i32 = std::env::var(HANDOVER_ENV).ok()?.parse().ok()?;
+    if fd != HANDOVER_FD {
+        return None;
+    }
+    // SAFETY: the old process put the handover socket at this descriptor for us alone.
+    let socket = unsafe { UnixStream::from_raw_fd(fd) };
+    // Not for our own children.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(match read(&socket, shards) {
+        Ok(inherited) => Ok(Incoming { socket, inherited }),
+        Err(e) => {
+            let _ = transfer::say(&socket, &format!("REFUSE {e}"));
+            Err(e)
+        }
+    })
+}
+
+fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
+    transfer::say(socket, "HELLO")?;
+    let mut inherited = Inherited::default();
+    for index in 0..=shards {
+        let (stream, fds) = transfer::recv_stream(socket, STREAM_TIMEOUT)?;
+        let h = handover::decode(&stream)?;
+        anyhow::ensure!(
+            usize::from(h.shards) == shards && usize::from(h.shard) == index,
+            "stream {index}: written by shard {} of {}, this process runs {shards} shards",
+            h.shard,
+            h.shards
+        );
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let mut take = |fd: u32| fds.get_mut(fd as usize).and_then(Option::take);
+        let mut shard = InheritedShard::default();
+        let mut records = Vec::new();
+        for record in h.records {
+            match record {
+                Record::Listener { fd, kind } => {
+                    let fd = take(fd)
+                        .ok_or_else(|| anyhow::anyhow!("a listener without its descriptor"))?;
+                    match kind {
+                        ListenerKind::Ws => shard.ws.push(fd),
+                        ListenerKind::Wss => shard.wss.push(fd),
+                        ListenerKind::Udp => shard.udp = Some(fd),
+                        ListenerKind::Status => inherited.status = Some(fd),
+                        ListenerKind::UdpAddr => inherited.udpaddr = Some(fd),
+                    }
+                }
+                Record::Mobiles { user, used } => inherited.bus.mobiles.push((user, used)),
+                Record::Binding { device, user } => inherited.bus.bindings.push((device, user)),
+                other => records.push(other),
+            }
+        }
+        shard.records = records;
+        shard.fds = fds;
+        if index < shards {
+            inherited.shards.push(shard);
+        }
+    }
+    Ok(inherited)
+}
+
+/// The handover socket, once what came over it was taken.
+pub struct Confirm {
+    socket: UnixStream,
+}
+
+impl Incoming {
+    /// The socket (to confirm or refuse) and what was handed over.
+    pub fn into_parts(self) -> (Confirm, Inherited) {
+        (
+            Confirm {
+                socket: self.socket,
+            },
+            self.inherited,
+        )
+    }
+}
+
+impl Confirm {
+    /// The node is built and held at its gate: says `READY` and waits for `GO`; returns
+    /// the old process's stall in milliseconds. An error means the old process serves on
+    /// (or is gone): this one must exit without serving.
+    pub fn confirm(&self) -> anyhow::Result<u64> {
+        transfer::say(&self.socket, "READY")?;
+        let go = transfer::hear(&self.socket, GO_TIMEOUT)?;
+        let ms = go
+            .strip_prefix("GO ")
+            .and_then(|ms| ms.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("expected GO, got {go:?}"))?;
+        Ok(ms)
+    }
+
+    /// Refuses after the streams were read (the node could not start on them).
+    pub fn refuse(&self, why: &str) {
+        let _ = transfer::say(&self.socket, &format!("REFUSE {why}"));
+    }
+}
