@@ -153,6 +153,10 @@ fn try_upgrade(
                 report.stalled.as_secs_f64() * 1e3,
                 report.total.as_secs_f64() * 1e3
             ));
+            // Under systemd the unit follows the new process, not this one's exit.
+            if upgrade::systemd::notify(&format!("MAINPID={}", report.pid)) {
+                upgrade::systemd::barrier(Duration::from_secs(2));
+            }
             let _ = std::io::stdout().flush();
             std::process::exit(0);
         }
@@ -228,6 +232,7 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
             "warning: the login salt is the original's public default; set --salt or CLOUDSOCKET_SALT in production"
         );
     }
+    upgrade::systemd::notify("READY=1");
     let (events_tx, events) = crossbeam_channel::bounded(8);
     upgrade::control::forward_signals(signals, events_tx.clone())?;
     if let Err(e) = upgrade::control::listen(events_tx) {

@@ -42,6 +42,10 @@ pub struct IdleArgs {
     /// Seconds to wait after each step before sampling.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
+    /// Seconds to keep holding everything after the last step (an upgrade or a restart
+    /// in the meantime: `benches/upgrade`).
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
 }
 
 /// Hidden `idle-worker` options.
@@ -204,6 +208,10 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
     // when UDP was absent; the combined figure is reported per connection of either kind.
     let slope = stats::slope(&ws_pts[1..]).unwrap_or(f64::NAN);
     let slope_anon = stats::slope(&anon_pts[1..]).unwrap_or(f64::NAN);
+    if a.hold > 0.0 {
+        eprintln!("[idle] holding for {} s", a.hold);
+        std::thread::sleep(Duration::from_secs_f64(a.hold));
+    }
     for w in &mut workers {
         let _ = writeln!(w.stdin, "quit");
         let _ = w.child.wait();

@@ -23,6 +23,7 @@
 
 pub mod control;
 pub mod inherit;
+pub mod systemd;
 pub mod transfer;
 
 use std::ffi::OsString;
