@@ -300,7 +300,7 @@ fn a_new_process_that_never_confirms_is_rolled_back_at_the_deadline() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("did not confirm"), "{out}");
     assert!(
-        out.contains("frozen"),
+        out.contains("state written"),
         "the state was handed over before the deadline: {out}"
     );
     assert!(

@@ -49,9 +49,16 @@ pub fn incoming(shards: usize) -> Option<anyhow::Result<Incoming>> {
 fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
     transfer::say(socket, "HELLO")?;
     let mut inherited = Inherited::default();
+    let (mut receiving, mut decoding) = (Duration::ZERO, Duration::ZERO);
     for index in 0..=shards {
+        let started = std::time::Instant::now();
         let (stream, fds) = transfer::recv_stream(socket, STREAM_TIMEOUT)?;
+        let received = std::time::Instant::now();
         let h = handover::decode(&stream)?;
+        (receiving, decoding) = (
+            receiving + (received - started),
+            decoding + received.elapsed(),
+        );
         anyhow::ensure!(
             usize::from(h.shards) == shards && usize::from(h.shard) == index,
             "stream {index}: written by shard {} of {}, this process runs {shards} shards",
@@ -86,6 +93,11 @@ fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
             inherited.shards.push(shard);
         }
     }
+    tracing::info!(
+        receiving_ms = receiving.as_secs_f64() * 1e3,
+        decoding_ms = decoding.as_secs_f64() * 1e3,
+        "upgrade: handover received"
+    );
     Ok(inherited)
 }
 

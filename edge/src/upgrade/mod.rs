@@ -47,6 +47,9 @@ pub const HANDOVER_ENV: &str = "CLOUDSOCKET_HANDOVER_FD";
 /// How long answers and relays in flight get to land once every shard is quiet.
 pub const SETTLE: Duration = Duration::from_millis(50);
 
+/// One shard's handover stream and the raw descriptors it names.
+type Frozen = (Vec<u8>, Vec<i32>);
+
 /// What to upgrade to.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -189,12 +192,13 @@ pub fn hand_over(
     ));
     let result = exchange(node, request, &ours, started, progress);
     match result {
-        Ok((connections, udp_sessions, stalled)) => {
+        Ok((frozen, stalled)) => {
             let ms = stalled.as_millis();
             if let Err(e) = transfer::say(&ours, &format!("GO {ms}")) {
                 rollback(node, &mut child, &UpgradeError::Gone(e.to_string()));
                 return Err(UpgradeError::Gone(e.to_string()));
             }
+            let (connections, udp_sessions) = counts(&frozen);
             Ok(Report {
                 pid: child.id(),
                 connections,
@@ -217,14 +221,14 @@ fn rollback(node: &Node, child: &mut Child, why: &UpgradeError) {
     tracing::warn!(error = %why, "upgrade failed: serving on");
 }
 
-/// Steps 1 to 4: returns the counts handed over and how long serving stopped.
+/// Steps 1 to 4: returns the streams handed over and how long serving stopped.
 fn exchange(
     node: &Node,
     request: &Request,
     socket: &UnixStream,
     started: Instant,
     progress: &mut dyn FnMut(&str),
-) -> Result<(usize, usize, Duration), UpgradeError> {
+) -> Result<(Vec<Frozen>, Duration), UpgradeError> {
     let left = || {
         request
             .timeout
@@ -242,39 +246,48 @@ fn exchange(
         return Err(UpgradeError::Refused(hello));
     }
     let stall = Instant::now();
+    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
     let node_error = |e: anyhow::Error| UpgradeError::Node(e.to_string());
     node.quiesce(Duration::from_secs(2)).map_err(node_error)?;
     std::thread::sleep(SETTLE);
+    let step = Instant::now();
     let frozen = node.freeze(Duration::from_secs(5)).map_err(node_error)?;
     let whole = node
         .node_stream(Duration::from_secs(2))
         .map_err(node_error)?;
-    let (mut connections, mut udp_sessions) = (0, 0);
-    for (stream, _) in &frozen {
-        if let Ok(h) = handover::decode(stream) {
-            connections += h
-                .records
-                .iter()
-                .filter(|r| matches!(r, Record::WsConn { .. }))
-                .count();
-            udp_sessions += h
-                .records
-                .iter()
-                .filter(|r| matches!(r, Record::UdpSession { .. }))
-                .count();
-        }
-    }
-    progress(&format!(
-        "frozen: {connections} connections, {udp_sessions} UDP sessions"
-    ));
+    let (froze_ms, step) = (ms(step), Instant::now());
     for (stream, fds) in frozen.iter().chain(std::iter::once(&whole)) {
         transfer::send_stream(socket, stream, fds)
             .map_err(|e| UpgradeError::Gone(e.to_string()))?;
     }
+    let (sent_ms, step) = (ms(step), Instant::now());
+    let bytes: usize = frozen.iter().map(|(s, _)| s.len()).sum();
+    progress(&format!(
+        "state written in {froze_ms:.1} ms ({bytes} bytes) and sent in {sent_ms:.1} ms"
+    ));
     let answer = transfer::hear(socket, left()).map_err(heard)?;
+    progress(&format!(
+        "taken in by the new process in {:.1} ms",
+        ms(step)
+    ));
     match answer.strip_prefix("REFUSE ") {
         Some(why) => Err(UpgradeError::Refused(why.to_owned())),
-        None if answer == "READY" => Ok((connections, udp_sessions, stall.elapsed())),
+        None if answer == "READY" => Ok((frozen, stall.elapsed())),
         None => Err(UpgradeError::Refused(answer)),
     }
+}
+
+/// WebSocket connections and UDP sessions in the shards' streams.
+fn counts(frozen: &[Frozen]) -> (usize, usize) {
+    let (mut connections, mut udp_sessions) = (0, 0);
+    for h in frozen.iter().filter_map(|(s, _)| handover::decode(s).ok()) {
+        for record in &h.records {
+            match record {
+                Record::WsConn { .. } => connections += 1,
+                Record::UdpSession { .. } => udp_sessions += 1,
+                _ => {}
+            }
+        }
+    }
+    (connections, udp_sessions)
 }
