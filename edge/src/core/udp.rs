@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 
 use edge_proto::device::{self, Sid};
 
+use edge_proto::handover::Record;
+
 use super::slab::Slab;
 use super::wheel::Secs;
 
@@ -196,6 +198,57 @@ impl UdpTable {
         self.by_sid
             .values()
             .filter_map(|&slot| Some((slot, self.sessions.get(slot)?)))
+    }
+
+    /// An upgrade's records of the sessions it can hand over (issue 15): every one not
+    /// waiting on the platform or the directory, its expiry relative to `now`. Returns
+    /// also how many were left out.
+    pub fn handover_records(&self, now: Secs) -> (Vec<Record>, usize) {
+        let mut left_out = 0;
+        let mut records = Vec::with_capacity(self.len());
+        for (_, s) in self.iter() {
+            if s.pending.is_some() || s.joining.is_some() {
+                left_out += 1;
+                continue;
+            }
+            records.push(Record::UdpSession {
+                sid: s.sid.0,
+                device: s.device,
+                addr: s.addr,
+                sidx: s.sidx,
+                ridx: s.ridx,
+                expires_in_secs: s.deadline.saturating_sub(now),
+                mac: [0; 8],
+                bound: s.bound.to_vec(),
+            });
+        }
+        (records, left_out)
+    }
+
+    /// Takes in a handed-over session at `now`: its slot, generation, device and deadline
+    /// (the caller puts it on the wheel and, when logged in, in the session index). `None`
+    /// for another record, a sid already here, or a full table.
+    pub fn restore(&mut self, record: Record, now: Secs) -> Option<(u32, u32, i64, Secs)> {
+        let Record::UdpSession {
+            sid,
+            device,
+            addr,
+            sidx,
+            ridx,
+            expires_in_secs,
+            bound,
+            ..
+        } = record
+        else {
+            return None;
+        };
+        let deadline = now + expires_in_secs.max(1);
+        let (slot, generation) = self.open(Sid(sid), addr, deadline).ok()?;
+        self.set_device(slot, device);
+        let session = self.sessions.get_mut(slot)?;
+        (session.sidx, session.ridx) = (sidx, ridx);
+        session.bound = bound.into_boxed_slice();
+        Some((slot, generation, device, deadline))
     }
 
     /// Live sessions.

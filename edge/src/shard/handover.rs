@@ -20,7 +20,6 @@
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
-use edge_proto::device::Sid;
 use edge_proto::handover::{self, Handover, ListenerKind, Record};
 
 use super::conn::{Conn, State};
@@ -109,21 +108,7 @@ impl Shard {
                 .map(|(key, mask)| Record::Directory { key, mask }),
         );
         if let Some(udp) = &self.udp {
-            for (_, s) in udp.table().iter() {
-                if s.pending.is_some() || s.joining.is_some() {
-                    continue;
-                }
-                records.push(Record::UdpSession {
-                    sid: s.sid.0,
-                    device: s.device,
-                    addr: s.addr,
-                    sidx: s.sidx,
-                    ridx: s.ridx,
-                    expires_in_secs: s.deadline.saturating_sub(now),
-                    mac: [0; 8],
-                    bound: s.bound.to_vec(),
-                });
-            }
+            records.extend(udp.table().handover_records(now).0);
         }
         let stream = handover::encode(&Handover {
             shard: self.index as u16,
@@ -146,14 +131,10 @@ impl Shard {
             }
         }
         if let Some(udp) = &self.udp {
-            let skipped = udp
-                .table()
-                .iter()
-                .filter(|(_, s)| s.pending.is_some() || s.joining.is_some())
-                .count();
+            let (_, left_out) = udp.table().handover_records(self.now());
             self.metrics
                 .upgrade_closed
-                .fetch_add(skipped as u64, Ordering::Relaxed);
+                .fetch_add(left_out as u64, Ordering::Relaxed);
         }
         self.flush_registrations();
     }
@@ -261,31 +242,14 @@ impl Shard {
     }
 
     fn import_udp(&mut self, record: Record, now: Secs) {
-        let Record::UdpSession {
-            sid,
-            device,
-            addr,
-            sidx,
-            ridx,
-            expires_in_secs,
-            bound,
-            ..
-        } = record
-        else {
-            return;
-        };
-        let deadline = now + Secs::from(expires_in_secs).max(1);
         let Some(udp) = self.udp.as_mut() else {
             return;
         };
-        let Ok((slot, generation)) = udp.table_mut().open(Sid(sid), addr, deadline) else {
+        let Some((slot, generation, device, deadline)) = udp.table_mut().restore(record, now)
+        else {
             bump(&self.metrics.udp_drop_full);
             return;
         };
-        udp.table_mut().set_device(slot, device);
-        if let Some(s) = udp.table_mut().get_mut(slot) {
-            (s.sidx, s.ridx, s.bound) = (sidx, ridx, bound.into_boxed_slice());
-        }
         self.metrics.udp_sessions.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
             slot: slot | UDP_BIT,
