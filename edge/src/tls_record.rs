@@ -42,6 +42,24 @@ pub enum Protection {
     Tls12Chacha,
 }
 
+impl Protection {
+    /// Its number in a handover stream.
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The protection numbered `n`.
+    pub fn from_number(n: u8) -> Option<Self> {
+        [
+            Protection::Tls13,
+            Protection::Tls12Gcm,
+            Protection::Tls12Chacha,
+        ]
+        .get(usize::from(n))
+        .copied()
+    }
+}
+
 /// Why keys could not be taken over.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -68,6 +86,22 @@ pub enum Cipher {
 }
 
 impl Cipher {
+    /// Its number in a handover stream.
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The cipher numbered `n`.
+    pub fn from_number(n: u8) -> Option<Self> {
+        [
+            Cipher::Aes128Gcm,
+            Cipher::Aes256Gcm,
+            Cipher::Chacha20Poly1305,
+        ]
+        .get(usize::from(n))
+        .copied()
+    }
+
     fn algorithm(self) -> &'static Algorithm {
         match self {
             Cipher::Aes128Gcm => &AES_128_GCM,
@@ -106,6 +140,9 @@ pub struct Keys<'a> {
 /// One direction's key, IV and next sequence number.
 struct Direction {
     key: LessSafeKey,
+    /// The raw key (its first 16 or 32 bytes), kept so that an upgrade can hand the
+    /// connection over: ring's expanded key cannot be read back.
+    raw: [u8; 32],
     iv: [u8; NONCE_LEN],
     seq: u64,
 }
@@ -113,11 +150,25 @@ struct Direction {
 impl Direction {
     fn new(cipher: Cipher, keys: Keys<'_>) -> Result<Self, KeysError> {
         let key = UnboundKey::new(cipher.algorithm(), keys.key).map_err(|_| KeysError::Key)?;
+        let mut raw = [0u8; 32];
+        raw.get_mut(..keys.key.len())
+            .ok_or(KeysError::Key)?
+            .copy_from_slice(keys.key);
         Ok(Direction {
             key: LessSafeKey::new(key),
+            raw,
             iv: keys.iv,
             seq: keys.seq,
         })
+    }
+
+    fn keys(&self, cipher: Cipher) -> Keys<'_> {
+        let len = if cipher == Cipher::Aes128Gcm { 16 } else { 32 };
+        Keys {
+            key: &self.raw[..len],
+            iv: self.iv,
+            seq: self.seq,
+        }
     }
 
     /// IV ⊕ the sequence number, then counts the record.
@@ -222,6 +273,18 @@ impl RecordLayer {
     /// The AEAD in use.
     pub fn cipher(&self) -> Cipher {
         self.cipher
+    }
+
+    /// Everything an upgrade needs to rebuild this layer in another process
+    /// ([`RecordLayer::from_keys`]): the protection, the cipher, and each direction's raw
+    /// key, IV and next sequence number (received, then sent).
+    pub fn export(&self) -> (Protection, Cipher, Keys<'_>, Keys<'_>) {
+        (
+            self.protection,
+            self.cipher,
+            self.rx.keys(self.cipher),
+            self.tx.keys(self.cipher),
+        )
     }
 
     /// The next sequence numbers (received, sent).

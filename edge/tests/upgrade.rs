@@ -23,6 +23,7 @@ struct Proc {
     child: Child,
     ws: SocketAddr,
     udp: SocketAddr,
+    wss: Option<SocketAddr>,
     status: SocketAddr,
     _lines: Receiver<String>,
 }
@@ -40,11 +41,25 @@ fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
 }
 
 fn start() -> Proc {
+    start_with(None)
+}
+
+/// A node, with a TLS listener on the certificate in `tls` when given.
+fn start_with(tls: Option<&std::path::Path>) -> Proc {
     let log = std::env::temp_dir().join(format!("cs-upgrade-{}.log", std::process::id()));
     let any = "127.0.0.1:0";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudsocket"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudsocket"));
+    command.arg("run");
+    if let Some(dir) = tls {
+        command
+            .args(["--tls-ports", any, "--tls-cert"])
+            .arg(dir.join("cert.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("key.pem"));
+    }
+    let mut child = command
         .args([
-            "run", "--cores", "0-1", "--ports", any, "--hudp", any, "--hhttp", any, "--sh", any,
+            "--cores", "0-1", "--ports", any, "--hudp", any, "--hhttp", any, "--sh", any,
         ])
         .arg("--upload-log")
         .arg(&log)
@@ -59,18 +74,20 @@ fn start() -> Proc {
             let _ = tx.send(line);
         }
     });
-    let (mut ws, mut udp, mut status) = (None, None, None);
+    let (mut ws, mut wss, mut udp, mut status) = (None, None, None, None);
     while status.is_none() {
         let line = lines
             .recv_timeout(Duration::from_secs(30))
             .expect("the node's listening lines");
         ws = ws.or(addr_after(&line, "listening: WebSocket ws://"));
+        wss = wss.or(addr_after(&line, "listening: WebSocket over TLS wss://"));
         udp = udp.or(addr_after(&line, "listening: UDP devices udp://"));
         status = status.or(addr_after(&line, "listening: status http://"));
     }
     Proc {
         child,
         ws: ws.unwrap(),
+        wss,
         udp: udp.unwrap(),
         status: status.unwrap(),
         _lines: lines,
@@ -378,4 +395,51 @@ fn a_handover_of_another_version_or_shard_count_is_refused() {
     );
     assert!(!status.success());
     let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn an_established_wss_connection_is_handed_over_with_its_keys() {
+    use support::tls::{client_config, make_cert, tls_dir, wss_login};
+    let dir = tls_dir("upgrade");
+    let cert = make_cert(&dir);
+    let node = start_with(Some(&dir));
+    let (user, device_id) = (4144, -4004);
+    let wss = node.wss.expect("a wss listener");
+    bind(node.status, device_id, user);
+    bind(node.status, device_id, user + 16);
+    let (mut phone, reply) = wss_login(wss, &client_config(&cert, false), user);
+    assert_eq!(reply.first(), Some(&0));
+    let (mut phone12, reply) = wss_login(wss, &client_config(&cert, true), user + 16);
+    assert_eq!(reply.first(), Some(&0));
+    let (mut device, _) = login(node.ws, device_id);
+    let (code, out) = upgrade(node.child.id(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 connections"), "{out}");
+    // Both ways on the same TLS sessions, TLS 1.3 and 1.2: keys and sequence numbers went
+    // over.
+    for (p, tag) in [(&mut phone, &b"tls13"[..]), (&mut phone12, &b"tls12"[..])] {
+        p.send(tungstenite::Message::binary(message(3, device_id, tag)))
+            .unwrap();
+        assert!(reads_until(&mut device, tag), "{tag:?} reached the device");
+        device
+            .send(tungstenite::Message::binary(message(3, 0, tag)))
+            .unwrap();
+        let back = loop {
+            match p.read().expect("the wss phone still reads") {
+                tungstenite::Message::Binary(b) if b.ends_with(tag) => break true,
+                tungstenite::Message::Close(_) => break false,
+                _ => {}
+            }
+        };
+        assert!(back);
+    }
+    let new: u32 = out
+        .split("-> ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the new pid");
+    // SAFETY: kill(2) on the new node's pid, ours to end.
+    unsafe { libc::kill(new as i32, libc::SIGTERM) };
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -71,6 +71,8 @@ pub enum Record {
         outbox: Vec<u8>,
         /// Bytes of an incomplete frame already read.
         carry: Vec<u8>,
+        /// A `wss` connection's record layer (its outbox is already ciphertext).
+        tls: Option<TlsKeys>,
     },
     /// A UDP device session.
     UdpSession {
@@ -112,6 +114,21 @@ pub enum Record {
         /// The base user id.
         user: i64,
     },
+}
+
+/// The record layer of an established TLS connection: what a handover carries for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsKeys {
+    /// The record protection (TLS 1.3, 1.2 AES-GCM, 1.2 ChaCha20), as the node numbers it.
+    pub protection: u8,
+    /// The AEAD, as the node numbers it.
+    pub cipher: u8,
+    /// Receiving: key (16 or 32 bytes), IV, next sequence number.
+    pub rx: (Vec<u8>, [u8; 12], u64),
+    /// Sending: the same.
+    pub tx: (Vec<u8>, [u8; 12], u64),
+    /// Ciphertext of an incomplete record already read.
+    pub held: Vec<u8>,
 }
 
 /// Why a stream cannot be used.
@@ -218,6 +235,7 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             bound,
             outbox,
             carry,
+            tls,
         } => {
             out.extend_from_slice(&fd.to_le_bytes());
             out.extend_from_slice(&id.to_le_bytes());
@@ -227,6 +245,18 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             ids(out, bound);
             bytes(out, outbox);
             bytes(out, carry);
+            match tls {
+                None => out.push(0),
+                Some(t) => {
+                    out.extend_from_slice(&[1, t.protection, t.cipher]);
+                    for (key, iv, seq) in [&t.rx, &t.tx] {
+                        bytes(out, key);
+                        out.extend_from_slice(iv);
+                        out.extend_from_slice(&seq.to_le_bytes());
+                    }
+                    bytes(out, &t.held);
+                }
+            }
             1
         }
         Record::UdpSession {
@@ -380,6 +410,24 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
             let (fd, id, mobile, stage) = (c.u32()?, c.i64()?, c.u8()?, c.u8()?);
             let (heartbeat_secs, deadline_in_secs) = (c.u32()?, c.u32()?);
             let (bound, outbox, carry) = (c.ids()?, c.bytes()?, c.bytes()?);
+            let tls = match c.u8()? {
+                0 => None,
+                1 => {
+                    let (protection, cipher) = (c.u8()?, c.u8()?);
+                    let mut direction = || -> Option<(Vec<u8>, [u8; 12], u64)> {
+                        Some((c.bytes()?, c.take(12)?.try_into().ok()?, c.u64()?))
+                    };
+                    let (rx, tx) = (direction()?, direction()?);
+                    Some(TlsKeys {
+                        protection,
+                        cipher,
+                        rx,
+                        tx,
+                        held: c.bytes()?,
+                    })
+                }
+                _ => return None,
+            };
             Record::WsConn {
                 fd,
                 id,
@@ -390,6 +438,7 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
                 bound,
                 outbox,
                 carry,
+                tls,
             }
         }
         2 => {
@@ -461,6 +510,13 @@ mod tests {
                     bound: vec![-1, -2],
                     outbox: b"queued".to_vec(),
                     carry: vec![0x82],
+                    tls: Some(TlsKeys {
+                        protection: 0,
+                        cipher: 2,
+                        rx: (vec![1; 32], [2; 12], 3),
+                        tx: (vec![4; 32], [5; 12], 6),
+                        held: vec![0x17, 3],
+                    }),
                 },
                 Record::UdpSession {
                     sid: [7; 16],

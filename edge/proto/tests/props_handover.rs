@@ -1,8 +1,33 @@
 //! Property: any handover the old process could write decodes to itself, and any single
 //! flipped byte or cut makes the whole stream fail (never a partial or wrong result).
 
-use edge_proto::handover::{Handover, ListenerKind, Record, decode, encode};
+use edge_proto::handover::{Handover, ListenerKind, Record, TlsKeys, decode, encode};
 use proptest::prelude::*;
+
+fn tls_keys() -> impl Strategy<Value = TlsKeys> {
+    let direction = || {
+        (
+            prop_oneof![Just(16usize), Just(32)]
+                .prop_flat_map(|n| proptest::collection::vec(any::<u8>(), n)),
+            any::<[u8; 12]>(),
+            any::<u64>(),
+        )
+    };
+    (
+        any::<u8>(),
+        any::<u8>(),
+        direction(),
+        direction(),
+        proptest::collection::vec(any::<u8>(), 0..32),
+    )
+        .prop_map(|(protection, cipher, rx, tx, held)| TlsKeys {
+            protection,
+            cipher,
+            rx,
+            tx,
+            held,
+        })
+}
 
 fn record() -> impl Strategy<Value = Record> {
     let listener = (any::<u32>(), 0u8..5).prop_map(|(fd, k)| Record::Listener {
@@ -21,6 +46,7 @@ fn record() -> impl Strategy<Value = Record> {
         proptest::collection::vec(any::<i64>(), 0..8),
         proptest::collection::vec(any::<u8>(), 0..64),
         proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::option::of(tls_keys()),
     )
         .prop_map(
             |(
@@ -29,6 +55,7 @@ fn record() -> impl Strategy<Value = Record> {
                 bound,
                 outbox,
                 carry,
+                tls,
             )| {
                 Record::WsConn {
                     fd,
@@ -40,6 +67,7 @@ fn record() -> impl Strategy<Value = Record> {
                     bound,
                     outbox,
                     carry,
+                    tls,
                 }
             },
         );

@@ -8,11 +8,11 @@
 //! waiting for its upgrade, its login, or online (its id, bound peers, heartbeat period,
 //! deadline, unsent bytes and the partial frame read); every UDP session not waiting on
 //! the platform or the directory (sid, device, address, both sequence numbers, expiry,
-//! bound users); the shard's directory slice. What is not: a TLS connection (closed with
-//! 1012, "restarting", so that the client reconnects at once: its keys live in ring's
-//! expanded form, which cannot be exported), and a login or a platform call in flight
-//! (closed with 1012, or, for UDP, the session left out: the device starts over) — both
-//! counted in `upgrade_closed`.
+//! bound users); the shard's directory slice; an established TLS connection's record
+//! layer (keys, IVs, sequence numbers, a partial record), its outbox sealed first. What is
+//! not: a TLS handshake or a login or platform call in flight (closed with 1012,
+//! "restarting", so that the client reconnects at once, or, for UDP, the session left out:
+//! the device starts over) — counted in `upgrade_closed`.
 //!
 //! The fds stay the old shard's until the old process exits (after the new one confirms),
 //! so a failed upgrade loses nothing: the shard resumes and reads every socket again.
@@ -88,7 +88,19 @@ impl Shard {
             let Some(stage) = stage_number(conn.terminal.state()) else {
                 continue;
             };
-            let fd = fd_index(conn.fd, &mut fds);
+            let conn_fd = conn.fd;
+            let tls = if self.is_tls(slot) {
+                match self.tls_export(slot) {
+                    Some(keys) => Some(keys),
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let Some(conn) = self.conns.get(slot) else {
+                continue;
+            };
+            let fd = fd_index(conn_fd, &mut fds);
             records.push(Record::WsConn {
                 fd,
                 id: conn.id,
@@ -99,6 +111,7 @@ impl Shard {
                 bound: conn.bound.to_vec(),
                 outbox: conn.outbox.as_deref().cloned().unwrap_or_default(),
                 carry: conn.carry.as_deref().cloned().unwrap_or_default(),
+                tls,
             });
         }
         records.extend(
@@ -125,7 +138,8 @@ impl Shard {
             let Some(conn) = self.conns.get(slot) else {
                 continue;
             };
-            if self.is_tls(slot) || stage_number(conn.terminal.state()).is_none() {
+            let handshaking = self.is_tls(slot) && !self.tls_established(slot);
+            if handshaking || stage_number(conn.terminal.state()).is_none() {
                 bump(&self.metrics.upgrade_closed);
                 self.close(slot, Some(edge_proto::ws::CLOSE_RESTART));
             }
@@ -156,6 +170,12 @@ impl Shard {
         }
         if self.udp.is_some() {
             self.on_udp_ready();
+        }
+        for msg in std::mem::take(&mut self.held_peer_while_frozen) {
+            self.on_peer(msg);
+        }
+        for msg in std::mem::take(&mut self.held_while_frozen) {
+            self.on_bus(msg);
         }
         self.poller.waker().wake();
     }
@@ -190,6 +210,7 @@ impl Shard {
             bound,
             outbox,
             carry,
+            tls,
         } = record
         else {
             return;
@@ -221,6 +242,19 @@ impl Shard {
             return; // `fd` closes here.
         }
         let _ = fd.into_raw_fd();
+        if let Some(keys) = &tls
+            && !self.tls_import(slot, keys, outbox.len())
+        {
+            // Keys that make no record layer: the connection cannot go on.
+            bump(&self.metrics.upgrade_closed);
+            self.conns.remove(slot);
+            self.conn_limits.closed(slot);
+            let _ = self.poller.unwatch(raw);
+            // SAFETY: the record owned the descriptor; nothing else refers to it now.
+            self.closing
+                .push(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) });
+            return;
+        }
         self.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
         if state == State::Online {
             self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);

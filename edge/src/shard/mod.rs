@@ -180,6 +180,9 @@ pub struct Shard {
     quiet: bool,
     /// An upgrade wrote this shard's state: nothing changes until it resumes or ends.
     frozen: bool,
+    /// Bus and mesh messages that arrived while frozen, for a resume.
+    held_while_frozen: Vec<ToShard>,
+    held_peer_while_frozen: Vec<PeerMsg>,
     /// One slow-turn warning a second at most (the count of the others goes with it).
     slow_log: Throttle,
     /// One invariant warning a second at most.
@@ -261,6 +264,8 @@ impl Shard {
             done: false,
             quiet: false,
             frozen: false,
+            held_while_frozen: Vec::new(),
+            held_peer_while_frozen: Vec::new(),
             slow_log: Throttle::new(),
             invariant_log: Throttle::new(),
             accept_log: Throttle::new(),
@@ -314,13 +319,15 @@ impl Shard {
     fn turn_inner(&mut self) {
         self.poller.drain(&mut self.ready);
         if self.frozen {
-            // Only a resume (or the end) changes anything now.
+            // Only a resume (or the end) changes anything now: what else arrives is kept
+            // for a resume (written now, it could land between bytes the new process sends).
             self.ready.clear();
             while let Ok(msg) = self.inbox.try_recv() {
                 if let ToShard::Upgrade(bus::messages::Upgrade::Resume) = msg {
                     self.resume();
                     break;
                 }
+                self.held_while_frozen.push(msg);
             }
             return;
         }

@@ -158,6 +158,10 @@ fn spawn_peer_receivers(
         tasks.push(glommio::spawn_local(async move {
             while let Some(msg) = rx.recv().await {
                 let mut s = shard.borrow_mut();
+                if s.frozen {
+                    s.held_peer_while_frozen.push(msg);
+                    continue;
+                }
                 let started = Instant::now();
                 s.read_clock();
                 s.on_peer(msg);

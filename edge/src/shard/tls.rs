@@ -336,6 +336,76 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Whether `slot`'s TLS handshake is done (its keys alone are left).
+    pub(super) fn tls_established(&self, slot: u32) -> bool {
+        matches!(
+            self.tls_conns.get(&slot),
+            Some(TlsConn {
+                stage: Stage::Records(_),
+                ..
+            })
+        )
+    }
+
+    /// An upgrade: seals what is queued in `slot`'s outbox (so that it is all ciphertext)
+    /// and exports its record layer; `None` if it is not established or cannot seal.
+    pub(super) fn tls_export(&mut self, slot: u32) -> Option<edge_proto::handover::TlsKeys> {
+        if !self.tls_seal(slot) {
+            return None;
+        }
+        let tls = self.tls_conns.get(&slot)?;
+        let Stage::Records(layer) = &tls.stage else {
+            return None;
+        };
+        let (protection, cipher, rx, tx) = layer.export();
+        Some(edge_proto::handover::TlsKeys {
+            protection: protection.number(),
+            cipher: cipher.number(),
+            rx: (rx.key.to_vec(), rx.iv, rx.seq),
+            tx: (tx.key.to_vec(), tx.iv, tx.seq),
+            held: tls.held.clone(),
+        })
+    }
+
+    /// An upgrade: `slot` continues a handed-over TLS connection whose outbox (all
+    /// ciphertext) holds `sealed` bytes. False if the keys do not make a record layer.
+    pub(super) fn tls_import(
+        &mut self,
+        slot: u32,
+        keys: &edge_proto::handover::TlsKeys,
+        sealed: usize,
+    ) -> bool {
+        use crate::tls_record::{Cipher, Keys, Protection};
+        let (Some(protection), Some(cipher)) = (
+            Protection::from_number(keys.protection),
+            Cipher::from_number(keys.cipher),
+        ) else {
+            return false;
+        };
+        fn direction(d: &(Vec<u8>, [u8; 12], u64)) -> Keys<'_> {
+            Keys {
+                key: d.0.as_slice(),
+                iv: d.1,
+                seq: d.2,
+            }
+        }
+        let Ok(layer) =
+            RecordLayer::from_keys(protection, cipher, direction(&keys.rx), direction(&keys.tx))
+        else {
+            return false;
+        };
+        let conn = TlsConn {
+            stage: Stage::Records(Box::new(layer)),
+            held: keys.held.clone(),
+            sealed,
+            started: None,
+        };
+        self.tls_conns.insert(slot, conn);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
