@@ -556,6 +556,16 @@ impl Node {
         self.gate.open();
     }
 
+    /// Whether this node can be upgraded in place (cluster mode cannot yet: its msgbus
+    /// links, Redis leases and ZooKeeper registrations are not handed over).
+    pub fn can_hand_over(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.export.is_some(),
+            "cluster mode cannot be upgraded in place yet"
+        );
+        Ok(())
+    }
+
     /// Upgrade, old side: every shard stops reading sockets and accepting; returns once
     /// all have (within `timeout`).
     pub fn quiesce(&self, timeout: Duration) -> anyhow::Result<()> {
@@ -635,8 +645,7 @@ impl Node {
                 fds.push(fd.as_raw_fd());
             }
         }
-        let mobiles = snapshot.mobiles.iter();
-        records.extend(mobiles.map(|&(user, used)| Record::Mobiles { user, used }));
+        // Mobile sub-ids are not sent: the new process takes them from the online phones.
         let bindings = snapshot.bindings.iter();
         records.extend(bindings.map(|&(device, user)| Record::Binding { device, user }));
         let n = self.inboxes.len() as u16;

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bus::messages::{Admin, AdminRequest};
@@ -158,6 +159,16 @@ async fn handle(
     };
     match route(&request, &metrics, token) {
         Route::Answer(code, kind, body) => respond(&mut stream, code, kind, &body).await,
+        Route::Admin(_) if metrics.upgrade.in_progress.load(Ordering::Relaxed) => {
+            // Its effect could land in a shard that already handed its state over.
+            respond(
+                &mut stream,
+                503,
+                "text/plain",
+                "upgrading: retry in a second\n",
+            )
+            .await
+        }
         Route::Admin(a) => {
             let (tx, rx) = crossbeam_channel::bounded(1);
             if admin

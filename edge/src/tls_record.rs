@@ -23,8 +23,14 @@ use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
 
 /// The largest plaintext a record carries.
 pub const MAX_PLAINTEXT: usize = 16_384;
-/// The largest record body accepted (TLS 1.2's bound; TLS 1.3's is 256 bytes less).
-const MAX_BODY: usize = MAX_PLAINTEXT + 2048;
+/// The largest record body accepted: TLS 1.2's bound (RFC 5246 §6.2.3) and TLS 1.3's
+/// (RFC 8446 §5.2).
+const MAX_BODY_12: usize = MAX_PLAINTEXT + 2048;
+const MAX_BODY_13: usize = MAX_PLAINTEXT + 256;
+/// Records one key may protect before the connection is closed: under AES-GCM's limit of
+/// 2^24.5 records (RFC 8446 §5.5; ChaCha20-Poly1305's is far higher). The client
+/// reconnects and resumes: keys are never updated in place (no `KeyUpdate`).
+const MAX_RECORDS: u64 = 1 << 24;
 const HEADER: usize = 5;
 const TAG: usize = 16;
 const APPLICATION_DATA: u8 = 23;
@@ -297,13 +303,20 @@ impl RecordLayer {
     /// and the bytes of `input` used up: the rest is a partial record to keep.
     pub fn open(&mut self, input: &mut [u8], plain: &mut [u8]) -> (Opened, usize) {
         let (mut at, mut produced) = (0, 0);
+        let max_body = if self.protection == Protection::Tls13 {
+            MAX_BODY_13
+        } else {
+            MAX_BODY_12
+        };
         while input.len() - at >= HEADER {
             let header: [u8; HEADER] = input[at..at + HEADER].try_into().unwrap_or_default();
             let body = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            if header[1] != 3 || body > MAX_BODY {
+            if header[1] != 3 || body > max_body || self.rx.seq >= MAX_RECORDS {
                 return (Opened::Failed, at);
             }
-            if input.len() - at - HEADER < body {
+            // A record waits for the rest of its bytes, or, when its plaintext might not fit
+            // what is left of `plain`, for the next read (it is opened whole or not at all).
+            if input.len() - at - HEADER < body || produced + body > plain.len() {
                 break;
             }
             let record = &mut input[at + HEADER..at + HEADER + body];
@@ -313,6 +326,7 @@ impl RecordLayer {
                 None => return (Opened::Failed, at),
             };
             match (kind, data.len()) {
+                (_, n) if n > MAX_PLAINTEXT => return (Opened::Failed, at),
                 (APPLICATION_DATA, n) => {
                     plain[produced..produced + n].copy_from_slice(data);
                     produced += n;
@@ -389,6 +403,9 @@ impl RecordLayer {
     }
 
     fn seal_record(&mut self, kind: u8, chunk: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.tx.seq >= MAX_RECORDS {
+            return false;
+        }
         let start = out.len();
         let (outer, explicit, inner) = match self.protection {
             Protection::Tls13 => (APPLICATION_DATA, 0, 1),
@@ -431,5 +448,69 @@ impl RecordLayer {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer and its mirror (the mirror's sealed records open on the layer).
+    fn pair(protection: Protection, cipher: Cipher) -> (RecordLayer, RecordLayer) {
+        let len = if cipher == Cipher::Aes128Gcm { 16 } else { 32 };
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        fn keys(k: &[u8; 32], len: usize) -> Keys<'_> {
+            Keys {
+                key: &k[..len],
+                iv: [k[0]; 12],
+                seq: 0,
+            }
+        }
+        let layer =
+            RecordLayer::from_keys(protection, cipher, keys(&a, len), keys(&b, len)).unwrap();
+        let mirror =
+            RecordLayer::from_keys(protection, cipher, keys(&b, len), keys(&a, len)).unwrap();
+        (layer, mirror)
+    }
+
+    #[test]
+    fn records_whose_plaintext_may_not_fit_wait_for_the_next_read() {
+        for (protection, cipher) in [
+            (Protection::Tls13, Cipher::Aes128Gcm),
+            (Protection::Tls12Gcm, Cipher::Aes256Gcm),
+            (Protection::Tls12Chacha, Cipher::Chacha20Poly1305),
+        ] {
+            let (mut layer, mut mirror) = pair(protection, cipher);
+            let sent: Vec<u8> = (0..80_000u32).map(|i| i as u8).collect();
+            let mut wire = Vec::new();
+            assert!(mirror.seal(&sent, &mut wire));
+            // Less room than the records' plaintext: whole records only, never a panic.
+            let mut plain = vec![0u8; 40_000];
+            let (opened, consumed) = layer.open(&mut wire, &mut plain);
+            let Opened::Plain(n) = opened else {
+                panic!("{opened:?}")
+            };
+            assert!(n <= plain.len() && n % MAX_PLAINTEXT == 0 && n > 0, "{n}");
+            let mut got = plain[..n].to_vec();
+            let mut rest = wire[consumed..].to_vec();
+            let mut plain = vec![0u8; rest.len()];
+            let (opened, consumed) = layer.open(&mut rest, &mut plain);
+            assert_eq!(consumed, rest.len());
+            let Opened::Plain(m) = opened else {
+                panic!("{opened:?}")
+            };
+            got.extend_from_slice(&plain[..m]);
+            assert_eq!(got, sent, "{protection:?}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_tls13_record_fails() {
+        let (mut layer, _) = pair(Protection::Tls13, Cipher::Aes128Gcm);
+        let body = MAX_BODY_13 + 1;
+        let mut wire = vec![APPLICATION_DATA, 3, 3, (body >> 8) as u8, body as u8];
+        wire.resize(HEADER + body, 0);
+        let mut plain = vec![0u8; wire.len()];
+        assert_eq!(layer.open(&mut wire, &mut plain).0, Opened::Failed);
     }
 }

@@ -160,6 +160,10 @@ impl Shard {
         self.frozen = false;
         for slot in self.conns.slots() {
             self.again.push((slot, self.conns.generation(slot)));
+            // Write readiness seen while quiet was dropped: try every queued outbox now.
+            if self.outbox_len(slot).unwrap_or(0) > 0 {
+                self.on_writable(slot);
+            }
         }
         for i in 0..self.listeners.len() {
             self.newcomers.push_back(crate::poller::Readiness {
@@ -265,10 +269,13 @@ impl Shard {
         }
         if !outbox.is_empty() {
             self.outbound.queued_more(outbox.len());
+            // Flushed by the first turn, after the gate: nothing is written before GO
+            // (a rollback then sends these bytes from the old process, once).
             if let Some(conn) = self.conns.get_mut(slot) {
                 conn.outbox = Some(Box::new(outbox));
+                conn.dirty = true;
+                self.dirty.push((slot, generation));
             }
-            self.flush_conn(slot);
         }
         self.schedule(slot);
         // A frame may wait whole in the carried bytes, or more behind them in the socket.

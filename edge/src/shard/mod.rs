@@ -335,6 +335,9 @@ impl Shard {
             // Sockets are left unread for the new process; answers and relays still land.
             self.ready.clear();
             self.drain_inbox();
+            if self.frozen {
+                return;
+            }
             self.flush_peer_backlog();
             self.flush_registrations();
             return;
@@ -365,6 +368,10 @@ impl Shard {
             match self.inbox.try_recv() {
                 Ok(msg) => self.on_bus(msg),
                 Err(_) => break,
+            }
+            // Once an upgrade wrote the state, the rest waits (the frozen turn keeps it).
+            if self.frozen {
+                break;
             }
         }
     }
@@ -482,7 +489,9 @@ impl Shard {
 
     /// The one-second tick: deadlines.
     fn on_tick(&mut self) {
-        if self.frozen {
+        // Deadlines wait while an upgrade is under way: an expiry now could report to a
+        // shard that already wrote its directory.
+        if self.quiet || self.frozen {
             return;
         }
         let started = Instant::now();

@@ -256,7 +256,14 @@ impl Shard {
     ) -> (bool, bool) {
         // At most 64 KiB of ciphertext a read (four full records): the buffer is sized once
         // and reused, never cleared.
-        let space = (buf.len() - len).min(64 * 1024);
+        // What is read, after a partial record held from before, must fit in `buf[len..]`
+        // as plaintext (the record layer's bound: plaintext is never longer).
+        let held = self.tls_conns.get(&slot).map_or(0, |t| t.held.len());
+        let space = (buf.len() - len).min(64 * 1024).saturating_sub(held);
+        if space == 0 {
+            self.close(slot, None);
+            return (false, false);
+        }
         let mut cipher = std::mem::take(&mut self.tls_cipher);
         if cipher.len() < space {
             cipher.resize(space, 0);

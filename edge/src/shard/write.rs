@@ -108,7 +108,7 @@ impl Shard {
     }
 
     /// Bytes queued for the connection in `slot`; `None` when there is none.
-    fn outbox_len(&self, slot: u32) -> Option<usize> {
+    pub(super) fn outbox_len(&self, slot: u32) -> Option<usize> {
         let conn = self.conns.get(slot)?;
         Some(conn.outbox.as_ref().map_or(0, |o| o.len()))
     }

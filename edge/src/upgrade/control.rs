@@ -61,6 +61,13 @@ pub fn listen(events: Sender<Event>) -> std::io::Result<()> {
 
 /// Whether the peer runs as this process's user, or as root.
 fn trusted(stream: &UnixStream) -> bool {
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    peer(stream).is_some_and(|c| c.uid == 0 || c.uid == me)
+}
+
+/// The peer's credentials (`SO_PEERCRED`).
+fn peer(stream: &UnixStream) -> Option<libc::ucred> {
     use std::os::fd::AsRawFd;
     let mut cred: libc::ucred = libc::ucred {
         pid: 0,
@@ -78,8 +85,7 @@ fn trusted(stream: &UnixStream) -> bool {
             &mut len,
         )
     };
-    // SAFETY: getuid has no preconditions.
-    rc == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::getuid() })
+    (rc == 0).then_some(cred)
 }
 
 /// Reads one request line: `upgrade <timeout ms> [binary]`.
@@ -108,7 +114,12 @@ fn find_node(pid: Option<u32>) -> anyhow::Result<u32> {
         return Ok(pid);
     }
     let me = std::process::id();
+    // A node whose binary was replaced on disk shows it as "<path> (deleted)".
     let exe = std::env::current_exe()?;
+    let same_binary = |link: PathBuf| {
+        let link = link.to_string_lossy().into_owned();
+        link == exe.to_string_lossy() || link.strip_suffix(" (deleted)") == exe.to_str()
+    };
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc")?.flatten() {
         let Some(pid) = entry
@@ -118,11 +129,14 @@ fn find_node(pid: Option<u32>) -> anyhow::Result<u32> {
         else {
             continue;
         };
-        let same = std::fs::read_link(entry.path().join("exe")).is_ok_and(|e| e == exe);
+        let same = std::fs::read_link(entry.path().join("exe")).is_ok_and(same_binary);
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let node = cmdline
+        // `run`, `comet`, or no subcommand at all (a node too): the first word after
+        // the program's flags decides; `upgrade`, `msgbus`… are not nodes.
+        let node = !cmdline
             .split(|&b| b == 0)
-            .any(|w| w == b"run" || w == b"comet");
+            .skip(1)
+            .any(|w| [&b"msgbus"[..], b"rmqkeeper", b"tune", b"upgrade"].contains(&w));
         if pid != me && same && node {
             found.push(pid);
         }
@@ -149,6 +163,12 @@ pub fn run_client(
     let mut stream = UnixStream::connect_addr(&addr).map_err(|e| {
         anyhow::anyhow!("node {pid}: no upgrade socket ({e}); is it a cloudsocket run or comet?")
     })?;
+    // Anyone may bind an abstract name first: speak only to the node itself.
+    let server = peer(&stream).map(|c| c.pid);
+    anyhow::ensure!(
+        server == i32::try_from(pid).ok(),
+        "the upgrade socket of node {pid} is held by another process ({server:?})"
+    );
     let binary = match binary {
         Some(b) => {
             std::fs::canonicalize(&b).map_err(|e| anyhow::anyhow!("{}: {e}", b.display()))?

@@ -93,6 +93,7 @@ fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
             inherited.shards.push(shard);
         }
     }
+    inherited.bus.mobiles = mobiles_in_use(&inherited);
     tracing::info!(
         receiving_ms = receiving.as_secs_f64() * 1e3,
         decoding_ms = decoding.as_secs_f64() * 1e3,
@@ -104,6 +105,22 @@ fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
 /// The handover socket, once what came over it was taken.
 pub struct Confirm {
     socket: UnixStream,
+}
+
+/// The phones' mobile sub-ids in use, from the online phone connections handed over: the
+/// truth, where the old bus's table could still hold the sub-id of a login closed at the
+/// freeze (its logout may not have reached the bus before the bus's state was taken).
+fn mobiles_in_use(inherited: &Inherited) -> Vec<(i64, u16)> {
+    let mut used = std::collections::BTreeMap::<i64, u16>::new();
+    for record in inherited.shards.iter().flat_map(|s| &s.records) {
+        if let Record::WsConn { id, stage: 4, .. } = *record
+            && id > 0
+            && id % 16 != 0
+        {
+            *used.entry(id - id % 16).or_default() |= 1 << (id % 16);
+        }
+    }
+    used.into_iter().collect()
 }
 
 impl Incoming {

@@ -107,6 +107,8 @@ pub struct UpgradeMetrics {
     pub last_connections: AtomicU64,
     /// See `last_connections`.
     pub last_udp_sessions: AtomicU64,
+    /// An upgrade is under way: `/admin/*` answers 503 meanwhile.
+    pub in_progress: std::sync::atomic::AtomicBool,
 }
 
 impl UpgradeMetrics {
@@ -182,6 +184,8 @@ pub fn hand_over(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, UpgradeError> {
     let started = Instant::now();
+    node.can_hand_over()
+        .map_err(|e| UpgradeError::Node(e.to_string()))?;
     let (ours, theirs) = transfer::pair().map_err(|e| UpgradeError::Node(e.to_string()))?;
     let mut child = spawn(request, &theirs)?;
     drop(theirs);
@@ -218,6 +222,10 @@ fn rollback(node: &Node, child: &mut Child, why: &UpgradeError) {
     let _ = child.kill();
     let _ = child.wait();
     node.resume();
+    node.metrics
+        .upgrade
+        .in_progress
+        .store(false, Ordering::Relaxed);
     tracing::warn!(error = %why, "upgrade failed: serving on");
 }
 
@@ -246,6 +254,10 @@ fn exchange(
         return Err(UpgradeError::Refused(hello));
     }
     let stall = Instant::now();
+    node.metrics
+        .upgrade
+        .in_progress
+        .store(true, Ordering::Relaxed);
     let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
     let node_error = |e: anyhow::Error| UpgradeError::Node(e.to_string());
     node.quiesce(Duration::from_secs(2)).map_err(node_error)?;
@@ -256,6 +268,10 @@ fn exchange(
         .node_stream(Duration::from_secs(2))
         .map_err(node_error)?;
     let (froze_ms, step) = (ms(step), Instant::now());
+    // A new process that stops reading must not hold the frozen node past the deadline.
+    socket
+        .set_write_timeout(Some(left()))
+        .map_err(|e| UpgradeError::Node(e.to_string()))?;
     for (stream, fds) in frozen.iter().chain(std::iter::once(&whole)) {
         transfer::send_stream(socket, stream, fds)
             .map_err(|e| UpgradeError::Gone(e.to_string()))?;
