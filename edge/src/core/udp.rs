@@ -225,6 +225,14 @@ impl UdpTable {
         (records, left_out)
     }
 
+    /// How many sessions an upgrade would leave out (waiting on the platform or the
+    /// directory), without writing any record.
+    pub fn handover_left_out(&self) -> usize {
+        self.iter()
+            .filter(|(_, s)| s.pending.is_some() || s.joining.is_some())
+            .count()
+    }
+
     /// Takes in a handed-over session at `now`: its slot, generation, device and deadline
     /// (the caller puts it on the wheel and, when logged in, in the session index). `None`
     /// for another record, a sid already here, or a full table.

@@ -145,7 +145,7 @@ impl Shard {
             }
         }
         if let Some(udp) = &self.udp {
-            let (_, left_out) = udp.table().handover_records(self.now());
+            let left_out = udp.table().handover_left_out();
             self.metrics
                 .upgrade_closed
                 .fetch_add(left_out as u64, Ordering::Relaxed);
