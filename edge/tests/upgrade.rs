@@ -105,6 +105,15 @@ fn upgrade(pid: u32, extra: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The new process's pid in `cloudsocket upgrade`'s "upgraded: pid A -> B, …" line.
+fn new_pid(out: &str) -> u32 {
+    out.split("-> ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the new pid")
+}
+
 fn bind(status: SocketAddr, device: i64, user: i64) {
     let (code, _) = http(
         status,
@@ -184,12 +193,7 @@ fn an_upgrade_hands_over_phones_devices_and_udp_sessions_under_load() {
         out.contains("2 connections and 1 UDP sessions handed over"),
         "{out}"
     );
-    let new: u32 = out
-        .split("-> ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the new pid");
+    let new = new_pid(&out);
     std::thread::sleep(Duration::from_millis(300));
     stop_tx.send(()).unwrap();
     let (mut phone, sent) = sender.join().unwrap();
@@ -433,12 +437,7 @@ fn an_established_wss_connection_is_handed_over_with_its_keys() {
         };
         assert!(back);
     }
-    let new: u32 = out
-        .split("-> ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the new pid");
+    let new = new_pid(&out);
     // SAFETY: kill(2) on the new node's pid, ours to end.
     unsafe { libc::kill(new as i32, libc::SIGTERM) };
     let _ = std::fs::remove_dir_all(&dir);

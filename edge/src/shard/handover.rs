@@ -29,20 +29,27 @@ use crate::core::terminal::Terminal;
 use crate::core::wheel::{Entry, Secs};
 use crate::metrics::bump;
 
+/// A handed-over connection's stage in the stream: waiting for its upgrade, its login, or
+/// online (a login in flight is never handed over).
+const STAGE_HANDSHAKE: u8 = 0;
+const STAGE_LOGIN: u8 = 1;
+/// See [`STAGE_HANDSHAKE`].
+pub(crate) const STAGE_ONLINE: u8 = 4;
+
 fn stage_number(state: State) -> Option<u8> {
     match state {
-        State::Handshake => Some(0),
-        State::Login => Some(1),
-        State::Online => Some(4),
+        State::Handshake => Some(STAGE_HANDSHAKE),
+        State::Login => Some(STAGE_LOGIN),
+        State::Online => Some(STAGE_ONLINE),
         State::LoginPending | State::Joining => None,
     }
 }
 
 fn stage_of(number: u8) -> Option<State> {
     match number {
-        0 => Some(State::Handshake),
-        1 => Some(State::Login),
-        4 => Some(State::Online),
+        STAGE_HANDSHAKE => Some(State::Handshake),
+        STAGE_LOGIN => Some(State::Login),
+        STAGE_ONLINE => Some(State::Online),
         _ => None,
     }
 }

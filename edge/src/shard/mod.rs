@@ -24,6 +24,7 @@ mod udp;
 mod write;
 mod ws;
 
+pub(crate) use handover::STAGE_ONLINE;
 pub use ws::PRELOGIN_MAX;
 
 use std::collections::VecDeque;

@@ -113,7 +113,8 @@ pub struct Confirm {
 fn mobiles_in_use(inherited: &Inherited) -> Vec<(i64, u16)> {
     let mut used = std::collections::BTreeMap::<i64, u16>::new();
     for record in inherited.shards.iter().flat_map(|s| &s.records) {
-        if let Record::WsConn { id, stage: 4, .. } = *record
+        if let Record::WsConn { id, stage, .. } = *record
+            && stage == crate::shard::STAGE_ONLINE
             && id > 0
             && id % 16 != 0
         {
