@@ -72,7 +72,8 @@ pub enum Record {
         /// Bytes of an incomplete frame already read.
         carry: Vec<u8>,
         /// A `wss` connection's record layer (its outbox is already ciphertext).
-        tls: Option<TlsKeys>,
+        /// (Boxed: most connections are plain, and a record is this big for every kind.)
+        tls: Option<Box<TlsKeys>>,
     },
     /// A UDP device session.
     UdpSession {
@@ -418,13 +419,13 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
                         Some((c.bytes()?, c.take(12)?.try_into().ok()?, c.u64()?))
                     };
                     let (rx, tx) = (direction()?, direction()?);
-                    Some(TlsKeys {
+                    Some(Box::new(TlsKeys {
                         protection,
                         cipher,
                         rx,
                         tx,
                         held: c.bytes()?,
-                    })
+                    }))
                 }
                 _ => return None,
             };
@@ -510,13 +511,13 @@ mod tests {
                     bound: vec![-1, -2],
                     outbox: b"queued".to_vec(),
                     carry: vec![0x82],
-                    tls: Some(TlsKeys {
+                    tls: Some(Box::new(TlsKeys {
                         protection: 0,
                         cipher: 2,
                         rx: (vec![1; 32], [2; 12], 3),
                         tx: (vec![4; 32], [5; 12], 6),
                         held: vec![0x17, 3],
-                    }),
+                    })),
                 },
                 Record::UdpSession {
                     sid: [7; 16],

@@ -46,7 +46,7 @@ fn record() -> impl Strategy<Value = Record> {
         proptest::collection::vec(any::<i64>(), 0..8),
         proptest::collection::vec(any::<u8>(), 0..64),
         proptest::collection::vec(any::<u8>(), 0..64),
-        proptest::option::of(tls_keys()),
+        proptest::option::of(tls_keys().prop_map(Box::new)),
     )
         .prop_map(
             |(

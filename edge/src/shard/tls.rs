@@ -357,7 +357,7 @@ impl Shard {
 
     /// An upgrade: seals what is queued in `slot`'s outbox (so that it is all ciphertext)
     /// and exports its record layer; `None` if it is not established or cannot seal.
-    pub(super) fn tls_export(&mut self, slot: u32) -> Option<edge_proto::handover::TlsKeys> {
+    pub(super) fn tls_export(&mut self, slot: u32) -> Option<Box<edge_proto::handover::TlsKeys>> {
         if !self.tls_seal(slot) {
             return None;
         }
@@ -366,13 +366,13 @@ impl Shard {
             return None;
         };
         let (protection, cipher, rx, tx) = layer.export();
-        Some(edge_proto::handover::TlsKeys {
+        Some(Box::new(edge_proto::handover::TlsKeys {
             protection: protection.number(),
             cipher: cipher.number(),
             rx: (rx.key.to_vec(), rx.iv, rx.seq),
             tx: (tx.key.to_vec(), tx.iv, tx.seq),
             held: tls.held.clone(),
-        })
+        }))
     }
 
     /// An upgrade: `slot` continues a handed-over TLS connection whose outbox (all

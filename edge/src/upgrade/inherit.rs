@@ -68,8 +68,12 @@ fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
         let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
         let mut take = |fd: u32| fds.get_mut(fd as usize).and_then(Option::take);
         let mut shard = InheritedShard::default();
-        let mut records = Vec::new();
-        for record in h.records {
+        // Listeners and bus records are taken out; the rest stays in the decoded vector
+        // (no second copy of a stream's records: they are tens of megabytes at 1 M).
+        let mut records = h.records;
+        let mut kept = 0;
+        for i in 0..records.len() {
+            let record = std::mem::replace(&mut records[i], Record::Directory { key: 0, mask: 0 });
             match record {
                 Record::Listener { fd, kind } => {
                     let fd = take(fd)
@@ -84,9 +88,13 @@ fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
                 }
                 Record::Mobiles { user, used } => inherited.bus.mobiles.push((user, used)),
                 Record::Binding { device, user } => inherited.bus.bindings.push((device, user)),
-                other => records.push(other),
+                other => {
+                    records[kept] = other;
+                    kept += 1;
+                }
             }
         }
+        records.truncate(kept);
         shard.records = records;
         shard.fds = fds;
         if index < shards {

@@ -25,13 +25,13 @@ pub(super) fn seeds_handover() -> Vec<Vec<u8>> {
                 bound: vec![-1],
                 outbox: vec![0x82, 0],
                 carry: Vec::new(),
-                tls: Some(handover::TlsKeys {
+                tls: Some(Box::new(handover::TlsKeys {
                     protection: 1,
                     cipher: 0,
                     rx: (vec![7; 16], [1; 12], 9),
                     tx: (vec![8; 16], [2; 12], 10),
                     held: vec![0x17],
-                }),
+                })),
             },
             Record::UdpSession {
                 sid: [3; 16],
