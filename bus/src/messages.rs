@@ -162,6 +162,19 @@ pub enum ToShard {
     Upgrade(Upgrade),
 }
 
+/// A shard's state as an upgrade wrote it.
+#[derive(Debug, Default)]
+pub struct Frozen {
+    /// The handover stream (`edge_proto::handover`).
+    pub stream: Vec<u8>,
+    /// The raw descriptors its records name by index (still the shard's).
+    pub fds: Vec<i32>,
+    /// WebSocket connections in it.
+    pub connections: usize,
+    /// UDP sessions in it.
+    pub udp_sessions: usize,
+}
+
 /// An upgrade's requests to a shard, in order: quiesce, freeze, then (only if the new
 /// process failed) resume.
 #[derive(Debug)]
@@ -176,7 +189,7 @@ pub enum Upgrade {
     /// records name by index; then touch nothing until resumed or ended.
     Freeze {
         /// Gets the stream and the raw descriptors (still owned by the shard).
-        reply: crossbeam_channel::Sender<(Vec<u8>, Vec<i32>)>,
+        reply: crossbeam_channel::Sender<Frozen>,
     },
     /// The new process failed: serve again, reading every socket for what arrived.
     Resume,

@@ -80,19 +80,9 @@ fn start_node(config: &config::Config) -> anyhow::Result<node::Node> {
         return node::Node::start(config.clone());
     };
     let incoming = incoming.map_err(|e| anyhow::anyhow!("upgrade refused: {e}"))?;
-    let upgrade::inherit::Incoming { inherited, .. } = &incoming;
-    let (connections, sessions) = inherited.shards.iter().fold((0, 0), |(c, u), s| {
-        let count = |ws: bool| {
-            s.records
-                .iter()
-                .filter(|r| match r {
-                    edge_proto::handover::Record::WsConn { .. } => ws,
-                    edge_proto::handover::Record::UdpSession { .. } => !ws,
-                    _ => false,
-                })
-                .count()
-        };
-        (c + count(true), u + count(false))
+    let (connections, sessions) = incoming.inherited.shards.iter().fold((0, 0), |(c, u), s| {
+        let (ws, udp) = edge_proto::handover::tally(&s.records);
+        (c + ws, u + udp)
     });
     let (socket, inherited) = incoming.into_parts();
     let node = match node::Node::start_with(config.clone(), Some(inherited)) {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use edge::core::udp::{Accept, Pending, UdpTable};
 use edge_proto::device::{Sid, seq_accepts};
-use edge_proto::handover::{Handover, decode, encode};
+use edge_proto::handover::{Handover, Record, decode, encode};
 use proptest::prelude::*;
 
 /// What the model knows of a session.
@@ -133,7 +133,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let later = now + 1000;
     let mut fresh = UdpTable::new(64);
     for record in decoded.records {
-        prop_assert!(fresh.restore(record, later).is_some());
+        let Record::UdpSession(session) = record else {
+            return Err(TestCaseError::fail(format!("{record:?}")));
+        };
+        prop_assert!(fresh.restore(session, later).is_some());
     }
     fresh.check().map_err(TestCaseError::fail)?;
     let expected: BTreeMap<u8, &Session> = model

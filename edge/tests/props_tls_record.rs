@@ -6,36 +6,18 @@
 //! and what each side has read must always be a prefix of what the other wrote, and all of
 //! it once everything is delivered. Every cipher suite of both TLS versions is drawn.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use edge::shard::tls::feed;
 use edge::tls_record::{Opened, RecordLayer};
 use proptest::prelude::*;
-use rustls::crypto::ring::cipher_suite as suites;
+use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use rustls::server::UnbufferedServerConnection;
-use rustls::version::{TLS12, TLS13};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, SupportedCipherSuite};
-
-fn cases() -> [(
-    &'static rustls::SupportedProtocolVersion,
-    SupportedCipherSuite,
-); 6] {
-    [
-        (&TLS13, suites::TLS13_AES_128_GCM_SHA256),
-        (&TLS13, suites::TLS13_AES_256_GCM_SHA384),
-        (&TLS13, suites::TLS13_CHACHA20_POLY1305_SHA256),
-        (&TLS12, suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-        (&TLS12, suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
-        (
-            &TLS12,
-            suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        ),
-    ]
-}
 
 /// A rustls client and the server's record layer after a handshake in memory.
 fn established(case: usize) -> (ClientConnection, RecordLayer) {
@@ -46,23 +28,11 @@ fn established(case: usize) -> (ClientConnection, RecordLayer) {
     );
     let server_tls = edge::tls::ServerTls::load(&cert, &key).expect("the test certificate");
     let mut server = UnbufferedServerConnection::new(server_tls.config()).unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(
-        rustls::pki_types::CertificateDer::pem_file_iter(&cert)
-            .unwrap()
-            .flatten(),
-    );
-    let (version, suite) = cases()[case];
-    #[allow(deprecated, reason = "ring, as the server")]
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites = vec![suite];
-    let config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&cert).expect("the certificate");
+    let (version, suite) = support::tls::cipher_suites()[case];
+    let config = support::tls::client_config_with(&der, &[version], Some(suite));
     let name = ServerName::try_from("localhost").unwrap();
-    let mut client = ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut client = ClientConnection::new(config, name).unwrap();
     for _ in 0..8 {
         let mut wire = Vec::new();
         client.write_tls(&mut wire).unwrap();

@@ -7,8 +7,7 @@ mod support;
 
 use std::io::Read;
 
-use rustls::crypto::ring::cipher_suite as suites;
-use rustls::version::{TLS12, TLS13};
+use rustls::version::TLS13;
 use support::tls::*;
 use support::*;
 use tungstenite::Message;
@@ -29,17 +28,7 @@ fn every_cipher_suite_relays_both_ways_in_both_versions() {
     let cert = make_cert(&dir);
     let node = tls_node(&dir);
     let (addr, plain) = (node.wss_addrs[0], node.ws_addrs[0]);
-    let cases = [
-        (&TLS13, suites::TLS13_AES_128_GCM_SHA256),
-        (&TLS13, suites::TLS13_AES_256_GCM_SHA384),
-        (&TLS13, suites::TLS13_CHACHA20_POLY1305_SHA256),
-        (&TLS12, suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-        (&TLS12, suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
-        (
-            &TLS12,
-            suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        ),
-    ];
+    let cases = cipher_suites();
     for (i, (version, suite)) in cases.into_iter().enumerate() {
         let (user, device_id) = (2000 + 16 * i as i64, -(100 + i as i64));
         let (code, _) = http(

@@ -52,61 +52,15 @@ pub enum Record {
         kind: ListenerKind,
     },
     /// A live WebSocket connection.
-    WsConn {
-        /// Index among the passed descriptors.
-        fd: u32,
-        /// Session id (0 before login).
-        id: i64,
-        /// Phones: the mobile sub-id.
-        mobile: u8,
-        /// The stage (the shell's `State` as a number: upgrading, logging in, online…).
-        stage: u8,
-        /// Heartbeat period, seconds.
-        heartbeat_secs: u32,
-        /// Seconds left before the connection's deadline.
-        deadline_in_secs: u32,
-        /// Bound peers (phones: devices; devices: users).
-        bound: Vec<i64>,
-        /// Bytes queued but not yet written.
-        outbox: Vec<u8>,
-        /// Bytes of an incomplete frame already read.
-        carry: Vec<u8>,
-        /// A `wss` connection's record layer (its outbox is already ciphertext).
-        /// (Boxed: most connections are plain, and a record is this big for every kind.)
-        tls: Option<Box<TlsKeys>>,
-    },
+    WsConn(WsConn),
     /// A UDP device session.
-    UdpSession {
-        /// Session id.
-        sid: [u8; 16],
-        /// Device id (0 before login).
-        device: i64,
-        /// The device's address.
-        addr: SocketAddr,
-        /// Last sequence numbers seen (requests) and sent (pushes).
-        sidx: u16,
-        /// See `sidx`.
-        ridx: u16,
-        /// Seconds left before the session expires.
-        expires_in_secs: u32,
-        /// The device's MAC.
-        mac: [u8; 8],
-        /// Users bound to the device (base ids).
-        bound: Vec<i64>,
-    },
+    UdpSession(UdpSession),
     /// A key of the writing shard's directory slice and the shards holding it (a mask).
     Directory {
         /// The route key.
         key: i64,
         /// Bit `s` set: shard `s` holds sessions under the key.
         mask: u64,
-    },
-    /// The embedded bus: a user's mobile sub-ids in use (bit k: sub-id k).
-    Mobiles {
-        /// The base user id.
-        user: i64,
-        /// The sub-ids in use.
-        used: u16,
     },
     /// The embedded bus: a device bound to a user.
     Binding {
@@ -115,6 +69,51 @@ pub enum Record {
         /// The base user id.
         user: i64,
     },
+}
+
+/// A live WebSocket connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsConn {
+    /// Index among the passed descriptors.
+    pub fd: u32,
+    /// Session id (0 before login).
+    pub id: i64,
+    /// Phones: the mobile sub-id.
+    pub mobile: u8,
+    /// The stage (the shell's `State` as a number: upgrading, logging in, online…).
+    pub stage: u8,
+    /// Heartbeat period, seconds.
+    pub heartbeat_secs: u32,
+    /// Seconds left before the connection's deadline.
+    pub deadline_in_secs: u32,
+    /// Bound peers (phones: devices; devices: users).
+    pub bound: Vec<i64>,
+    /// Bytes queued but not yet written.
+    pub outbox: Vec<u8>,
+    /// Bytes of an incomplete frame already read.
+    pub carry: Vec<u8>,
+    /// A `wss` connection's record layer (its outbox is already ciphertext). Boxed: most
+    /// connections are plain, and every record is as large as its largest kind.
+    pub tls: Option<Box<TlsKeys>>,
+}
+
+/// A UDP device session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpSession {
+    /// Session id.
+    pub sid: [u8; 16],
+    /// Device id (0 before login).
+    pub device: i64,
+    /// The device's address.
+    pub addr: SocketAddr,
+    /// Last sequence number used towards the device.
+    pub sidx: u16,
+    /// Last sequence number accepted from the device.
+    pub ridx: u16,
+    /// Seconds left before the session expires.
+    pub expires_in_secs: u32,
+    /// Users bound to the device (base ids).
+    pub bound: Vec<i64>,
 }
 
 /// The record layer of an established TLS connection: what a handover carries for it.
@@ -184,6 +183,15 @@ const CRC_TABLE: [u32; 256] = {
     table
 };
 
+/// How many WebSocket connections and UDP sessions `records` hold.
+pub fn tally(records: &[Record]) -> (usize, usize) {
+    records.iter().fold((0, 0), |(ws, udp), r| match r {
+        Record::WsConn(_) => (ws + 1, udp),
+        Record::UdpSession(_) => (ws, udp + 1),
+        _ => (ws, udp),
+    })
+}
+
 /// CRC-32 (IEEE 802.3, reflected, as zlib's): the stream's checksum.
 pub fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
@@ -226,27 +234,16 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             out.push(*kind as u8);
             0
         }
-        Record::WsConn {
-            fd,
-            id,
-            mobile,
-            stage,
-            heartbeat_secs,
-            deadline_in_secs,
-            bound,
-            outbox,
-            carry,
-            tls,
-        } => {
-            out.extend_from_slice(&fd.to_le_bytes());
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&[*mobile, *stage]);
-            out.extend_from_slice(&heartbeat_secs.to_le_bytes());
-            out.extend_from_slice(&deadline_in_secs.to_le_bytes());
-            ids(out, bound);
-            bytes(out, outbox);
-            bytes(out, carry);
-            match tls {
+        Record::WsConn(c) => {
+            out.extend_from_slice(&c.fd.to_le_bytes());
+            out.extend_from_slice(&c.id.to_le_bytes());
+            out.extend_from_slice(&[c.mobile, c.stage]);
+            out.extend_from_slice(&c.heartbeat_secs.to_le_bytes());
+            out.extend_from_slice(&c.deadline_in_secs.to_le_bytes());
+            ids(out, &c.bound);
+            bytes(out, &c.outbox);
+            bytes(out, &c.carry);
+            match &c.tls {
                 None => out.push(0),
                 Some(t) => {
                     out.extend_from_slice(&[1, t.protection, t.cipher]);
@@ -260,30 +257,20 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             }
             1
         }
-        Record::UdpSession {
-            sid,
-            device,
-            addr,
-            sidx,
-            ridx,
-            expires_in_secs,
-            mac,
-            bound,
-        } => {
-            out.extend_from_slice(sid);
-            out.extend_from_slice(&device.to_le_bytes());
-            let ip = match addr.ip() {
+        Record::UdpSession(u) => {
+            out.extend_from_slice(&u.sid);
+            out.extend_from_slice(&u.device.to_le_bytes());
+            let ip = match u.addr.ip() {
                 IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                 IpAddr::V6(v6) => v6.octets(),
             };
-            out.push(u8::from(addr.is_ipv6()));
+            out.push(u8::from(u.addr.is_ipv6()));
             out.extend_from_slice(&ip);
-            out.extend_from_slice(&addr.port().to_le_bytes());
-            out.extend_from_slice(&sidx.to_le_bytes());
-            out.extend_from_slice(&ridx.to_le_bytes());
-            out.extend_from_slice(&expires_in_secs.to_le_bytes());
-            out.extend_from_slice(mac);
-            ids(out, bound);
+            out.extend_from_slice(&u.addr.port().to_le_bytes());
+            out.extend_from_slice(&u.sidx.to_le_bytes());
+            out.extend_from_slice(&u.ridx.to_le_bytes());
+            out.extend_from_slice(&u.expires_in_secs.to_le_bytes());
+            ids(out, &u.bound);
             2
         }
         Record::Directory { key, mask } => {
@@ -291,15 +278,10 @@ fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
             out.extend_from_slice(&mask.to_le_bytes());
             3
         }
-        Record::Mobiles { user, used } => {
-            out.extend_from_slice(&user.to_le_bytes());
-            out.extend_from_slice(&used.to_le_bytes());
-            4
-        }
         Record::Binding { device, user } => {
             out.extend_from_slice(&device.to_le_bytes());
             out.extend_from_slice(&user.to_le_bytes());
-            5
+            4
         }
     }
 }
@@ -411,25 +393,8 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
             let (fd, id, mobile, stage) = (c.u32()?, c.i64()?, c.u8()?, c.u8()?);
             let (heartbeat_secs, deadline_in_secs) = (c.u32()?, c.u32()?);
             let (bound, outbox, carry) = (c.ids()?, c.bytes()?, c.bytes()?);
-            let tls = match c.u8()? {
-                0 => None,
-                1 => {
-                    let (protection, cipher) = (c.u8()?, c.u8()?);
-                    let mut direction = || -> Option<(Vec<u8>, [u8; 12], u64)> {
-                        Some((c.bytes()?, c.take(12)?.try_into().ok()?, c.u64()?))
-                    };
-                    let (rx, tx) = (direction()?, direction()?);
-                    Some(Box::new(TlsKeys {
-                        protection,
-                        cipher,
-                        rx,
-                        tx,
-                        held: c.bytes()?,
-                    }))
-                }
-                _ => return None,
-            };
-            Record::WsConn {
+            let tls = decode_tls(&mut c)?;
+            Record::WsConn(WsConn {
                 fd,
                 id,
                 mobile,
@@ -440,7 +405,7 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
                 outbox,
                 carry,
                 tls,
-            }
+            })
         }
         2 => {
             let sid: [u8; 16] = c.take(16)?.try_into().ok()?;
@@ -455,33 +420,49 @@ fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
                 (true, _) => IpAddr::V6(ip),
             };
             let (sidx, ridx, expires_in_secs) = (c.u16()?, c.u16()?, c.u32()?);
-            let mac: [u8; 8] = c.take(8)?.try_into().ok()?;
-            Record::UdpSession {
+            Record::UdpSession(UdpSession {
                 sid,
                 device,
                 addr: SocketAddr::new(ip, port),
                 sidx,
                 ridx,
                 expires_in_secs,
-                mac,
                 bound: c.ids()?,
-            }
+            })
         }
         3 => Record::Directory {
             key: c.i64()?,
             mask: c.u64()?,
         },
-        4 => Record::Mobiles {
-            user: c.i64()?,
-            used: c.u16()?,
-        },
-        5 => Record::Binding {
+        4 => Record::Binding {
             device: c.i64()?,
             user: c.i64()?,
         },
         _ => return None,
     };
     c.0.is_empty().then_some(record)
+}
+
+/// A `WsConn`'s optional TLS part: a flag, then the keys.
+fn decode_tls(c: &mut Cursor<'_>) -> Option<Option<Box<TlsKeys>>> {
+    Some(match c.u8()? {
+        0 => None,
+        1 => {
+            let (protection, cipher) = (c.u8()?, c.u8()?);
+            let mut direction = || -> Option<(Vec<u8>, [u8; 12], u64)> {
+                Some((c.bytes()?, c.take(12)?.try_into().ok()?, c.u64()?))
+            };
+            let (rx, tx) = (direction()?, direction()?);
+            Some(Box::new(TlsKeys {
+                protection,
+                cipher,
+                rx,
+                tx,
+                held: c.bytes()?,
+            }))
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -501,7 +482,7 @@ mod tests {
                     fd: 1,
                     kind: ListenerKind::Udp,
                 },
-                Record::WsConn {
+                Record::WsConn(WsConn {
                     fd: 2,
                     id: 17,
                     mobile: 1,
@@ -518,22 +499,17 @@ mod tests {
                         tx: (vec![4; 32], [5; 12], 6),
                         held: vec![0x17, 3],
                     })),
-                },
-                Record::UdpSession {
+                }),
+                Record::UdpSession(UdpSession {
                     sid: [7; 16],
                     device: -42,
                     addr: "10.1.2.3:7999".parse().unwrap(),
                     sidx: 9,
                     ridx: 4,
                     expires_in_secs: 40,
-                    mac: [1, 2, 3, 4, 5, 6, 7, 8],
                     bound: vec![32],
-                },
+                }),
                 Record::Directory { key: 32, mask: 3 },
-                Record::Mobiles {
-                    user: 32,
-                    used: 0b110,
-                },
                 Record::Binding {
                     device: -42,
                     user: 32,

@@ -1,7 +1,9 @@
 //! Property: any handover the old process could write decodes to itself, and any single
 //! flipped byte or cut makes the whole stream fail (never a partial or wrong result).
 
-use edge_proto::handover::{Handover, ListenerKind, Record, TlsKeys, decode, encode};
+use edge_proto::handover::{
+    Handover, ListenerKind, Record, TlsKeys, UdpSession, WsConn, decode, encode,
+};
 use proptest::prelude::*;
 
 fn tls_keys() -> impl Strategy<Value = TlsKeys> {
@@ -57,7 +59,7 @@ fn record() -> impl Strategy<Value = Record> {
                 carry,
                 tls,
             )| {
-                Record::WsConn {
+                Record::WsConn(WsConn {
                     fd,
                     id,
                     mobile,
@@ -68,7 +70,7 @@ fn record() -> impl Strategy<Value = Record> {
                     outbox,
                     carry,
                     tls,
-                }
+                })
             },
         );
     let udp = (
@@ -77,35 +79,32 @@ fn record() -> impl Strategy<Value = Record> {
         any::<bool>(),
         any::<[u8; 16]>(),
         any::<u16>(),
-        (any::<u16>(), any::<u16>(), any::<u32>(), any::<[u8; 8]>()),
+        (any::<u16>(), any::<u16>(), any::<u32>()),
         proptest::collection::vec(any::<i64>(), 0..4),
     )
         .prop_map(
-            |(sid, device, v6, octets, port, (sidx, ridx, expires_in_secs, mac), bound)| {
+            |(sid, device, v6, octets, port, (sidx, ridx, expires_in_secs), bound)| {
                 let ip = if v6 {
                     std::net::IpAddr::V6(octets.into())
                 } else {
                     std::net::IpAddr::V4([octets[0], octets[1], octets[2], octets[3]].into())
                 };
-                Record::UdpSession {
+                Record::UdpSession(UdpSession {
                     sid,
                     device,
                     addr: std::net::SocketAddr::new(ip, port),
                     sidx,
                     ridx,
                     expires_in_secs,
-                    mac,
                     bound,
-                }
+                })
             },
         );
     let directory =
         (any::<i64>(), any::<u64>()).prop_map(|(key, mask)| Record::Directory { key, mask });
-    let mobiles =
-        (any::<i64>(), any::<u16>()).prop_map(|(user, used)| Record::Mobiles { user, used });
     let binding =
         (any::<i64>(), any::<i64>()).prop_map(|(device, user)| Record::Binding { device, user });
-    prop_oneof![listener, ws, udp, directory, mobiles, binding]
+    prop_oneof![listener, ws, udp, directory, binding]
 }
 
 proptest! {

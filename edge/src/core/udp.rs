@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 
 use edge_proto::device::{self, Sid};
 
-use edge_proto::handover::Record;
+use edge_proto::handover::{self, Record};
 
 use super::slab::Slab;
 use super::wheel::Secs;
@@ -211,16 +211,15 @@ impl UdpTable {
                 left_out += 1;
                 continue;
             }
-            records.push(Record::UdpSession {
+            records.push(Record::UdpSession(handover::UdpSession {
                 sid: s.sid.0,
                 device: s.device,
                 addr: s.addr,
                 sidx: s.sidx,
                 ridx: s.ridx,
                 expires_in_secs: s.deadline.saturating_sub(now),
-                mac: [0; 8],
                 bound: s.bound.to_vec(),
-            });
+            }));
         }
         (records, left_out)
     }
@@ -235,28 +234,15 @@ impl UdpTable {
 
     /// Takes in a handed-over session at `now`: its slot, generation, device and deadline
     /// (the caller puts it on the wheel and, when logged in, in the session index). `None`
-    /// for another record, a sid already here, or a full table.
-    pub fn restore(&mut self, record: Record, now: Secs) -> Option<(u32, u32, i64, Secs)> {
-        let Record::UdpSession {
-            sid,
-            device,
-            addr,
-            sidx,
-            ridx,
-            expires_in_secs,
-            bound,
-            ..
-        } = record
-        else {
-            return None;
-        };
-        let deadline = now + expires_in_secs.max(1);
-        let (slot, generation) = self.open(Sid(sid), addr, deadline).ok()?;
-        self.set_device(slot, device);
+    /// for a sid already here, or a full table.
+    pub fn restore(&mut self, u: handover::UdpSession, now: Secs) -> Option<(u32, u32, i64, Secs)> {
+        let deadline = now + u.expires_in_secs.max(1);
+        let (slot, generation) = self.open(Sid(u.sid), u.addr, deadline).ok()?;
+        self.set_device(slot, u.device);
         let session = self.sessions.get_mut(slot)?;
-        (session.sidx, session.ridx) = (sidx, ridx);
-        session.bound = bound.into_boxed_slice();
-        Some((slot, generation, device, deadline))
+        (session.sidx, session.ridx) = (u.sidx, u.ridx);
+        session.bound = u.bound.into_boxed_slice();
+        Some((slot, generation, u.device, deadline))
     }
 
     /// Live sessions.

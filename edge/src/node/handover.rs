@@ -187,7 +187,7 @@ impl Node {
 
     /// Upgrade, old side: every shard's handover stream and the descriptors it names,
     /// by shard index; the shards then wait for [`Node::resume`] or the end.
-    pub fn freeze(&self, timeout: Duration) -> anyhow::Result<Vec<(Vec<u8>, Vec<i32>)>> {
+    pub fn freeze(&self, timeout: Duration) -> anyhow::Result<Vec<bus::messages::Frozen>> {
         let mut replies = Vec::new();
         for inbox in &self.inboxes {
             let (reply, frozen) = bounded(1);

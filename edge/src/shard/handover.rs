@@ -17,7 +17,7 @@
 //! The fds stay the old shard's until the old process exits (after the new one confirms),
 //! so a failed upgrade loses nothing: the shard resumes and reads every socket again.
 
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
 use edge_proto::handover::{self, Handover, ListenerKind, Record};
@@ -62,7 +62,7 @@ impl Shard {
 
     /// Writes the handover stream and lists the descriptors it names; from now on the
     /// shard touches nothing until [`Shard::resume`].
-    pub(super) fn freeze(&mut self) -> (Vec<u8>, Vec<RawFd>) {
+    pub(super) fn freeze(&mut self) -> bus::messages::Frozen {
         self.close_unhandable();
         self.frozen = true;
         let now = self.now();
@@ -108,7 +108,7 @@ impl Shard {
                 continue;
             };
             let fd = fd_index(conn_fd, &mut fds);
-            records.push(Record::WsConn {
+            records.push(Record::WsConn(handover::WsConn {
                 fd,
                 id: conn.id,
                 mobile: conn.mobile,
@@ -119,7 +119,7 @@ impl Shard {
                 outbox: conn.outbox.as_deref().cloned().unwrap_or_default(),
                 carry: conn.carry.as_deref().cloned().unwrap_or_default(),
                 tls,
-            });
+            }));
         }
         records.extend(
             self.core
@@ -130,12 +130,18 @@ impl Shard {
         if let Some(udp) = &self.udp {
             records.extend(udp.table().handover_records(now).0);
         }
+        let (connections, udp_sessions) = handover::tally(&records);
         let stream = handover::encode(&Handover {
             shard: self.index as u16,
             shards: self.count as u16,
             records,
         });
-        (stream, fds)
+        bus::messages::Frozen {
+            stream,
+            fds,
+            connections,
+            udp_sessions,
+        }
     }
 
     /// Closes what cannot be handed over with 1012 (TLS connections, logins in flight),
@@ -198,8 +204,8 @@ impl Shard {
         let now = self.now();
         for record in records {
             match record {
-                Record::WsConn { .. } => self.import_conn(record, fds, now),
-                Record::UdpSession { .. } => self.import_udp(record, now),
+                Record::WsConn(conn) => self.import_conn(conn, fds, now),
+                Record::UdpSession(session) => self.import_udp(session, now),
                 Record::Directory { key, mask } => {
                     for shard in (0..self.count).filter(|s| mask & (1 << s) != 0) {
                         self.core.directory.apply(key, shard, true);
@@ -210,62 +216,43 @@ impl Shard {
         }
     }
 
-    fn import_conn(&mut self, record: Record, fds: &mut [Option<OwnedFd>], now: Secs) {
-        let Record::WsConn {
-            fd,
-            id,
-            mobile,
-            stage,
-            heartbeat_secs,
-            deadline_in_secs,
-            bound,
-            outbox,
-            carry,
-            tls,
-        } = record
-        else {
-            return;
-        };
+    fn import_conn(&mut self, c: handover::WsConn, fds: &mut [Option<OwnedFd>], now: Secs) {
         let (Some(fd), Some(state)) = (
-            fds.get_mut(fd as usize).and_then(Option::take),
-            stage_of(stage),
+            fds.get_mut(c.fd as usize).and_then(Option::take),
+            stage_of(c.stage),
         ) else {
             return;
         };
-        let raw = fd.as_raw_fd();
-        let deadline = now + Secs::from(deadline_in_secs);
-        let terminal = Terminal::restored(state, heartbeat_secs, deadline);
-        let mut conn = Conn::new(raw, terminal);
-        conn.id = id;
-        conn.mobile = mobile;
-        conn.bound = bound.into_boxed_slice();
-        conn.carry = (!carry.is_empty()).then(|| Box::new(carry));
-        let (slot, generation) = self.conns.insert(conn);
-        let source = super::net::peer_ip(raw).map_or(0, crate::core::conn_limits::source_key);
-        let _ = self.conn_limits.opened(slot, source);
-        if self
-            .poller
-            .watch(raw, super::conn_token(slot, generation))
-            .is_err()
-        {
-            self.conns.remove(slot);
-            self.conn_limits.closed(slot);
-            return; // `fd` closes here.
-        }
-        let _ = fd.into_raw_fd();
-        if let Some(keys) = &tls
-            && !self.tls_import(slot, keys, outbox.len())
-        {
-            // Keys that make no record layer: the connection cannot go on.
-            bump(&self.metrics.upgrade_closed);
-            self.conns.remove(slot);
-            self.conn_limits.closed(slot);
-            let _ = self.poller.unwatch(raw);
-            // SAFETY: the record owned the descriptor; nothing else refers to it now.
-            self.closing
-                .push(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) });
+        let tls = match c.tls.as_deref() {
+            Some(keys) => match super::tls::TlsConn::restored(keys, c.outbox.len()) {
+                Some(tls) => Some(tls),
+                None => {
+                    // Keys that make no record layer: the connection cannot go on.
+                    bump(&self.metrics.upgrade_closed);
+                    return; // `fd` closes here.
+                }
+            },
+            None => None,
+        };
+        let deadline = now + Secs::from(c.deadline_in_secs);
+        let mut conn = Conn::new(
+            fd.as_raw_fd(),
+            Terminal::restored(state, c.heartbeat_secs, deadline),
+        );
+        conn.id = c.id;
+        conn.mobile = c.mobile;
+        conn.bound = c.bound.into_boxed_slice();
+        conn.carry = (!c.carry.is_empty()).then(|| Box::new(c.carry));
+        let source =
+            super::net::peer_ip(fd.as_raw_fd()).map_or(0, crate::core::conn_limits::source_key);
+        // A connection already up is never refused for its source's count.
+        let Ok((slot, generation)) = self.adopt(fd, conn, source, false) else {
             return;
+        };
+        if let Some(tls) = tls {
+            self.tls_conns.insert(slot, tls);
         }
+        let (id, outbox) = (c.id, c.outbox);
         self.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
         if state == State::Online {
             self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +276,7 @@ impl Shard {
         self.again.push((slot, generation));
     }
 
-    fn import_udp(&mut self, record: Record, now: Secs) {
+    fn import_udp(&mut self, record: handover::UdpSession, now: Secs) {
         let Some(udp) = self.udp.as_mut() else {
             return;
         };

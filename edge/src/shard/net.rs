@@ -285,6 +285,14 @@ pub fn send_batch(
 /// Connections accepted per listener readiness before the others get their turn.
 const ACCEPTS_PER_CALL: usize = 16;
 
+/// Why [`Shard::adopt`] kept nothing.
+pub(super) enum Adopt {
+    /// Its source is at `--max-conns-per-ip`.
+    OverCap,
+    /// The poller refused to watch it.
+    Poller,
+}
+
 impl Shard {
     /// Accepts up to [`ACCEPTS_PER_CALL`] pending connections of listener `i`; when more
     /// may wait, the listener is queued again behind the other newcomers (no new edge would
@@ -336,6 +344,36 @@ impl Shard {
         }
     }
 
+    /// Takes a connected socket in as `conn`: a slot, its source counted (refused over
+    /// `--max-conns-per-ip` when `capped`), its readiness watched. From then on the record
+    /// owns the descriptor; on an error nothing is kept and the descriptor closes.
+    pub(super) fn adopt(
+        &mut self,
+        fd: OwnedFd,
+        mut conn: Conn,
+        source: crate::core::conn_limits::SourceKey,
+        capped: bool,
+    ) -> Result<(u32, u32), Adopt> {
+        let raw = fd.as_raw_fd();
+        conn.fd = raw;
+        let (slot, generation) = self.conns.insert(conn);
+        if !self.conn_limits.opened(slot, source) && capped {
+            self.conns.remove(slot);
+            return Err(Adopt::OverCap);
+        }
+        if self
+            .poller
+            .watch(raw, super::conn_token(slot, generation))
+            .is_err()
+        {
+            self.conns.remove(slot);
+            self.conn_limits.closed(slot);
+            return Err(Adopt::Poller);
+        }
+        let _ = fd.into_raw_fd();
+        Ok((slot, generation))
+    }
+
     fn on_accepted(&mut self, fd: OwnedFd, peer: Option<IpAddr>, tls: bool) {
         if self.draining {
             return;
@@ -352,26 +390,16 @@ impl Shard {
             },
             (true, None) => return,
         };
-        let raw = fd.as_raw_fd();
         let terminal = Terminal::accepted(self.now(), &self.timeouts);
-        let (slot, generation) = self.conns.insert(Conn::new(raw, terminal));
         let source = peer.map_or(0, crate::core::conn_limits::source_key);
-        if !self.conn_limits.opened(slot, source) {
-            crate::metrics::bump(&self.metrics.conns_per_ip_refused);
-            self.conns.remove(slot);
-            return; // `fd` closes here.
-        }
-        if self
-            .poller
-            .watch(raw, super::conn_token(slot, generation))
-            .is_err()
-        {
-            self.conns.remove(slot);
-            self.conn_limits.closed(slot);
-            return;
-        }
-        // The record owns the descriptor from now on (closed when it is released).
-        let _ = fd.into_raw_fd();
+        let slot = match self.adopt(fd, Conn::new(0, terminal), source, true) {
+            Ok((slot, _)) => slot,
+            Err(Adopt::OverCap) => {
+                crate::metrics::bump(&self.metrics.conns_per_ip_refused);
+                return;
+            }
+            Err(Adopt::Poller) => return,
+        };
         if let Some(session) = session {
             self.tls_conns
                 .insert(slot, super::tls::TlsConn::new(session));

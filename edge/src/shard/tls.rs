@@ -374,22 +374,13 @@ impl Shard {
             held: tls.held.clone(),
         }))
     }
+}
 
-    /// An upgrade: `slot` continues a handed-over TLS connection whose outbox (all
-    /// ciphertext) holds `sealed` bytes. False if the keys do not make a record layer.
-    pub(super) fn tls_import(
-        &mut self,
-        slot: u32,
-        keys: &edge_proto::handover::TlsKeys,
-        sealed: usize,
-    ) -> bool {
+impl TlsConn {
+    /// An upgrade: the TLS state of a handed-over connection whose outbox (all ciphertext)
+    /// holds `sealed` bytes; `None` if the keys do not make a record layer.
+    pub(super) fn restored(keys: &edge_proto::handover::TlsKeys, sealed: usize) -> Option<Self> {
         use crate::tls_record::{Cipher, Keys, Protection};
-        let (Some(protection), Some(cipher)) = (
-            Protection::from_number(keys.protection),
-            Cipher::from_number(keys.cipher),
-        ) else {
-            return false;
-        };
         fn direction(d: &(Vec<u8>, [u8; 12], u64)) -> Keys<'_> {
             Keys {
                 key: d.0.as_slice(),
@@ -397,19 +388,17 @@ impl Shard {
                 seq: d.2,
             }
         }
-        let Ok(layer) =
+        let protection = Protection::from_number(keys.protection)?;
+        let cipher = Cipher::from_number(keys.cipher)?;
+        let layer =
             RecordLayer::from_keys(protection, cipher, direction(&keys.rx), direction(&keys.tx))
-        else {
-            return false;
-        };
-        let conn = TlsConn {
+                .ok()?;
+        Some(TlsConn {
             stage: Stage::Records(Box::new(layer)),
             held: keys.held.clone(),
             sealed,
             started: None,
-        };
-        self.tls_conns.insert(slot, conn);
-        true
+        })
     }
 }
 

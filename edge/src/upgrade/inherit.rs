@@ -86,7 +86,6 @@ fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
                         ListenerKind::UdpAddr => inherited.udpaddr = Some(fd),
                     }
                 }
-                Record::Mobiles { user, used } => inherited.bus.mobiles.push((user, used)),
                 Record::Binding { device, user } => inherited.bus.bindings.push((device, user)),
                 other => {
                     records[kept] = other;
@@ -121,12 +120,12 @@ pub struct Confirm {
 fn mobiles_in_use(inherited: &Inherited) -> Vec<(i64, u16)> {
     let mut used = std::collections::BTreeMap::<i64, u16>::new();
     for record in inherited.shards.iter().flat_map(|s| &s.records) {
-        if let Record::WsConn { id, stage, .. } = *record
-            && stage == crate::shard::STAGE_ONLINE
-            && id > 0
-            && id % 16 != 0
+        if let Record::WsConn(c) = record
+            && c.stage == crate::shard::STAGE_ONLINE
+            && c.id > 0
+            && c.id % 16 != 0
         {
-            *used.entry(id - id % 16).or_default() |= 1 << (id % 16);
+            *used.entry(c.id - c.id % 16).or_default() |= 1 << (c.id % 16);
         }
     }
     used.into_iter().collect()

@@ -35,7 +35,7 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use edge_proto::handover::{self, Record};
+use bus::messages::Frozen;
 use thiserror::Error;
 
 use crate::node::Node;
@@ -46,9 +46,6 @@ pub const HANDOVER_FD: i32 = 3;
 pub const HANDOVER_ENV: &str = "CLOUDSOCKET_HANDOVER_FD";
 /// How long answers and relays in flight get to land once every shard is quiet.
 pub const SETTLE: Duration = Duration::from_millis(50);
-
-/// One shard's handover stream and the raw descriptors it names.
-type Frozen = (Vec<u8>, Vec<i32>);
 
 /// What to upgrade to.
 #[derive(Debug, Clone)]
@@ -272,12 +269,16 @@ fn exchange(
     socket
         .set_write_timeout(Some(left()))
         .map_err(|e| UpgradeError::Node(e.to_string()))?;
-    for (stream, fds) in frozen.iter().chain(std::iter::once(&whole)) {
+    for (stream, fds) in frozen
+        .iter()
+        .map(|f| (&f.stream, &f.fds))
+        .chain(std::iter::once((&whole.0, &whole.1)))
+    {
         transfer::send_stream(socket, stream, fds)
             .map_err(|e| UpgradeError::Gone(e.to_string()))?;
     }
     let (sent_ms, step) = (ms(step), Instant::now());
-    let bytes: usize = frozen.iter().map(|(s, _)| s.len()).sum();
+    let bytes: usize = frozen.iter().map(|f| f.stream.len()).sum();
     progress(&format!(
         "state written in {froze_ms:.1} ms ({bytes} bytes) and sent in {sent_ms:.1} ms"
     ));
@@ -293,17 +294,9 @@ fn exchange(
     }
 }
 
-/// WebSocket connections and UDP sessions in the shards' streams.
+/// WebSocket connections and UDP sessions in the shards' states.
 fn counts(frozen: &[Frozen]) -> (usize, usize) {
-    let (mut connections, mut udp_sessions) = (0, 0);
-    for h in frozen.iter().filter_map(|(s, _)| handover::decode(s).ok()) {
-        for record in &h.records {
-            match record {
-                Record::WsConn { .. } => connections += 1,
-                Record::UdpSession { .. } => udp_sessions += 1,
-                _ => {}
-            }
-        }
-    }
-    (connections, udp_sessions)
+    frozen.iter().fold((0, 0), |(ws, udp), f| {
+        (ws + f.connections, udp + f.udp_sessions)
+    })
 }

@@ -102,3 +102,24 @@ pub fn wss_login(addr: SocketAddr, config: &Arc<ClientConfig>, id: i64) -> (Wss,
         }
     }
 }
+
+/// Every cipher suite the node negotiates (ring's; ECDSA for TLS 1.2, as `make_cert`'s key),
+/// with its protocol version.
+pub fn cipher_suites() -> [(
+    &'static rustls::SupportedProtocolVersion,
+    rustls::SupportedCipherSuite,
+); 6] {
+    use rustls::crypto::ring::cipher_suite as suites;
+    use rustls::version::{TLS12, TLS13};
+    [
+        (&TLS13, suites::TLS13_AES_128_GCM_SHA256),
+        (&TLS13, suites::TLS13_AES_256_GCM_SHA384),
+        (&TLS13, suites::TLS13_CHACHA20_POLY1305_SHA256),
+        (&TLS12, suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+        (&TLS12, suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        (
+            &TLS12,
+            suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ]
+}

@@ -15,7 +15,7 @@ pub(super) fn seeds_handover() -> Vec<Vec<u8>> {
                 fd: 0,
                 kind: ListenerKind::Wss,
             },
-            Record::WsConn {
+            Record::WsConn(handover::WsConn {
                 fd: 1,
                 id: 16,
                 mobile: 1,
@@ -32,8 +32,8 @@ pub(super) fn seeds_handover() -> Vec<Vec<u8>> {
                     tx: (vec![8; 16], [2; 12], 10),
                     held: vec![0x17],
                 })),
-            },
-            Record::UdpSession {
+            }),
+            Record::UdpSession(handover::UdpSession {
                 sid: [3; 16],
                 device: -9,
                 addr: "[2001:db8::1]:7999"
@@ -42,11 +42,9 @@ pub(super) fn seeds_handover() -> Vec<Vec<u8>> {
                 sidx: 1,
                 ridx: 2,
                 expires_in_secs: 40,
-                mac: [9; 8],
                 bound: vec![16],
-            },
+            }),
             Record::Directory { key: 16, mask: 1 },
-            Record::Mobiles { user: 16, used: 2 },
             Record::Binding {
                 device: -9,
                 user: 16,
