@@ -246,7 +246,7 @@ impl Shard {
         let source =
             super::net::peer_ip(fd.as_raw_fd()).map_or(0, crate::core::conn_limits::source_key);
         // A connection already up is never refused for its source's count.
-        let Ok((slot, generation)) = self.adopt(fd, conn, source, false) else {
+        let Some((slot, generation)) = self.adopt(fd, conn, source, false) else {
             return;
         };
         if let Some(tls) = tls {

@@ -285,14 +285,6 @@ pub fn send_batch(
 /// Connections accepted per listener readiness before the others get their turn.
 const ACCEPTS_PER_CALL: usize = 16;
 
-/// Why [`Shard::adopt`] kept nothing.
-pub(super) enum Adopt {
-    /// Its source is at `--max-conns-per-ip`.
-    OverCap,
-    /// The poller refused to watch it.
-    Poller,
-}
-
 impl Shard {
     /// Accepts up to [`ACCEPTS_PER_CALL`] pending connections of listener `i`; when more
     /// may wait, the listener is queued again behind the other newcomers (no new edge would
@@ -345,21 +337,24 @@ impl Shard {
     }
 
     /// Takes a connected socket in as `conn`: a slot, its source counted (refused over
-    /// `--max-conns-per-ip` when `capped`), its readiness watched. From then on the record
-    /// owns the descriptor; on an error nothing is kept and the descriptor closes.
+    /// `--max-conns-per-ip` when `capped`, and counted), its readiness watched. From then
+    /// on the record owns the descriptor; `None`: nothing is kept and it closes.
     pub(super) fn adopt(
         &mut self,
         fd: OwnedFd,
         mut conn: Conn,
         source: crate::core::conn_limits::SourceKey,
         capped: bool,
-    ) -> Result<(u32, u32), Adopt> {
+    ) -> Option<(u32, u32)> {
         let raw = fd.as_raw_fd();
         conn.fd = raw;
         let (slot, generation) = self.conns.insert(conn);
         if !self.conn_limits.opened(slot, source) && capped {
             self.conns.remove(slot);
-            return Err(Adopt::OverCap);
+            // Counted before `fd` closes (on return), so that whoever sees the close also
+            // sees the count.
+            crate::metrics::bump(&self.metrics.conns_per_ip_refused);
+            return None;
         }
         if self
             .poller
@@ -368,10 +363,10 @@ impl Shard {
         {
             self.conns.remove(slot);
             self.conn_limits.closed(slot);
-            return Err(Adopt::Poller);
+            return None;
         }
         let _ = fd.into_raw_fd();
-        Ok((slot, generation))
+        Some((slot, generation))
     }
 
     fn on_accepted(&mut self, fd: OwnedFd, peer: Option<IpAddr>, tls: bool) {
@@ -392,13 +387,8 @@ impl Shard {
         };
         let terminal = Terminal::accepted(self.now(), &self.timeouts);
         let source = peer.map_or(0, crate::core::conn_limits::source_key);
-        let slot = match self.adopt(fd, Conn::new(0, terminal), source, true) {
-            Ok((slot, _)) => slot,
-            Err(Adopt::OverCap) => {
-                crate::metrics::bump(&self.metrics.conns_per_ip_refused);
-                return;
-            }
-            Err(Adopt::Poller) => return,
+        let Some((slot, _)) = self.adopt(fd, Conn::new(0, terminal), source, true) else {
+            return;
         };
         if let Some(session) = session {
             self.tls_conns
