@@ -191,8 +191,29 @@ pub enum Upgrade {
         /// Gets the stream and the raw descriptors (still owned by the shard).
         reply: crossbeam_channel::Sender<Frozen>,
     },
+    /// The new process confirmed: write the messages held since the freeze that it can
+    /// deliver (kept, for a resume should the upgrade still fail).
+    Release {
+        /// Whether pushes the bus sent each shard are forwarded (embedded mode); in
+        /// cluster mode the new process subscribed to them itself.
+        pushes: bool,
+        /// Gets them.
+        reply: crossbeam_channel::Sender<Released>,
+    },
     /// The new process failed: serve again, reading every socket for what arrived.
     Resume,
+}
+
+/// The messages a frozen shard held, as an upgrade forwards them.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// A handover stream of `Relay` records.
+    pub stream: Vec<u8>,
+    /// Messages in it.
+    pub forwarded: usize,
+    /// Messages held that are not forwarded (answers to what was closed at the freeze, a
+    /// push the new process gets itself, datagrams): counted, not delivered.
+    pub dropped: usize,
 }
 
 /// What Redis keeps of a UDP session (docs/protocol.md §9.3, `sess:dev:<sid>` JSON).

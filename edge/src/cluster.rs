@@ -24,6 +24,23 @@ pub struct ZooKeeper {
     registration: Option<Registration>,
 }
 
+impl ZooKeeper {
+    /// Whether every node of this comet is registered on the current session.
+    pub fn registered(&self) -> bool {
+        self.registration
+            .as_ref()
+            .is_none_or(|r| r.paths().iter().all(Option::is_some))
+    }
+
+    /// Leaves now: closes the registration's session (its nodes go at once, not a session
+    /// timeout later) and ends the discovery.
+    pub fn leave(mut self) {
+        if let Some(registration) = self.registration.take() {
+            registration.stop();
+        }
+    }
+}
+
 /// The msgbus addresses to follow: `--msgbus` alone, or with the `/<zkroot>` children.
 pub fn discovery(cluster: &ClusterConfig) -> anyhow::Result<(MsgbusSource, Option<ZooKeeper>)> {
     if cluster.zookeeper.is_empty() {

@@ -73,93 +73,6 @@ fn reload(node: &node::Node) {
     }
 }
 
-/// Starts the node: on fresh sockets, or, when an upgrade started this process, on what
-/// the old process handed over (then the shards wait until the old one lets go).
-fn start_node(config: &config::Config) -> anyhow::Result<node::Node> {
-    let Some(incoming) = upgrade::inherit::incoming(config.cores.len()) else {
-        return node::Node::start(config.clone());
-    };
-    let incoming = incoming.map_err(|e| anyhow::anyhow!("upgrade refused: {e}"))?;
-    let (connections, sessions) = incoming.inherited.shards.iter().fold((0, 0), |(c, u), s| {
-        let (ws, udp) = edge_proto::handover::tally(&s.records);
-        (c + ws, u + udp)
-    });
-    let (socket, inherited) = incoming.into_parts();
-    let node = match node::Node::start_with(config.clone(), Some(inherited)) {
-        Ok(node) => node,
-        Err(e) => {
-            socket.refuse(&e.to_string());
-            return Err(anyhow::anyhow!("upgrade refused: {e}"));
-        }
-    };
-    let stalled_ms = socket
-        .confirm()
-        .map_err(|e| anyhow::anyhow!("upgrade abandoned by the old process: {e}"))?;
-    node.open_gate();
-    let m = &node.metrics.upgrade;
-    m.last_stall_us
-        .store(stalled_ms * 1000, std::sync::atomic::Ordering::Relaxed);
-    m.last_connections
-        .store(connections as u64, std::sync::atomic::Ordering::Relaxed);
-    m.last_udp_sessions
-        .store(sessions as u64, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        connections,
-        udp_sessions = sessions,
-        stalled_ms,
-        "upgrade: took over"
-    );
-    Ok(node)
-}
-
-/// Runs an upgrade; on success exits the process at once (closing nothing: the new process
-/// holds every socket), on failure reports it and returns (the node serves on).
-fn try_upgrade(
-    node: &node::Node,
-    binary: &std::path::Path,
-    timeout: Duration,
-    mut reply: Option<std::os::unix::net::UnixStream>,
-) {
-    use std::io::Write as _;
-    let request = upgrade::Request {
-        binary: binary.to_owned(),
-        args: std::env::args_os().skip(1).collect(),
-        timeout,
-    };
-    let mut say = |line: &str| {
-        tracing::info!("upgrade: {line}");
-        if let Some(r) = reply.as_mut() {
-            let _ = writeln!(r, "{line}");
-        }
-    };
-    match upgrade::hand_over(node, &request, &mut say) {
-        Ok(report) => {
-            say(&format!(
-                "upgraded: pid {} -> {}, {} connections and {} UDP sessions handed over, serving stopped for {:.1} ms, {:.1} ms in all",
-                std::process::id(),
-                report.pid,
-                report.connections,
-                report.udp_sessions,
-                report.stalled.as_secs_f64() * 1e3,
-                report.total.as_secs_f64() * 1e3
-            ));
-            // Under systemd the unit follows the new process, not this one's exit.
-            if upgrade::systemd::notify(&format!("MAINPID={}", report.pid)) {
-                upgrade::systemd::barrier(Duration::from_secs(2));
-            }
-            let _ = std::io::stdout().flush();
-            std::process::exit(0);
-        }
-        Err(e) => {
-            node.metrics
-                .upgrade
-                .failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            say(&format!("failed: {e}; serving on"));
-        }
-    }
-}
-
 fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     if let Some(path) = args.conf.clone() {
         let text = std::fs::read_to_string(&path)
@@ -182,7 +95,7 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     let signals = programs::block_node_signals();
     // Captured now: once an upgrade replaced the file, /proc/self/exe says "(deleted)".
     let binary = std::env::current_exe()?;
-    let node = start_node(&config)?;
+    let mut node = upgrade::process::start_node(&config)?;
     let mode = match (&config.cluster, comet) {
         (Some(_), _) => "comet (cluster: Redis, msgbus)",
         (None, true) => "comet (embedded bus)",
@@ -233,11 +146,11 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
             Ok(upgrade::control::Event::Signal(libc::SIGHUP)) => reload(&node),
             Ok(upgrade::control::Event::Signal(libc::SIGUSR2)) => {
                 let timeout = Duration::from_secs(10);
-                try_upgrade(&node, &binary, timeout, None);
+                upgrade::process::try_upgrade(&mut node, &binary, timeout, None);
             }
             Ok(upgrade::control::Event::Upgrade(to, timeout, reply)) => {
                 let to = to.unwrap_or_else(|| binary.clone());
-                try_upgrade(&node, &to, timeout, Some(reply));
+                upgrade::process::try_upgrade(&mut node, &to, timeout, Some(reply));
             }
             Ok(upgrade::control::Event::Signal(signal)) => break signal,
             Err(_) => break 0,

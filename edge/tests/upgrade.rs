@@ -8,110 +8,34 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
+use support::process::{Proc, alive, exited, new_pid, spawn_node, upgrade};
 use support::udp::Device;
 use support::*;
 
-/// A node process and its addresses.
-struct Proc {
-    child: Child,
-    ws: SocketAddr,
-    udp: SocketAddr,
-    wss: Option<SocketAddr>,
-    status: SocketAddr,
-    _lines: Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A node (`cloudsocket run`), with a TLS listener on the certificate in `tls` when given.
+fn start_with(tls: Option<&std::path::Path>) -> Proc {
+    let log = std::env::temp_dir().join(format!("cs-upgrade-{}.log", std::process::id()));
+    let any = "127.0.0.1:0";
+    let mut args: Vec<std::ffi::OsString> = vec!["run".into()];
+    if let Some(dir) = tls {
+        args.extend(["--tls-ports".into(), any.into(), "--tls-cert".into()]);
+        args.push(dir.join("cert.pem").into());
+        args.push("--tls-key".into());
+        args.push(dir.join("key.pem").into());
     }
-}
-
-fn addr_after(line: &str, prefix: &str) -> Option<SocketAddr> {
-    let rest = line.strip_prefix(prefix)?;
-    rest.split('/').next()?.parse().ok()
+    args.extend(["--upload-log".into(), log.into()]);
+    spawn_node(&args)
 }
 
 fn start() -> Proc {
     start_with(None)
-}
-
-/// A node, with a TLS listener on the certificate in `tls` when given.
-fn start_with(tls: Option<&std::path::Path>) -> Proc {
-    let log = std::env::temp_dir().join(format!("cs-upgrade-{}.log", std::process::id()));
-    let any = "127.0.0.1:0";
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudsocket"));
-    command.arg("run");
-    if let Some(dir) = tls {
-        command
-            .args(["--tls-ports", any, "--tls-cert"])
-            .arg(dir.join("cert.pem"))
-            .arg("--tls-key")
-            .arg(dir.join("key.pem"));
-    }
-    let mut child = command
-        .args([
-            "--cores", "0-1", "--ports", any, "--hudp", any, "--hhttp", any, "--sh", any,
-        ])
-        .arg("--upload-log")
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start cloudsocket");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut ws, mut wss, mut udp, mut status) = (None, None, None, None);
-    while status.is_none() {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node's listening lines");
-        ws = ws.or(addr_after(&line, "listening: WebSocket ws://"));
-        wss = wss.or(addr_after(&line, "listening: WebSocket over TLS wss://"));
-        udp = udp.or(addr_after(&line, "listening: UDP devices udp://"));
-        status = status.or(addr_after(&line, "listening: status http://"));
-    }
-    Proc {
-        child,
-        ws: ws.unwrap(),
-        wss,
-        udp: udp.unwrap(),
-        status: status.unwrap(),
-        _lines: lines,
-    }
-}
-
-/// `cloudsocket upgrade` against `pid`: exit code and output.
-fn upgrade(pid: u32, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cloudsocket"))
-        .args(["upgrade", "--pid", &pid.to_string()])
-        .args(extra)
-        .output()
-        .expect("run cloudsocket upgrade");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.code().unwrap_or(-1), text)
-}
-
-/// The new process's pid in `cloudsocket upgrade`'s "upgraded: pid A -> B, …" line.
-fn new_pid(out: &str) -> u32 {
-    out.split("-> ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the new pid")
 }
 
 fn bind(status: SocketAddr, device: i64, user: i64) {
@@ -135,11 +59,6 @@ fn reads_until(ws: &mut Ws, tail: &[u8]) -> bool {
         }
     }
     false
-}
-
-fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
 #[test]
@@ -232,15 +151,7 @@ fn an_upgrade_hands_over_phones_devices_and_udp_sessions_under_load() {
     );
     // The pid changed: the old process exited cleanly, the new one serves.
     let mut node = node;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the old process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success());
+    assert!(exited(&mut node.child).success());
     assert!(alive(new) && new != old);
     let (_, metrics) = http(node.status, "GET", "/metrics", b"");
     assert!(

@@ -25,6 +25,8 @@
 //!
 //! Does **not** talk to shards (the caller answers them) or touch UDP sessions.
 
+pub mod handover;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

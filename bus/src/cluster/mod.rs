@@ -53,6 +53,7 @@ use edge_proto::link::{CometKind, Upstream};
 use edge_proto::pubsub::{write_common_msg, write_common_msg_channel};
 
 pub use metrics::ClusterMetrics;
+pub use mobile::handover::{Export, Inheritance, Snapshot};
 pub use session::{rfc3339_nanos, session_json};
 
 use links::{LinkContext, Links};
@@ -99,6 +100,9 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// The msgbus link secret (`--link-secret`); `None`: the original's open opening.
     pub link_secret: Option<Vec<u8>>,
+    /// An upgrade's new process: the old one's state, taken in instead of the start-up
+    /// reset (`Host:<lip>` is not deleted, the leases keep their tokens).
+    pub inherited: Option<Inheritance>,
 }
 
 /// The cluster sidecar's inputs and outputs (mirrors [`crate::sidecar::Embedded`]).
@@ -111,6 +115,8 @@ pub struct Cluster {
     pub admin: Receiver<AdminRequest>,
     /// Closed (dropped) by the node to end the threads.
     pub stop: Receiver<()>,
+    /// An upgrade's requests (issue 15).
+    pub export: Receiver<Export>,
     /// Settings.
     pub config: ClusterConfig,
     /// Counters (keep a clone to read them).
@@ -130,6 +136,7 @@ impl ClusterConfig {
             msgbus,
             lease_ttl: LEASE_TTL,
             link_secret: None,
+            inherited: None,
         }
     }
 }
@@ -150,6 +157,12 @@ struct Node {
     writes: SessionWrites,
     links: Links,
     reset_pending: bool,
+    /// The state was handed to an upgrade's new process: leases, resyncs and deferred
+    /// logouts are its to run (until a [`Export::Resume`]).
+    handed: bool,
+    /// Logouts that arrived while handed: the new process logs those sessions out itself
+    /// (it keeps only what its shards hold); run here only if the upgrade fails.
+    held_logouts: Vec<i64>,
     metrics: Arc<ClusterMetrics>,
 }
 
@@ -159,6 +172,7 @@ fn run(side: Cluster) {
         requests,
         mut admin,
         stop,
+        mut export,
         config,
         metrics,
     } = side;
@@ -198,7 +212,14 @@ fn run(side: Cluster) {
         MsgbusSource::Watch(rx) => rx,
     };
     let mut sessions = Sessions::new(&config.node_ip, config.lease_ttl, metrics.clone());
-    let reset_pending = sessions.reset(&mut store).is_err();
+    let reset_pending = match config.inherited {
+        Some(inheritance) => {
+            let gone = sessions.inherit(inheritance);
+            tracing::info!(gone, "upgrade: online counts and leases taken over");
+            false
+        }
+        None => sessions.reset(&mut store).is_err(),
+    };
     let mut node = Node {
         shards,
         store,
@@ -206,6 +227,8 @@ fn run(side: Cluster) {
         writes: SessionWrites::new(config.udp_timeout_secs, metrics.clone()),
         links,
         reset_pending,
+        handed: false,
+        held_logouts: Vec::new(),
         metrics,
     };
     let ticker = tick(TICK);
@@ -228,6 +251,10 @@ fn run(side: Cluster) {
             recv(addresses) -> list => match list {
                 Ok(list) => node.links.set_addresses(list),
                 Err(_) => addresses = never(),
+            },
+            recv(export) -> req => match req {
+                Ok(req) => node.export(req),
+                Err(_) => export = never(),
             },
             recv(ticker) -> _ => node.on_tick(Instant::now()),
             recv(stop) -> _ => break,
@@ -266,6 +293,7 @@ impl Node {
                     self.sessions.undo(&mut self.store, &grant);
                 }
             }
+            ToBus::Logout { session } if self.handed => self.held_logouts.push(session),
             ToBus::Logout { session } => self.sessions.logout(&mut self.store, session),
             ToBus::Relay { src, ids, message } => self.relay(src, &ids, &message),
             ToBus::Upload { src, message, .. } => self.relay(src, &[], &message),
@@ -316,7 +344,35 @@ impl Node {
         self.links.send(kind, frame);
     }
 
+    fn export(&mut self, req: Export) {
+        match req {
+            Export::Take(reply) => {
+                let _ = self.writes.flush(&mut self.store);
+                let (online, leases) = self.sessions.export();
+                let snapshot = Snapshot {
+                    online,
+                    leases,
+                    links_up: u32::try_from(self.links.up()).unwrap_or(u32::MAX),
+                    redis_synced: !self.reset_pending && self.sessions.in_step(&self.store),
+                };
+                self.handed = true;
+                let _ = reply.try_send(snapshot);
+            }
+            Export::Resume => {
+                self.handed = false;
+                for session in std::mem::take(&mut self.held_logouts) {
+                    self.sessions.logout(&mut self.store, session);
+                }
+            }
+        }
+    }
+
     fn on_tick(&mut self, now: Instant) {
+        self.links.flush_pending();
+        if self.handed {
+            // The new process refreshes, resyncs and retries from here on.
+            return;
+        }
         if self.reset_pending {
             self.reset_pending = self.sessions.reset(&mut self.store).is_err();
         }
@@ -326,7 +382,6 @@ impl Node {
         }
         self.sessions.retry_deferred(&mut self.store);
         self.sessions.refresh_due(&mut self.store, now);
-        self.links.flush_pending();
         metrics::set(&self.metrics.links_up, self.links.up());
         metrics::set(&self.metrics.redis_up, usize::from(self.store.is_up()));
         metrics::set(&self.metrics.mobile_leases, self.sessions.leased());

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bus::cluster::{Cluster, ClusterConfig, ClusterMetrics, MsgbusSource, spawn_cluster};
+use bus::cluster::{Cluster, ClusterConfig, ClusterMetrics, Export, MsgbusSource, spawn_cluster};
 use bus::messages::{Admin, AdminRequest, ConnRef, LoginGrant, ShardInbox, ToBus, ToShard, Wake};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -32,6 +32,8 @@ pub struct Harness {
     pub inboxes: Vec<Receiver<ToShard>>,
     pub metrics: Arc<ClusterMetrics>,
     pub node_ip: String,
+    /// An upgrade's requests.
+    pub export: Sender<Export>,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -87,6 +89,7 @@ impl Harness {
         let (requests, requests_rx) = bounded(1024);
         let (admin, admin_rx) = bounded(16);
         let (stop, stop_rx) = bounded(1);
+        let (export, export_rx) = bounded(1);
         let mut inboxes = Vec::new();
         let mut shard_inboxes = Vec::new();
         for _ in 0..shards {
@@ -103,6 +106,7 @@ impl Harness {
             requests: requests_rx,
             admin: admin_rx,
             stop: stop_rx,
+            export: export_rx,
             config,
             metrics: metrics.clone(),
         })
@@ -113,6 +117,7 @@ impl Harness {
             inboxes,
             metrics,
             node_ip,
+            export,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -227,5 +232,25 @@ impl PubKeyWatch {
                 return payload;
             }
         }
+    }
+    /// Every `PubKey` payload mentioning `|<lip>|` that arrives within `window`.
+    pub fn all_for(&mut self, lip: &str, window: Duration) -> Vec<String> {
+        let needle = format!("|{lip}|");
+        let deadline = Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            self.pubsub
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let Ok(msg) = self.pubsub.get_message() else {
+                break;
+            };
+            let payload: String = msg.get_payload().unwrap();
+            if payload.contains(&needle) {
+                seen.push(payload);
+            }
+        }
+        self.pubsub.set_read_timeout(Some(WAIT)).unwrap();
+        seen
     }
 }

@@ -25,6 +25,14 @@ use crate::status::{self, StatusServer, UdpAddrServer};
 mod handover;
 pub use handover::{Gate, Inherited, InheritedShard};
 
+/// Where an upgrade asks the bus sidecar for its state (issue 15).
+enum BusExport {
+    /// The embedded bus: bindings (and mobile ids, rebuilt by the new process).
+    Embedded(Sender<Sender<bus::embedded::Snapshot>>),
+    /// The cluster sidecar: online counts and leases; told again on a rollback.
+    Cluster(Sender<bus::cluster::Export>),
+}
+
 /// Bound of every shard inbox and of the bus request queue.
 const QUEUE: usize = 64 * 1024;
 /// Bound of each shard → shard channel.
@@ -60,8 +68,8 @@ pub struct Node {
     platform_workers: Vec<JoinHandle<()>>,
     /// Cluster mode: ZooKeeper discovery of msgbuses and this comet's registration.
     zookeeper: Option<crate::cluster::ZooKeeper>,
-    /// The embedded bus's state, asked for by an upgrade (embedded mode only).
-    export: Option<Sender<Sender<bus::embedded::Snapshot>>>,
+    /// Where an upgrade asks the bus sidecar for its state.
+    export: BusExport,
     /// Copies of the status and `udpaddr` listeners, for an upgrade.
     status_fd: Option<OwnedFd>,
     udpaddr_fd: Option<OwnedFd>,
@@ -224,6 +232,9 @@ struct SidecarStart<'a> {
     /// Embedded mode: where an upgrade asks for the bus state, and the state handed over.
     export: Receiver<Sender<bus::embedded::Snapshot>>,
     restored: Option<bus::embedded::Snapshot>,
+    /// Cluster mode: the same.
+    cluster_export: Receiver<bus::cluster::Export>,
+    inherited: Option<bus::cluster::Inheritance>,
     inboxes: &'a [ShardInbox],
     requests: Receiver<ToBus>,
     admin: Receiver<AdminRequest>,
@@ -259,6 +270,7 @@ fn start_sidecar(
     side.udp = config.udp;
     side.udp_timeout_secs = u64::from(config.udp_timeout_secs);
     side.link_secret = cluster.link_secret.clone();
+    side.inherited = s.inherited;
     // Sessions live on the comet that holds them, so every comet delivers pushes to its
     // own devices: exactly once, with no pusher election (`--up` is moot).
     side.pusher = true;
@@ -267,6 +279,7 @@ fn start_sidecar(
         requests: s.requests,
         admin: s.admin,
         stop: s.stop,
+        export: s.cluster_export,
         config: side,
         metrics: s.metrics.cluster.clone().unwrap_or_default(),
     })?;
@@ -333,17 +346,18 @@ impl Node {
             metrics.cluster = Some(Arc::new(bus::cluster::ClusterMetrics::default()));
         }
         let gate = Gate::new(inherited.is_none());
-        let (mut sockets, handovers, restored) = match inherited {
+        let (mut sockets, handovers, restored, cluster_state) = match inherited {
             Some(mut inherited) => {
                 let sockets = Sockets::inherit(&config, n, &mut inherited)?;
+                let cluster_state = inherited.cluster_inheritance();
                 let handovers = inherited
                     .shards
                     .into_iter()
                     .map(|s| Some((s.records, s.fds)))
                     .collect();
-                (sockets, handovers, Some(inherited.bus))
+                (sockets, handovers, Some(inherited.bus), cluster_state)
             }
-            None => (Sockets::bind(&config, n)?, Vec::new(), None),
+            None => (Sockets::bind(&config, n)?, Vec::new(), None, None),
         };
         let status_fd = sockets.status.try_clone().ok();
         let udpaddr_fd = sockets.udpaddr.as_ref().and_then(|f| f.try_clone().ok());
@@ -366,6 +380,7 @@ impl Node {
         };
         let wiring = Wiring::new(&config, &metrics, &mut sockets, &tls, handovers)?;
         let (export_tx, export_rx) = bounded(1);
+        let (cluster_export_tx, cluster_export_rx) = bounded(1);
         let (admin_tx, admin_rx) = bounded(64);
         let (stop_tx, stop_rx) = bounded(0);
         let inboxes = wiring.inboxes;
@@ -377,6 +392,8 @@ impl Node {
             config: &config,
             export: export_rx,
             restored,
+            cluster_export: cluster_export_rx,
+            inherited: cluster_state,
             inboxes: &inboxes,
             requests: wiring.bus,
             admin: admin_rx,
@@ -415,7 +432,10 @@ impl Node {
             sidecar: Some(sidecar),
             admin: admin_tx,
             stop: Some(stop_tx),
-            export: config.cluster.is_none().then_some(export_tx),
+            export: match config.cluster {
+                None => BusExport::Embedded(export_tx),
+                Some(_) => BusExport::Cluster(cluster_export_tx),
+            },
             status_fd,
             udpaddr_fd,
             gate,

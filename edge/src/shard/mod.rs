@@ -14,6 +14,7 @@
 
 mod conn;
 mod handover;
+mod held;
 mod net;
 mod route;
 mod run;
@@ -324,11 +325,16 @@ impl Shard {
             // for a resume (written now, it could land between bytes the new process sends).
             self.ready.clear();
             while let Ok(msg) = self.inbox.try_recv() {
-                if let ToShard::Upgrade(bus::messages::Upgrade::Resume) = msg {
-                    self.resume();
-                    break;
+                match msg {
+                    ToShard::Upgrade(bus::messages::Upgrade::Resume) => {
+                        self.resume();
+                        break;
+                    }
+                    ToShard::Upgrade(bus::messages::Upgrade::Release { pushes, reply }) => {
+                        let _ = reply.try_send(self.release_held(pushes));
+                    }
+                    msg => self.held_while_frozen.push(msg),
                 }
-                self.held_while_frozen.push(msg);
             }
             return;
         }
@@ -485,6 +491,10 @@ impl Shard {
                 let _ = reply.try_send(frozen);
             }
             Upgrade::Resume => self.resume(),
+            // Only a frozen shard holds anything (its turn answers this).
+            Upgrade::Release { reply, .. } => {
+                let _ = reply.try_send(bus::messages::Released::default());
+            }
         }
     }
 

@@ -79,6 +79,11 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
     }
     shard.flush_registrations();
     startup.gate.wait();
+    // What the old process of an upgrade held since its freeze goes first.
+    for msg in startup.gate.take_released(shard.index) {
+        shard.read_clock();
+        shard.on_bus(msg);
+    }
     let eventfd = match shard.poller.eventfd_dup() {
         Ok(fd) => fd,
         Err(e) => {

@@ -87,6 +87,21 @@ fn read(socket: &UnixStream, shards: usize) -> anyhow::Result<Inherited> {
                     }
                 }
                 Record::Binding { device, user } => inherited.bus.bindings.push((device, user)),
+                Record::Cluster {
+                    links_up,
+                    redis_synced,
+                } => {
+                    let cluster = inherited.cluster.get_or_insert_with(Default::default);
+                    (cluster.links_up, cluster.redis_synced) = (links_up, redis_synced);
+                }
+                Record::Online { id, count } => {
+                    let cluster = inherited.cluster.get_or_insert_with(Default::default);
+                    cluster.online.push((id, count));
+                }
+                Record::Lease(lease) => {
+                    let cluster = inherited.cluster.get_or_insert_with(Default::default);
+                    cluster.leases.push(lease);
+                }
                 other => {
                     records[kept] = other;
                     kept += 1;
@@ -143,18 +158,53 @@ impl Incoming {
     }
 }
 
+/// What the old process said with its `GO`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Go {
+    /// How long it stopped serving, milliseconds.
+    pub stalled_ms: u64,
+    /// Messages its frozen shards got and forwarded here.
+    pub forwarded: u64,
+    /// Messages they got and did not forward (counted there).
+    pub dropped: u64,
+}
+
 impl Confirm {
-    /// The node is built and held at its gate: says `READY` and waits for `GO`; returns
-    /// the old process's stall in milliseconds. An error means the old process serves on
-    /// (or is gone): this one must exit without serving.
-    pub fn confirm(&self) -> anyhow::Result<u64> {
+    /// The node is built and held at its gate: says `READY`, takes the messages the old
+    /// process's frozen shards got meanwhile (one stream per shard, given to `deliver`
+    /// with the shard index; it returns how many it could not queue) and waits for `GO`.
+    /// An error means the old process serves on (or is gone): this one must exit without
+    /// serving.
+    pub fn confirm(
+        &self,
+        shards: usize,
+        deliver: &mut dyn FnMut(usize, Vec<Record>) -> usize,
+    ) -> anyhow::Result<(Go, usize)> {
         transfer::say(&self.socket, "READY")?;
+        let mut refused = 0;
+        for index in 0..shards {
+            let (stream, _) = transfer::recv_stream(&self.socket, GO_TIMEOUT)?;
+            let held = handover::decode(&stream)?;
+            anyhow::ensure!(
+                usize::from(held.shard) == index,
+                "held messages of shard {} where {index} was due",
+                held.shard
+            );
+            refused += deliver(index, held.records);
+        }
         let go = transfer::hear(&self.socket, GO_TIMEOUT)?;
-        let ms = go
-            .strip_prefix("GO ")
-            .and_then(|ms| ms.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("expected GO, got {go:?}"))?;
-        Ok(ms)
+        let mut words = go.strip_prefix("GO ").unwrap_or_default().split(' ');
+        let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
+        let (Some(stalled_ms), Some(forwarded), Some(dropped)) = (number(), number(), number())
+        else {
+            anyhow::bail!("expected GO, got {go:?}");
+        };
+        let go = Go {
+            stalled_ms,
+            forwarded,
+            dropped,
+        };
+        Ok((go, refused))
     }
 
     /// Refuses after the streams were read (the node could not start on them).

@@ -10,9 +10,15 @@
 //! 2. every shard stops reading and accepting (`quiesce`); what is in flight between
 //!    shards and the bus lands for [`SETTLE`];
 //! 3. every shard writes its state (`freeze`); the streams and descriptors go over;
-//! 4. the new process takes them in, starts its shards held at a gate, says `READY`;
-//! 5. the old process says `GO` and exits without closing anything (the kernel keeps each
-//!    socket open through the new process's copy); the new one opens its gate.
+//! 4. the new process takes them in, starts its shards held at a gate (in cluster mode:
+//!    its sidecar takes the online counts and leases over instead of resetting
+//!    `Host:<lip>`, it registers in ZooKeeper and dials every msgbus the old one had
+//!    linked, so from here on the msgbuses send to it), and says `READY`;
+//! 5. the old process gives the messages its frozen shards got meanwhile
+//!    (`shard::held`) to the new one, which queues them for delivery;
+//! 6. the old process says `GO` and exits without closing anything (the kernel keeps each
+//!    socket open through the new process's copy; it first leaves ZooKeeper); the new one
+//!    opens its gate.
 //!
 //! Until `GO` only the old process ever reads or writes a socket. Any failure before it —
 //! the binary does not start or exits, refuses the stream (another handover version or
@@ -23,6 +29,7 @@
 
 pub mod control;
 pub mod inherit;
+pub(crate) mod process;
 pub mod systemd;
 pub mod transfer;
 
@@ -46,6 +53,9 @@ pub const HANDOVER_FD: i32 = 3;
 pub const HANDOVER_ENV: &str = "CLOUDSOCKET_HANDOVER_FD";
 /// How long answers and relays in flight get to land once every shard is quiet.
 pub const SETTLE: Duration = Duration::from_millis(50);
+/// How long frames a msgbus queued on the old links before the new ones came up get to
+/// land, once the new process confirmed.
+const HELD_SETTLE: Duration = Duration::from_millis(10);
 
 /// What to upgrade to.
 #[derive(Debug, Clone)]
@@ -71,6 +81,10 @@ pub struct Report {
     pub stalled: Duration,
     /// From the start of the new binary to the `READY`.
     pub total: Duration,
+    /// Messages that reached the frozen shards and were forwarded to the new process.
+    pub forwarded: usize,
+    /// Messages that reached them and were not (see `shard::held`).
+    pub dropped: usize,
 }
 
 /// Why an upgrade failed (the old process serves on).
@@ -104,6 +118,10 @@ pub struct UpgradeMetrics {
     pub last_connections: AtomicU64,
     /// See `last_connections`.
     pub last_udp_sessions: AtomicU64,
+    /// Messages the old process's frozen shards got and forwarded.
+    pub last_forwarded: AtomicU64,
+    /// Messages they got and did not forward, or this process could not queue.
+    pub last_dropped: AtomicU64,
     /// An upgrade is under way: `/admin/*` answers 503 meanwhile.
     pub in_progress: std::sync::atomic::AtomicBool,
 }
@@ -137,6 +155,18 @@ impl UpgradeMetrics {
                 "gauge",
                 "UDP sessions that upgrade handed over.",
                 load(&self.last_udp_sessions) as f64,
+            ),
+            (
+                "upgrade_last_forwarded_messages",
+                "gauge",
+                "Messages that reached the old process after its freeze and were delivered here.",
+                load(&self.last_forwarded) as f64,
+            ),
+            (
+                "upgrade_last_dropped_messages",
+                "gauge",
+                "Messages that reached the old process after its freeze and were not delivered.",
+                load(&self.last_dropped) as f64,
             ),
         ];
         for (name, kind, help, value) in families {
@@ -181,8 +211,6 @@ pub fn hand_over(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, UpgradeError> {
     let started = Instant::now();
-    node.can_hand_over()
-        .map_err(|e| UpgradeError::Node(e.to_string()))?;
     let (ours, theirs) = transfer::pair().map_err(|e| UpgradeError::Node(e.to_string()))?;
     let mut child = spawn(request, &theirs)?;
     drop(theirs);
@@ -191,11 +219,14 @@ pub fn hand_over(
         request.binary.display(),
         child.id()
     ));
-    let result = exchange(node, request, &ours, started, progress);
+    let result = exchange(node, request, &ours, started, progress)
+        .and_then(|(frozen, stall)| Ok((frozen, stall, forward_held(node, &ours)?)));
     match result {
-        Ok((frozen, stalled)) => {
+        Ok((frozen, stall, (forwarded, dropped))) => {
+            let stalled = stall.elapsed();
             let ms = stalled.as_millis();
-            if let Err(e) = transfer::say(&ours, &format!("GO {ms}")) {
+            let go = format!("GO {ms} {forwarded} {dropped}");
+            if let Err(e) = transfer::say(&ours, &go) {
                 rollback(node, &mut child, &UpgradeError::Gone(e.to_string()));
                 return Err(UpgradeError::Gone(e.to_string()));
             }
@@ -206,6 +237,8 @@ pub fn hand_over(
                 udp_sessions,
                 stalled,
                 total: started.elapsed(),
+                forwarded,
+                dropped,
             })
         }
         Err(e) => {
@@ -226,14 +259,32 @@ fn rollback(node: &Node, child: &mut Child, why: &UpgradeError) {
     tracing::warn!(error = %why, "upgrade failed: serving on");
 }
 
-/// Steps 1 to 4: returns the streams handed over and how long serving stopped.
+/// Step 5: what the frozen shards got since the freeze, once nothing more is on its way
+/// (the new process's msgbus links are up): one stream per shard. Returns the messages
+/// forwarded and those dropped.
+fn forward_held(node: &Node, socket: &UnixStream) -> Result<(usize, usize), UpgradeError> {
+    std::thread::sleep(HELD_SETTLE);
+    let released = node
+        .release(Duration::from_secs(2))
+        .map_err(|e| UpgradeError::Node(e.to_string()))?;
+    let (mut forwarded, mut dropped) = (0, 0);
+    for shard in &released {
+        transfer::send_stream(socket, &shard.stream, &[])
+            .map_err(|e| UpgradeError::Gone(e.to_string()))?;
+        forwarded += shard.forwarded;
+        dropped += shard.dropped;
+    }
+    Ok((forwarded, dropped))
+}
+
+/// Steps 1 to 4: returns the streams handed over and when serving stopped.
 fn exchange(
     node: &Node,
     request: &Request,
     socket: &UnixStream,
     started: Instant,
     progress: &mut dyn FnMut(&str),
-) -> Result<(Vec<Frozen>, Duration), UpgradeError> {
+) -> Result<(Vec<Frozen>, Instant), UpgradeError> {
     let left = || {
         request
             .timeout
@@ -289,7 +340,7 @@ fn exchange(
     ));
     match answer.strip_prefix("REFUSE ") {
         Some(why) => Err(UpgradeError::Refused(why.to_owned())),
-        None if answer == "READY" => Ok((frozen, stall.elapsed())),
+        None if answer == "READY" => Ok((frozen, stall)),
         None => Err(UpgradeError::Refused(answer)),
     }
 }

@@ -49,6 +49,23 @@ pub(super) fn seeds_handover() -> Vec<Vec<u8>> {
                 device: -9,
                 user: 16,
             },
+            Record::Cluster {
+                links_up: 2,
+                redis_synced: true,
+            },
+            Record::Online { id: 17, count: 1 },
+            Record::Lease(handover::Lease {
+                session: 17,
+                user: 16,
+                k: 1,
+                token: "10.0.0.1#1#1".into(),
+            }),
+            Record::Relay(handover::Relay {
+                everywhere: true,
+                ids: vec![-9],
+                push: Some(0x36),
+                body: vec![5, 0],
+            }),
         ],
     };
     let stream = handover::encode(&h);

@@ -1,7 +1,9 @@
-//! The handover stream of a zero-downtime upgrade (issue 15, first part): what one shard
-//! of the old process tells the new one about its listeners, live WebSocket connections
-//! and UDP sessions. File descriptors travel beside it (`SCM_RIGHTS`); records name them
-//! by their index in that array.
+//! The handover stream of a zero-downtime upgrade (issue 15): what one shard of the old
+//! process tells the new one about its listeners, live WebSocket connections and UDP
+//! sessions; what the node tells it about its bus (bindings, or in cluster mode the online
+//! counts and mobile-id leases); and the messages that reached the old process after it
+//! wrote its state. File descriptors travel beside it (`SCM_RIGHTS`); records name them
+//! by their index in that array. Record bodies are [`records`]'.
 //!
 //! Layout (all integers little-endian):
 //!
@@ -15,9 +17,13 @@
 //! serving) and checksummed (a truncated or corrupt stream fails as a whole, before any
 //! record is used). Pure: bytes in, records or an error out; never a panic.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+mod records;
+
+use std::net::SocketAddr;
 
 use thiserror::Error;
+
+use records::{Cursor, decode_record, encode_record};
 
 /// The stream's first bytes.
 pub const MAGIC: &[u8; 4] = b"CSHO";
@@ -69,6 +75,53 @@ pub enum Record {
         /// The base user id.
         user: i64,
     },
+    /// Cluster mode: live sessions of `id` counted in `Host:<lip>`.
+    Online {
+        /// The session id.
+        id: i64,
+        /// Its live sessions.
+        count: u32,
+    },
+    /// Cluster mode: a phone session's mobile-id lease (kept alive by the new process
+    /// under the same token, so it never lapses).
+    Lease(Lease),
+    /// Cluster mode: the sidecar's state besides its tables.
+    Cluster {
+        /// Its msgbus links up at the handover (the new process waits for as many).
+        links_up: u32,
+        /// `Host:<lip>` was in step with Redis (else the new process rewrites it).
+        redis_synced: bool,
+    },
+    /// A message that reached a frozen shard after it wrote its state, for the new
+    /// process to deliver.
+    Relay(Relay),
+}
+
+/// A mobile-id lease (`user:mobileid:<user>:<k>:lease` holds `token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The session (user + k).
+    pub session: i64,
+    /// The base user id.
+    pub user: i64,
+    /// The mobile sub-id.
+    pub k: u8,
+    /// The lease's token.
+    pub token: String,
+}
+
+/// A message held by a frozen shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    /// Deliver on every shard (it was on its way to the ids' directory shard), or only on
+    /// the shard whose stream carries it (it was addressed to that shard's sessions).
+    pub everywhere: bool,
+    /// The destination ids.
+    pub ids: Vec<i64>,
+    /// A push's message id (the body is built per id), or `None`: bytes as they are.
+    pub push: Option<u16>,
+    /// The bytes, or the push's body.
+    pub body: Vec<u8>,
 }
 
 /// A live WebSocket connection.
@@ -222,115 +275,6 @@ pub fn encode(handover: &Handover) -> Vec<u8> {
     out
 }
 
-fn bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-fn encode_record(record: &Record, out: &mut Vec<u8>) -> u8 {
-    match record {
-        Record::Listener { fd, kind } => {
-            out.extend_from_slice(&fd.to_le_bytes());
-            out.push(*kind as u8);
-            0
-        }
-        Record::WsConn(c) => {
-            out.extend_from_slice(&c.fd.to_le_bytes());
-            out.extend_from_slice(&c.id.to_le_bytes());
-            out.extend_from_slice(&[c.mobile, c.stage]);
-            out.extend_from_slice(&c.heartbeat_secs.to_le_bytes());
-            out.extend_from_slice(&c.deadline_in_secs.to_le_bytes());
-            ids(out, &c.bound);
-            bytes(out, &c.outbox);
-            bytes(out, &c.carry);
-            match &c.tls {
-                None => out.push(0),
-                Some(t) => {
-                    out.extend_from_slice(&[1, t.protection, t.cipher]);
-                    for (key, iv, seq) in [&t.rx, &t.tx] {
-                        bytes(out, key);
-                        out.extend_from_slice(iv);
-                        out.extend_from_slice(&seq.to_le_bytes());
-                    }
-                    bytes(out, &t.held);
-                }
-            }
-            1
-        }
-        Record::UdpSession(u) => {
-            out.extend_from_slice(&u.sid);
-            out.extend_from_slice(&u.device.to_le_bytes());
-            let ip = match u.addr.ip() {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                IpAddr::V6(v6) => v6.octets(),
-            };
-            out.push(u8::from(u.addr.is_ipv6()));
-            out.extend_from_slice(&ip);
-            out.extend_from_slice(&u.addr.port().to_le_bytes());
-            out.extend_from_slice(&u.sidx.to_le_bytes());
-            out.extend_from_slice(&u.ridx.to_le_bytes());
-            out.extend_from_slice(&u.expires_in_secs.to_le_bytes());
-            ids(out, &u.bound);
-            2
-        }
-        Record::Directory { key, mask } => {
-            out.extend_from_slice(&key.to_le_bytes());
-            out.extend_from_slice(&mask.to_le_bytes());
-            3
-        }
-        Record::Binding { device, user } => {
-            out.extend_from_slice(&device.to_le_bytes());
-            out.extend_from_slice(&user.to_le_bytes());
-            4
-        }
-    }
-}
-
-fn ids(out: &mut Vec<u8>, ids: &[i64]) {
-    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-    for id in ids {
-        out.extend_from_slice(&id.to_le_bytes());
-    }
-}
-
-/// A cursor over a record body; every read is bounds-checked.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<Vec<u8>> {
-        let n = self.u32()? as usize;
-        Some(self.take(n)?.to_vec())
-    }
-    fn ids(&mut self) -> Option<Vec<i64>> {
-        let n = self.u32()? as usize;
-        let mut ids = Vec::with_capacity(n.min(self.0.len() / 8));
-        for _ in 0..n {
-            ids.push(self.i64()?);
-        }
-        Some(ids)
-    }
-}
-
 /// Reads a stream: header, checksum, then every record (all or nothing).
 pub fn decode(stream: &[u8]) -> Result<Handover, HandoverError> {
     if stream.len() > MAX_LEN {
@@ -372,96 +316,6 @@ pub fn decode(stream: &[u8]) -> Result<Handover, HandoverError> {
         shard,
         shards,
         records,
-    })
-}
-
-fn decode_record(kind: u8, body: &[u8]) -> Option<Record> {
-    let mut c = Cursor(body);
-    let record = match kind {
-        0 => Record::Listener {
-            fd: c.u32()?,
-            kind: match c.u8()? {
-                0 => ListenerKind::Ws,
-                1 => ListenerKind::Wss,
-                2 => ListenerKind::Udp,
-                3 => ListenerKind::Status,
-                4 => ListenerKind::UdpAddr,
-                _ => return None,
-            },
-        },
-        1 => {
-            let (fd, id, mobile, stage) = (c.u32()?, c.i64()?, c.u8()?, c.u8()?);
-            let (heartbeat_secs, deadline_in_secs) = (c.u32()?, c.u32()?);
-            let (bound, outbox, carry) = (c.ids()?, c.bytes()?, c.bytes()?);
-            let tls = decode_tls(&mut c)?;
-            Record::WsConn(WsConn {
-                fd,
-                id,
-                mobile,
-                stage,
-                heartbeat_secs,
-                deadline_in_secs,
-                bound,
-                outbox,
-                carry,
-                tls,
-            })
-        }
-        2 => {
-            let sid: [u8; 16] = c.take(16)?.try_into().ok()?;
-            let device = c.i64()?;
-            let v6 = c.u8()? != 0;
-            let octets: [u8; 16] = c.take(16)?.try_into().ok()?;
-            let port = c.u16()?;
-            let ip = Ipv6Addr::from(octets);
-            let ip = match (v6, ip.to_ipv4_mapped()) {
-                (false, Some(v4)) => IpAddr::V4(v4),
-                (false, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                (true, _) => IpAddr::V6(ip),
-            };
-            let (sidx, ridx, expires_in_secs) = (c.u16()?, c.u16()?, c.u32()?);
-            Record::UdpSession(UdpSession {
-                sid,
-                device,
-                addr: SocketAddr::new(ip, port),
-                sidx,
-                ridx,
-                expires_in_secs,
-                bound: c.ids()?,
-            })
-        }
-        3 => Record::Directory {
-            key: c.i64()?,
-            mask: c.u64()?,
-        },
-        4 => Record::Binding {
-            device: c.i64()?,
-            user: c.i64()?,
-        },
-        _ => return None,
-    };
-    c.0.is_empty().then_some(record)
-}
-
-/// A `WsConn`'s optional TLS part: a flag, then the keys.
-fn decode_tls(c: &mut Cursor<'_>) -> Option<Option<Box<TlsKeys>>> {
-    Some(match c.u8()? {
-        0 => None,
-        1 => {
-            let (protection, cipher) = (c.u8()?, c.u8()?);
-            let mut direction = || -> Option<(Vec<u8>, [u8; 12], u64)> {
-                Some((c.bytes()?, c.take(12)?.try_into().ok()?, c.u64()?))
-            };
-            let (rx, tx) = (direction()?, direction()?);
-            Some(Box::new(TlsKeys {
-                protection,
-                cipher,
-                rx,
-                tx,
-                held: c.bytes()?,
-            }))
-        }
-        _ => return None,
     })
 }
 
@@ -514,6 +368,29 @@ mod tests {
                     device: -42,
                     user: 32,
                 },
+                Record::Online { id: 33, count: 2 },
+                Record::Lease(Lease {
+                    session: 33,
+                    user: 32,
+                    k: 1,
+                    token: "10.0.0.1#5f#7".into(),
+                }),
+                Record::Cluster {
+                    links_up: 2,
+                    redis_synced: true,
+                },
+                Record::Relay(Relay {
+                    everywhere: true,
+                    ids: vec![-42],
+                    push: None,
+                    body: b"hello".to_vec(),
+                }),
+                Record::Relay(Relay {
+                    everywhere: false,
+                    ids: vec![33, 34],
+                    push: Some(0x1234),
+                    body: b"pushed".to_vec(),
+                }),
             ],
         }
     }
