@@ -219,7 +219,10 @@ impl Node {
     pub fn wait_joined(&self, links: u32, deadline: std::time::Instant) -> Option<String> {
         let metrics = self.metrics.cluster.as_ref()?;
         loop {
-            let up = metrics.links_up.load(std::sync::atomic::Ordering::Relaxed);
+            // Counted as each link comes up (the `links_up` gauge is sampled every tick).
+            let up = metrics
+                .link_connects
+                .load(std::sync::atomic::Ordering::Relaxed);
             let registered = self.zookeeper.as_ref().is_none_or(|zk| zk.registered());
             let missing = match (up >= u64::from(links), registered) {
                 (true, true) => return None,
