@@ -33,6 +33,13 @@ pub struct Common {
     /// Write a latency plot (SVG) here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// The server's pid: its CPU time (`/proc/<pid>/stat`) over the measured window is
+    /// reported per message.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// With `--server-pid`: count its system calls over the window (`perf stat`).
+    #[arg(long)]
+    pub syscalls: bool,
     /// Speak `wss://` to `--target`, trusting the PEM certificate(s) in this file (the
     /// server's name must be `localhost`).
     #[arg(long)]

@@ -114,6 +114,22 @@ pub fn forward(
     stamp_forward(out, sent_ns, pair);
 }
 
+/// As [`forward`], with both checks sealed (a valid forward packet).
+#[allow(clippy::too_many_arguments)] // as `forward`
+pub fn sealed_forward(
+    out: &mut Vec<u8>,
+    seq: u16,
+    sid: &[u8; 16],
+    device: i64,
+    dst: i64,
+    pair: u32,
+    sent_ns: u64,
+    len: usize,
+) {
+    forward(out, seq, sid, device, dst, pair, sent_ns, len);
+    let _ = edge_proto::frame::seal(out);
+}
+
 /// Writes the load stamp (send ns, magic, pair) into a forward-shaped packet's body.
 pub fn stamp_forward(out: &mut [u8], sent_ns: u64, pair: u32) {
     out[FORWARD_BODY..FORWARD_BODY + 8].copy_from_slice(&sent_ns.to_le_bytes());

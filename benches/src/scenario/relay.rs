@@ -118,6 +118,12 @@ pub struct RelayReport {
     pub skipped: u64,
     /// End-to-end latency.
     pub latency: stats::Latency,
+    /// The server's CPU (and system calls) over the measured window (`--server-pid`).
+    pub server: crate::server_cost::ServerCost,
+    /// Microseconds of server CPU per message received.
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// Server system calls per message received (`--syscalls`).
+    pub server_syscalls_per_msg: Option<f64>,
     /// Tracked mode only: loss, duplicates, reconnects, intervals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracked: Option<super::tracked::Tracked>,
@@ -183,6 +189,12 @@ pub fn run(a: &RelayArgs) -> anyhow::Result<()> {
         ("throughput", format!("{:.0} msgs/s", r.throughput_msgs_s)),
         ("errors", r.errors.to_string()),
     ];
+    if let Some(us) = r.server_cpu_us_per_msg {
+        rows.push(("server CPU per message", format!("{us:.3} µs")));
+    }
+    if let Some(n) = r.server_syscalls_per_msg {
+        rows.push(("server syscalls per message", format!("{n:.3}")));
+    }
     if let Some(p) = r.peak_msgs_s {
         rows.push(("peak (flood)", format!("{p:.0} msgs/s")));
     }
@@ -203,6 +215,8 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
         })
         .collect();
     barrier.wait();
+    let c = &a.common;
+    let cost = crate::server_cost::measure_after(c.server_pid, c.syscalls, a.warmup, a.duration);
     let progress = Progress::start("relay", counters);
     let mut hist = stats::latency_histogram();
     let mut out = RelayReport {
@@ -216,6 +230,9 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
         late: 0,
         skipped: 0,
         latency: stats::Latency::default(),
+        server: Default::default(),
+        server_cpu_us_per_msg: None,
+        server_syscalls_per_msg: None,
         tracked: None,
     };
     for h in handles {
@@ -236,6 +253,11 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
     drop(progress);
     out.throughput_msgs_s = out.received as f64 / a.duration;
     out.latency = stats::Latency::of(&hist);
+    if let Some(cost) = cost.and_then(|h| h.join().ok()) {
+        out.server_cpu_us_per_msg = cost.us_per(out.received);
+        out.server_syscalls_per_msg = cost.syscalls_per(out.received);
+        out.server = cost;
+    }
     Ok((out, hist))
 }
 

@@ -57,6 +57,11 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
     let _progress = Progress::start("storm", counters.clone());
     let mut rounds = Vec::new();
     let mut notes = Vec::new();
+    // Server CPU over every round: connect, upgrade, login, and (in the pause after each
+    // round) close.
+    let window = c
+        .server_pid
+        .map(|pid| crate::server_cost::Window::begin(pid, false, Duration::ZERO));
     for _ in 0..a.rounds {
         let start = Instant::now();
         let handles: Vec<_> = split(a.connections, a.threads)
@@ -111,6 +116,9 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
         // Let the target notice the closes before the same ids log in again.
         std::thread::sleep(Duration::from_millis(a.pause_ms));
     }
+    let cost = window
+        .map(crate::server_cost::Window::end)
+        .unwrap_or_default();
     drop(_progress);
     for n in notes.iter().take(5) {
         eprintln!("storm: {n}");
@@ -137,8 +145,14 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
         ));
     }
     rows.push(("best", format!("{best:.0} conn/s")));
+    let total: usize = rounds.iter().map(|r| r.ok).sum();
+    let per_conn = cost.us_per(total as u64);
+    if let Some(us) = per_conn {
+        rows.push(("server CPU per connection", format!("{us:.1} µs")));
+    }
     let value = serde_json::json!({ "rounds": rounds, "best_conns_per_s": best,
-        "errors": rounds.iter().map(|r| r.failed).sum::<usize>() });
+        "errors": rounds.iter().map(|r| r.failed).sum::<usize>(),
+        "server_cpu_us_per_conn": per_conn, "server": cost });
     report::emit(c.json, "storm", &rows, &value);
     Ok(())
 }

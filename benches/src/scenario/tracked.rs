@@ -180,6 +180,10 @@ pub fn run(a: &RelayArgs) -> anyhow::Result<()> {
         late: 0,
         skipped: 0,
         latency,
+        // Tracked mode runs the upgrade and fault benches, not the cost matrix.
+        server: Default::default(),
+        server_cpu_us_per_msg: None,
+        server_syscalls_per_msg: None,
         tracked: Some(o.t.clone()),
     };
     let c = &a.common;

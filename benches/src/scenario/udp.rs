@@ -41,6 +41,9 @@ pub struct UdpArgs {
     /// Measured seconds.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// Forward packet size in bytes (≥ 92: the load stamp rides in the body).
+    #[arg(long, default_value_t = 92)]
+    pub size: usize,
 }
 
 /// What a UDP run measured.
@@ -60,6 +63,12 @@ pub struct UdpReport {
     pub lost: u64,
     /// Round-trip (heartbeat) or one-way (forward) latency.
     pub latency: stats::Latency,
+    /// The server's CPU (and system calls) over the run (`--server-pid`).
+    pub server: crate::server_cost::ServerCost,
+    /// Microseconds of server CPU per packet handled.
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// Server system calls per packet handled (`--syscalls`).
+    pub server_syscalls_per_msg: Option<f64>,
 }
 
 /// Runs the scenario.
@@ -93,6 +102,7 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
         )?;
     }
     let counters = Arc::new(Counters::default());
+    let cost = crate::server_cost::measure_after(c.server_pid, c.syscalls, 0.0, a.duration);
     let progress = Progress::start(&format!("udp {}", a.mode), counters.clone());
     let mut hist = stats::latency_histogram();
     let (mut sent, mut handled) = (0u64, 0u64);
@@ -111,7 +121,7 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
             let (sid, dev, seq) = (s.sid, s.device, set.next_seq(i));
             let now = msg::now_ns();
             if forward {
-                udpdev::forward(&mut out, seq, &sid, dev, 0, i as u32, now, 92);
+                udpdev::sealed_forward(&mut out, seq, &sid, dev, 0, i as u32, now, a.size);
             } else {
                 udpdev::heartbeat(&mut out, c.base_id + i as i64, seq, &sid, dev);
                 sent_at[i] = now;
@@ -164,6 +174,7 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
         counters.done.fetch_add(got, Ordering::Relaxed);
     }
     drop(progress);
+    let cost = cost.and_then(|h| h.join().ok()).unwrap_or_default();
     let r = UdpReport {
         sessions_ready: ready,
         setup_restarts: set.restarts,
@@ -172,6 +183,9 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
         handled_per_s: handled as f64 / a.duration,
         lost: sent.saturating_sub(handled),
         latency: stats::Latency::of(&hist),
+        server_cpu_us_per_msg: cost.us_per(handled),
+        server_syscalls_per_msg: cost.syscalls_per(handled),
+        server: cost,
     };
     report::write_files("udp", &hist, c.hdr_out.as_deref(), c.svg.as_deref())?;
     let mut rows = vec![
@@ -184,6 +198,9 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
         ("per second", format!("{:.0}", r.handled_per_s)),
         ("lost or late", r.lost.to_string()),
     ];
+    if let Some(us) = r.server_cpu_us_per_msg {
+        rows.push(("server CPU per packet", format!("{us:.3} µs")));
+    }
     rows.extend(report::latency_rows(&r.latency));
     report::emit(
         c.json,

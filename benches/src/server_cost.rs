@@ -1,0 +1,142 @@
+//! What the server spent during a measured window (issue 13): its CPU time from
+//! `/proc/<pid>/stat` (utime + stime of every thread, in clock ticks), and optionally its
+//! system calls from `perf stat -e raw_syscalls:sys_enter -p <pid>` — so that a run the
+//! load generator limits still tells the server's cost per message. Linux only; a figure
+//! that cannot be read is `None`, never a guess.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// The server's cost over a window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerCost {
+    /// CPU seconds (user + system, all threads).
+    pub cpu_s: Option<f64>,
+    /// Its share of one core over the window.
+    pub cpu_util: Option<f64>,
+    /// System calls entered (all threads), when `perf` could count them.
+    pub syscalls: Option<u64>,
+}
+
+impl ServerCost {
+    /// Microseconds of server CPU per operation.
+    pub fn us_per(&self, ops: u64) -> Option<f64> {
+        Some(self.cpu_s? * 1e6 / ops.max(1) as f64)
+    }
+
+    /// System calls per operation.
+    pub fn syscalls_per(&self, ops: u64) -> Option<f64> {
+        Some(self.syscalls? as f64 / ops.max(1) as f64)
+    }
+}
+
+/// CPU seconds `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
+/// A window being measured.
+pub struct Window {
+    pid: u32,
+    started: Instant,
+    cpu: Option<f64>,
+    perf: Option<Child>,
+}
+
+impl Window {
+    /// Starts measuring `pid` for about `length` (`perf` counts for exactly that long).
+    pub fn begin(pid: u32, syscalls: bool, length: Duration) -> Window {
+        let perf = syscalls
+            .then(|| {
+                Command::new("perf")
+                    .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p"])
+                    .arg(pid.to_string())
+                    .args(["--", "sleep", &format!("{:.3}", length.as_secs_f64())])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .ok()
+            })
+            .flatten();
+        Window {
+            pid,
+            started: Instant::now(),
+            cpu: cpu_seconds(pid),
+            perf,
+        }
+    }
+
+    /// Ends the window.
+    pub fn end(self) -> ServerCost {
+        let took = self.started.elapsed().as_secs_f64();
+        let cpu_s = match (self.cpu, cpu_seconds(self.pid)) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let syscalls = self.perf.and_then(|perf| {
+            let out = perf.wait_with_output().ok()?;
+            let text = String::from_utf8_lossy(&out.stderr);
+            text.lines()
+                .find(|l| l.contains("raw_syscalls:sys_enter"))
+                .and_then(|l| l.split(',').next()?.trim().parse().ok())
+        });
+        ServerCost {
+            cpu_s,
+            cpu_util: cpu_s.map(|c| c / took.max(1e-9)),
+            syscalls,
+        }
+    }
+}
+
+/// Measures `pid` over `warmup` then `length` from now, on a thread of its own (the
+/// caller goes on); join it for the cost. `None` without a pid.
+pub fn measure_after(
+    pid: Option<u32>,
+    syscalls: bool,
+    warmup: f64,
+    length: f64,
+) -> Option<std::thread::JoinHandle<ServerCost>> {
+    let pid = pid?;
+    Some(std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs_f64(warmup.max(0.0)));
+        let length = Duration::from_secs_f64(length.max(0.0));
+        let window = Window::begin(pid, syscalls, length);
+        std::thread::sleep(length);
+        window.end()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_cpu() {
+        let me = std::process::id();
+        let before = cpu_seconds(me).expect("/proc/self/stat");
+        let mut x = 0u64;
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0 && cpu_seconds(me).unwrap() >= before);
+        let cost = ServerCost {
+            cpu_s: Some(2.0),
+            cpu_util: None,
+            syscalls: Some(10),
+        };
+        assert_eq!(cost.us_per(4), Some(500_000.0));
+        assert_eq!(cost.syscalls_per(5), Some(2.0));
+        assert_eq!(ServerCost::default().us_per(1), None);
+    }
+}
