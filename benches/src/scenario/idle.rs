@@ -1,6 +1,9 @@
 //! `loadgen idle`: hold N logged-in WebSocket phones (and M UDP sessions) against the
 //! target and report its RSS per connection as the least-squares **slope** of RSS against
-//! N over several steps. Connections are held by child processes (`loadgen idle-worker`,
+//! N over several steps, and the kernel's memory beside it (slab caches and TCP buffer
+//! pages, system-wide: on loopback both ends of a connection are this kernel's, so the
+//! per-connection figure counts two sockets). With `--bind` every phone's user has a bound
+//! device and every UDP device a bound user, as in real use. Connections are held by child processes (`loadgen idle-worker`,
 //! this binary re-executed), at most `--per-worker` each, to stay within the per-process
 //! fd limit; the parent talks to them over stdin/stdout (`ws COUNT FIRST` → `ok READY FAILED`).
 
@@ -46,6 +49,9 @@ pub struct IdleArgs {
     /// in the meantime: `benches/upgrade`).
     #[arg(long, default_value_t = 0.0)]
     pub hold: f64,
+    /// Bind a device to every phone's user and a user to every UDP device first.
+    #[arg(long)]
+    pub bind: bool,
 }
 
 /// Hidden `idle-worker` options.
@@ -57,6 +63,9 @@ pub struct WorkerArgs {
     /// The target's UDP address.
     #[arg(long, default_value = "127.0.0.1:7999")]
     pub udp_target: std::net::SocketAddr,
+    /// Bind a user to every UDP device it logs in.
+    #[arg(long)]
+    pub bind: bool,
 }
 
 /// One sample.
@@ -70,6 +79,32 @@ pub struct Point {
     pub rss: u64,
     /// RssAnon, bytes.
     pub rss_anon: u64,
+    /// The kernel's slab caches plus TCP buffer pages, bytes (system-wide; `None` when
+    /// `/proc/slabinfo` is unreadable).
+    pub kernel: Option<u64>,
+}
+
+/// The kernel's memory in slab caches (every cache's objects times their size, from
+/// `/proc/slabinfo`, readable as root) plus TCP's buffer pages (`/proc/net/sockstat`).
+pub fn kernel_bytes() -> Option<u64> {
+    let slab: u64 = std::fs::read_to_string("/proc/slabinfo")
+        .ok()?
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(f.get(2)?.parse::<u64>().ok()? * f.get(3)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp_pages: u64 = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(slab + tcp_pages * 4096)
 }
 
 /// (VmRSS, RssAnon) in bytes of `pid`.
@@ -110,6 +145,7 @@ impl Worker {
                 &c.admin.to_string(),
             ])
             .args(["--salt", &c.salt, "--udp-target", &a.udp_target.to_string()])
+            .args(a.bind.then_some("--bind"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -152,6 +188,12 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
     {
         bail!("--udp-steps needs as many entries as --steps");
     }
+    if a.bind {
+        let phones = a.steps.0.last().copied().unwrap_or(0);
+        for i in 0..phones {
+            crate::admin::bind(a.common.admin, a.common.device(i), a.common.user(i))?;
+        }
+    }
     let base = rss_of(a.pid)?;
     let mut workers: Vec<Worker> = Vec::new();
     let mut points = vec![Point {
@@ -159,6 +201,7 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
         udp: 0,
         rss: base.0,
         rss_anon: base.1,
+        kernel: kernel_bytes(),
     }];
     let (mut ws_held, mut udp_held, mut failed) = (0usize, 0usize, 0usize);
     for (k, &step) in a.steps.0.iter().enumerate() {
@@ -197,6 +240,7 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
             udp: udp_held,
             rss,
             rss_anon,
+            kernel: kernel_bytes(),
         });
     }
     let ws_pts: Vec<(f64, f64)> = points.iter().map(|p| (p.ws as f64, p.rss as f64)).collect();
@@ -208,6 +252,19 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
     // when UDP was absent; the combined figure is reported per connection of either kind.
     let slope = stats::slope(&ws_pts[1..]).unwrap_or(f64::NAN);
     let slope_anon = stats::slope(&anon_pts[1..]).unwrap_or(f64::NAN);
+    // UDP sessions hold no socket of their own. Their slope is RSS against the session
+    // count over every point: meaningful when the phone steps are tiny beside them (e.g.
+    // `--steps 1,2,3,4,5 --udp-steps 8000,…,40000`, a span over a table doubling).
+    let kernel_pts: Vec<(f64, f64)> = points[1..]
+        .iter()
+        .filter_map(|p| Some((p.ws as f64, p.kernel? as f64)))
+        .collect();
+    let kernel_slope = stats::slope(&kernel_pts).unwrap_or(f64::NAN);
+    let udp_pts: Vec<(f64, f64)> = points[1..]
+        .iter()
+        .map(|p| (p.udp as f64, p.rss as f64))
+        .collect();
+    let udp_slope = stats::slope(&udp_pts).unwrap_or(f64::NAN);
     if a.hold > 0.0 {
         eprintln!("[idle] holding for {} s", a.hold);
         std::thread::sleep(Duration::from_secs_f64(a.hold));
@@ -230,9 +287,15 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
     }
     rows.push(("slope VmRSS", format!("{slope:.0} B/conn")));
     rows.push(("slope RssAnon", format!("{slope_anon:.0} B/conn")));
+    rows.push((
+        "slope kernel (both ends)",
+        format!("{kernel_slope:.0} B/conn"),
+    ));
+    rows.push(("slope VmRSS per UDP session", format!("{udp_slope:.0} B")));
     rows.push(("failed", failed.to_string()));
     let value = serde_json::json!({ "points": points, "bytes_per_conn": slope,
-        "anon_bytes_per_conn": slope_anon, "failed": failed, "errors": failed });
+        "anon_bytes_per_conn": slope_anon, "kernel_bytes_per_conn": kernel_slope,
+        "bytes_per_udp_session": udp_slope, "failed": failed, "errors": failed });
     report::emit(a.common.json, "idle", &rows, &value);
     Ok(())
 }
@@ -279,6 +342,13 @@ pub fn worker_main(a: &WorkerArgs) -> anyhow::Result<()> {
                         let mut set =
                             UdpSet::new(a.udp_target, num(1), 16, c.base_id + num(2) as i64)?;
                         let ok = set.establish(Duration::from_secs(20));
+                        if a.bind {
+                            for (j, s) in set.sessions.iter().enumerate() {
+                                if s.step >= 3 {
+                                    crate::admin::bind(c.admin, s.device, c.user(num(2) + j))?;
+                                }
+                            }
+                        }
                         udp.push(set);
                         (ok, num(1) - ok)
                     }

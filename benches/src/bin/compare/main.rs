@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use benches::compare::{FIGURES, extract, header, row};
 use clap::Parser;
 
+mod cost;
+
 #[derive(Parser, Debug)]
 #[command(name = "compare")]
 struct Cli {
@@ -57,7 +59,11 @@ struct Cli {
     /// minutes on 2 cores).
     #[arg(long)]
     full: bool,
-    /// With `--matrix`: measured seconds per round (after a 2 s warm-up).
+    /// Relay throughput with the servers on 1, 2, 4, 8 cores (those this host has, the
+    /// load on the rest); prints a markdown table.
+    #[arg(long)]
+    scaling: bool,
+    /// With `--matrix` or `--scaling`: measured seconds per round (after a 2 s warm-up).
     #[arg(long, default_value_t = 10.0)]
     cell_seconds: f64,
 }
@@ -93,7 +99,18 @@ fn start(
     admin: u16,
     udp: u16,
 ) -> anyhow::Result<Server> {
-    let core = cli.server_core.to_string();
+    start_on(cli, name, (ws, admin, udp), &cli.server_core.to_string(), 1)
+}
+
+/// Starts server `name` on the cores `core` lists (`taskset` syntax), `threads` of them.
+fn start_on(
+    cli: &Cli,
+    name: &'static str,
+    (ws, admin, udp): ([u16; 2], u16, u16),
+    core: &str,
+    threads: usize,
+) -> anyhow::Result<Server> {
+    let core = core.to_string();
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &core]);
     if name == "cloudsocket" {
@@ -113,7 +130,7 @@ fn start(
         .args(["--upload-log", "/tmp/compare-uploads.log"]);
     } else {
         cmd.arg(format!("{}/tokio-peer", cli.bin))
-            .args(["--threads", "1"])
+            .args(["--threads", &threads.to_string()])
             .args(["--port", &format!("{},{}", ws[0], ws[1])])
             .args([
                 "--sh",
@@ -213,95 +230,26 @@ const SERVERS: [(&str, [u16; 2], u16, u16); 2] = [
 
 /// Runs loadgen pinned to the load core; its JSON report (trimmed).
 fn loadgen(cli: &Cli, args: &[String]) -> anyhow::Result<String> {
+    loadgen_on(cli, &cli.load_core.to_string(), args)
+}
+
+/// Runs loadgen pinned to the cores `cores` lists; its JSON report (trimmed).
+fn loadgen_on(cli: &Cli, cores: &str, args: &[String]) -> anyhow::Result<String> {
     let out = Command::new("taskset")
-        .args([
-            "-c",
-            &cli.load_core.to_string(),
-            &format!("{}/loadgen", cli.bin),
-        ])
+        .args(["-c", cores, &format!("{}/loadgen", cli.bin)])
         .args(args)
         .stderr(Stdio::null())
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// One matrix run against a fresh server `side`: its loadgen JSON.
-fn matrix_run(
-    cli: &Cli,
-    cell: &benches::matrix::Cell,
-    side: usize,
-    base: i64,
-    (warmup, seconds, syscalls): (f64, f64, bool),
-) -> anyhow::Result<String> {
-    let (name, ws, admin, udp) = SERVERS[side];
-    let server = start(cli, name, ws, admin, udp)?;
-    let mut args = cell.loadgen_args(warmup, seconds, &format!("127.0.0.1:{udp}"));
-    args.extend([
-        "--json".into(),
-        "--target".into(),
-        format!("127.0.0.1:{},127.0.0.1:{}", ws[0], ws[1]),
-        "--admin".into(),
-        format!("127.0.0.1:{admin}"),
-        "--base-id".into(),
-        base.to_string(),
-        "--server-pid".into(),
-        server.child.id().to_string(),
-    ]);
-    if syscalls {
-        args.push("--syscalls".into());
-    }
-    let text = loadgen(cli, &args)?;
-    eprintln!(
-        "[{} {name}{}] {}",
-        cell.label(),
-        if syscalls { " syscalls" } else { "" },
-        text.chars().take(160).collect::<String>()
-    );
-    drop(server);
-    Ok(text)
-}
-
-/// `--matrix`: every cell, alternating rounds, then one system-call run per server.
-fn run_matrix(cli: &Cli) -> anyhow::Result<()> {
-    use benches::matrix::{Path, Side, cells, header, row};
-    use std::io::Write as _;
-    let started = Instant::now();
-    println!("{}", header());
-    let mut base = 10_000i64;
-    for cell in cells(cli.full) {
-        let mut sides = [Side::default(), Side::default()];
-        for round in 0..cli.rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for side in order {
-                base += 200_000;
-                let timing = (2.0, cli.cell_seconds, false);
-                sides[side]
-                    .rounds
-                    .push(matrix_run(cli, &cell, side, base, timing)?);
-            }
-        }
-        if cell.path != Path::Connect {
-            for side in [0, 1] {
-                base += 200_000;
-                let run = matrix_run(cli, &cell, side, base, (1.0, 3.0, true))?;
-                sides[side].syscalls = Some(run);
-            }
-        }
-        println!("{}", row(&cell, &sides[0], &sides[1]));
-        let _ = std::io::stdout().flush();
-    }
-    println!(
-        "({} rounds per cell, A/B order alternating, a fresh server per round; {:.0} s in all)",
-        cli.rounds,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.matrix {
-        return run_matrix(&cli);
+        return cost::run_matrix(&cli);
+    }
+    if cli.scaling {
+        return cost::run_scaling(&cli);
     }
     let servers = [
         start(&cli, "cloudsocket", [21234, 21235], 39999, 27999)?,
