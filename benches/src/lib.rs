@@ -15,5 +15,6 @@ pub mod scenario;
 pub mod server_cost;
 pub mod stats;
 pub mod svg;
+pub mod svg_load;
 pub mod udpdev;
 pub mod wsclient;

@@ -1,5 +1,6 @@
-//! `compare --matrix` and `--scaling`: the runs that report the servers' cost (issue 13),
-//! each against a fresh server, one alive at a time, in alternating order.
+//! `compare --matrix`, `--scaling` and `--latency`: the runs that report the servers' cost
+//! and latency (issue 13), each against a fresh server, one alive at a time, in
+//! alternating order.
 
 use std::time::Instant;
 
@@ -153,5 +154,150 @@ pub(super) fn run_scaling(cli: &Cli) -> anyhow::Result<()> {
             col(1, false)
         );
     }
+    Ok(())
+}
+
+/// A relay run (ws→ws, 200 pairs, 76 B) against a fresh server `side`, paced at `rate`
+/// (0: flood at window 32); its loadgen JSON.
+fn relay_at(cli: &Cli, side: usize, rate: u64, seconds: f64, base: i64) -> anyhow::Result<String> {
+    let (name, ws, admin, udp) = SERVERS[side];
+    let server = start(cli, name, ws, admin, udp)?;
+    let args: Vec<String> = [
+        "relay".to_string(),
+        "--pairs".into(),
+        "200".into(),
+        "--size".into(),
+        "76".into(),
+        "--window".into(),
+        "32".into(),
+        "--rate".into(),
+        rate.to_string(),
+        "--warmup".into(),
+        "2".into(),
+        "--duration".into(),
+        seconds.to_string(),
+        "--json".into(),
+        "--target".into(),
+        format!("127.0.0.1:{},127.0.0.1:{}", ws[0], ws[1]),
+        "--admin".into(),
+        format!("127.0.0.1:{admin}"),
+        "--base-id".into(),
+        base.to_string(),
+        "--server-pid".into(),
+        server.child.id().to_string(),
+    ]
+    .into();
+    let text = loadgen(cli, &args)?;
+    eprintln!(
+        "[latency {name} at {rate}] {}",
+        text.chars().take(160).collect::<String>()
+    );
+    drop(server);
+    Ok(text)
+}
+
+/// `--latency`: open-loop relay at fixed rates both servers sustain (20 k, 100 k, 200 k
+/// msgs/s) and at 50 % and 70 % of each server's own flood peak; prints a markdown table
+/// and writes the plot (p50 and p99 against offered load) to `svg`.
+pub(super) fn run_latency(cli: &Cli, svg: &std::path::Path) -> anyhow::Result<()> {
+    use benches::compare::extract;
+    use benches::stats::spread;
+    let median = |v: &[f64]| spread(v).map_or(f64::NAN, |s| s.median);
+    let mut base = 5_000_000i64;
+    let mut next_base = || {
+        base += 200_000;
+        base
+    };
+    let mut peaks = [Vec::new(), Vec::new()];
+    for round in 0..cli.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let flood = relay_at(cli, side, 0, 5.0, next_base())?;
+            peaks[side].push(extract(&flood, "/throughput_msgs_s"));
+        }
+    }
+    let peak = [median(&peaks[0]), median(&peaks[1])];
+    // (label, rate per side)
+    let mut rates: Vec<(String, [u64; 2])> = [20_000u64, 100_000, 200_000]
+        .iter()
+        .map(|&r| (format!("{} k", r / 1000), [r, r]))
+        .collect();
+    for fraction in [0.5, 0.7] {
+        let own = peak.map(|p| (p * fraction) as u64);
+        rates.push((format!("{:.0} % of own peak", fraction * 100.0), own));
+    }
+    println!(
+        "flood peak (window 32, 200 pairs, 76 B): cloudsocket {:.0}, tokio-peer {:.0} msgs/s\n",
+        peak[0], peak[1]
+    );
+    println!(
+        "| offered | server | achieved msgs/s | p50 µs | p99 µs | p99.9 µs | late / skipped | server µs/msg |\n|---|---|---|---|---|---|---|---|"
+    );
+    let mut curves: [Vec<(f64, [f64; 2])>; 2] = [Vec::new(), Vec::new()];
+    for (label, rate) in &rates {
+        let mut reports = [Vec::new(), Vec::new()];
+        for round in 0..cli.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                let seconds = cli.cell_seconds;
+                reports[side].push(relay_at(cli, side, rate[side], seconds, next_base())?);
+            }
+        }
+        for side in [0, 1] {
+            let fig = |p: &str| {
+                median(
+                    &reports[side]
+                        .iter()
+                        .map(|r| extract(r, p))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let (p50, p99, p999) = (
+                fig("/latency/p50_us"),
+                fig("/latency/p99_us"),
+                fig("/latency/p999_us"),
+            );
+            println!(
+                "| {label} ({}) | {} | {:.0} | {p50:.0} | {p99:.0} | {p999:.0} | {:.0} / {:.0} | {:.3} |",
+                rate[side],
+                SERVERS[side].0,
+                fig("/throughput_msgs_s"),
+                fig("/late"),
+                fig("/skipped"),
+                fig("/server_cpu_us_per_msg")
+            );
+            curves[side].push((rate[side] as f64, [p50, p99]));
+        }
+    }
+    let mut plot = Vec::new();
+    for side in [0, 1] {
+        let mut points = curves[side].clone();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (stat, dashed) in [(1, false), (0, true)] {
+            plot.push((
+                format!(
+                    "{} {}",
+                    SERVERS[side].0,
+                    if stat == 1 { "p99" } else { "p50" }
+                ),
+                dashed,
+                points
+                    .iter()
+                    .map(|(x, p)| (*x, p[stat]))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+    }
+    let curves: Vec<benches::svg_load::Curve<'_>> = plot
+        .iter()
+        .map(|(label, dashed, points)| benches::svg_load::Curve {
+            label,
+            dashed: *dashed,
+            points: points.clone(),
+        })
+        .collect();
+    let title = "relay ws→ws, 200 pairs, 76 B, open loop: latency against offered load";
+    std::fs::write(svg, benches::svg_load::render(title, &curves))?;
+    println!("\n(plot: {})", svg.display());
     Ok(())
 }

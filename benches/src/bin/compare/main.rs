@@ -63,7 +63,12 @@ struct Cli {
     /// load on the rest); prints a markdown table.
     #[arg(long)]
     scaling: bool,
-    /// With `--matrix` or `--scaling`: measured seconds per round (after a 2 s warm-up).
+    /// Open-loop latency against offered load for both servers; writes the plot (SVG) here
+    /// and prints a markdown table.
+    #[arg(long, value_name = "SVG")]
+    latency: Option<std::path::PathBuf>,
+    /// With `--matrix`, `--scaling` or `--latency`: measured seconds per round (after a
+    /// 2 s warm-up).
     #[arg(long, default_value_t = 10.0)]
     cell_seconds: f64,
 }
@@ -250,6 +255,9 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.scaling {
         return cost::run_scaling(&cli);
+    }
+    if let Some(svg) = &cli.latency {
+        return cost::run_latency(&cli, svg);
     }
     let servers = [
         start(&cli, "cloudsocket", [21234, 21235], 39999, 27999)?,
