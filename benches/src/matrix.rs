@@ -16,6 +16,8 @@ pub enum Path {
     WsToWs,
     /// UDP device → its WebSocket phone (`loadgen udp --mode forward`).
     UdpToWs,
+    /// UDP device → the 4 phones of its user (`--phones-per-user 4`); per delivery.
+    UdpFanout,
     /// Connect, upgrade, login, close (`loadgen storm`); cost per connection.
     Connect,
 }
@@ -67,6 +69,12 @@ pub fn cells(full: bool) -> Vec<Cell> {
         }
     }
     v.push(Cell {
+        path: Path::UdpFanout,
+        window: 8,
+        size: 92,
+        pairs: 200,
+    });
+    v.push(Cell {
         path: Path::Connect,
         window: 0,
         size: 0,
@@ -85,6 +93,10 @@ impl Cell {
             ),
             Path::UdpToWs => format!(
                 "udp→ws w{} {} B {} devices",
+                self.window, self.size, self.pairs
+            ),
+            Path::UdpFanout => format!(
+                "udp→4 phones w{} {} B {} devices (per delivery)",
                 self.window, self.size, self.pairs
             ),
             Path::Connect => format!("connect+login+close ×{}", self.pairs),
@@ -108,8 +120,10 @@ impl Cell {
                 s(&"--duration"),
                 s(&duration),
             ],
-            Path::UdpToWs => vec![
+            Path::UdpToWs | Path::UdpFanout => vec![
                 s(&"udp"),
+                s(&"--phones-per-user"),
+                s(&if self.path == Path::UdpFanout { 4 } else { 1 }),
                 s(&"--mode"),
                 s(&"forward"),
                 s(&"--sessions"),
@@ -137,7 +151,7 @@ impl Cell {
     fn pointers(&self) -> (&'static str, &'static str) {
         match self.path {
             Path::WsToWs => ("/throughput_msgs_s", "/server_cpu_us_per_msg"),
-            Path::UdpToWs => ("/handled_per_s", "/server_cpu_us_per_msg"),
+            Path::UdpToWs | Path::UdpFanout => ("/handled_per_s", "/server_cpu_us_per_msg"),
             Path::Connect => ("/best_conns_per_s", "/server_cpu_us_per_conn"),
         }
     }
@@ -207,7 +221,7 @@ mod tests {
     #[test]
     fn the_default_matrix_and_a_row() {
         let default = cells(false);
-        assert_eq!(default.len(), 9 + 1 + 1 + 1);
+        assert_eq!(default.len(), 9 + 1 + 1 + 1 + 1);
         assert!(cells(true).len() > default.len());
         let cell = default[0];
         assert_eq!(cell.label(), "ws→ws w1 76 B 200 pairs");

@@ -85,7 +85,7 @@ pub fn sync(out: &mut Vec<u8>, index: i64, seq: u16, sid: &[u8; 16], msg_id: u16
 }
 
 /// A forward packet (opcode 3) from `device` (session `sid`) to `dst`, `len` ≥ 92 bytes,
-/// carrying a load message stamp at [`FORWARD_BODY`].
+/// carrying a load message stamp at [`FORWARD_BODY`], both checks sealed (a valid packet).
 #[allow(clippy::too_many_arguments)] // one per header field of the packet
 pub fn forward(
     out: &mut Vec<u8>,
@@ -112,21 +112,6 @@ pub fn forward(
     out[68..70].copy_from_slice(&0x10u16.to_le_bytes());
     out[70..72].copy_from_slice(&body_len.to_le_bytes());
     stamp_forward(out, sent_ns, pair);
-}
-
-/// As [`forward`], with both checks sealed (a valid forward packet).
-#[allow(clippy::too_many_arguments)] // as `forward`
-pub fn sealed_forward(
-    out: &mut Vec<u8>,
-    seq: u16,
-    sid: &[u8; 16],
-    device: i64,
-    dst: i64,
-    pair: u32,
-    sent_ns: u64,
-    len: usize,
-) {
-    forward(out, seq, sid, device, dst, pair, sent_ns, len);
     let _ = edge_proto::frame::seal(out);
 }
 

@@ -183,29 +183,6 @@ fn phone(node: &Node, tls: Option<&Arc<ClientConfig>>, id: i64) -> Phone {
     phone
 }
 
-/// The kernel's memory in slab caches (every cache's objects times their size, from
-/// `/proc/slabinfo`, readable as root) plus TCP's buffer pages (`/proc/net/sockstat`).
-fn kernel_bytes() -> Option<u64> {
-    let slab: u64 = std::fs::read_to_string("/proc/slabinfo")
-        .ok()?
-        .lines()
-        .skip(2)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some(f.get(2)?.parse::<u64>().ok()? * f.get(3)?.parse::<u64>().ok()?)
-        })
-        .sum();
-    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
-    let tcp_pages: u64 = sockstat
-        .lines()
-        .find(|l| l.starts_with("TCP:"))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()?;
-    Some(slab + tcp_pages * 4096)
-}
-
 /// An idle slope: user-space bytes per connection (the node's RSS), and kernel bytes per
 /// socket (both ends of each loopback connection are sockets of this kernel, so the delta
 /// is halved), between 5 000 and `total` logged-in phones; and the RSS at both points.
@@ -222,11 +199,11 @@ fn idle_slope(node: &Node, tls: Option<&Arc<ClientConfig>>, total: usize) -> Slo
         phones.push(phone(node, tls, 16 * (i as i64 + 1)));
         if i + 1 == 5_000 {
             std::thread::sleep(Duration::from_millis(500));
-            (at_5k, kernel_5k) = (node.rss_kib(), kernel_bytes());
+            (at_5k, kernel_5k) = (node.rss_kib(), tuning::memory::kernel_bytes());
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let (at_total, kernel_total) = (node.rss_kib(), kernel_bytes());
+    let (at_total, kernel_total) = (node.rss_kib(), tuning::memory::kernel_bytes());
     let span = (total - 5_000) as f64;
     let kernel = kernel_5k
         .zip(kernel_total)

@@ -1,8 +1,8 @@
 //! `tuning`: where shards run and what the host allows.
 //!
 //! Owns `--cores` parsing and shard/sidecar placement ([`cores`]), raising process limits at start
-//! ([`limits`]), host checks for `cloudsocket tune` ([`host`]) and the global allocator type
-//! ([`alloc`]). It does not start executors or threads (the edge does), does not parse the command
+//! ([`limits`]), host checks for `cloudsocket tune` ([`host`]), the kernel memory figures the
+//! benchmarks read ([`memory`]) and the global allocator type ([`alloc`]). It does not start executors or threads (the edge does), does not parse the command
 //! line (the binary owns clap), and changes nothing on the host unless [`apply`] is called.
 //!
 //! ```
@@ -26,6 +26,7 @@ pub mod alloc;
 pub mod cores;
 pub mod host;
 pub mod limits;
+pub mod memory;
 
 pub use alloc::Allocator;
 pub use cores::{CoreList, CoreSpec, Placement};

@@ -84,29 +84,6 @@ pub struct Point {
     pub kernel: Option<u64>,
 }
 
-/// The kernel's memory in slab caches (every cache's objects times their size, from
-/// `/proc/slabinfo`, readable as root) plus TCP's buffer pages (`/proc/net/sockstat`).
-pub fn kernel_bytes() -> Option<u64> {
-    let slab: u64 = std::fs::read_to_string("/proc/slabinfo")
-        .ok()?
-        .lines()
-        .skip(2)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some(f.get(2)?.parse::<u64>().ok()? * f.get(3)?.parse::<u64>().ok()?)
-        })
-        .sum();
-    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
-    let tcp_pages: u64 = sockstat
-        .lines()
-        .find(|l| l.starts_with("TCP:"))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()?;
-    Some(slab + tcp_pages * 4096)
-}
-
 /// (VmRSS, RssAnon) in bytes of `pid`.
 pub fn rss_of(pid: u32) -> anyhow::Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -201,7 +178,7 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
         udp: 0,
         rss: base.0,
         rss_anon: base.1,
-        kernel: kernel_bytes(),
+        kernel: tuning::memory::kernel_bytes(),
     }];
     let (mut ws_held, mut udp_held, mut failed) = (0usize, 0usize, 0usize);
     for (k, &step) in a.steps.0.iter().enumerate() {
@@ -240,7 +217,7 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
             udp: udp_held,
             rss,
             rss_anon,
-            kernel: kernel_bytes(),
+            kernel: tuning::memory::kernel_bytes(),
         });
     }
     let ws_pts: Vec<(f64, f64)> = points.iter().map(|p| (p.ws as f64, p.rss as f64)).collect();

@@ -44,6 +44,10 @@ pub struct UdpArgs {
     /// Forward packet size in bytes (≥ 92: the load stamp rides in the body).
     #[arg(long, default_value_t = 92)]
     pub size: usize,
+    /// Forward mode: phones logged in per device's user (a fan-out: each packet is
+    /// delivered to every one of them; `handled` counts deliveries).
+    #[arg(long, default_value_t = 1)]
+    pub phones_per_user: usize,
 }
 
 /// What a UDP run measured.
@@ -91,7 +95,10 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
                 admin::bind(c.admin, set.sessions[i].device, c.user(i))?;
             }
         }
-        let ids: Vec<i64> = (0..a.sessions).map(|i| c.user(i)).collect();
+        let per_user = a.phones_per_user.clamp(1, 15);
+        let ids: Vec<i64> = (0..a.sessions)
+            .flat_map(|i| std::iter::repeat_n(c.user(i), per_user))
+            .collect();
         open_all(
             &mut fleet,
             &c.target,
@@ -110,24 +117,30 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 65536];
     let end = msg::now_ns() + (a.duration * 1e9) as u64;
     let mut sent_at: Vec<u64> = vec![0; a.sessions];
+    let fanout = if forward {
+        a.phones_per_user.clamp(1, 15) as u32
+    } else {
+        1
+    };
     while msg::now_ns() < end {
         let mut batch = 0u64;
         #[allow(clippy::needless_range_loop)] // `i` indexes the session set and `sent_at` alike
         for i in 0..a.sessions {
             let s = &set.sessions[i];
-            if s.step < 3 || s.inflight >= a.window {
+            // In flight counts deliveries: a forward makes `fanout` of them.
+            if s.step < 3 || s.inflight >= a.window * fanout {
                 continue;
             }
             let (sid, dev, seq) = (s.sid, s.device, set.next_seq(i));
             let now = msg::now_ns();
             if forward {
-                udpdev::sealed_forward(&mut out, seq, &sid, dev, 0, i as u32, now, a.size);
+                udpdev::forward(&mut out, seq, &sid, dev, 0, i as u32, now, a.size);
             } else {
                 udpdev::heartbeat(&mut out, c.base_id + i as i64, seq, &sid, dev);
                 sent_at[i] = now;
             }
             if set.send(i, &out) {
-                set.sessions[i].inflight += 1;
+                set.sessions[i].inflight += if forward { fanout } else { 1 };
                 batch += 1;
             }
         }

@@ -6,6 +6,21 @@ use std::time::Instant;
 
 use super::{Cli, SERVERS, loadgen, loadgen_on, start, start_on};
 
+/// loadgen's arguments for `server`: JSON out, its addresses, the id base, its pid.
+fn server_args(server: &super::Server, base: i64) -> [String; 9] {
+    [
+        "--json".into(),
+        "--target".into(),
+        format!("127.0.0.1:{},127.0.0.1:{}", server.ws[0], server.ws[1]),
+        "--admin".into(),
+        format!("127.0.0.1:{}", server.admin),
+        "--base-id".into(),
+        base.to_string(),
+        "--server-pid".into(),
+        server.child.id().to_string(),
+    ]
+}
+
 /// One matrix run against a fresh server `side`: its loadgen JSON.
 fn matrix_run(
     cli: &Cli,
@@ -17,17 +32,7 @@ fn matrix_run(
     let (name, ws, admin, udp) = SERVERS[side];
     let server = start(cli, name, ws, admin, udp)?;
     let mut args = cell.loadgen_args(warmup, seconds, &format!("127.0.0.1:{udp}"));
-    args.extend([
-        "--json".into(),
-        "--target".into(),
-        format!("127.0.0.1:{},127.0.0.1:{}", ws[0], ws[1]),
-        "--admin".into(),
-        format!("127.0.0.1:{admin}"),
-        "--base-id".into(),
-        base.to_string(),
-        "--server-pid".into(),
-        server.child.id().to_string(),
-    ]);
+    args.extend(server_args(&server, base));
     if syscalls {
         args.push("--syscalls".into());
     }
@@ -49,7 +54,9 @@ pub(super) fn run_matrix(cli: &Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("{}", header());
     let mut base = 10_000i64;
-    for cell in cells(cli.full) {
+    let wanted =
+        |c: &benches::matrix::Cell| cli.only.as_ref().is_none_or(|o| c.label().contains(o));
+    for cell in cells(cli.full).into_iter().filter(wanted) {
         let mut sides = [Side::default(), Side::default()];
         for round in 0..cli.rounds {
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -114,22 +121,14 @@ pub(super) fn run_scaling(cli: &Cli) -> anyhow::Result<()> {
                     "2",
                     "--threads",
                     &load_threads,
-                    "--json",
-                    "--server-pid",
                 ]
                 .iter()
                 .map(ToString::to_string)
-                .chain([
-                    server.child.id().to_string(),
-                    "--duration".into(),
-                    cli.cell_seconds.to_string(),
-                    "--target".into(),
-                    format!("127.0.0.1:{},127.0.0.1:{}", ws[0], ws[1]),
-                    "--admin".into(),
-                    format!("127.0.0.1:{admin}"),
-                    "--base-id".into(),
-                    (10_000 + 200_000 * (round * 2 + side) as i64).to_string(),
-                ])
+                .chain(["--duration".into(), cli.cell_seconds.to_string()])
+                .chain(server_args(
+                    &server,
+                    10_000 + 200_000 * (round * 2 + side) as i64,
+                ))
                 .collect();
                 let text = loadgen_on(cli, &load_cores, &args)?;
                 drop(server);
@@ -176,17 +175,10 @@ fn relay_at(cli: &Cli, side: usize, rate: u64, seconds: f64, base: i64) -> anyho
         "2".into(),
         "--duration".into(),
         seconds.to_string(),
-        "--json".into(),
-        "--target".into(),
-        format!("127.0.0.1:{},127.0.0.1:{}", ws[0], ws[1]),
-        "--admin".into(),
-        format!("127.0.0.1:{admin}"),
-        "--base-id".into(),
-        base.to_string(),
-        "--server-pid".into(),
-        server.child.id().to_string(),
     ]
-    .into();
+    .into_iter()
+    .chain(server_args(&server, base))
+    .collect();
     let text = loadgen(cli, &args)?;
     eprintln!(
         "[latency {name} at {rate}] {}",

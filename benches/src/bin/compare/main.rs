@@ -59,6 +59,9 @@ struct Cli {
     /// minutes on 2 cores).
     #[arg(long)]
     full: bool,
+    /// With `--matrix`: only the cells whose label contains this.
+    #[arg(long)]
+    only: Option<String>,
     /// Relay throughput with the servers on 1, 2, 4, 8 cores (those this host has, the
     /// load on the rest); prints a markdown table.
     #[arg(long)]
