@@ -33,10 +33,10 @@ pub struct Common {
     /// Write a latency plot (SVG) here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// The server's pid: its CPU time (`/proc/<pid>/stat`) over the measured window is
-    /// reported per message.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's pid (or pids, comma-separated: a comet, its msgbus and Redis): their
+    /// CPU time (`/proc/<pid>/stat`) over the measured window is reported per message.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// With `--server-pid`: count its system calls over the window (`perf stat`).
     #[arg(long)]
     pub syscalls: bool,

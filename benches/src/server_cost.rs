@@ -45,22 +45,29 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     (hz > 0).then(|| ticks as f64 / hz as f64)
 }
 
+/// CPU seconds the processes `pids` have used so far (`None` if one is unreadable).
+fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|&pid| cpu_seconds(pid)).sum()
+}
+
 /// A window being measured.
 pub struct Window {
-    pid: u32,
+    pids: Vec<u32>,
     started: Instant,
     cpu: Option<f64>,
     perf: Option<Child>,
 }
 
 impl Window {
-    /// Starts measuring `pid` for about `length` (`perf` counts for exactly that long).
-    pub fn begin(pid: u32, syscalls: bool, length: Duration) -> Window {
+    /// Starts measuring `pids` together for about `length` (`perf` counts for exactly
+    /// that long).
+    pub fn begin(pids: &[u32], syscalls: bool, length: Duration) -> Window {
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
         let perf = syscalls
             .then(|| {
                 Command::new("perf")
                     .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p"])
-                    .arg(pid.to_string())
+                    .arg(list.join(","))
                     .args(["--", "sleep", &format!("{:.3}", length.as_secs_f64())])
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
@@ -69,9 +76,9 @@ impl Window {
             })
             .flatten();
         Window {
-            pid,
+            pids: pids.to_vec(),
             started: Instant::now(),
-            cpu: cpu_seconds(pid),
+            cpu: cpu_seconds_of(pids),
             perf,
         }
     }
@@ -79,7 +86,7 @@ impl Window {
     /// Ends the window.
     pub fn end(self) -> ServerCost {
         let took = self.started.elapsed().as_secs_f64();
-        let cpu_s = match (self.cpu, cpu_seconds(self.pid)) {
+        let cpu_s = match (self.cpu, cpu_seconds_of(&self.pids)) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
@@ -98,19 +105,22 @@ impl Window {
     }
 }
 
-/// Measures `pid` over `warmup` then `length` from now, on a thread of its own (the
+/// Measures `pids` over `warmup` then `length` from now, on a thread of its own (the
 /// caller goes on); join it for the cost. `None` without a pid.
 pub fn measure_after(
-    pid: Option<u32>,
+    pids: &[u32],
     syscalls: bool,
     warmup: f64,
     length: f64,
 ) -> Option<std::thread::JoinHandle<ServerCost>> {
-    let pid = pid?;
+    if pids.is_empty() {
+        return None;
+    }
+    let pids = pids.to_vec();
     Some(std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs_f64(warmup.max(0.0)));
         let length = Duration::from_secs_f64(length.max(0.0));
-        let window = Window::begin(pid, syscalls, length);
+        let window = Window::begin(&pids, syscalls, length);
         std::thread::sleep(length);
         window.end()
     }))

@@ -216,7 +216,7 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
         .collect();
     barrier.wait();
     let c = &a.common;
-    let cost = crate::server_cost::measure_after(c.server_pid, c.syscalls, a.warmup, a.duration);
+    let cost = crate::server_cost::measure_after(&c.server_pid, c.syscalls, a.warmup, a.duration);
     let progress = Progress::start("relay", counters);
     let mut hist = stats::latency_histogram();
     let mut out = RelayReport {

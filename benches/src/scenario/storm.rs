@@ -59,9 +59,8 @@ pub fn run(a: &StormArgs) -> anyhow::Result<()> {
     let mut notes = Vec::new();
     // Server CPU over every round: connect, upgrade, login, and (in the pause after each
     // round) close.
-    let window = c
-        .server_pid
-        .map(|pid| crate::server_cost::Window::begin(pid, false, Duration::ZERO));
+    let window = (!c.server_pid.is_empty())
+        .then(|| crate::server_cost::Window::begin(&c.server_pid, false, Duration::ZERO));
     for _ in 0..a.rounds {
         let start = Instant::now();
         let handles: Vec<_> = split(a.connections, a.threads)

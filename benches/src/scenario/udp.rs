@@ -109,7 +109,7 @@ pub fn run(a: &UdpArgs) -> anyhow::Result<()> {
         )?;
     }
     let counters = Arc::new(Counters::default());
-    let cost = crate::server_cost::measure_after(c.server_pid, c.syscalls, 0.0, a.duration);
+    let cost = crate::server_cost::measure_after(&c.server_pid, c.syscalls, 0.0, a.duration);
     let progress = Progress::start(&format!("udp {}", a.mode), counters.clone());
     let mut hist = stats::latency_histogram();
     let (mut sent, mut handled) = (0u64, 0u64);
