@@ -11,12 +11,13 @@ pub struct Series<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
-const W: f64 = 720.0;
-const H: f64 = 420.0;
-const LEFT: f64 = 70.0;
-const BOTTOM: f64 = 50.0;
-const TOP: f64 = 30.0;
-const RIGHT: f64 = 20.0;
+// The plot frame, shared with `svg_load`.
+pub(crate) const W: f64 = 720.0;
+pub(crate) const H: f64 = 420.0;
+pub(crate) const LEFT: f64 = 70.0;
+pub(crate) const BOTTOM: f64 = 50.0;
+pub(crate) const TOP: f64 = 30.0;
+pub(crate) const RIGHT: f64 = 20.0;
 const NINES: f64 = 6.0;
 const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
@@ -26,7 +27,7 @@ fn x_of(pct: f64) -> f64 {
     LEFT + nines / NINES * (W - LEFT - RIGHT)
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use crate::svg::{BOTTOM, H, LEFT, RIGHT, TOP, W, escape};
+
 /// One curve: a label and (offered msgs/s, latency µs) points, offered ascending.
 pub struct Curve<'a> {
     /// Legend text.
@@ -14,12 +16,6 @@ pub struct Curve<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
-const W: f64 = 720.0;
-const H: f64 = 420.0;
-const LEFT: f64 = 70.0;
-const BOTTOM: f64 = 50.0;
-const TOP: f64 = 30.0;
-const RIGHT: f64 = 20.0;
 const COLORS: [&str; 2] = ["#1f77b4", "#d62728"];
 
 /// Renders the plot; curves `2k` and `2k + 1` share a colour (one server, two statistics).
@@ -119,12 +115,6 @@ fn human(v: f64) -> String {
     } else {
         format!("{v:.0}")
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

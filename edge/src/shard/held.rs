@@ -20,14 +20,18 @@ use crate::msg::PeerMsg;
 
 fn relay(everywhere: bool, ids: &[i64], payload: &Payload) -> Record {
     let (push, body) = match payload {
-        Payload::Raw(bytes) => (None, bytes.clone()),
-        Payload::Push { msg_id, body } => (Some(*msg_id), body.to_vec()),
+        Payload::Raw(bytes) => (None, bytes.as_slice()),
+        Payload::Push { msg_id, body } => (Some(*msg_id), &body[..]),
     };
+    relay_bytes(everywhere, ids, push, body)
+}
+
+fn relay_bytes(everywhere: bool, ids: &[i64], push: Option<u16>, body: &[u8]) -> Record {
     Record::Relay(Relay {
         everywhere,
         ids: ids.to_vec(),
         push,
-        body,
+        body: body.to_vec(),
     })
 }
 
@@ -40,7 +44,7 @@ impl Shard {
         for msg in &self.held_while_frozen {
             match msg {
                 ToShard::Route { ids, message, .. } => {
-                    records.push(relay(true, ids, &Payload::Raw(message.clone())));
+                    records.push(relay_bytes(true, ids, None, message));
                 }
                 // Broadcast by the bus: each shard forwards its own copy, for its own.
                 ToShard::Deliver { ids, payload } if pushes => {

@@ -145,6 +145,50 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Against a naive model: per id, the sessions kept are min(counted, handed live);
+        /// every other counted session is logged out once; every lease is either kept
+        /// (with a session still online) or released, never both, never lost.
+        #[test]
+        fn inherit_matches_a_naive_model(
+            table in proptest::collection::btree_map(1i64..40, (0u32..4, 0usize..3, 0u32..4), 0..20)
+        ) {
+            let mut snapshot = Snapshot { redis_synced: true, ..Snapshot::default() };
+            let mut live = HashMap::new();
+            for (&id, &(count, leases, handed)) in &table {
+                if count > 0 {
+                    snapshot.online.push((id, count));
+                }
+                for n in 0..leases {
+                    snapshot.leases.push(lease(id, &format!("{id}#{n}")));
+                }
+                if handed > 0 {
+                    live.insert(id, handed);
+                }
+            }
+            let mut s = sessions();
+            let gone = s.inherit(Inheritance { snapshot, live });
+            let mut expected_gone = 0;
+            for (&id, &(count, leases, handed)) in &table {
+                let keep = count.min(handed);
+                expected_gone += (count - keep) as usize;
+                proptest::prop_assert_eq!(s.online.get(&id).copied(), (keep > 0).then_some(keep));
+                let kept = s.leases.get(&id).map_or(0, Vec::len);
+                let released = s.deferred.iter().filter(|d| d.session == id && d.lease.is_some()).count();
+                proptest::prop_assert_eq!(kept + released, leases, "leases of {}", id);
+                let expected_kept = if keep > 0 {
+                    leases.saturating_sub((count - keep) as usize)
+                } else {
+                    0
+                };
+                proptest::prop_assert_eq!(kept, expected_kept, "kept leases of {}", id);
+                let logouts = s.deferred.iter().filter(|d| d.session == id && !d.offline_done).count();
+                proptest::prop_assert_eq!(logouts, (count - keep) as usize);
+            }
+            proptest::prop_assert_eq!(gone, expected_gone);
+        }
+    }
+
     #[test]
     fn what_the_shards_hold_is_kept_and_the_rest_logged_out() {
         let snapshot = Snapshot {
