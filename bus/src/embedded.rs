@@ -1,17 +1,22 @@
 //! The embedded node's state, in memory: mobile-id allocation per user, device ↔ user
-//! bindings (the upload log is `crate::upload_log`). Pure data structures; the
-//! [`crate::sidecar`] thread owns one and answers the shards from it.
+//! bindings (the upload log is `crate::upload_log`). Pure data structures behind
+//! [`Logins`], which the shards call directly on login and logout (no round trip to a
+//! thread), and the [`crate::sidecar`] thread for the admin's bindings and an upgrade's
+//! snapshot.
 //!
 //! It mirrors what the cluster keeps in Redis (docs/protocol.md §9.3: `user:mobileid:<uid>`, `device:owner`,
-//! `u:<uid>:devices`) without families; it does not survive a restart.
+//! `u:<uid>:devices`) without families; it does not survive a restart. It owns no
+//! session: which connection holds an id is the shards' business.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::messages::LoginGrant;
 
-/// Mobile sub-ids per user (1..=15) and bindings.
+/// One stripe's share: mobile sub-ids per user (1..=15) and both halves of the bindings
+/// of the users and devices that hash to it.
 #[derive(Debug, Default)]
-pub struct State {
+struct State {
     mobiles: HashMap<i64, u16>,
     device_users: HashMap<i64, Vec<i64>>,
     user_devices: HashMap<i64, Vec<i64>>,
@@ -27,32 +32,64 @@ pub struct Snapshot {
     pub bindings: Vec<(i64, i64)>,
 }
 
-/// Why a login was refused, as the WebSocket reply code.
-pub const REPLY_WRONG_ID: u8 = 3;
+/// Stripes of [`Logins`]: enough that 64 shards logging in at once rarely meet.
+const STRIPES: usize = 64;
 
-impl State {
+/// The embedded login tables, shared by the shards and the sidecar: [`STRIPES`] mutexes,
+/// a user's entries (mobile ids, the devices bound to it) in the stripe of the user, a
+/// device's (its users) in the stripe of the device. A call holds one stripe at a time,
+/// for a few hundred nanoseconds, so no two calls can deadlock. This is the login path
+/// only: no message a session relays takes a lock.
+#[derive(Debug)]
+pub struct Logins {
+    stripes: Box<[Mutex<State>]>,
+}
+
+impl Default for Logins {
+    fn default() -> Self {
+        Logins {
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl Logins {
+    /// The state a handover carried.
+    pub fn restore(snapshot: &Snapshot) -> Self {
+        let logins = Logins::default();
+        for &(user, used) in &snapshot.mobiles {
+            if used & !1 != 0 {
+                logins.stripe(user).mobiles.insert(user, used & !1);
+            }
+        }
+        for &(device, user) in &snapshot.bindings {
+            logins.bind(device, user);
+        }
+        logins
+    }
+
+    /// The stripe of a user or device (a panic elsewhere aborts the process, so a
+    /// poisoned stripe cannot be half-written).
+    fn stripe(&self, key: i64) -> MutexGuard<'_, State> {
+        // Fibonacci hashing: users are multiples of 16, so the low bits say nothing.
+        let i = ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES;
+        self.stripes[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Grants a login for `id`: a free mobile sub-id and the devices for a user, the users
     /// for a device. Refuses with reply 3 when the user's 15 mobile ids are taken or the
     /// id is neither a user nor a device.
-    pub fn login(&mut self, id: i64) -> Result<LoginGrant, u8> {
+    pub fn login(&self, id: i64) -> Result<LoginGrant, u8> {
         if id > 0 && id % 16 == 0 {
-            let used = self.mobiles.entry(id).or_default();
-            let k = (1..=15u8)
-                .find(|k| *used & (1 << k) == 0)
-                .ok_or(REPLY_WRONG_ID)?;
-            *used |= 1 << k;
-            let bound = self.user_devices.get(&id).cloned().unwrap_or_default();
-            Ok(LoginGrant {
-                session: id + i64::from(k),
-                mobile: k,
-                bound,
-            })
+            self.stripe(id).login_phone(id)
         } else if id < 0 {
-            let bound = self.device_users.get(&id).cloned().unwrap_or_default();
+            let bound = self.stripe(id).device_users.get(&id).cloned();
             Ok(LoginGrant {
                 session: id,
                 mobile: 0,
-                bound,
+                bound: bound.unwrap_or_default(),
             })
         } else {
             Err(REPLY_WRONG_ID)
@@ -60,84 +97,120 @@ impl State {
     }
 
     /// Releases what the login of session `session` took (a phone's mobile sub-id).
-    pub fn logout(&mut self, session: i64) {
+    pub fn logout(&self, session: i64) {
         if session > 0 && session % 16 != 0 {
             let user = session - session % 16;
-            if let Some(used) = self.mobiles.get_mut(&user) {
-                *used &= !(1 << (session % 16));
-                if *used == 0 {
-                    self.mobiles.remove(&user);
-                }
-            }
+            self.stripe(user).logout_phone(user, (session % 16) as u16);
         }
     }
 
     /// Mobile sub-ids in use for `user`.
     pub fn mobiles_in_use(&self, user: i64) -> u32 {
-        self.mobiles.get(&user).map_or(0, |m| m.count_ones())
+        self.stripe(user)
+            .mobiles
+            .get(&user)
+            .map_or(0, |m| m.count_ones())
     }
 
     /// Binds `device` to `user`; false if it already was.
-    pub fn bind(&mut self, device: i64, user: i64) -> bool {
-        let users = self.device_users.entry(device).or_default();
-        if users.contains(&user) {
+    pub fn bind(&self, device: i64, user: i64) -> bool {
+        if !add(
+            self.stripe(device).device_users.entry(device).or_default(),
+            user,
+        ) {
             return false;
         }
-        users.push(user);
-        self.user_devices.entry(user).or_default().push(device);
+        add(
+            self.stripe(user).user_devices.entry(user).or_default(),
+            device,
+        );
         true
     }
 
     /// Unbinds `device` from `user`; false if it was not bound.
-    pub fn unbind(&mut self, device: i64, user: i64) -> bool {
-        let Some(users) = self.device_users.get_mut(&device) else {
-            return false;
-        };
-        let before = users.len();
-        users.retain(|u| *u != user);
-        if users.len() == before {
+    pub fn unbind(&self, device: i64, user: i64) -> bool {
+        if !remove(&mut self.stripe(device).device_users, device, user) {
             return false;
         }
-        if users.is_empty() {
-            self.device_users.remove(&device);
-        }
-        if let Some(devices) = self.user_devices.get_mut(&user) {
-            devices.retain(|d| *d != device);
-            if devices.is_empty() {
-                self.user_devices.remove(&user);
-            }
-        }
+        remove(&mut self.stripe(user).user_devices, user, device);
         true
     }
 
-    /// Everything, for a handover.
+    /// Everything, for a handover (a stripe at a time).
     pub fn snapshot(&self) -> Snapshot {
-        let mobiles = self.mobiles.iter().map(|(&u, &m)| (u, m)).collect();
-        let bindings = self
-            .device_users
-            .iter()
-            .flat_map(|(&d, users)| users.iter().map(move |&u| (d, u)))
-            .collect();
-        Snapshot { mobiles, bindings }
-    }
-
-    /// The state a handover carried.
-    pub fn restore(snapshot: &Snapshot) -> Self {
-        let mut state = State::default();
-        for &(user, used) in &snapshot.mobiles {
-            if used != 0 {
-                state.mobiles.insert(user, used & !1);
+        let mut snapshot = Snapshot::default();
+        for stripe in &self.stripes {
+            let state = stripe.lock().unwrap_or_else(PoisonError::into_inner);
+            snapshot
+                .mobiles
+                .extend(state.mobiles.iter().map(|(&u, &m)| (u, m)));
+            for (&device, users) in &state.device_users {
+                snapshot.bindings.extend(users.iter().map(|&u| (device, u)));
             }
         }
-        for &(device, user) in &snapshot.bindings {
-            state.bind(device, user);
-        }
-        state
+        snapshot
     }
 
     /// The users a device is bound to.
-    pub fn users_of(&self, device: i64) -> &[i64] {
-        self.device_users.get(&device).map_or(&[], Vec::as_slice)
+    pub fn users_of(&self, device: i64) -> Vec<i64> {
+        let stripe = self.stripe(device);
+        stripe
+            .device_users
+            .get(&device)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Adds `id` to a binding list; false if it was there.
+fn add(list: &mut Vec<i64>, id: i64) -> bool {
+    if list.contains(&id) {
+        return false;
+    }
+    list.push(id);
+    true
+}
+
+/// Takes `id` out of `map[key]`, dropping an emptied list; false if it was not there.
+fn remove(map: &mut HashMap<i64, Vec<i64>>, key: i64, id: i64) -> bool {
+    let Some(list) = map.get_mut(&key) else {
+        return false;
+    };
+    let before = list.len();
+    list.retain(|x| *x != id);
+    let removed = list.len() != before;
+    if list.is_empty() {
+        map.remove(&key);
+    }
+    removed
+}
+
+/// Why a login was refused, as the WebSocket reply code.
+pub const REPLY_WRONG_ID: u8 = 3;
+
+impl State {
+    /// A phone of `user`: the lowest free mobile sub-id, and the user's devices.
+    fn login_phone(&mut self, user: i64) -> Result<LoginGrant, u8> {
+        let used = self.mobiles.entry(user).or_default();
+        let k = (1..=15u8)
+            .find(|k| *used & (1 << k) == 0)
+            .ok_or(REPLY_WRONG_ID)?;
+        *used |= 1 << k;
+        let bound = self.user_devices.get(&user).cloned().unwrap_or_default();
+        Ok(LoginGrant {
+            session: user + i64::from(k),
+            mobile: k,
+            bound,
+        })
+    }
+
+    fn logout_phone(&mut self, user: i64, k: u16) {
+        if let Some(used) = self.mobiles.get_mut(&user) {
+            *used &= !(1 << k);
+            if *used == 0 {
+                self.mobiles.remove(&user);
+            }
+        }
     }
 }
 
@@ -149,7 +222,7 @@ mod tests {
 
     #[test]
     fn fifteen_mobile_ids_then_refused_then_reused() {
-        let mut s = State::default();
+        let s = Logins::default();
         let ks: Vec<u8> = (0..15).map(|_| s.login(16).unwrap().mobile).collect();
         assert_eq!(ks, (1..=15).collect::<Vec<_>>());
         assert_eq!(s.login(16), Err(REPLY_WRONG_ID));
@@ -160,14 +233,14 @@ mod tests {
 
     #[test]
     fn non_users_refused() {
-        let mut s = State::default();
+        let s = Logins::default();
         assert_eq!(s.login(0), Err(REPLY_WRONG_ID));
         assert_eq!(s.login(17), Err(REPLY_WRONG_ID));
     }
 
     #[test]
     fn bindings_both_ways() {
-        let mut s = State::default();
+        let s = Logins::default();
         assert!(s.bind(-1, 16));
         assert!(!s.bind(-1, 16));
         assert!(s.bind(-1, 32));
@@ -175,7 +248,28 @@ mod tests {
         assert_eq!(s.login(-1).unwrap().bound, vec![16, 32]);
         assert!(s.unbind(-1, 16));
         assert!(!s.unbind(-1, 16));
-        assert_eq!(s.users_of(-1), &[32]);
+        assert_eq!(s.users_of(-1), vec![32]);
         assert!(s.login(16).unwrap().bound.is_empty());
+    }
+
+    #[test]
+    fn shards_logging_in_at_once_get_distinct_mobile_ids() {
+        let s = std::sync::Arc::new(Logins::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    (0..3)
+                        .map(|_| s.login(16).unwrap().mobile)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ks: Vec<u8> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        ks.sort_unstable();
+        assert_eq!(ks, (1..=12).collect::<Vec<_>>());
     }
 }

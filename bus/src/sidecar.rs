@@ -1,7 +1,8 @@
 //! The bus sidecar thread of a node: it owns the bus state and answers the shards.
 //!
-//! Shards send [`ToBus`] on one bounded channel; the admin endpoints send
-//! [`AdminRequest`]s on another. The thread blocks in `select!` on both (no spinning),
+//! Shards log in and out through the shared [`Logins`] themselves; they send the rest
+//! ([`ToBus`]: uploads) on one bounded channel; the admin endpoints send [`AdminRequest`]s
+//! on another. The thread blocks in `select!` on both (no spinning),
 //! answers each shard through its [`ShardInbox`] and wakes it. Uploads are appended to the
 //! log and flushed before their acks go out.
 //!
@@ -13,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, select};
 
-use crate::embedded::{State, UploadLog};
+use crate::embedded::{Logins, UploadLog};
 use crate::messages::{Admin, AdminRequest, Payload, ShardInbox, ToBus, ToShard};
 
 /// The embedded sidecar's inputs and outputs.
@@ -26,14 +27,13 @@ pub struct Embedded {
     pub admin: Receiver<AdminRequest>,
     /// Where uploads go.
     pub uploads: UploadLog,
-    /// Bindings to make before serving.
-    pub binds: Vec<(i64, i64)>,
     /// Closed (dropped) by the node to end the thread.
     pub stop: Receiver<()>,
     /// An upgrade asks for the state here (issue 15).
     pub export: Receiver<crossbeam_channel::Sender<crate::embedded::Snapshot>>,
-    /// The state an upgrade handed over, if this process is the new one.
-    pub restored: Option<crate::embedded::Snapshot>,
+    /// The login tables the shards share (restored from an upgrade's snapshot, if this
+    /// process is the new one).
+    pub logins: std::sync::Arc<Logins>,
 }
 
 /// Starts the embedded sidecar thread; it ends when `stop` closes or every request
@@ -51,22 +51,16 @@ fn unix_now() -> u64 {
 }
 
 fn run(mut side: Embedded) {
-    let mut state = side
-        .restored
-        .take()
-        .map_or_else(State::default, |s| State::restore(&s));
-    for (device, user) in std::mem::take(&mut side.binds) {
-        state.bind(device, user);
-    }
+    let logins = side.logins.clone();
     let mut acks: Vec<(usize, ToShard)> = Vec::new();
     loop {
         select! {
             recv(side.requests) -> msg => match msg {
                 Ok(msg) => {
-                    handle(&mut state, &mut side, msg, &mut acks);
+                    handle(&logins, &mut side, msg, &mut acks);
                     // Batch: take what is already queued before flushing uploads.
                     while let Ok(msg) = side.requests.try_recv() {
-                        handle(&mut state, &mut side, msg, &mut acks);
+                        handle(&logins, &mut side, msg, &mut acks);
                     }
                     flush_uploads(&mut side, &mut acks);
                 }
@@ -74,14 +68,14 @@ fn run(mut side: Embedded) {
             },
             recv(side.admin) -> req => match req {
                 Ok(req) => {
-                    let answer = admin(&mut state, &side.shards, req.admin);
+                    let answer = admin(&logins, &side.shards, req.admin);
                     let _ = req.reply.try_send(answer);
                 }
                 Err(_) => side.admin = crossbeam_channel::never(),
             },
             recv(side.export) -> req => match req {
                 Ok(reply) => {
-                    let _ = reply.try_send(state.snapshot());
+                    let _ = reply.try_send(logins.snapshot());
                 }
                 Err(_) => side.export = crossbeam_channel::never(),
             },
@@ -90,20 +84,22 @@ fn run(mut side: Embedded) {
     }
 }
 
-fn handle(state: &mut State, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(usize, ToShard)>) {
+fn handle(logins: &Logins, side: &mut Embedded, msg: ToBus, acks: &mut Vec<(usize, ToShard)>) {
     match msg {
+        // Shards log in through `Logins` themselves; a request sent here is answered the
+        // same way.
         ToBus::Login { conn, id } => {
-            let result = state.login(id);
+            let result = logins.login(id);
             if let Some(shard) = side.shards.get(conn.shard as usize)
                 && let Err(ToShard::LoginDone {
                     result: Ok(grant), ..
                 }) = shard.send(ToShard::LoginDone { conn, result })
             {
                 // The shard could not take the answer: give the mobile id back.
-                state.logout(grant.session);
+                logins.logout(grant.session);
             }
         }
-        ToBus::Logout { session } => state.logout(session),
+        ToBus::Logout { session } => logins.logout(session),
         // The embedded node routes between its shards itself and keeps UDP sessions only
         // in the shards: there is no msgbus and no Redis to write to.
         ToBus::Relay { .. } | ToBus::UdpSession(_) | ToBus::UdpSessionGone { .. } => {}
@@ -158,7 +154,7 @@ pub fn expand_push_ids(ids: &[i64]) -> Vec<i64> {
     out
 }
 
-fn admin(state: &mut State, shards: &[ShardInbox], admin: Admin) -> Result<String, String> {
+fn admin(state: &Logins, shards: &[ShardInbox], admin: Admin) -> Result<String, String> {
     let broadcast = |msg: &dyn Fn() -> ToShard| {
         let mut missed = 0;
         for shard in shards {

@@ -3,6 +3,8 @@
 
 mod support;
 
+use edge::node::Node;
+use edge_proto::ws::OpCode;
 use support::*;
 use tungstenite::Message;
 
@@ -164,5 +166,53 @@ fn login_and_turn_times_are_histograms_in_metrics() {
         "turns timed"
     );
     assert!(text.contains("cloudsocket_shard_turn_seconds_bucket{shard=\"0\",le=\"+Inf\"}"));
+    node.shutdown();
+}
+
+/// On one shard every directory entry is local, so an embedded login is answered in the
+/// middle of the read that carried it: the connection must read on from there, a frame
+/// that came in the same write as the login must be handled after it, and a phone that
+/// closes gives its mobile id back at once.
+#[test]
+fn a_one_shard_node_answers_logins_where_it_reads_them() {
+    let node = Node::start(edge::config::Config::for_tests(1)).expect("node starts");
+    let ws = node.ws_addrs[0];
+    let (code, text) = http(
+        node.status_addr,
+        "POST",
+        "/admin/bind?device=-1&user=16",
+        b"",
+    );
+    assert_eq!(code, 200, "{text}");
+    let (mut device, reply) = login(ws, -1);
+    assert_eq!(reply, vec![0]);
+
+    // The login and a heartbeat in one write.
+    let mut phone = support::Raw::connect(ws);
+    let mut both = Vec::new();
+    let mask = [1, 2, 3, 4];
+    edge_proto::ws::write_client_frame(&mut both, OpCode::Text, login_string(16).as_bytes(), mask);
+    edge_proto::ws::write_client_frame(&mut both, OpCode::Text, b"p", mask);
+    phone.send_raw(&both);
+    assert_eq!(phone.next_data().unwrap(), vec![0, 1]);
+    assert_eq!(phone.next_data().unwrap(), b"P");
+
+    // The connection reads on after the login: both directions flow.
+    let to_device = message(3, -1, b"phone->device");
+    phone.send_masked(OpCode::Binary, &to_device);
+    assert_eq!(next_not_status(&mut device).unwrap(), to_device);
+    let to_phone = message(3, 0, b"device->phone");
+    device.send(Message::binary(to_phone.clone())).unwrap();
+    let got = loop {
+        let data = phone.next_data().expect("still open");
+        if !is_status(&data) {
+            break data;
+        }
+    };
+    assert_eq!(got, to_phone);
+
+    // The mobile id comes back when the phone goes: the next phone gets 16+1 again.
+    drop(phone);
+    assert!(eventually(|| login(ws, 16).1 == vec![0, 1]));
     node.shutdown();
 }

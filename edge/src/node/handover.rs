@@ -168,6 +168,9 @@ impl Sockets {
             );
             let mut fds = std::mem::take(&mut shard.ws);
             fds.append(&mut shard.wss);
+            for fd in &fds {
+                shard::nodelay_for_accepted(fd.as_raw_fd())?;
+            }
             listeners.push(fds);
             udp.push(shard.udp.take());
         }

@@ -186,6 +186,7 @@ impl Wiring {
         sockets: &mut Sockets,
         tls: &Option<Arc<crate::tls::ServerTls>>,
         mut handovers: Vec<Option<crate::shard::Handover>>,
+        logins: &Option<Arc<bus::embedded::Logins>>,
     ) -> anyhow::Result<Wiring> {
         let (platform_tx, platform) = bounded(QUEUE);
         let (bus_tx, bus) = bounded(QUEUE);
@@ -208,6 +209,7 @@ impl Wiring {
                 poller,
                 inbox: rx,
                 bus: bus_tx.clone(),
+                logins: logins.clone(),
                 metrics: metrics.shards[i].clone(),
                 listeners,
                 tls_listener_from: config.ws_addrs.len() * usize::from(config.ws),
@@ -229,9 +231,9 @@ impl Wiring {
 /// What the bus sidecar thread needs.
 struct SidecarStart<'a> {
     config: &'a Config,
-    /// Embedded mode: where an upgrade asks for the bus state, and the state handed over.
+    /// Embedded mode: where an upgrade asks for the bus state, and the login tables.
     export: Receiver<Sender<bus::embedded::Snapshot>>,
-    restored: Option<bus::embedded::Snapshot>,
+    logins: Option<Arc<bus::embedded::Logins>>,
     /// Cluster mode: the same.
     cluster_export: Receiver<bus::cluster::Export>,
     inherited: Option<bus::cluster::Inheritance>,
@@ -249,6 +251,7 @@ fn start_sidecar(
 ) -> anyhow::Result<(JoinHandle<()>, Option<crate::cluster::ZooKeeper>)> {
     let config = s.config;
     let Some(cluster) = &config.cluster else {
+        let logins = s.logins.unwrap_or_default();
         let uploads = bus::embedded::UploadLog::open(&config.upload_log)
             .map_err(|e| anyhow::anyhow!("upload log {}: {e}", config.upload_log.display()))?;
         let handle = bus::sidecar::spawn_embedded(bus::sidecar::Embedded {
@@ -257,9 +260,8 @@ fn start_sidecar(
             requests: s.requests,
             admin: s.admin,
             uploads,
-            binds: config.binds.clone(),
             export: s.export,
-            restored: s.restored,
+            logins,
         })?;
         return Ok((handle, None));
     };
@@ -378,7 +380,17 @@ impl Node {
             }
             None => None,
         };
-        let wiring = Wiring::new(&config, &metrics, &mut sockets, &tls, handovers)?;
+        let logins = config.cluster.is_none().then(|| {
+            // Before any shard or the sidecar runs: `--bind` holds from the first login.
+            let logins = restored
+                .as_ref()
+                .map_or_else(Default::default, bus::embedded::Logins::restore);
+            for &(device, user) in &config.binds {
+                logins.bind(device, user);
+            }
+            Arc::new(logins)
+        });
+        let wiring = Wiring::new(&config, &metrics, &mut sockets, &tls, handovers, &logins)?;
         let (export_tx, export_rx) = bounded(1);
         let (cluster_export_tx, cluster_export_rx) = bounded(1);
         let (admin_tx, admin_rx) = bounded(64);
@@ -391,7 +403,7 @@ impl Node {
         let start = SidecarStart {
             config: &config,
             export: export_rx,
-            restored,
+            logins,
             cluster_export: cluster_export_rx,
             inherited: cluster_state,
             inboxes: &inboxes,

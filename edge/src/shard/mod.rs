@@ -88,6 +88,9 @@ pub struct ShardParts {
     pub inbox: Receiver<ToShard>,
     /// Requests to the bus sidecar.
     pub bus: Sender<ToBus>,
+    /// The embedded bus's login tables, taken directly on login and logout (`None` in
+    /// cluster mode: logins go to the cluster sidecar).
+    pub logins: Option<Arc<bus::embedded::Logins>>,
     /// This shard's counters.
     pub metrics: Arc<ShardMetrics>,
     /// Bound listening sockets, one per WebSocket address (plain ones, then TLS ones).
@@ -120,6 +123,7 @@ pub struct Shard {
     poller: Poller,
     inbox: Receiver<ToShard>,
     bus: Sender<ToBus>,
+    logins: Option<Arc<bus::embedded::Logins>>,
     metrics: Arc<ShardMetrics>,
     peers: Option<Senders<PeerMsg>>,
     /// Directory updates a full mesh queue refused; retried every turn (never dropped).
@@ -174,7 +178,7 @@ pub struct Shard {
     slots: Vec<Handle>,
     /// Reused buffer for a relayed datagram (no allocation per forward message).
     relay: Vec<u8>,
-    /// Descriptors to close once their polls are removed (after the next submit).
+    /// Descriptors closed at the end of the turn (not while its readiness may still name them).
     closing: Vec<OwnedFd>,
     draining: bool,
     done: bool,
@@ -227,6 +231,7 @@ impl Shard {
             poller: parts.poller,
             inbox: parts.inbox,
             bus: parts.bus,
+            logins: parts.logins,
             metrics: parts.metrics,
             peers: None,
             peer_backlog: Vec::new(),
@@ -577,5 +582,5 @@ impl Shard {
     }
 }
 
-pub use net::{local_addr, tcp_listener, udp_socket};
+pub use net::{local_addr, nodelay_for_accepted, tcp_listener, udp_socket};
 pub use run::{Startup, run};

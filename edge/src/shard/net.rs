@@ -23,7 +23,18 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) })
+    let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
+    nodelay_for_accepted(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// Sets `TCP_NODELAY` on a listener: Linux copies it to every connection accepted from
+/// it, which saves a `setsockopt` per connection (also done on listeners an upgrade hands
+/// over, which an older binary may not have set).
+pub fn nodelay_for_accepted(listener: RawFd) -> io::Result<()> {
+    // SAFETY: we borrow the descriptor only for the call; ManuallyDrop keeps it open.
+    let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(listener) });
+    socket.set_tcp_nodelay(true)
 }
 
 /// The local address of a bound socket.
@@ -51,8 +62,8 @@ fn cvt(ret: isize) -> io::Result<usize> {
     }
 }
 
-/// Accepts one connection, non-blocking and close-on-exec, with `TCP_NODELAY` set; the
-/// descriptor and the peer's address.
+/// Accepts one connection, non-blocking and close-on-exec (with `TCP_NODELAY`, from its
+/// listener: [`nodelay_for_accepted`]); the descriptor and the peer's address.
 pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<IpAddr>)> {
     // SAFETY: a zeroed sockaddr_storage is a valid buffer for accept4 to fill.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -72,17 +83,6 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<IpAddr>)> {
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let peer = sockaddr_to_std(&addr).map(|a| a.ip());
-    let one: libc::c_int = 1;
-    // SAFETY: setting an int option on a socket we own.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
     Ok((owned, peer))
 }
 
@@ -407,6 +407,23 @@ mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
+
+    #[test]
+    fn accepted_connections_have_nodelay_from_their_listener() {
+        let listener = tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+        let addr = local_addr(listener.as_raw_fd()).unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            match accept(listener.as_raw_fd()) {
+                Ok((fd, _)) => break fd,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        let socket =
+            std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(accepted.as_raw_fd()) });
+        assert!(socket.tcp_nodelay().unwrap());
+    }
 
     #[test]
     fn send_batch_never_reads_past_its_buffer() {

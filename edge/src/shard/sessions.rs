@@ -1,7 +1,8 @@
 //! The shell's side of the session index: carrying out what `core::ShardCore` decides
 //! when a session joins or leaves (directory reports over the mesh, evicting the oldest
 //! session of an id at the cap), and checking each holder against its record before
-//! anything is written to it.
+//! anything is written to it. Also where a login is asked for and given back: in the
+//! embedded tables directly, or through the cluster sidecar.
 //!
 //! A holder whose record is gone, reused or logged in as another id is an invariant
 //! broken: it is counted (`invariant_broken`), logged with the shard's index, taken out
@@ -9,13 +10,46 @@
 
 use edge_proto::status::StatusType;
 
+use bus::messages::{ConnRef, LoginGrant, ToBus};
+
 use super::Shard;
 use crate::core::Report;
 use crate::core::sessions::{Handle, IndexError};
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 
+/// What asking for a login came to.
+pub(super) enum LoginAsked {
+    /// The embedded tables answered at once.
+    Answered(Result<LoginGrant, u8>),
+    /// Sent to the cluster sidecar: its answer comes as `ToShard::LoginDone`.
+    Sent,
+    /// The bus queue was full (counted).
+    QueueFull,
+}
+
 impl Shard {
+    /// Asks for a login of `id` for `conn`.
+    pub(super) fn ask_login(&mut self, conn: ConnRef, id: i64) -> LoginAsked {
+        if let Some(logins) = &self.logins {
+            return LoginAsked::Answered(logins.login(id));
+        }
+        if self.bus.try_send(ToBus::Login { conn, id }).is_err() {
+            bump(&self.metrics.drop_bus_queue_full);
+            return LoginAsked::QueueFull;
+        }
+        LoginAsked::Sent
+    }
+
+    /// Gives back what the login of `session` took (a phone's mobile id, a lease).
+    pub(super) fn release_login(&mut self, session: i64) {
+        if let Some(logins) = &self.logins {
+            logins.logout(session);
+        } else if self.bus.try_send(ToBus::Logout { session }).is_err() {
+            bump(&self.metrics.drop_bus_queue_full);
+        }
+    }
+
     /// Indexes a logged-in session of `id` and reports a new key to its directory. At
     /// `--max-sessions-per-device` the id's oldest local session is ended first. Ok(true)
     /// when every shard can reach the session now; Ok(false) when its login must wait
@@ -150,13 +184,7 @@ impl Shard {
         users: &[i64],
     ) {
         let last = self.leave_session(handle, id);
-        if self
-            .bus
-            .try_send(bus::messages::ToBus::Logout { session: id })
-            .is_err()
-        {
-            bump(&self.metrics.drop_bus_queue_full);
-        }
+        self.release_login(id);
         if announced && last && id < 0 {
             self.send_device_status(id, users, StatusType::DeviceOffline);
         }

@@ -9,7 +9,9 @@
 use std::io;
 use std::sync::atomic::Ordering;
 
-use bus::messages::{ConnRef, LoginGrant, ToBus};
+use bus::messages::{ConnRef, LoginGrant};
+
+use super::sessions::LoginAsked;
 use edge_proto::login::{LoginReject, LoginReply, LoginRequest};
 use edge_proto::ws::{self, OpCode};
 
@@ -50,6 +52,13 @@ impl Shard {
                 return;
             };
             if !conn.terminal.reading() {
+                return;
+            }
+            if self.scratch.is_empty() {
+                // Called from inside a read of this turn (the scratch is in use there): a
+                // zero-length `recv` would read as end of stream, so read it next turn.
+                let generation = self.conns.generation(slot);
+                self.again.push((slot, generation));
                 return;
             }
             let fd = conn.fd;
@@ -312,16 +321,18 @@ impl Shard {
             conn.id = id;
             conn.terminal.login_requested(request.timeout);
         }
-        if self
-            .bus
-            .try_send(ToBus::Login { conn: conn_ref, id })
-            .is_err()
-        {
-            bump(&self.metrics.drop_bus_queue_full);
-            bump(&self.metrics.login_server_error);
-            return self.refuse(slot, LoginReply::ServerError);
+        match self.ask_login(conn_ref, id) {
+            LoginAsked::Answered(result) => {
+                // In the middle of reading: the caller reads on once this returns.
+                self.login_answered(conn_ref, result, false);
+                self.state(slot).is_some()
+            }
+            LoginAsked::Sent => true,
+            LoginAsked::QueueFull => {
+                bump(&self.metrics.login_server_error);
+                self.refuse(slot, LoginReply::ServerError)
+            }
         }
-        true
     }
 
     /// Sends a login reply code, then closes.
@@ -333,8 +344,13 @@ impl Shard {
         false
     }
 
-    /// The bus answered a login.
+    /// The cluster sidecar answered a login.
     pub(super) fn on_login_done(&mut self, conn: ConnRef, result: Result<LoginGrant, u8>) {
+        self.login_answered(conn, result, true);
+    }
+
+    /// A login was answered; `resume`: reading stopped for it, so read again once online.
+    fn login_answered(&mut self, conn: ConnRef, result: Result<LoginGrant, u8>, resume: bool) {
         let alive = self
             .conns
             .get_gen_mut(conn.slot, conn.generation)
@@ -344,16 +360,7 @@ impl Shard {
             Ok(grant) if alive => grant,
             Ok(grant) => {
                 // The connection went away meanwhile: give the mobile id back.
-                if self
-                    .bus
-                    .try_send(ToBus::Logout {
-                        session: grant.session,
-                    })
-                    .is_err()
-                {
-                    bump(&self.metrics.drop_bus_queue_full);
-                }
-                return;
+                return self.release_login(grant.session);
             }
             Err(code) if alive => {
                 if code == 3 {
@@ -377,16 +384,18 @@ impl Shard {
         c.terminal.granted();
         c.bound = grant.bound.into_boxed_slice();
         match self.join_session(Handle::ws(slot, conn.generation), grant.session) {
-            Ok(true) => self.finish_login(slot),
+            Ok(true) => {
+                if self.finish_login(slot) && resume {
+                    self.resume_reading(slot);
+                }
+            }
             Ok(false) => {}
             Err(_) => {
                 // Not indexed: give the grant back and refuse, as for a full bus queue.
                 if let Some(c) = self.conns.get_mut(slot) {
                     c.terminal.join_failed();
                 }
-                let _ = self.bus.try_send(ToBus::Logout {
-                    session: grant.session,
-                });
+                self.release_login(grant.session);
                 bump(&self.metrics.login_server_error);
                 self.refuse(slot, LoginReply::ServerError);
             }
@@ -407,16 +416,18 @@ impl Shard {
             .conns
             .get_gen_mut(slot, generation)
             .is_some_and(|c| c.terminal.state() == State::Joining)
+            && self.finish_login(slot)
         {
-            self.finish_login(slot);
+            self.resume_reading(slot);
         }
     }
 
-    /// The session is reachable from every shard: reply to the login, go online.
-    fn finish_login(&mut self, slot: u32) {
+    /// The session is reachable from every shard: reply to the login, go online. False
+    /// when the connection closed.
+    fn finish_login(&mut self, slot: u32) -> bool {
         let now = self.now();
         let Some(c) = self.conns.get_mut(slot) else {
-            return;
+            return false;
         };
         let session = c.id;
         c.terminal.joined(now);
@@ -433,7 +444,7 @@ impl Shard {
         }
         self.metrics.ws_online.fetch_add(1, Ordering::Relaxed);
         if !self.send_frame(slot, OpCode::Binary, &bytes) {
-            return;
+            return false;
         }
         self.schedule(slot);
         if session < 0 {
@@ -448,6 +459,12 @@ impl Shard {
                 edge_proto::status::StatusType::DeviceOnline,
             );
         }
+        true
+    }
+
+    /// Reading stopped while a login was answered: handle what was carried, then read what
+    /// came meanwhile (its readiness edge has passed).
+    fn resume_reading(&mut self, slot: u32) {
         if self.process_carry(slot) {
             self.on_readable(slot);
         }
@@ -507,8 +524,11 @@ impl Shard {
         if let Some(outbox) = &conn.outbox {
             self.outbound.discarded(outbox.len());
         }
-        let _ = self.poller.unwatch(conn.fd);
-        // SAFETY: the record owned the descriptor; it is closed after the removal is submitted.
+        // No `EPOLL_CTL_DEL`: closing the last descriptor of a socket takes it out of the
+        // epoll set (a syscall a connection saved). Should another reference outlive it (a
+        // descriptor an upgrade passed on), a late event carries this slot's old generation,
+        // which no record matches.
+        // SAFETY: the record owned the descriptor; it is closed at the end of the turn.
         self.closing
             .push(unsafe { std::os::fd::FromRawFd::from_raw_fd(conn.fd) });
         self.metrics.ws_open.fetch_sub(1, Ordering::Relaxed);

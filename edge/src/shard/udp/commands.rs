@@ -9,6 +9,7 @@ use edge_proto::frame;
 use edge_proto::status::StatusType;
 
 use super::super::Shard;
+use super::super::sessions::LoginAsked;
 use super::{Joining, Pending, UDP_BIT};
 use crate::core::admission::Admit;
 use crate::core::sessions::Handle;
@@ -273,16 +274,11 @@ impl Shard {
                 };
                 self.answer_udp_login(slot, status);
             }
-            PlatformAnswer::Login { device, .. } => {
-                if self
-                    .bus
-                    .try_send(ToBus::Login { conn, id: device })
-                    .is_err()
-                {
-                    bump(&self.metrics.drop_bus_queue_full);
-                    self.answer_udp_login(slot, device::STATUS_SERVER_ERROR);
-                }
-            }
+            PlatformAnswer::Login { device, .. } => match self.ask_login(conn, device) {
+                LoginAsked::Answered(result) => self.on_udp_login_done(conn, result),
+                LoginAsked::Sent => {}
+                LoginAsked::QueueFull => self.answer_udp_login(slot, device::STATUS_SERVER_ERROR),
+            },
         }
     }
 
