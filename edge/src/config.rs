@@ -154,6 +154,8 @@ pub struct Config {
     pub allow_zero_timestamp: bool,
     /// Send text frames to terminals (original behaviour) instead of binary.
     pub text_frames: bool,
+    /// Leave transparent huge pages on for this process (`--huge-pages`).
+    pub huge_pages: bool,
     /// Time to complete the WebSocket upgrade, seconds (10, as the original).
     pub handshake_timeout_secs: u32,
     /// Time to log in after the upgrade, seconds (60, as the original).
@@ -306,6 +308,7 @@ impl Config {
                 .into_bytes(),
             allow_zero_timestamp: args.allow_zero_timestamp,
             text_frames: args.text_frames,
+            huge_pages: args.huge_pages,
             handshake_timeout_secs: 10,
             login_timeout_secs: 60,
             max_message: args.max_message,
@@ -371,6 +374,7 @@ impl Config {
             admin_token: None,
             allow_zero_timestamp: false,
             text_frames: false,
+            huge_pages: false,
             handshake_timeout_secs: 10,
             login_timeout_secs: 60,
             max_message: 64 * 1024,

@@ -92,6 +92,13 @@ fn run_node(mut args: NodeArgs, comet: bool) -> anyhow::Result<i32> {
     ] {
         println!("limits: {report}");
     }
+    if !config.huge_pages {
+        // Before the shards allocate: an idle connection's memory is then counted in 4 KiB
+        // pages, not 2 MiB ones (`tuning::alloc::small_pages`).
+        if let Err(e) = tuning::alloc::small_pages() {
+            println!("memory: transparent huge pages stay allowed ({e})");
+        }
+    }
     let signals = programs::block_node_signals();
     // Captured now: once an upgrade replaced the file, /proc/self/exe says "(deleted)".
     let binary = std::env::current_exe()?;

@@ -7,6 +7,9 @@
 
 use clap::Parser;
 
+// `--features heap-profile` leaves the C allocator in place, so that heaptrack (or any
+// `malloc` interposer) sees every allocation: `docs/operations.md` §2.5.
+#[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
 static GLOBAL: tuning::Allocator = tuning::Allocator;
 

@@ -520,6 +520,8 @@ impl Shard {
             self.poller.waker().wake();
         }
         self.expire_due();
+        // Storage freed since the last tick (a table that grew) goes back to the kernel.
+        tuning::alloc::release_freed();
         self.metrics.timer_entries.store(
             i64::try_from(self.wheel.len()).unwrap_or(i64::MAX),
             std::sync::atomic::Ordering::Relaxed,
