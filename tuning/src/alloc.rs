@@ -28,7 +28,7 @@ pub use mimalloc::MiMalloc as Allocator;
 /// mimalloc asks for transparent huge pages on its arenas wherever the host allows
 /// `madvise` (the Debian default), so touching a few bytes faults in 2 MiB: an idle node
 /// then grows in 2 MiB steps, and a connection's ~200 bytes read as 300–500 in RSS
-/// (`benches/RESULTS.md`, "Idle memory: where it goes"). Huge pages save TLB misses on
+/// (`benches/RESULTS.md`, "Connect path and idle memory"). Huge pages save TLB misses on
 /// large working sets; a proxy of mostly idle connections has the opposite shape.
 pub fn small_pages() -> std::io::Result<()> {
     // SAFETY: PR_SET_THP_DISABLE takes an integer flag and no pointers.
