@@ -12,13 +12,7 @@ use tungstenite::Message;
 fn phone_and_device_login_and_exchange_messages() {
     let node = node();
     let ws = node.ws_addrs[0];
-    let (code, text) = http(
-        node.status_addr,
-        "POST",
-        "/admin/bind?device=-1&user=16",
-        b"",
-    );
-    assert_eq!(code, 200, "{text}");
+    bind(&node, -1, 16);
 
     let (mut phone, reply) = login(ws, 16);
     assert_eq!(reply, vec![0, 1], "phone gets mobile id 16+1");
@@ -177,13 +171,7 @@ fn login_and_turn_times_are_histograms_in_metrics() {
 fn a_one_shard_node_answers_logins_where_it_reads_them() {
     let node = Node::start(edge::config::Config::for_tests(1)).expect("node starts");
     let ws = node.ws_addrs[0];
-    let (code, text) = http(
-        node.status_addr,
-        "POST",
-        "/admin/bind?device=-1&user=16",
-        b"",
-    );
-    assert_eq!(code, 200, "{text}");
+    bind(&node, -1, 16);
     let (mut device, reply) = login(ws, -1);
     assert_eq!(reply, vec![0]);
 
@@ -215,4 +203,11 @@ fn a_one_shard_node_answers_logins_where_it_reads_them() {
     drop(phone);
     assert!(eventually(|| login(ws, 16).1 == vec![0, 1]));
     node.shutdown();
+}
+
+/// Binds `device` to `user` through the admin endpoint.
+fn bind(node: &Node, device: i64, user: i64) {
+    let target = format!("/admin/bind?device={device}&user={user}");
+    let (code, text) = http(node.status_addr, "POST", &target, b"");
+    assert_eq!(code, 200, "{text}");
 }

@@ -15,6 +15,7 @@
 mod conn;
 mod handover;
 mod held;
+mod login;
 mod net;
 mod route;
 mod run;
