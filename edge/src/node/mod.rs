@@ -251,7 +251,10 @@ fn start_sidecar(
 ) -> anyhow::Result<(JoinHandle<()>, Option<crate::cluster::ZooKeeper>)> {
     let config = s.config;
     let Some(cluster) = &config.cluster else {
-        let logins = s.logins.unwrap_or_default();
+        // The shards hold these tables already: a second, empty one here would split them.
+        let logins = s
+            .logins
+            .ok_or_else(|| anyhow::anyhow!("embedded bus started without its login tables"))?;
         let uploads = bus::embedded::UploadLog::open(&config.upload_log)
             .map_err(|e| anyhow::anyhow!("upload log {}: {e}", config.upload_log.display()))?;
         let handle = bus::sidecar::spawn_embedded(bus::sidecar::Embedded {

@@ -4,21 +4,13 @@
 
 use std::time::Instant;
 
-use super::{Cli, SERVERS, loadgen, loadgen_on, start, start_on};
+use super::{Cli, SERVERS, loadgen, loadgen_on, start, start_on, target_args};
 
-/// loadgen's arguments for `server`: JSON out, its addresses, the id base, its pid.
-fn server_args(server: &super::Server, base: i64) -> [String; 9] {
-    [
-        "--json".into(),
-        "--target".into(),
-        format!("127.0.0.1:{},127.0.0.1:{}", server.ws[0], server.ws[1]),
-        "--admin".into(),
-        format!("127.0.0.1:{}", server.admin),
-        "--base-id".into(),
-        base.to_string(),
-        "--server-pid".into(),
-        server.child.id().to_string(),
-    ]
+/// loadgen's arguments for `server`: [`target_args`] and its pid.
+fn server_args(server: &super::Server, base: i64) -> impl Iterator<Item = String> {
+    target_args(server, base)
+        .into_iter()
+        .chain(["--server-pid".into(), server.child.id().to_string()])
 }
 
 /// One matrix run against a fresh server `side`: its loadgen JSON.

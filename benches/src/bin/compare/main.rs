@@ -171,22 +171,19 @@ fn start_on(
 
 fn scenario_args(cli: &Cli, scenario: &str, s: &Server, base: i64) -> Vec<String> {
     let mut v: Vec<String> = match scenario {
-        "relay" => vec![
-            "relay".into(),
-            "--pairs".into(),
-            cli.pairs.to_string(),
-            "--duration".into(),
-            cli.duration.to_string(),
-        ],
-        "relay70" => vec![
-            "relay".into(),
-            "--pairs".into(),
-            cli.pairs.to_string(),
-            "--duration".into(),
-            cli.duration.to_string(),
-            "--find-peak".into(),
-            "2".into(),
-        ],
+        "relay" | "relay70" => {
+            let mut v = vec![
+                "relay".into(),
+                "--pairs".into(),
+                cli.pairs.to_string(),
+                "--duration".into(),
+                cli.duration.to_string(),
+            ];
+            if scenario == "relay70" {
+                v.extend(["--find-peak".into(), "2".into()]);
+            }
+            v
+        }
         "storm" => vec![
             "storm".into(),
             "--connections".into(),
@@ -218,7 +215,13 @@ fn scenario_args(cli: &Cli, scenario: &str, s: &Server, base: i64) -> Vec<String
             format!("127.0.0.1:{}", s.udp),
         ],
     };
-    v.extend([
+    v.extend(target_args(s, base));
+    v
+}
+
+/// loadgen's arguments for server `s`: JSON out, its addresses, the id base.
+fn target_args(s: &Server, base: i64) -> [String; 7] {
+    [
         "--json".into(),
         "--target".into(),
         format!("127.0.0.1:{},127.0.0.1:{}", s.ws[0], s.ws[1]),
@@ -226,8 +229,7 @@ fn scenario_args(cli: &Cli, scenario: &str, s: &Server, base: i64) -> Vec<String
         format!("127.0.0.1:{}", s.admin),
         "--base-id".into(),
         base.to_string(),
-    ]);
-    v
+    ]
 }
 
 /// The two servers: name, WebSocket ports, admin port, UDP port.
