@@ -122,7 +122,7 @@ pub async fn respond(
     stream.close().await
 }
 
-/// Counts an endpoint's open connections (single-threaded: it lives on shard 0).
+/// Counts an endpoint's open connections (single-threaded: it lives on the endpoints thread).
 #[derive(Clone, Default)]
 pub struct Gate(Rc<Cell<usize>>);
 

@@ -1,9 +1,9 @@
-//! Messages between shards, over glommio's channel mesh: owned data moved by value.
+//! Messages between shards, over the mesh (`mesh`): owned data moved by value.
 //! (Shard ↔ bus messages are `bus::messages`.)
 
 use bus::messages::Payload;
 
-/// Shard → shard, over the glommio channel mesh.
+/// Shard → shard, over the mesh.
 #[derive(Debug)]
 pub enum PeerMsg {
     /// To the directory owner of `key`: find the shards holding it and deliver.

@@ -1,5 +1,5 @@
 //! The status and admin HTTP endpoint (`--sh`, loopback by default), run as glommio
-//! tasks on shard 0: `/` (the live status page, `status_page.html`), `/stat` (the
+//! tasks on the endpoints thread (`endpoints`): `/` (the live status page, `status_page.html`), `/stat` (the
 //! original's index and `type=app` counters), `/metrics` (Prometheus), and the admin calls `/admin/bind`, `/admin/unbind`, `/admin/push` that
 //! go to the bus sidecar. With `--admin-token`, `/admin/*` needs `Authorization: Bearer`;
 //! `/stat` and `/metrics` stay open. Also the `udpaddr` endpoint of docs/protocol.md §9.2.
@@ -26,7 +26,7 @@ use crate::metrics::{NodeMetrics, bump};
 /// second, compiled into the binary.
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
-/// The status endpoint, ready to serve on shard 0.
+/// The status endpoint, ready to serve.
 pub struct StatusServer {
     /// The bound listening socket.
     pub listener: OwnedFd,
@@ -196,7 +196,7 @@ async fn handle(
     }
 }
 
-/// The `udpaddr` endpoint of docs/protocol.md §9.2 on `--hhttp`, run on shard 0. It asks every shard's
+/// The `udpaddr` endpoint of docs/protocol.md §9.2 on `--hhttp`. It asks every shard's
 /// session table (no side map to keep in step).
 pub struct UdpAddrServer {
     /// The bound listening socket.
@@ -291,7 +291,7 @@ async fn ask_shards(shards: &[bus::messages::ShardInbox], device: i64) -> Option
     None
 }
 
-/// Binds the status listener (one socket: only shard 0 serves it).
+/// Binds the status listener (one socket, served by the endpoints thread).
 pub fn bind(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),

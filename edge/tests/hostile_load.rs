@@ -416,9 +416,20 @@ fn never_reading_phones(max_outbound: usize, max_outbound_shard: usize) -> (u64,
             "only {:?} of {PHONES} closed after {pushes} pushes",
             closed()
         );
+        // One push at a time: the answer only says it is queued, and several taken in
+        // one turn would take a phone from empty to closed before any sample.
+        let (out, shut) = (counter(&node, |s| &s.msgs_out), closed());
+        let open = PHONES as u64 - shut.0 - shut.1;
         let (code, text) = http(node.status_addr, "POST", &target, &body);
         assert_eq!(code, 200, "{text}");
         pushes += 1;
+        assert!(
+            eventually(|| {
+                let now = closed();
+                counter(&node, |s| &s.msgs_out) - out + (now.0 + now.1 - shut.0 - shut.1) >= open
+            }),
+            "push {pushes} was not taken by every open phone's shard"
+        );
         let queued: i64 = node
             .metrics
             .shards

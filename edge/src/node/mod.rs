@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 
 use bus::messages::{AdminRequest, ShardInbox, ToBus, ToShard, Wake};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
@@ -63,6 +62,8 @@ pub struct Node {
     inboxes: Vec<ShardInbox>,
     shards: Vec<JoinHandle<()>>,
     sidecar: Option<JoinHandle<()>>,
+    /// The status and `udpaddr` endpoints' thread.
+    endpoints: Option<crate::endpoints::Endpoints>,
     admin: Sender<AdminRequest>,
     stop: Option<Sender<()>>,
     platform_workers: Vec<JoinHandle<()>>,
@@ -178,8 +179,8 @@ struct Wiring {
 }
 
 impl Wiring {
-    /// One inbox and readiness ring per shard; every shard gets the bus and platform
-    /// queues' senders (the receivers go to the sidecars).
+    /// One inbox, readiness set and mesh link per shard; every shard gets the bus and
+    /// platform queues' senders (the receivers go to the sidecars).
     fn new(
         config: &Arc<Config>,
         metrics: &NodeMetrics,
@@ -195,8 +196,13 @@ impl Wiring {
         let mut inboxes = Vec::new();
         let listeners = std::mem::take(&mut sockets.listeners);
         let udp = std::mem::take(&mut sockets.udp);
-        for (i, (listeners, udp)) in listeners.into_iter().zip(udp).enumerate() {
-            let poller = Poller::new()?;
+        let pollers = (0..n)
+            .map(|_| Poller::new())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
+        let meshes = crate::mesh::full(&wakers, MESH_QUEUE);
+        let shards = listeners.into_iter().zip(udp).zip(pollers).zip(meshes);
+        for (i, (((listeners, udp), poller), mesh)) in shards.enumerate() {
             let (tx, rx): (Sender<ToShard>, Receiver<ToShard>) = bounded(QUEUE);
             inboxes.push(ShardInbox {
                 tx,
@@ -208,6 +214,7 @@ impl Wiring {
                 config: config.clone(),
                 poller,
                 inbox: rx,
+                mesh,
                 bus: bus_tx.clone(),
                 logins: logins.clone(),
                 metrics: metrics.shards[i].clone(),
@@ -293,15 +300,13 @@ fn start_sidecar(
 
 /// One glommio executor per core, each running [`shard::run`].
 fn spawn_shards(config: &Config, startup: &Arc<Startup>) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mesh = MeshBuilder::full(config.cores.len(), MESH_QUEUE);
     let mut shards = Vec::new();
     for (i, &core) in config.cores.iter().enumerate() {
         let startup = startup.clone();
-        let mesh = mesh.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{i}"))
             .io_memory(1 << 20)
-            .spawn(move || shard::run(startup, mesh))
+            .spawn(move || async move { shard::run(&startup, i) })
             .map_err(|e| anyhow::anyhow!("shard {i} on core {core}: {e}"))?;
         shards.push(std::thread::spawn(move || {
             if let Err(e) = handle.join() {
@@ -416,19 +421,20 @@ impl Node {
             metrics: &metrics,
         };
         let (sidecar, zookeeper) = on_sidecar_cores(&config, || start_sidecar(start))??;
+        let status = StatusServer {
+            listener: sockets.status,
+            metrics: metrics.clone(),
+            admin: admin_tx.clone(),
+            admin_token: config.admin_token.clone(),
+        };
+        let udpaddr = sockets.udpaddr.map(|listener| UdpAddrServer {
+            listener,
+            shards: inboxes.clone(),
+            counters: metrics.http.clone(),
+        });
+        let endpoints = on_sidecar_cores(&config, || crate::endpoints::spawn(status, udpaddr))??;
         let startup = Arc::new(Startup {
             parts: Mutex::new(wiring.parts),
-            status: Mutex::new(Some(StatusServer {
-                listener: sockets.status,
-                metrics: metrics.clone(),
-                admin: admin_tx.clone(),
-                admin_token: config.admin_token.clone(),
-            })),
-            udpaddr: Mutex::new(sockets.udpaddr.map(|listener| UdpAddrServer {
-                listener,
-                shards: inboxes.clone(),
-                counters: metrics.http.clone(),
-            })),
             gate: gate.clone(),
         });
         let shards = spawn_shards(&config, &startup)?;
@@ -445,6 +451,7 @@ impl Node {
             inboxes,
             shards,
             sidecar: Some(sidecar),
+            endpoints: Some(endpoints),
             admin: admin_tx,
             stop: Some(stop_tx),
             export: match config.cluster {
@@ -479,6 +486,9 @@ impl Node {
         }
         for shard in self.shards.drain(..) {
             let _ = shard.join();
+        }
+        if let Some(endpoints) = self.endpoints.take() {
+            endpoints.stop();
         }
         self.inboxes.clear();
         drop(self.admin);

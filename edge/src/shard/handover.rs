@@ -194,7 +194,6 @@ impl Shard {
         for msg in std::mem::take(&mut self.held_while_frozen) {
             self.on_bus(msg);
         }
-        self.poller.waker().wake();
     }
 
     /// Takes in the connections, UDP sessions and directory slice of a handover stream

@@ -3,11 +3,10 @@
 //! core (which holds the sessions, the directory slice, connection lives, the UDP
 //! table, the outbound bounds and the timer wheel).
 //!
-//! The loop in `run` is the only place that waits: on the readiness eventfd (socket
-//! readiness, sidecar messages), on the mesh receivers (other shards) and on a
-//! one-second tick. Each wake drains a batch and runs the synchronous handlers in `ws`,
-//! `route`, `sessions` and `udp`; no handler awaits, so the `RefCell` around the shard is
-//! never borrowed across a wait.
+//! The loop in `run` is the only place that waits: in the poller's `epoll_wait` (socket
+//! readiness, and wakes for the sidecars' inbox and the other shards' mesh queues) up to
+//! the one-second tick. Each wake drains a batch and runs the synchronous handlers in
+//! `ws`, `route`, `sessions` and `udp`; no handler waits.
 //!
 //! Invariants: a connection belongs to exactly one shard for its whole life; nothing here
 //! is shared with another thread except through the mesh, the inbox and the counters.
@@ -36,7 +35,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bus::messages::{ToBus, ToShard};
 use crossbeam_channel::{Receiver, Sender};
-use glommio::channels::channel_mesh::Senders;
 
 use crate::config::Config;
 use crate::core::ShardCore;
@@ -66,6 +64,8 @@ const NEWCOMERS_PER_TURN: usize = 32;
 const SLOW_TURN: Duration = Duration::from_millis(100);
 /// Source addresses whose new-session rate one shard tracks per window.
 const TRACKED_SOURCES: usize = 64 * 1024;
+/// Messages taken from each other shard's queue per turn.
+const PEER_BUDGET: usize = 1024;
 
 fn listener_token(i: usize) -> u64 {
     (KIND_LISTENER << KIND_SHIFT) | i as u64
@@ -83,10 +83,12 @@ pub struct ShardParts {
     pub count: usize,
     /// The node's configuration.
     pub config: Arc<Config>,
-    /// The readiness ring (created before the thread, so sidecars hold its waker).
+    /// The readiness set (created before the thread, so sidecars and peers hold its waker).
     pub poller: Poller,
     /// Messages from the bus sidecar.
     pub inbox: Receiver<ToShard>,
+    /// This shard's ends of the shard ↔ shard queues.
+    pub mesh: crate::mesh::MeshLink,
     /// Requests to the bus sidecar.
     pub bus: Sender<ToBus>,
     /// The embedded bus's login tables, taken directly on login and logout (`None` in
@@ -126,7 +128,9 @@ pub struct Shard {
     bus: Sender<ToBus>,
     logins: Option<Arc<bus::embedded::Logins>>,
     metrics: Arc<ShardMetrics>,
-    peers: Option<Senders<PeerMsg>>,
+    mesh: crate::mesh::MeshLink,
+    /// Reused: the mesh messages one turn takes.
+    from_peers: Vec<PeerMsg>,
     /// Directory updates a full mesh queue refused; retried every turn (never dropped).
     peer_backlog: Vec<(usize, PeerMsg)>,
     listeners: Vec<OwnedFd>,
@@ -234,7 +238,8 @@ impl Shard {
             bus: parts.bus,
             logins: parts.logins,
             metrics: parts.metrics,
-            peers: None,
+            mesh: parts.mesh,
+            from_peers: Vec::new(),
             peer_backlog: Vec::new(),
             listeners: parts.listeners,
             tls_listener_from: parts.tls_listener_from,
@@ -299,11 +304,12 @@ impl Shard {
 
     /// One batch: readiness, inbox, backlog, then hand registrations to the kernel and
     /// close what was closed.
-    fn turn(&mut self) {
+    fn turn(&mut self) -> Instant {
         let started = Instant::now();
         self.clock = started.saturating_duration_since(self.epoch).as_secs() as Secs;
         self.turn_inner();
         self.account_turn(started, "turn");
+        started
     }
 
     /// Records a turn's length: the longest in `shard_turn_max_us`, a slow one counted
@@ -330,6 +336,8 @@ impl Shard {
             // Only a resume (or the end) changes anything now: what else arrives is kept
             // for a resume (written now, it could land between bytes the new process sends).
             self.ready.clear();
+            // Before the inbox: a release of what is held must include these.
+            self.drain_peers(usize::MAX);
             while let Ok(msg) = self.inbox.try_recv() {
                 match msg {
                     ToShard::Upgrade(bus::messages::Upgrade::Resume) => {
@@ -351,6 +359,7 @@ impl Shard {
             if self.frozen {
                 return;
             }
+            self.drain_peers(PEER_BUDGET);
             self.flush_peer_backlog();
             self.flush_registrations();
             return;
@@ -372,8 +381,24 @@ impl Shard {
             self.on_ready(r);
         }
         self.drain_inbox();
+        self.drain_peers(PEER_BUDGET);
         self.flush_peer_backlog();
         self.flush_registrations();
+    }
+
+    /// Takes what the other shards sent, up to `budget` from each (kept whole while
+    /// frozen, for a resume or the new process).
+    fn drain_peers(&mut self, budget: usize) {
+        let mut msgs = std::mem::take(&mut self.from_peers);
+        self.mesh.recv(budget, &mut msgs);
+        for msg in msgs.drain(..) {
+            if self.frozen {
+                self.held_peer_while_frozen.push(msg);
+            } else {
+                self.on_peer(msg);
+            }
+        }
+        self.from_peers = msgs;
     }
 
     fn drain_inbox(&mut self) {
@@ -394,10 +419,14 @@ impl Shard {
     /// instead of parking, since no wake will come for it.
     fn has_backlog(&self) -> bool {
         if self.quiet || self.frozen {
-            return !self.frozen && (!self.inbox.is_empty() || !self.peer_backlog.is_empty());
+            return !self.frozen
+                && (!self.inbox.is_empty()
+                    || !self.peer_backlog.is_empty()
+                    || self.mesh.has_inbound());
         }
         !self.again.is_empty()
             || !self.inbox.is_empty()
+            || self.mesh.has_inbound()
             || !self.peer_backlog.is_empty()
             || !self.newcomers.is_empty()
     }
@@ -421,6 +450,8 @@ impl Shard {
         self.flush_udp();
         self.closing.clear();
         self.publish_queued();
+        // Once per batch: a parked peer pays one wake for all it was sent.
+        self.mesh.wake_sent();
     }
 
     fn on_ready(&mut self, r: Readiness) {
@@ -514,11 +545,10 @@ impl Shard {
         let started = Instant::now();
         self.clock = started.saturating_duration_since(self.epoch).as_secs() as Secs;
         if !self.paused_listeners.is_empty() {
+            // Newcomers: the loop does not park while any wait.
             for i in std::mem::take(&mut self.paused_listeners) {
                 self.resume_listener(i);
             }
-            // The loop may be parked: newcomers are work it would not be woken for.
-            self.poller.waker().wake();
         }
         self.expire_due();
         // Storage freed since the last tick (a table that grew) goes back to the kernel.

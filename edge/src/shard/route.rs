@@ -14,6 +14,7 @@ use edge_proto::status::StatusType;
 
 use super::Shard;
 use crate::core::update_bound;
+use crate::mesh::Refused;
 use crate::metrics::bump;
 use crate::msg::PeerMsg;
 
@@ -159,16 +160,9 @@ impl Shard {
             self.peer_backlog.push((shard, msg));
             return;
         }
-        let Some(peers) = self.peers.as_ref() else {
-            return;
-        };
-        match peers.try_send_to(shard, msg) {
+        match self.mesh.try_send(shard, msg) {
             Ok(()) => bump(&self.metrics.cross_shard_out),
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg)))
-                if ordered =>
-            {
-                self.peer_backlog.push((shard, msg));
-            }
+            Err(Refused::Full(msg)) if ordered => self.peer_backlog.push((shard, msg)),
             Err(_) => bump(&self.metrics.drop_peer_queue_full),
         }
     }
@@ -180,12 +174,7 @@ impl Shard {
         let backlog = std::mem::take(&mut self.peer_backlog);
         let mut iter = backlog.into_iter();
         for (shard, msg) in iter.by_ref() {
-            let Some(peers) = self.peers.as_ref() else {
-                return;
-            };
-            if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) =
-                peers.try_send_to(shard, msg)
-            {
+            if let Err(Refused::Full(msg)) = self.mesh.try_send(shard, msg) {
                 self.peer_backlog.push((shard, msg));
                 break;
             }

@@ -1,44 +1,34 @@
-//! A shard's executor loop: joining the mesh, taking its parts, arming its sockets, then
-//! turning whenever readiness, the inbox, a peer shard or the one-second tick wakes it,
-//! and parking on the readiness eventfd when nothing is left. Shard 0 also runs the
-//! status and `udpaddr` endpoints. The state it turns is [`Shard`]'s; this file only waits.
+//! A shard's thread: taking its parts, arming its sockets, then turning whenever
+//! readiness, the inbox, a peer shard or the one-second tick calls, and parking in its
+//! poller's `epoll_wait` when nothing is left. The state it turns is [`Shard`]'s; this
+//! file only waits.
+//!
+//! The shard is the one task of its glommio executor (which pins the thread) and never
+//! awaits glommio: everything that can wake a shard — a socket, a sidecar's inbox message,
+//! another shard's message, the tick — reaches it through its epoll set or the wait's
+//! timeout, so the loop may block there. The status and `udpaddr` endpoints, which do run
+//! on glommio's reactor, have an executor of their own (`node`).
 
-use std::cell::RefCell;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
-use glommio::io::BufferedFile;
-
 use super::{KIND_SHIFT, KIND_UDP, Shard, ShardParts, listener_token, udp};
-use crate::msg::PeerMsg;
 
-/// What every shard thread is handed: the parts of all shards, taken by mesh position
-/// (glommio numbers mesh peers itself), and what only shard 0 runs.
+/// The period of [`Shard::on_tick`] (deadlines have one-second resolution).
+const TICK: Duration = Duration::from_secs(1);
+
+/// What every shard thread is handed.
 pub struct Startup {
-    /// `parts[i]` is taken by the shard that becomes mesh peer `i`.
+    /// `parts[i]` is taken by shard `i`.
     pub parts: Mutex<Vec<Option<ShardParts>>>,
-    /// The status server, run by shard 0.
-    pub status: Mutex<Option<crate::status::StatusServer>>,
-    /// The `udpaddr` endpoint, run by shard 0.
-    pub udpaddr: Mutex<Option<crate::status::UdpAddrServer>>,
     /// Every shard waits here before its first turn (shut while an upgrade's old process
     /// still serves).
     pub gate: Arc<crate::node::Gate>,
 }
 
-/// Runs a shard until shutdown: joins the mesh, takes its parts, arms the listeners, loops.
-pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
-    let (senders, receivers): (Senders<PeerMsg>, Receivers<PeerMsg>) = match mesh.join().await {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::error!("cannot join the shard mesh: {e:?}");
-            return;
-        }
-    };
-    let index = senders.peer_id();
+/// Runs shard `index` until shutdown: takes its parts, arms the listeners, loops.
+pub fn run(startup: &Startup, index: usize) {
     let parts = startup
         .parts
         .lock()
@@ -48,20 +38,8 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         tracing::error!(shard = index, "no parts");
         return;
     };
-    let mut tasks = Vec::new();
-    if index == 0
-        && let Some(status) = startup.status.lock().ok().and_then(|mut s| s.take())
-    {
-        tasks.push(glommio::spawn_local(status.serve()));
-    }
-    if index == 0
-        && let Some(server) = startup.udpaddr.lock().ok().and_then(|mut s| s.take())
-    {
-        tasks.push(glommio::spawn_local(server.serve()));
-    }
     let handover = parts.handover.take();
     let mut shard = Shard::new(parts);
-    shard.peers = Some(senders);
     if let Some((records, mut fds)) = handover {
         shard.read_clock();
         shard.import(records, &mut fds);
@@ -84,97 +62,36 @@ pub async fn run(startup: Arc<Startup>, mesh: MeshBuilder<PeerMsg, Full>) {
         shard.read_clock();
         shard.on_bus(msg);
     }
-    let eventfd = match shard.poller.eventfd_dup() {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!(shard = shard.index, "{e}");
+    shard.flush_registrations();
+    turn_until_done(&mut shard);
+    // The other shards see this one gone; the shard (its sockets, channel ends) drops here.
+    shard.mesh.close();
+}
+
+/// Turns until shutdown; parks whenever a turn leaves nothing to do.
+fn turn_until_done(shard: &mut Shard) {
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        let now = shard.turn();
+        if shard.done {
             return;
         }
-    };
-    // SAFETY: a fresh descriptor we own, handed to glommio which closes it.
-    let wake_file = unsafe { BufferedFile::from_raw_fd(into_raw(eventfd)) };
-    let shard = Rc::new(RefCell::new(shard));
-    tasks.extend(spawn_peer_receivers(&shard, receivers));
-    tasks.push({
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(Duration::from_secs(1)).await;
-                let mut s = shard.borrow_mut();
-                if s.done {
-                    break;
-                }
-                s.on_tick();
-            }
-        })
-    });
-    loop {
-        let busy = {
-            let mut s = shard.borrow_mut();
-            s.turn();
-            if s.done {
-                break;
-            }
-            if !s.has_backlog() {
-                s.poller.set_parked(true);
-                if let Err(e) = s.poller.arm() {
-                    tracing::error!(shard = s.index, "cannot arm the readiness ring: {e}");
-                }
-                s.turn();
-                if s.done {
-                    break;
-                }
-            }
-            s.has_backlog()
-        };
-        if busy {
-            // Reads left over: let the other tasks run, then come straight back.
-            futures_lite::future::yield_now().await;
+        if now >= next_tick {
+            shard.on_tick();
+            next_tick = now + TICK;
+        }
+        if shard.has_backlog() {
             continue;
         }
-        if let Err(e) = wake_file.read_at(0, 8).await {
-            tracing::error!(shard = shard.borrow().index, "wait failed: {e}");
-            break;
+        shard.poller.set_parked(true);
+        // The queues a waker guards, looked at again after the announcement: what came
+        // before it found the flag down and woke nobody. Sockets need no second look:
+        // the epoll set keeps their readiness for the wait.
+        if !shard.has_backlog() {
+            shard
+                .poller
+                .wait(next_tick.saturating_duration_since(Instant::now()));
         }
-        shard.borrow().poller.set_parked(false);
+        shard.poller.set_parked(false);
     }
-    if let Some(peers) = shard.borrow().peers.as_ref() {
-        peers.close();
-    }
-    // Cancelling drops the tasks' futures, and with them their handles on the shard, so
-    // the shard (its ring, sockets and channel ends) is dropped here.
-    for task in tasks {
-        task.cancel().await;
-    }
-}
-
-fn into_raw(fd: OwnedFd) -> RawFd {
-    use std::os::fd::IntoRawFd;
-    fd.into_raw_fd()
-}
-
-fn spawn_peer_receivers(
-    shard: &Rc<RefCell<Shard>>,
-    mut receivers: Receivers<PeerMsg>,
-) -> Vec<glommio::Task<()>> {
-    let mut tasks = Vec::new();
-    for (_, rx) in receivers.streams() {
-        let shard = shard.clone();
-        tasks.push(glommio::spawn_local(async move {
-            while let Some(msg) = rx.recv().await {
-                let mut s = shard.borrow_mut();
-                if s.frozen {
-                    s.held_peer_while_frozen.push(msg);
-                    continue;
-                }
-                let started = Instant::now();
-                s.read_clock();
-                s.on_peer(msg);
-                // Drain what else is queued before registering changes.
-                s.flush_registrations();
-                s.account_turn(started, "mesh message");
-            }
-        }));
-    }
-    tasks
 }

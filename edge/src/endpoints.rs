@@ -1,0 +1,70 @@
+//! The thread the node's HTTP endpoints run on: the status and admin endpoint and, when
+//! serving UDP, the `udpaddr` endpoint, as glommio tasks on an executor of their own.
+//! No shard carries them, so a shard's loop can park in its own `epoll_wait`
+//! (`shard::run`), and a slow status client never shares a turn with relays.
+//!
+//! What they serve is `status`'s; `node` starts the thread and stops it at shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::status::{StatusServer, UdpAddrServer};
+
+/// How often the thread looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// The running endpoints.
+pub struct Endpoints {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Starts the endpoints on a new thread (with the caller's CPU affinity).
+pub fn spawn(status: StatusServer, udpaddr: Option<UdpAddrServer>) -> anyhow::Result<Endpoints> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("endpoints")
+        .io_memory(1 << 16)
+        .spawn(move || async move {
+            let udpaddr = async move {
+                match udpaddr {
+                    Some(server) => server.serve().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let serve = futures_lite::future::race(status.serve(), udpaddr);
+            futures_lite::future::race(serve, stopped(flag)).await;
+        })
+        .map_err(|e| anyhow::anyhow!("HTTP endpoints thread: {e}"))?;
+    let thread = std::thread::spawn(move || {
+        if let Err(e) = handle.join() {
+            tracing::error!("the HTTP endpoints ended with an error: {e:?}");
+        }
+    });
+    Ok(Endpoints {
+        thread: Some(thread),
+        stop,
+    })
+}
+
+/// Ready once `flag` is set.
+async fn stopped(flag: Arc<AtomicBool>) {
+    while !flag.load(Ordering::Acquire) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+}
+
+impl Endpoints {
+    /// Stops serving (requests in progress are cut) and waits for the thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
