@@ -37,6 +37,9 @@ pub struct Readiness {
     pub readable: bool,
     /// The socket can take more bytes.
     pub writable: bool,
+    /// The peer closed (or the socket failed): read on to the end of the stream even
+    /// after a short read, since no further edge will come for it.
+    pub hangup: bool,
 }
 
 /// The token of the wake eventfd in the epoll set (no socket's token has every bit set).
@@ -204,12 +207,12 @@ impl Poller {
                     continue;
                 }
                 let bits = event.events;
-                let read =
-                    (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
+                let hangup = (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
                 out.push(Readiness {
                     token: event.u64,
-                    readable: bits & read != 0,
+                    readable: bits & (hangup | libc::EPOLLIN as u32) != 0,
                     writable: bits & libc::EPOLLOUT as u32 != 0,
+                    hangup: bits & hangup != 0,
                 });
             }
             if (n as usize) < BATCH {
@@ -257,6 +260,7 @@ mod tests {
         poller.drain(&mut ready);
         assert_eq!(ready.len(), 1);
         assert_eq!((ready[0].token, ready[0].readable), (7, true));
+        assert!(!ready[0].hangup);
         // Edge-triggered: the unread datagram makes no second event.
         poller.drain(&mut ready);
         assert!(ready.is_empty());

@@ -505,3 +505,31 @@ fn slow_loris_and_silent_logins_are_closed_on_time() {
         && counter(&node, |m| &m.login_timeout) == 1));
     node.shutdown();
 }
+
+#[test]
+fn a_frame_and_the_end_of_stream_read_in_one_wake_still_close_the_session() {
+    // The last frame and the FIN usually arrive before the shard wakes: one edge for
+    // both. A short read must not end the reading there, or the session would linger
+    // (its mobile id held) until its read deadline.
+    let node = node();
+    let online = |node: &edge::node::Node| -> i64 {
+        node.metrics
+            .shards
+            .iter()
+            .map(|s| s.ws_online.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    for k in 1..=20 {
+        let mut phone = Raw::connect(node.ws_addrs[0]);
+        assert_eq!(phone.login(16 * (100 + k)), vec![0, 1]);
+        let mut bytes = Vec::new();
+        edge_proto::ws::write_client_frame(&mut bytes, OpCode::Text, b"p", [1, 2, 3, 4]);
+        phone.send_raw(&bytes);
+        phone.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(
+            eventually(|| online(&node) == 0),
+            "phone {k}: the session outlived its end of stream"
+        );
+    }
+    node.shutdown();
+}

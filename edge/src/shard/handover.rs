@@ -183,6 +183,7 @@ impl Shard {
                 token: super::listener_token(i),
                 readable: true,
                 writable: false,
+                hangup: false,
             });
         }
         if self.udp.is_some() {

@@ -327,6 +327,7 @@ impl Shard {
             token: super::listener_token(i),
             readable: true,
             writable: false,
+            hangup: false,
         });
     }
 

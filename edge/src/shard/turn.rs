@@ -185,6 +185,11 @@ impl Shard {
         }
         if r.readable && self.conns.get_gen_mut(slot, generation).is_some() {
             self.on_readable(slot);
+            // A short read ends a read; with the peer gone, the end of the stream may sit
+            // behind it with no edge to come: read again next turn.
+            if r.hangup && self.conns.get_gen_mut(slot, generation).is_some() {
+                self.again.push((slot, generation));
+            }
         }
     }
 
