@@ -4,6 +4,8 @@
 //! (`shard::run`), and a slow status client never shares a turn with relays.
 //!
 //! What they serve is `status`'s; `node` starts the thread and stops it at shutdown.
+//! Like the shards, they start serving once the node's gate opens: during an upgrade the
+//! old process answers on the shared listeners until the new one's shards run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::node::Gate;
 use crate::status::{StatusServer, UdpAddrServer};
 
 /// How often the thread looks at its stop flag.
@@ -23,22 +26,30 @@ pub struct Endpoints {
     stop: Arc<AtomicBool>,
 }
 
-/// Starts the endpoints on a new thread (with the caller's CPU affinity).
-pub fn spawn(status: StatusServer, udpaddr: Option<UdpAddrServer>) -> anyhow::Result<Endpoints> {
+/// Starts the endpoints on a new thread (with the caller's CPU affinity), serving once
+/// `gate` is open.
+pub fn spawn(
+    status: StatusServer,
+    udpaddr: Option<UdpAddrServer>,
+    gate: Arc<Gate>,
+) -> anyhow::Result<Endpoints> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .name("endpoints")
         .io_memory(1 << 16)
         .spawn(move || async move {
-            let udpaddr = async move {
-                match udpaddr {
-                    Some(server) => server.serve().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let serve = futures_lite::future::race(status.serve(), udpaddr);
-            futures_lite::future::race(serve, stopped(flag)).await;
+            // Nothing else runs on this thread: blocking here delays only the endpoints.
+            gate.wait();
+            // Each server is a task of its own, and this one wakes only for its own
+            // timer: polling a pending glommio timer again on every accept leaks a
+            // reference to the task's waker each time (glommio 0.9 panics at 32 767).
+            let mut servers = vec![glommio::spawn_local(status.serve())];
+            servers.extend(udpaddr.map(|server| glommio::spawn_local(server.serve())));
+            stopped(flag).await;
+            for server in servers {
+                server.cancel().await;
+            }
         })
         .map_err(|e| anyhow::anyhow!("HTTP endpoints thread: {e}"))?;
     let thread = std::thread::spawn(move || {

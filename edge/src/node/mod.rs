@@ -432,7 +432,9 @@ impl Node {
             shards: inboxes.clone(),
             counters: metrics.http.clone(),
         });
-        let endpoints = on_sidecar_cores(&config, || crate::endpoints::spawn(status, udpaddr))??;
+        let endpoints = on_sidecar_cores(&config, || {
+            crate::endpoints::spawn(status, udpaddr, gate.clone())
+        })??;
         let startup = Arc::new(Startup {
             parts: Mutex::new(wiring.parts),
             gate: gate.clone(),
