@@ -169,6 +169,114 @@ mod tests {
     }
 
     #[test]
+    fn no_wake_is_lost_to_senders_racing_the_park() {
+        // Three shards send to a fourth in bursts; the fourth parks the way `shard::run`
+        // does (announce, look at the queues again, wait), with a wait far longer than the
+        // test: a lost wake shows as a wait that times out with messages still to come.
+        const SENDERS: usize = 3;
+        const EACH: usize = 20_000;
+        let mut pollers: Vec<Poller> = (0..=SENDERS).map(|_| Poller::new().unwrap()).collect();
+        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
+        let mut links = full(&wakers, 64);
+        let (mut poller, mut inbound) = (pollers.pop().unwrap(), links.pop().unwrap());
+        let senders: Vec<_> = links
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut link)| {
+                std::thread::spawn(move || {
+                    let mut seed = 0x9e37_79b9_u32.wrapping_mul(i as u32 + 1);
+                    let mut sent = 0;
+                    while sent < EACH {
+                        match link.try_send(SENDERS, datagram(i as u8)) {
+                            Ok(()) => sent += 1,
+                            Err(Refused::Full(_)) => {
+                                link.wake_sent();
+                                std::thread::yield_now();
+                            }
+                            Err(Refused::Gone(_)) => panic!("the receiver is gone"),
+                        }
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        if seed.is_multiple_of(16) {
+                            // The end of a turn: its wake, then sometimes a pause.
+                            link.wake_sent();
+                            if seed.is_multiple_of(64) {
+                                std::thread::sleep(std::time::Duration::from_micros(50));
+                            }
+                        }
+                    }
+                    link.wake_sent();
+                })
+            })
+            .collect();
+        let (mut got, mut out) = (0, Vec::new());
+        while got < SENDERS * EACH {
+            out.clear();
+            inbound.recv(1024, &mut out);
+            got += out.len();
+            if !out.is_empty() {
+                continue;
+            }
+            poller.set_parked(true);
+            if !inbound.has_inbound() {
+                let woken = poller.wait(std::time::Duration::from_secs(20));
+                assert!(woken, "a wake was lost: {got} of {} taken", SENDERS * EACH);
+            }
+            poller.set_parked(false);
+        }
+        senders.into_iter().for_each(|s| s.join().unwrap());
+    }
+
+    #[test]
+    fn no_wake_is_lost_in_a_strict_ping_pong() {
+        // One sender, one message at a time, each waiting until the receiver took it:
+        // nothing else can wake the receiver, so one lost wake stalls the exchange. The
+        // sender's waits are spread over the receiver's park sequence by a varying pause.
+        const ROUNDS: usize = 20_000;
+        let pollers: Vec<Poller> = (0..2).map(|_| Poller::new().unwrap()).collect();
+        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
+        let mut links = full(&wakers, 4);
+        let mut poller = pollers.into_iter().nth(1).unwrap();
+        let (mut inbound, mut sender) = (links.pop().unwrap(), links.pop().unwrap());
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = taken.clone();
+        let thread = std::thread::spawn(move || {
+            for round in 0..ROUNDS {
+                for _ in 0..(round * 7919) % 97 {
+                    std::hint::spin_loop();
+                }
+                sender.try_send(1, datagram(0)).unwrap();
+                sender.wake_sent();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while seen.load(std::sync::atomic::Ordering::Acquire) <= round {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "round {round} stalled"
+                    );
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let mut out = Vec::new();
+        while taken.load(std::sync::atomic::Ordering::Relaxed) < ROUNDS {
+            out.clear();
+            inbound.recv(8, &mut out);
+            if !out.is_empty() {
+                taken.fetch_add(out.len(), std::sync::atomic::Ordering::Release);
+                continue;
+            }
+            poller.set_parked(true);
+            if !inbound.has_inbound() {
+                let woken = poller.wait(std::time::Duration::from_secs(20));
+                assert!(woken, "a wake was lost after {taken:?} rounds");
+            }
+            poller.set_parked(false);
+        }
+        thread.join().unwrap();
+    }
+
+    #[test]
     fn a_send_wakes_a_parked_receiver_once() {
         let mut pollers: Vec<Poller> = (0..2).map(|_| Poller::new().unwrap()).collect();
         let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
