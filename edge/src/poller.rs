@@ -71,7 +71,7 @@ impl Waker {
     /// Wakes the shard if it is parked (coalesced: no syscall while it runs). Call it
     /// after the message is queued: the swap orders the two.
     pub fn wake(&self) {
-        if self.0.parked.swap(false, Ordering::AcqRel) {
+        if self.0.parked.swap(false, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a valid u64 to an eventfd we keep open.
             unsafe { libc::write(self.0.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -116,12 +116,14 @@ impl Poller {
     /// look at every queue a waker guards once more before [`Poller::wait`]: a message
     /// queued before the announcement found the flag down and wrote nothing.
     pub fn set_parked(&self, parked: bool) {
+        // Sequentially consistent throughout (free on x86 for the swaps): a swap, not a
+        // store, orders the flag before the queue checks that follow (a store may pass a
+        // later load), pairing with the swap in [`Waker::wake`]; and no store in between
+        // may break the chain from one waker's swap to the next park's.
         if parked {
-            // A swap, not a store: it orders the flag before the queue checks that follow
-            // (a store may pass a later load), pairing with the swap in [`Waker::wake`].
-            self.waker.parked.swap(true, Ordering::AcqRel);
+            self.waker.parked.swap(true, Ordering::SeqCst);
         } else {
-            self.waker.parked.store(false, Ordering::Release);
+            self.waker.parked.store(false, Ordering::SeqCst);
         }
     }
 

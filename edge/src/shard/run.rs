@@ -7,7 +7,7 @@
 //! awaits glommio: everything that can wake a shard — a socket, a sidecar's inbox message,
 //! another shard's message, the tick — reaches it through its epoll set or the wait's
 //! timeout, so the loop may block there. The status and `udpaddr` endpoints, which do run
-//! on glommio's reactor, have an executor of their own (`node`).
+//! on glommio's reactor, have an executor of their own (`endpoints`).
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};

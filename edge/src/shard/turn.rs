@@ -64,6 +64,10 @@ impl Shard {
                     msg => self.held_while_frozen.push(msg),
                 }
             }
+            if !self.frozen {
+                // Resumed: what the replay wrote, sent and reported goes out now.
+                self.flush_registrations();
+            }
             return;
         }
         if self.quiet {
@@ -128,15 +132,21 @@ impl Shard {
         }
     }
 
-    /// Work left after a turn (a read budget ran out, the inbox held more than one turn
-    /// takes, or a peer's queue refused a directory report): the loop must come back
-    /// instead of parking, since no wake will come for it.
+    /// Work left after a turn (a read budget ran out, the inbox or a mesh queue holds
+    /// messages, or a peer's queue refused a directory report): the loop must come back
+    /// instead of parking. Asked again after the parked flag is raised, it must see every
+    /// queue a waker guards, frozen or not: a message queued before the flag went up woke
+    /// nobody.
     pub(super) fn has_backlog(&self) -> bool {
-        if self.quiet || self.frozen {
-            return !self.frozen
-                && (!self.inbox.is_empty()
-                    || !self.peer_backlog.is_empty()
-                    || self.mesh.has_inbound());
+        if self.frozen {
+            // The frozen turn empties both queues, so this cannot spin; a refused report
+            // waits for the resume.
+            return !self.inbox.is_empty() || self.mesh.has_inbound();
+        }
+        if self.quiet {
+            return !self.inbox.is_empty()
+                || !self.peer_backlog.is_empty()
+                || self.mesh.has_inbound();
         }
         !self.again.is_empty()
             || !self.inbox.is_empty()
