@@ -55,7 +55,8 @@ pub fn run(startup: &Startup, index: usize) {
     {
         tracing::error!(shard = shard.index, "cannot watch the UDP socket: {e}");
     }
-    shard.flush_registrations();
+    // No flush before the gate: an upgrade's imported outboxes are written only after GO
+    // (on a rollback the old process sends them, once).
     startup.gate.wait();
     // What the old process of an upgrade held since its freeze goes first.
     for msg in startup.gate.take_released(shard.index) {
