@@ -31,7 +31,6 @@ pub enum Refused {
 
 /// One shard's ends of the mesh.
 pub struct MeshLink {
-    index: usize,
     bound: usize,
     /// `to[i]`: the queue into shard `i` (`None` for this shard itself).
     to: Vec<Option<Sender<PeerMsg>>>,
@@ -47,8 +46,7 @@ pub fn full(wakers: &[Waker], bound: usize) -> Vec<MeshLink> {
     let n = wakers.len();
     assert!(n <= 64, "the mesh's wake mask holds 64 shards");
     let mut links: Vec<MeshLink> = (0..n)
-        .map(|index| MeshLink {
-            index,
+        .map(|_| MeshLink {
             bound,
             to: (0..n).map(|_| None).collect(),
             wakers: wakers.to_vec(),
@@ -67,11 +65,6 @@ pub fn full(wakers: &[Waker], bound: usize) -> Vec<MeshLink> {
 }
 
 impl MeshLink {
-    /// This shard's place in the mesh.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
     /// Queues `msg` for shard `to`; the wake waits for [`MeshLink::wake_sent`].
     pub fn try_send(&mut self, to: usize, msg: PeerMsg) -> Result<(), Refused> {
         let Some(tx) = self.to.get(to).and_then(Option::as_ref) else {
@@ -128,6 +121,14 @@ mod tests {
         }
     }
 
+    /// `n` shards' pollers and mesh links, queues bounded at `bound`.
+    fn mesh(n: usize, bound: usize) -> (Vec<Poller>, Vec<MeshLink>) {
+        let pollers: Vec<Poller> = (0..n).map(|_| Poller::new().unwrap()).collect();
+        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
+        let links = full(&wakers, bound);
+        (pollers, links)
+    }
+
     fn byte(msg: &PeerMsg) -> u8 {
         match msg {
             PeerMsg::Datagram { bytes, .. } => bytes[0],
@@ -137,9 +138,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_gives_the_message_back_and_order_holds() {
-        let pollers: Vec<Poller> = (0..3).map(|_| Poller::new().unwrap()).collect();
-        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
-        let mut links = full(&wakers, 2);
+        let (_pollers, mut links) = mesh(3, 2);
         let (mut zero, mut two) = (links.remove(0), links.remove(1));
         zero.try_send(2, datagram(1)).unwrap();
         zero.try_send(2, datagram(2)).unwrap();
@@ -175,9 +174,7 @@ mod tests {
         // test: a lost wake shows as a wait that times out with messages still to come.
         const SENDERS: usize = 3;
         const EACH: usize = 20_000;
-        let mut pollers: Vec<Poller> = (0..=SENDERS).map(|_| Poller::new().unwrap()).collect();
-        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
-        let mut links = full(&wakers, 64);
+        let (mut pollers, mut links) = mesh(SENDERS + 1, 64);
         let (mut poller, mut inbound) = (pollers.pop().unwrap(), links.pop().unwrap());
         let senders: Vec<_> = links
             .into_iter()
@@ -234,9 +231,7 @@ mod tests {
         // nothing else can wake the receiver, so one lost wake stalls the exchange. The
         // sender's waits are spread over the receiver's park sequence by a varying pause.
         const ROUNDS: usize = 20_000;
-        let pollers: Vec<Poller> = (0..2).map(|_| Poller::new().unwrap()).collect();
-        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
-        let mut links = full(&wakers, 4);
+        let (pollers, mut links) = mesh(2, 4);
         let mut poller = pollers.into_iter().nth(1).unwrap();
         let (mut inbound, mut sender) = (links.pop().unwrap(), links.pop().unwrap());
         let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -278,9 +273,7 @@ mod tests {
 
     #[test]
     fn a_send_wakes_a_parked_receiver_once() {
-        let mut pollers: Vec<Poller> = (0..2).map(|_| Poller::new().unwrap()).collect();
-        let wakers: Vec<Waker> = pollers.iter().map(Poller::waker).collect();
-        let mut links = full(&wakers, 8);
+        let (mut pollers, mut links) = mesh(2, 8);
         pollers[1].set_parked(true);
         links[0].try_send(1, datagram(7)).unwrap();
         links[0].try_send(1, datagram(8)).unwrap();

@@ -138,21 +138,18 @@ impl Shard {
     /// queue a waker guards, frozen or not: a message queued before the flag went up woke
     /// nobody.
     pub(super) fn has_backlog(&self) -> bool {
+        let queued = !self.inbox.is_empty() || self.mesh.has_inbound();
         if self.frozen {
             // The frozen turn empties both queues, so this cannot spin; a refused report
             // waits for the resume.
-            return !self.inbox.is_empty() || self.mesh.has_inbound();
+            return queued;
         }
+        let to_send = queued || !self.peer_backlog.is_empty();
         if self.quiet {
-            return !self.inbox.is_empty()
-                || !self.peer_backlog.is_empty()
-                || self.mesh.has_inbound();
+            // Sockets wait for the new process.
+            return to_send;
         }
-        !self.again.is_empty()
-            || !self.inbox.is_empty()
-            || self.mesh.has_inbound()
-            || !self.peer_backlog.is_empty()
-            || !self.newcomers.is_empty()
+        to_send || !self.again.is_empty() || !self.newcomers.is_empty()
     }
 
     /// A listener, or a connection still upgrading or logging in.
