@@ -2,9 +2,13 @@
 //! table of results. Both servers run every cell in alternating rounds, one server alive at
 //! a time (`src/bin/compare.rs --matrix` starts and stops them); each round reports msgs/s,
 //! **server CPU per message** (from `/proc/<pid>/stat` over the measured window, so a run
-//! the load generator limits still yields the server's cost) and latency percentiles; one
-//! extra short run per server counts system calls (`perf stat`, kept apart because the
-//! tracepoint slows the server it counts).
+//! the load generator limits still yields the server's cost), its kernel part (stime) and
+//! latency percentiles; one extra short run per server counts system calls (`perf stat`,
+//! kept apart because the tracepoint slows the server it counts).
+//!
+//! The kernel part bounds what user-space work can win: with cloudsocket's user time at
+//! zero and its kernel time unchanged, the CPU ratio would be the peer's CPU ÷ cloudsocket's
+//! kernel CPU — the "ceiling" column.
 
 use crate::compare::extract;
 use crate::stats::{Spread, ratios, spread};
@@ -177,16 +181,35 @@ fn values(reports: &[String], pointer: &str) -> Vec<f64> {
     reports.iter().map(|r| extract(r, pointer)).collect()
 }
 
+/// The kernel part of each round's CPU per operation (`pointer`): that CPU times the
+/// round's stime share.
+fn kernel_values(reports: &[String], pointer: &str) -> Vec<f64> {
+    reports
+        .iter()
+        .map(|r| extract(r, pointer) * extract(r, "/server/sys_s") / extract(r, "/server/cpu_s"))
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+fn median(v: &[f64]) -> f64 {
+    spread(v).map_or(f64::NAN, |s| s.median)
+}
+
 /// The table header (markdown).
 pub fn header() -> String {
-    "| cell | msgs/s cloudsocket | msgs/s peer | server µs/msg cloudsocket | server µs/msg peer | peer ÷ cloudsocket CPU | p50 / p99 / p99.9 µs cloudsocket | p50 / p99 / p99.9 µs peer | syscalls/msg cs / peer |\n|---|---|---|---|---|---|---|---|---|".into()
+    "| cell | msgs/s cloudsocket | msgs/s peer | server µs/msg cloudsocket | server µs/msg peer | peer ÷ cloudsocket CPU | kernel µs/msg cs / peer | ceiling | p50 / p99 / p99.9 µs cloudsocket | p50 / p99 / p99.9 µs peer | syscalls/msg cs / peer |\n|---|---|---|---|---|---|---|---|---|---|---|".into()
 }
 
 /// One row (markdown): medians with (min–max) over the rounds; the CPU ratio is per round
-/// (alternating order), so above 1 means cloudsocket spends less per message.
+/// (alternating order), so above 1 means cloudsocket spends less per message. The ceiling
+/// is the peer's median CPU per message over cloudsocket's median kernel CPU per message.
 pub fn row(cell: &Cell, cs: &Side, peer: &Side) -> String {
     let (rate, cpu) = cell.pointers();
     let (a_cpu, b_cpu) = (values(&cs.rounds, cpu), values(&peer.rounds, cpu));
+    let (a_sys, b_sys) = (
+        median(&kernel_values(&cs.rounds, cpu)),
+        median(&kernel_values(&peer.rounds, cpu)),
+    );
     let latency = |side: &Side| {
         let p = |q: &str| spread(&values(&side.rounds, &format!("/latency/{q}_us")));
         let m = |s: Option<Spread>| s.map_or("—".into(), |s| format!("{:.0}", s.median));
@@ -200,13 +223,14 @@ pub fn row(cell: &Cell, cs: &Side, peer: &Side) -> String {
             .map_or("—".into(), |v| format!("{v:.2}"))
     };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+        "| {} | {} | {} | {} | {} | {} | {a_sys:.3} / {b_sys:.3} | {:.2} | {} | {} | {} / {} |",
         cell.label(),
         fmt(spread(&values(&cs.rounds, rate)), 0),
         fmt(spread(&values(&peer.rounds, rate)), 0),
         fmt(spread(&a_cpu), 3),
         fmt(spread(&b_cpu), 3),
         fmt(spread(&ratios(&b_cpu, &a_cpu)), 2),
+        median(&b_cpu) / a_sys,
         latency(cs),
         latency(peer),
         sys(cs),
@@ -231,7 +255,7 @@ mod tests {
         );
         let report = |cpu: f64| {
             format!(
-                r#"{{"throughput_msgs_s": 1000, "server_cpu_us_per_msg": {cpu}, "latency": {{"p50_us": 10, "p99_us": 20, "p999_us": 30}}}}"#
+                r#"{{"throughput_msgs_s": 1000, "server_cpu_us_per_msg": {cpu}, "server": {{"cpu_s": 4, "sys_s": 3}}, "latency": {{"p50_us": 10, "p99_us": 20, "p999_us": 30}}}}"#
             )
         };
         let cs = Side {
@@ -245,6 +269,8 @@ mod tests {
         let r = row(&cell, &cs, &peer);
         assert!(r.contains("0.250 (0.200–0.300)"), "{r}");
         assert!(r.contains("2.00 (2.00–2.00)"), "{r}");
+        // Kernel: three quarters of 0.25 and of 0.5; ceiling 0.5 / 0.1875.
+        assert!(r.contains("| 0.188 / 0.375 | 2.67 |"), "{r}");
         assert!(r.contains("10 / 20 / 30") && r.contains("0.50 / —"), "{r}");
         assert_eq!(header().lines().count(), 2);
     }

@@ -1,8 +1,11 @@
 //! What the server spent during a measured window (issue 13): its CPU time from
-//! `/proc/<pid>/stat` (utime + stime of every thread, in clock ticks), and optionally its
-//! system calls from `perf stat -e raw_syscalls:sys_enter -p <pid>` — so that a run the
-//! load generator limits still tells the server's cost per message. Linux only; a figure
-//! that cannot be read is `None`, never a guess.
+//! `/proc/<pid>/stat` (utime + stime of every thread, in clock ticks), the kernel's part of
+//! it (stime: system calls, and the loopback delivery and softirq work the kernel charges
+//! to the thread that sent), the load generator's own CPU over the same window (to tell a
+//! run the generator limits), and optionally the server's system calls from
+//! `perf stat -e raw_syscalls:sys_enter -p <pid>` — so that a run the load generator limits
+//! still tells the server's cost per message. Linux only; a figure that cannot be read is
+//! `None`, never a guess.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +17,15 @@ use serde::Serialize;
 pub struct ServerCost {
     /// CPU seconds (user + system, all threads).
     pub cpu_s: Option<f64>,
+    /// The system part of `cpu_s` (stime): time in the kernel on the server's behalf.
+    pub sys_s: Option<f64>,
     /// Its share of one core over the window.
     pub cpu_util: Option<f64>,
+    /// The load generator's own CPU over the window, as a share of one core (all its
+    /// threads): in a flood, near its core count means the generator, not the server, set
+    /// the pace. (A paced run spins between sends, so there it reads near 100 % whatever
+    /// the rate: its `send_lag` tells instead.)
+    pub client_util: Option<f64>,
     /// System calls entered (all threads), when `perf` could count them.
     pub syscalls: Option<u64>,
 }
@@ -34,27 +44,52 @@ impl ServerCost {
 
 /// CPU seconds `pid` has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|t| t.user + t.sys)
+}
+
+/// CPU seconds used so far, user and system apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// utime.
+    pub user: f64,
+    /// stime.
+    pub sys: f64,
+}
+
+/// CPU seconds `pid` has used so far, user and system apart.
+pub fn cpu_split(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let tick = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let (user, sys) = (tick(11)?, tick(12)?);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| ticks as f64 / hz as f64)
+    (hz > 0).then(|| CpuTimes {
+        user: user as f64 / hz as f64,
+        sys: sys as f64 / hz as f64,
+    })
 }
 
 /// CPU seconds the processes `pids` have used so far (`None` if one is unreadable).
-fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
-    pids.iter().map(|&pid| cpu_seconds(pid)).sum()
+fn cpu_of(pids: &[u32]) -> Option<CpuTimes> {
+    pids.iter().try_fold(CpuTimes::default(), |acc, &pid| {
+        let t = cpu_split(pid)?;
+        Some(CpuTimes {
+            user: acc.user + t.user,
+            sys: acc.sys + t.sys,
+        })
+    })
 }
 
 /// A window being measured.
 pub struct Window {
     pids: Vec<u32>,
     started: Instant,
-    cpu: Option<f64>,
+    cpu: Option<CpuTimes>,
+    client: Option<f64>,
     perf: Option<Child>,
 }
 
@@ -78,7 +113,8 @@ impl Window {
         Window {
             pids: pids.to_vec(),
             started: Instant::now(),
-            cpu: cpu_seconds_of(pids),
+            cpu: cpu_of(pids),
+            client: cpu_seconds(std::process::id()),
             perf,
         }
     }
@@ -86,7 +122,11 @@ impl Window {
     /// Ends the window.
     pub fn end(self) -> ServerCost {
         let took = self.started.elapsed().as_secs_f64();
-        let cpu_s = match (self.cpu, cpu_seconds_of(&self.pids)) {
+        let (cpu_s, sys_s) = match (self.cpu, cpu_of(&self.pids)) {
+            (Some(a), Some(b)) => (Some(b.user + b.sys - a.user - a.sys), Some(b.sys - a.sys)),
+            _ => (None, None),
+        };
+        let client = match (self.client, cpu_seconds(std::process::id())) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
@@ -99,7 +139,9 @@ impl Window {
         });
         ServerCost {
             cpu_s,
+            sys_s,
             cpu_util: cpu_s.map(|c| c / took.max(1e-9)),
+            client_util: client.map(|c| c / took.max(1e-9)),
             syscalls,
         }
     }
@@ -140,10 +182,15 @@ mod tests {
             x = x.wrapping_add(std::hint::black_box(1));
         }
         assert!(x > 0 && cpu_seconds(me).unwrap() >= before);
+        let split = cpu_split(me).unwrap();
+        assert_eq!(cpu_seconds(me), Some(split.user + split.sys));
+        let window = Window::begin(&[me], false, Duration::ZERO);
+        let cost = window.end();
+        assert!(cost.sys_s.unwrap() <= cost.cpu_s.unwrap() && cost.client_util.is_some());
         let cost = ServerCost {
             cpu_s: Some(2.0),
-            cpu_util: None,
             syscalls: Some(10),
+            ..ServerCost::default()
         };
         assert_eq!(cost.us_per(4), Some(500_000.0));
         assert_eq!(cost.syscalls_per(5), Some(2.0));

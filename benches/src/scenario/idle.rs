@@ -242,6 +242,11 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
         .map(|p| (p.udp as f64, p.rss as f64))
         .collect();
     let udp_slope = stats::slope(&udp_pts).unwrap_or(f64::NAN);
+    let udp_kernel_pts: Vec<(f64, f64)> = points[1..]
+        .iter()
+        .filter_map(|p| Some((p.udp as f64, p.kernel? as f64)))
+        .collect();
+    let udp_kernel_slope = stats::slope(&udp_kernel_pts).unwrap_or(f64::NAN);
     if a.hold > 0.0 {
         eprintln!("[idle] holding for {} s", a.hold);
         std::thread::sleep(Duration::from_secs_f64(a.hold));
@@ -269,10 +274,15 @@ pub fn run(a: &IdleArgs) -> anyhow::Result<()> {
         format!("{kernel_slope:.0} B/conn"),
     ));
     rows.push(("slope VmRSS per UDP session", format!("{udp_slope:.0} B")));
+    rows.push((
+        "slope kernel per UDP session",
+        format!("{udp_kernel_slope:.0} B"),
+    ));
     rows.push(("failed", failed.to_string()));
     let value = serde_json::json!({ "points": points, "bytes_per_conn": slope,
         "anon_bytes_per_conn": slope_anon, "kernel_bytes_per_conn": kernel_slope,
-        "bytes_per_udp_session": udp_slope, "failed": failed, "errors": failed });
+        "bytes_per_udp_session": udp_slope, "kernel_bytes_per_udp_session": udp_kernel_slope,
+        "failed": failed, "errors": failed });
     report::emit(a.common.json, "idle", &rows, &value);
     Ok(())
 }

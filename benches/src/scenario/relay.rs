@@ -118,6 +118,11 @@ pub struct RelayReport {
     pub skipped: u64,
     /// End-to-end latency.
     pub latency: stats::Latency,
+    /// Paced runs: how late the load generator sent each message of the measured window
+    /// against its schedule (latency counts from the schedule, so this part of it is the
+    /// generator's, not the server's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag: Option<stats::Latency>,
     /// The server's CPU (and system calls) over the measured window (`--server-pid`).
     pub server: crate::server_cost::ServerCost,
     /// Microseconds of server CPU per message received.
@@ -131,6 +136,7 @@ pub struct RelayReport {
 
 struct ThreadResult {
     hist: Histogram<u64>,
+    lag: Histogram<u64>,
     sent: u64,
     received: u64,
     late: u64,
@@ -219,6 +225,7 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
     let cost = crate::server_cost::measure_after(&c.server_pid, c.syscalls, a.warmup, a.duration);
     let progress = Progress::start("relay", counters);
     let mut hist = stats::latency_histogram();
+    let mut lag = stats::latency_histogram();
     let mut out = RelayReport {
         pairs_ready: 0,
         rate: a.rate,
@@ -230,6 +237,7 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
         late: 0,
         skipped: 0,
         latency: stats::Latency::default(),
+        send_lag: None,
         server: Default::default(),
         server_cpu_us_per_msg: None,
         server_syscalls_per_msg: None,
@@ -240,6 +248,7 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
             .join()
             .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
         hist.add(&t.hist)?;
+        lag.add(&t.lag)?;
         out.sent += t.sent;
         out.received += t.received;
         out.late += t.late;
@@ -253,6 +262,7 @@ fn measure(a: &RelayArgs) -> anyhow::Result<(RelayReport, Histogram<u64>)> {
     drop(progress);
     out.throughput_msgs_s = out.received as f64 / a.duration;
     out.latency = stats::Latency::of(&hist);
+    out.send_lag = (a.rate > 0).then(|| stats::Latency::of(&lag));
     if let Some(cost) = cost.and_then(|h| h.join().ok()) {
         out.server_cpu_us_per_msg = cost.us_per(out.received);
         out.server_syscalls_per_msg = cost.syscalls_per(out.received);
@@ -302,6 +312,7 @@ fn worker(
     let ready_pairs: Vec<usize> = (0..n).filter(|&k| ready[k]).collect();
     let mut inflight = vec![0u32; n];
     let mut hist = stats::latency_histogram();
+    let mut lag = stats::latency_histogram();
     let (mut sent, mut received, mut skipped) = (0u64, 0u64, 0u64);
     let failed_before = fleet.failed;
     let start = msg::now_ns();
@@ -352,6 +363,9 @@ fn worker(
                 } else if send(k, next_send as u64, &mut fleet, &mut flip) {
                     inflight[k] += 1;
                     batch += 1;
+                    if measuring {
+                        stats::record(&mut lag, now.saturating_sub(next_send as u64));
+                    }
                 }
                 next_send += interval_ns;
             }
@@ -415,6 +429,7 @@ fn worker(
     fleet.close_all();
     Ok(ThreadResult {
         hist,
+        lag,
         sent,
         received,
         late,

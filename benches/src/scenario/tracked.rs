@@ -180,6 +180,7 @@ pub fn run(a: &RelayArgs) -> anyhow::Result<()> {
         late: 0,
         skipped: 0,
         latency,
+        send_lag: None,
         // Tracked mode runs the upgrade and fault benches, not the cost matrix.
         server: Default::default(),
         server_cpu_us_per_msg: None,

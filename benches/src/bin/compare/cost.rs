@@ -1,6 +1,9 @@
 //! `compare --matrix`, `--scaling` and `--latency`: the runs that report the servers' cost
 //! and latency (issue 13), each against a fresh server, one alive at a time, in
-//! alternating order.
+//! alternating order. Asked for together (`benches/run --table`), they run as sections of
+//! one table, and a later section takes what the matrix already measured instead of
+//! measuring it again: each server's flood peak, and on a 2-core host the one-core scaling
+//! row.
 
 use std::time::Instant;
 
@@ -39,11 +42,64 @@ fn matrix_run(
     Ok(text)
 }
 
+/// What the matrix measured that a later section would otherwise measure again.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    /// Each server's flood peak: ws→ws window 32, 200 pairs, 76 B (msgs/s, median).
+    flood_peak: Option<[f64; 2]>,
+    /// Each server's (msgs/s, µs/msg) for ws→ws window 8, 76 B, 5 000 pairs, the load on
+    /// one core with one thread: the scaling section's one-core row on a 2-core host.
+    one_core: Option<[(f64, f64); 2]>,
+}
+
+fn median_of(reports: &[String], pointer: &str) -> f64 {
+    let v: Vec<f64> = reports
+        .iter()
+        .map(|r| benches::compare::extract(r, pointer))
+        .collect();
+    benches::stats::spread(&v).map_or(f64::NAN, |s| s.median)
+}
+
+/// `--matrix`, `--latency` and `--scaling`, those asked for, in that order; with more than
+/// one, each under its own heading and followed by its duration.
+pub(super) fn run_sections(cli: &Cli) -> anyhow::Result<()> {
+    let several =
+        usize::from(cli.matrix) + usize::from(cli.latency.is_some()) + usize::from(cli.scaling) > 1;
+    let section = |title: &str, run: &mut dyn FnMut() -> anyhow::Result<()>| {
+        if several {
+            println!("\n## {title}\n");
+        }
+        let started = Instant::now();
+        run()?;
+        if several {
+            println!("\n(section: {:.0} s)", started.elapsed().as_secs_f64());
+        }
+        anyhow::Ok(())
+    };
+    let mut known = Known::default();
+    if cli.matrix {
+        section("Matrix", &mut || {
+            known = run_matrix(cli)?;
+            Ok(())
+        })?;
+    }
+    if let Some(svg) = &cli.latency {
+        section("Open-loop latency", &mut || {
+            run_latency(cli, svg, known.flood_peak)
+        })?;
+    }
+    if cli.scaling {
+        section("Scaling", &mut || run_scaling(cli, known.one_core))?;
+    }
+    Ok(())
+}
+
 /// `--matrix`: every cell, alternating rounds, then one system-call run per server.
-pub(super) fn run_matrix(cli: &Cli) -> anyhow::Result<()> {
+fn run_matrix(cli: &Cli) -> anyhow::Result<Known> {
     use benches::matrix::{Path, Side, cells, header, row};
     use std::io::Write as _;
     let started = Instant::now();
+    let mut known = Known::default();
     println!("{}", header());
     let mut base = 10_000i64;
     let wanted =
@@ -69,23 +125,44 @@ pub(super) fn run_matrix(cli: &Cli) -> anyhow::Result<()> {
         }
         println!("{}", row(&cell, &sides[0], &sides[1]));
         let _ = std::io::stdout().flush();
+        let med = |side: usize, p: &str| median_of(&sides[side].rounds, p);
+        match (cell.path, cell.window, cell.size, cell.pairs) {
+            (Path::WsToWs, 32, 76, 200) => {
+                known.flood_peak = Some([0, 1].map(|s| med(s, "/throughput_msgs_s")));
+            }
+            (Path::WsToWs, 8, 76, 5000) => {
+                known.one_core = Some([0, 1].map(|s| {
+                    (
+                        med(s, "/throughput_msgs_s"),
+                        med(s, "/server_cpu_us_per_msg"),
+                    )
+                }));
+            }
+            _ => {}
+        }
     }
     println!(
         "({} rounds per cell, A/B order alternating, a fresh server per round; {:.0} s in all)",
         cli.rounds,
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(known)
 }
 
 /// `--scaling`: relay (ws→ws, window 8, 76 B, 5000 pairs) with the servers on 1, 2, 4 and
 /// 8 cores — those this host has with at least one left for the load, which gets the rest.
-pub(super) fn run_scaling(cli: &Cli) -> anyhow::Result<()> {
+/// On a 2-core host the one-core row is the matrix's cell of the same load when `one_core`
+/// brings it (the same runs: one server core, the load on the other, one load thread).
+fn run_scaling(cli: &Cli, one_core: Option<[(f64, f64); 2]>) -> anyhow::Result<()> {
     let online = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
         "| server cores | msgs/s cloudsocket | msgs/s peer | server µs/msg cloudsocket | server µs/msg peer |\n|---|---|---|---|---|"
     );
     for n in [1usize, 2, 4, 8] {
+        if let (1, 2, Some([a, b])) = (n, online, one_core) {
+            println!("| 1 | {:.0} | {:.0} | {:.3} | {:.3} |", a.0, b.0, a.1, b.1);
+            continue;
+        }
         if n >= online {
             println!(
                 "| {n} | (needs {} cores: this host has {online}) | | | |",
@@ -145,6 +222,11 @@ pub(super) fn run_scaling(cli: &Cli) -> anyhow::Result<()> {
             col(1, false)
         );
     }
+    if online == 2 && one_core.is_some() {
+        println!(
+            "\n(the one-core row is the matrix's ws→ws w8 76 B 5000 pairs cell: on this host the same runs)"
+        );
+    }
     Ok(())
 }
 
@@ -181,9 +263,14 @@ fn relay_at(cli: &Cli, side: usize, rate: u64, seconds: f64, base: i64) -> anyho
 }
 
 /// `--latency`: open-loop relay at fixed rates both servers sustain (20 k, 100 k, 200 k
-/// msgs/s) and at 50 % and 70 % of each server's own flood peak; prints a markdown table
-/// and writes the plot (p50 and p99 against offered load) to `svg`.
-pub(super) fn run_latency(cli: &Cli, svg: &std::path::Path) -> anyhow::Result<()> {
+/// msgs/s) and at 50 % and 70 % of each server's own flood peak (`known_peak`, the matrix's,
+/// or measured here); prints a markdown table and writes the plot (p50 and p99 against
+/// offered load) to `svg`.
+fn run_latency(
+    cli: &Cli,
+    svg: &std::path::Path,
+    known_peak: Option<[f64; 2]>,
+) -> anyhow::Result<()> {
     use benches::compare::extract;
     use benches::stats::spread;
     let median = |v: &[f64]| spread(v).map_or(f64::NAN, |s| s.median);
@@ -193,14 +280,14 @@ pub(super) fn run_latency(cli: &Cli, svg: &std::path::Path) -> anyhow::Result<()
         base
     };
     let mut peaks = [Vec::new(), Vec::new()];
-    for round in 0..cli.rounds {
+    for round in 0..if known_peak.is_some() { 0 } else { cli.rounds } {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
             let flood = relay_at(cli, side, 0, 5.0, next_base())?;
             peaks[side].push(extract(&flood, "/throughput_msgs_s"));
         }
     }
-    let peak = [median(&peaks[0]), median(&peaks[1])];
+    let peak = known_peak.unwrap_or([median(&peaks[0]), median(&peaks[1])]);
     // (label, rate per side)
     let mut rates: Vec<(String, [u64; 2])> = [20_000u64, 100_000, 200_000]
         .iter()
@@ -211,11 +298,17 @@ pub(super) fn run_latency(cli: &Cli, svg: &std::path::Path) -> anyhow::Result<()
         rates.push((format!("{:.0} % of own peak", fraction * 100.0), own));
     }
     println!(
-        "flood peak (window 32, 200 pairs, 76 B): cloudsocket {:.0}, tokio-peer {:.0} msgs/s\n",
-        peak[0], peak[1]
+        "flood peak (window 32, 200 pairs, 76 B{}): cloudsocket {:.0}, tokio-peer {:.0} msgs/s\n",
+        if known_peak.is_some() {
+            "; the matrix's cell"
+        } else {
+            ""
+        },
+        peak[0],
+        peak[1]
     );
     println!(
-        "| offered | server | achieved msgs/s | p50 µs | p99 µs | p99.9 µs | late / skipped | server µs/msg |\n|---|---|---|---|---|---|---|---|"
+        "| offered | server | achieved msgs/s | p50 µs | p99 µs | p99.9 µs | late / skipped | server µs/msg | server busy % | send lag p99 µs |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut curves: [Vec<(f64, [f64; 2])>; 2] = [Vec::new(), Vec::new()];
     for (label, rate) in &rates {
@@ -242,13 +335,15 @@ pub(super) fn run_latency(cli: &Cli, svg: &std::path::Path) -> anyhow::Result<()
                 fig("/latency/p999_us"),
             );
             println!(
-                "| {label} ({}) | {} | {:.0} | {p50:.0} | {p99:.0} | {p999:.0} | {:.0} / {:.0} | {:.3} |",
+                "| {label} ({}) | {} | {:.0} | {p50:.0} | {p99:.0} | {p999:.0} | {:.0} / {:.0} | {:.3} | {:.0} | {:.0} |",
                 rate[side],
                 SERVERS[side].0,
                 fig("/throughput_msgs_s"),
                 fig("/late"),
                 fig("/skipped"),
-                fig("/server_cpu_us_per_msg")
+                fig("/server_cpu_us_per_msg"),
+                fig("/server/cpu_util") * 100.0,
+                fig("/send_lag/p99_us"),
             );
             curves[side].push((rate[side] as f64, [p50, p99]));
         }

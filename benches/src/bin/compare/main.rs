@@ -67,7 +67,9 @@ struct Cli {
     #[arg(long)]
     scaling: bool,
     /// Open-loop latency against offered load for both servers; writes the plot (SVG) here
-    /// and prints a markdown table.
+    /// and prints a markdown table. `--matrix`, `--latency` and `--scaling` together run as
+    /// the sections of one table (`benches/run --table`), later ones reusing the matrix's
+    /// flood peaks and, on a 2-core host, its one-core relay cell.
     #[arg(long, value_name = "SVG")]
     latency: Option<std::path::PathBuf>,
     /// With `--matrix`, `--scaling` or `--latency`: measured seconds per round (after a
@@ -255,14 +257,8 @@ fn loadgen_on(cli: &Cli, cores: &str, args: &[String]) -> anyhow::Result<String>
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if cli.matrix {
-        return cost::run_matrix(&cli);
-    }
-    if cli.scaling {
-        return cost::run_scaling(&cli);
-    }
-    if let Some(svg) = &cli.latency {
-        return cost::run_latency(&cli, svg);
+    if cli.matrix || cli.scaling || cli.latency.is_some() {
+        return cost::run_sections(&cli);
     }
     let servers = [
         start(&cli, "cloudsocket", [21234, 21235], 39999, 27999)?,
