@@ -3,10 +3,10 @@
 //! Owns: which local sessions hold each id and the per-id cap (`sessions`), this shard's
 //! slice of the partitioned directory (`directory`), the life of a WebSocket connection
 //! — stage, heartbeat period, deadlines (`terminal`) —, the UDP session table with its
-//! sequence, NAT-rebinding and expiry rules (`udp`), the slot storage (`slab`) and the
-//! timer wheel (`wheel`). [`ShardCore`] ties the index to the directory: a session that
-//! joins or leaves yields the directory report to send, and reports from other shards
-//! are applied here.
+//! sequence, NAT-rebinding and expiry rules (`udp`) and the compact device address its
+//! sessions keep (`device_addr`), the slot storage (`slab`) and the timer wheel (`wheel`).
+//! [`ShardCore`] ties the index to the directory: a session that joins or leaves yields
+//! the directory report to send, and reports from other shards are applied here.
 //!
 //! Does not own: sockets, buffers, the clock, glommio, channels. Time comes in as
 //! arguments; what must go out (a report to another shard, a session to evict) comes
@@ -28,6 +28,7 @@
 pub mod admission;
 pub mod conn_limits;
 pub mod cookie;
+pub mod device_addr;
 pub mod directory;
 pub mod outbound;
 pub mod sessions;

@@ -13,8 +13,12 @@
 //! `0xE0` before one a device is setting up, the stalest first — and a new device still
 //! gets a session while the flood only churns its own.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
+
+use hashbrown::HashTable;
+
+pub use super::device_addr::DeviceAddr;
 
 use edge_proto::device::{self, Sid};
 
@@ -29,7 +33,7 @@ pub struct UdpSession {
     /// The session id handed out at `0xE0`.
     pub sid: Sid,
     /// Where the device was last heard from.
-    pub addr: SocketAddr,
+    pub addr: DeviceAddr,
     /// The device id once logged in (0 before).
     pub device: i64,
     /// Last sequence number used towards the device.
@@ -107,8 +111,11 @@ pub struct Full;
 /// The sessions of one shard.
 pub struct UdpTable {
     sessions: Slab<UdpSession>,
+    /// The slot of each session, found by its sid's hash and compared against the sid the
+    /// session holds (4 bytes an entry; a map would keep a 16-byte copy of the key too).
+    by_sid: HashTable<u32>,
     /// Keyed hash: a sid comes off the network before it is known to be ours.
-    by_sid: HashMap<[u8; 16], u32, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
     max_sessions: usize,
     /// Most sessions that have not logged in.
     max_anonymous: usize,
@@ -126,7 +133,8 @@ impl UdpTable {
     pub fn new(max_sessions: usize) -> Self {
         UdpTable {
             sessions: Slab::default(),
-            by_sid: HashMap::default(),
+            by_sid: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             max_sessions,
             max_anonymous: (max_sessions - max_sessions / 4).max(1),
             anonymous: 0,
@@ -196,8 +204,18 @@ impl UdpTable {
     /// Every live session with its slot (for an upgrade's handover).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &UdpSession)> + '_ {
         self.by_sid
-            .values()
+            .iter()
             .filter_map(|&slot| Some((slot, self.sessions.get(slot)?)))
+    }
+
+    /// The slot of the session holding `sid`.
+    fn slot_of(&self, sid: &[u8; 16]) -> Option<u32> {
+        let sessions = &self.sessions;
+        self.by_sid
+            .find(self.hasher.hash_one(sid), |&slot| {
+                sessions.get(slot).is_some_and(|s| &s.sid.0 == sid)
+            })
+            .copied()
     }
 
     /// An upgrade's records of the sessions it can hand over (issue 15): every one not
@@ -214,7 +232,7 @@ impl UdpTable {
             records.push(Record::UdpSession(handover::UdpSession {
                 sid: s.sid.0,
                 device: s.device,
-                addr: s.addr,
+                addr: s.addr.socket(),
                 sidx: s.sidx,
                 ridx: s.ridx,
                 expires_in_secs: s.deadline.saturating_sub(now),
@@ -260,13 +278,13 @@ impl UdpTable {
     pub fn open(&mut self, sid: Sid, addr: SocketAddr, deadline: Secs) -> Result<(u32, u32), Full> {
         if self.len() >= self.max_sessions
             || self.anonymous >= self.max_anonymous
-            || self.by_sid.contains_key(&sid.0)
+            || self.slot_of(&sid.0).is_some()
         {
             return Err(Full);
         }
         let session = UdpSession {
             sid,
-            addr,
+            addr: addr.into(),
             device: 0,
             sidx: 0,
             ridx: 0,
@@ -278,7 +296,12 @@ impl UdpTable {
             written: 0,
         };
         let (slot, generation) = self.sessions.insert(session);
-        self.by_sid.insert(sid.0, slot);
+        let (sessions, hasher) = (&self.sessions, &self.hasher);
+        self.by_sid
+            .insert_unique(hasher.hash_one(sid.0), slot, |&slot| {
+                // Every slot in the index holds a session (removed from both together).
+                sessions.get(slot).map_or(0, |s| hasher.hash_one(s.sid.0))
+            });
         self.anonymous += 1;
         Ok((slot, generation))
     }
@@ -301,7 +324,7 @@ impl UdpTable {
                 Accept::Unknown
             };
         }
-        let Some(&slot) = self.by_sid.get(sid) else {
+        let Some(slot) = self.slot_of(sid) else {
             return Accept::Unknown;
         };
         let Some(session) = self.sessions.get_mut(slot) else {
@@ -312,6 +335,7 @@ impl UdpTable {
         }
         session.ridx = seq;
         session.deadline = deadline;
+        let from = DeviceAddr::from(from);
         let moved = session.addr != from;
         session.addr = from;
         Accept::Mine { slot, moved }
@@ -354,14 +378,27 @@ impl UdpTable {
         }
     }
 
-    /// Checks the anonymous count against the sessions (for tests: it walks the table).
+    /// Checks the anonymous count against the sessions, and that the index finds every
+    /// session by its sid and nothing else (for tests: it walks the table).
     pub fn check(&self) -> Result<(), String> {
-        let anonymous = self
-            .by_sid
-            .values()
-            .filter_map(|&slot| self.sessions.get(slot))
-            .filter(|s| s.device == 0)
-            .count();
+        let anonymous = self.iter().filter(|(_, s)| s.device == 0).count();
+        let indexed: std::collections::BTreeSet<u32> = self.by_sid.iter().copied().collect();
+        if indexed.len() != self.by_sid.len() || indexed.len() != self.sessions.len() {
+            return Err(format!(
+                "{} index entries, {} distinct, {} sessions stored",
+                self.by_sid.len(),
+                indexed.len(),
+                self.sessions.len()
+            ));
+        }
+        if let Some((slot, _)) = self
+            .iter()
+            .find(|(slot, s)| self.slot_of(&s.sid.0) != Some(*slot))
+        {
+            return Err(format!(
+                "the session in slot {slot} is not found by its sid"
+            ));
+        }
         if anonymous != self.anonymous {
             return Err(format!(
                 "{anonymous} anonymous sessions, counted {}",
@@ -399,7 +436,12 @@ impl UdpTable {
     /// Ends the session in `slot` (its slot's generation moves on).
     pub fn remove(&mut self, slot: u32) -> Option<UdpSession> {
         let session = self.sessions.remove(slot)?;
-        self.by_sid.remove(&session.sid.0);
+        if let Ok(entry) = self
+            .by_sid
+            .find_entry(self.hasher.hash_one(session.sid.0), |&s| s == slot)
+        {
+            entry.remove();
+        }
         if session.device == 0 {
             self.anonymous -= 1;
         }

@@ -157,6 +157,7 @@ fn a_session_in_an_evicted_slot_takes_over_its_entry() {
 
 #[test]
 fn session_record_is_small() {
+    // 104 bytes with its generation since the address is a 24-byte `DeviceAddr`.
     let size = std::mem::size_of::<(u32, Option<UdpSession>)>();
-    assert!(size <= 128, "{size}");
+    assert!(size <= 104, "{size}");
 }

@@ -477,7 +477,7 @@ impl Sim {
         live.iter()
             .rev()
             .filter(|h| h.is_udp())
-            .find_map(|h| shard.udp.get(h.index()).map(|s| s.addr))
+            .find_map(|h| shard.udp.get(h.index()).map(|s| s.addr.socket()))
     }
 
     // ---- bindings, sends by the destination rules, pushes ----

@@ -214,7 +214,7 @@ impl Shard {
             .udp
             .as_mut()
             .and_then(|u| u.table.get_gen_mut(conn.slot & !UDP_BIT, conn.generation))
-            .map(|s| s.addr);
+            .map(|s| s.addr.socket());
         if let Some(addr) = addr {
             self.udp_send(addr, ack);
         }
@@ -236,7 +236,7 @@ impl Shard {
         let Some(pending) = session.pending.take() else {
             return;
         };
-        let (sid, addr) = (session.sid, session.addr);
+        let (sid, addr) = (session.sid, session.addr.socket());
         let body = make(&pending, &sid);
         self.udp_reply(addr, &pending.header, &body);
     }

@@ -70,7 +70,7 @@ impl Shard {
         };
         if edge_proto::device::is_upload_ack(message) {
             // The msgbus's ACK of this device's upload: as it is, matched by its sequence.
-            let addr = session.addr;
+            let addr = session.addr.socket();
             self.udp_send(addr, message);
             return true;
         }
@@ -79,7 +79,7 @@ impl Shard {
             return false;
         }
         session.sidx = session.sidx.wrapping_add(1);
-        let (seq, sid, addr) = (session.sidx, session.sid, session.addr);
+        let (seq, sid, addr) = (session.sidx, session.sid, session.addr.socket());
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         out.extend_from_slice(message);
@@ -102,7 +102,7 @@ impl Shard {
             return false;
         };
         session.sidx = session.sidx.wrapping_add(1);
-        let (seq, device, addr) = (session.sidx, session.device, session.addr);
+        let (seq, device, addr) = (session.sidx, session.device, session.addr.socket());
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let spec = frame::DirectSpec {
@@ -144,7 +144,7 @@ impl Shard {
         let state = bus::messages::UdpSessionState {
             sid: session.sid.0,
             device: session.device,
-            addr: session.addr,
+            addr: session.addr.socket(),
             last_heartbeat_unix_nanos: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
@@ -187,7 +187,7 @@ impl Shard {
             .iter()
             .rev()
             .filter(|h| h.is_udp())
-            .find_map(|h| udp.session(h.slot).map(|session| session.addr));
+            .find_map(|h| udp.session(h.slot).map(|session| session.addr.socket()));
         self.slots = slots;
         addr
     }
