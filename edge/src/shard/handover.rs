@@ -27,7 +27,7 @@ use super::{Shard, udp::UDP_BIT};
 use crate::core::sessions::Handle;
 use crate::core::terminal::Terminal;
 use crate::core::wheel::{Entry, Secs};
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 
 /// A handed-over connection's stage in the stream: waiting for its upgrade, its login, or
 /// online (a login in flight is never handed over).
@@ -153,7 +153,7 @@ impl Shard {
             };
             let handshaking = self.is_tls(slot) && !self.tls_established(slot);
             if handshaking || stage_number(conn.terminal.state()).is_none() {
-                bump(&self.metrics.upgrade_closed);
+                bump_own(&self.metrics.upgrade_closed);
                 self.close(slot, Some(edge_proto::ws::CLOSE_RESTART));
             }
         }
@@ -228,7 +228,7 @@ impl Shard {
                 Some(tls) => Some(tls),
                 None => {
                     // Keys that make no record layer: the connection cannot go on.
-                    bump(&self.metrics.upgrade_closed);
+                    bump_own(&self.metrics.upgrade_closed);
                     return; // `fd` closes here.
                 }
             },
@@ -282,7 +282,7 @@ impl Shard {
         };
         let Some((slot, generation, device, deadline)) = udp.table_mut().restore(record, now)
         else {
-            bump(&self.metrics.udp_drop_full);
+            bump_own(&self.metrics.udp_drop_full);
             return;
         };
         self.metrics.udp_sessions.fetch_add(1, Ordering::Relaxed);

@@ -16,14 +16,14 @@ use super::Shard;
 use super::conn::State;
 use super::sessions::LoginAsked;
 use crate::core::sessions::Handle;
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 
 impl Shard {
     pub(super) fn on_login(&mut self, slot: u32, payload: &[u8]) -> bool {
         let request = match LoginRequest::parse(payload) {
             Ok(request) => request,
             Err(_) => {
-                bump(&self.metrics.login_wrong_params);
+                bump_own(&self.metrics.login_wrong_params);
                 return self.refuse(slot, LoginReply::WrongParams);
             }
         };
@@ -33,18 +33,18 @@ impl Shard {
         {
             return match reject {
                 LoginReject::WrongMd5 => {
-                    bump(&self.metrics.login_wrong_md5);
+                    bump_own(&self.metrics.login_wrong_md5);
                     self.refuse(slot, LoginReply::WrongMd5)
                 }
                 _ => {
-                    bump(&self.metrics.login_wrong_timestamp);
+                    bump_own(&self.metrics.login_wrong_timestamp);
                     self.refuse(slot, LoginReply::WrongTimestamp)
                 }
             };
         }
         let id = request.id;
         if id == 0 || (id > 0 && id % 16 != 0) {
-            bump(&self.metrics.login_wrong_id);
+            bump_own(&self.metrics.login_wrong_id);
             return self.refuse(slot, LoginReply::WrongId);
         }
         let conn_ref = self.conn_ref(slot);
@@ -60,7 +60,7 @@ impl Shard {
             }
             LoginAsked::Sent => true,
             LoginAsked::QueueFull => {
-                bump(&self.metrics.login_server_error);
+                bump_own(&self.metrics.login_server_error);
                 self.refuse(slot, LoginReply::ServerError)
             }
         }
@@ -95,9 +95,9 @@ impl Shard {
             }
             Err(code) if alive => {
                 if code == 3 {
-                    bump(&self.metrics.login_wrong_id);
+                    bump_own(&self.metrics.login_wrong_id);
                 } else {
-                    bump(&self.metrics.login_server_error);
+                    bump_own(&self.metrics.login_server_error);
                 }
                 self.refuse(
                     slot,
@@ -127,7 +127,7 @@ impl Shard {
                     c.terminal.join_failed();
                 }
                 self.release_login(grant.session);
-                bump(&self.metrics.login_server_error);
+                bump_own(&self.metrics.login_server_error);
                 self.refuse(slot, LoginReply::ServerError);
             }
         }
@@ -169,7 +169,7 @@ impl Shard {
         };
         let mut bytes = Vec::with_capacity(2);
         reply.write_to(&mut bytes);
-        bump(&self.metrics.login_ok);
+        bump_own(&self.metrics.login_ok);
         if let Some(upgraded) = self.upgraded_at.remove(&slot) {
             self.metrics.login_time.record(upgraded.elapsed());
         }

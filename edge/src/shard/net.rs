@@ -296,7 +296,7 @@ impl Shard {
         for _ in 0..ACCEPTS_PER_CALL {
             if !self.conn_limits.may_accept(i, self.now()) {
                 // Over --max-accept-rate: the rest waits in the backlog until the tick.
-                crate::metrics::bump(&self.metrics.accept_paused);
+                crate::metrics::bump_own(&self.metrics.accept_paused);
                 if !self.paused_listeners.contains(&i) {
                     self.paused_listeners.push(i);
                 }
@@ -308,7 +308,7 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: leave the rest in the backlog, retry at the tick.
-                    crate::metrics::bump(&self.metrics.accept_errors);
+                    crate::metrics::bump_own(&self.metrics.accept_errors);
                     self.log_accept_error(&e);
                     if !self.paused_listeners.contains(&i) {
                         self.paused_listeners.push(i);
@@ -354,7 +354,7 @@ impl Shard {
             self.conns.remove(slot);
             // Counted before `fd` closes (on return), so that whoever sees the close also
             // sees the count.
-            crate::metrics::bump(&self.metrics.conns_per_ip_refused);
+            crate::metrics::bump_own(&self.metrics.conns_per_ip_refused);
             return None;
         }
         if self
@@ -380,7 +380,7 @@ impl Shard {
             (true, Some(t)) => match rustls::server::UnbufferedServerConnection::new(t.config()) {
                 Ok(session) => Some(session),
                 Err(_) => {
-                    crate::metrics::bump(&self.metrics.tls_handshake_errors);
+                    crate::metrics::bump_own(&self.metrics.tls_handshake_errors);
                     return;
                 }
             },
@@ -395,7 +395,7 @@ impl Shard {
             self.tls_conns
                 .insert(slot, super::tls::TlsConn::new(session));
         }
-        crate::metrics::bump(&self.metrics.ws_accepted);
+        crate::metrics::bump_own(&self.metrics.ws_accepted);
         self.metrics
             .ws_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

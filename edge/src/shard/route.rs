@@ -15,7 +15,7 @@ use edge_proto::status::StatusType;
 use super::Shard;
 use crate::core::update_bound;
 use crate::mesh::Refused;
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 use crate::msg::PeerMsg;
 
 pub use bus::messages::{dir_shard, route_key};
@@ -24,12 +24,12 @@ impl Shard {
     /// A terminal sent a message (not a heartbeat): upload it or relay it.
     pub(super) fn on_message(&mut self, slot: u32, payload: &[u8]) -> bool {
         if payload == b"p" {
-            bump(&self.metrics.heartbeats);
+            bump_own(&self.metrics.heartbeats);
             return self.send_frame(slot, edge_proto::ws::OpCode::Text, b"P");
         }
-        bump(&self.metrics.msgs_in);
+        bump_own(&self.metrics.msgs_in);
         if payload.len() < 16 {
-            bump(&self.metrics.drop_short_message);
+            bump_own(&self.metrics.drop_short_message);
             self.close(slot, Some(edge_proto::ws::CLOSE_PROTOCOL));
             return false;
         }
@@ -63,9 +63,9 @@ impl Shard {
             message: payload.to_vec(),
         };
         if self.bus.try_send(request).is_err() {
-            bump(&self.metrics.drop_bus_queue_full);
+            bump_own(&self.metrics.drop_bus_queue_full);
         } else {
-            bump(&self.metrics.uploads);
+            bump_own(&self.metrics.uploads);
         }
         true
     }
@@ -73,7 +73,7 @@ impl Shard {
     /// Sends `payload` to every session of `ids`, wherever it is.
     pub(super) fn route(&mut self, src: i64, ids: &[i64], payload: &[u8]) {
         if ids.is_empty() {
-            bump(&self.metrics.drop_no_destination);
+            bump_own(&self.metrics.drop_no_destination);
             return;
         }
         if self.config.cluster.is_some() {
@@ -84,7 +84,7 @@ impl Shard {
                 message: payload.to_vec(),
             };
             if self.bus.try_send(relay).is_err() {
-                bump(&self.metrics.drop_bus_queue_full);
+                bump_own(&self.metrics.drop_bus_queue_full);
             }
             return;
         }
@@ -135,7 +135,7 @@ impl Shard {
     pub(super) fn resolve(&mut self, key: i64, ids: &[i64], payload: &[u8]) {
         let mask = self.core.directory.mask(key);
         if mask == 0 {
-            bump(&self.metrics.drop_no_destination);
+            bump_own(&self.metrics.drop_no_destination);
             return;
         }
         for shard in (0..self.count).filter(|s| mask & (1 << s) != 0) {
@@ -161,9 +161,9 @@ impl Shard {
             return;
         }
         match self.mesh.try_send(shard, msg) {
-            Ok(()) => bump(&self.metrics.cross_shard_out),
+            Ok(()) => bump_own(&self.metrics.cross_shard_out),
             Err(Refused::Full(msg)) if ordered => self.peer_backlog.push((shard, msg)),
-            Err(_) => bump(&self.metrics.drop_peer_queue_full),
+            Err(_) => bump_own(&self.metrics.drop_peer_queue_full),
         }
     }
 
@@ -184,7 +184,7 @@ impl Shard {
 
     /// A message from another shard.
     pub(super) fn on_peer(&mut self, msg: PeerMsg) {
-        bump(&self.metrics.cross_shard_in);
+        bump_own(&self.metrics.cross_shard_in);
         match msg {
             PeerMsg::Datagram { from, bytes } => self.on_datagram(&bytes, from),
             PeerMsg::Route {
@@ -243,7 +243,7 @@ impl Shard {
                         body,
                     };
                     if edge_proto::frame::write_direct(&mut message, &spec).is_err() {
-                        bump(&self.metrics.drop_no_destination);
+                        bump_own(&self.metrics.drop_no_destination);
                         return;
                     }
                     for h in &slots {
@@ -253,7 +253,7 @@ impl Shard {
                             self.send_message(h.slot, &message)
                         };
                         if sent {
-                            bump(&self.metrics.pushes_out);
+                            bump_own(&self.metrics.pushes_out);
                         }
                     }
                 }

@@ -15,7 +15,7 @@ use bus::messages::{ConnRef, LoginGrant, ToBus};
 use super::Shard;
 use crate::core::Report;
 use crate::core::sessions::{Handle, IndexError};
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 use crate::msg::PeerMsg;
 
 /// What asking for a login came to.
@@ -35,7 +35,7 @@ impl Shard {
             return LoginAsked::Answered(logins.login(id));
         }
         if self.bus.try_send(ToBus::Login { conn, id }).is_err() {
-            bump(&self.metrics.drop_bus_queue_full);
+            bump_own(&self.metrics.drop_bus_queue_full);
             return LoginAsked::QueueFull;
         }
         LoginAsked::Sent
@@ -46,7 +46,7 @@ impl Shard {
         if let Some(logins) = &self.logins {
             logins.logout(session);
         } else if self.bus.try_send(ToBus::Logout { session }).is_err() {
-            bump(&self.metrics.drop_bus_queue_full);
+            bump_own(&self.metrics.drop_bus_queue_full);
         }
     }
 
@@ -60,7 +60,7 @@ impl Shard {
             let Some(oldest) = self.core.sessions.oldest_if_full(id) else {
                 break;
             };
-            bump(&self.metrics.sessions_evicted);
+            bump_own(&self.metrics.sessions_evicted);
             self.evict(oldest, id);
         }
         match self.core.join(id, handle) {
@@ -167,7 +167,7 @@ impl Shard {
 
     /// Counts a broken invariant; logs it, at most once a second with the count held back.
     fn broken(&mut self, what: std::fmt::Arguments<'_>) {
-        bump(&self.metrics.invariant_broken);
+        bump_own(&self.metrics.invariant_broken);
         if let Some(held_back) = self.invariant_log.admit(std::time::Instant::now()) {
             tracing::error!(shard = self.index, held_back, "invariant broken: {what}");
         }

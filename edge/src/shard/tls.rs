@@ -21,7 +21,7 @@ use rustls::{HandshakeKind, ProtocolVersion};
 use super::Shard;
 use super::tls_feed::append_with;
 pub use super::tls_feed::{Fed, TlsRead, feed};
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 use crate::tls_record::{Opened, RecordLayer};
 
 /// Where a connection's TLS stands.
@@ -94,11 +94,11 @@ impl Shard {
                     Opened::Plain(n) => TlsRead::Plain(n),
                     Opened::Closed => TlsRead::Closed,
                     Opened::Unsupported => {
-                        bump(&self.metrics.tls_key_updates_refused);
+                        bump_own(&self.metrics.tls_key_updates_refused);
                         TlsRead::Failed
                     }
                     Opened::Failed => {
-                        bump(&self.metrics.tls_record_errors);
+                        bump_own(&self.metrics.tls_record_errors);
                         TlsRead::Failed
                     }
                 };
@@ -124,7 +124,7 @@ impl Shard {
             match take_keys(*conn) {
                 Some(layer) => tls.stage = Stage::Records(Box::new(layer)),
                 None => {
-                    bump(&self.metrics.tls_record_errors);
+                    bump_own(&self.metrics.tls_record_errors);
                     outcome = TlsRead::Failed;
                 }
             }
@@ -188,7 +188,7 @@ impl Shard {
         };
         if failed {
             tls.started = None;
-            bump(&self.metrics.tls_handshake_errors);
+            bump_own(&self.metrics.tls_handshake_errors);
             return;
         }
         let Stage::Handshake(conn) = &tls.stage else {
@@ -200,11 +200,11 @@ impl Shard {
         tls.started = None;
         self.metrics.tls_handshake_time.record(started.elapsed());
         match conn.protocol_version() {
-            Some(ProtocolVersion::TLSv1_2) => bump(&self.metrics.tls_handshakes_tls12),
-            _ => bump(&self.metrics.tls_handshakes_tls13),
+            Some(ProtocolVersion::TLSv1_2) => bump_own(&self.metrics.tls_handshakes_tls12),
+            _ => bump_own(&self.metrics.tls_handshakes_tls13),
         }
         if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
-            bump(&self.metrics.tls_resumptions);
+            bump_own(&self.metrics.tls_resumptions);
         }
     }
 

@@ -36,7 +36,7 @@ impl Shard {
             .fetch_max(us, std::sync::atomic::Ordering::Relaxed);
         self.metrics.turn_time.record(took);
         if took > SLOW_TURN {
-            crate::metrics::bump(&self.metrics.shard_slow_turns);
+            crate::metrics::bump_own(&self.metrics.shard_slow_turns);
             if let Some(held_back) = self.slow_log.admit(Instant::now()) {
                 let ms = took.as_millis();
                 tracing::warn!(shard = self.index, ms, held_back, "slow {what}");

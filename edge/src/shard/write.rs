@@ -15,7 +15,7 @@ use edge_proto::ws::{self, OpCode};
 use super::net::send2;
 use super::{Shard, conn_token};
 use crate::core::outbound::{Closed, Verdict};
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 
 /// Largest outbox buffer kept for reuse, and how many are kept per shard.
 const POOLED_BUFFER_MAX: usize = 64 * 1024;
@@ -39,7 +39,7 @@ impl Shard {
         let opcode = self.terminal_opcode();
         let sent = self.send_frame(slot, opcode, message);
         if sent {
-            bump(&self.metrics.msgs_out);
+            bump_own(&self.metrics.msgs_out);
         }
         sent
     }
@@ -92,8 +92,8 @@ impl Shard {
     /// Closes a reader the outbound bounds refuse (1008), counted by why. Always false.
     fn close_reader(&mut self, slot: u32, why: Closed) -> bool {
         match why {
-            Closed::SlowReader => bump(&self.metrics.slow_reader_closed),
-            Closed::Budget => bump(&self.metrics.outbound_budget_closed),
+            Closed::SlowReader => bump_own(&self.metrics.slow_reader_closed),
+            Closed::Budget => bump_own(&self.metrics.outbound_budget_closed),
         }
         self.close(slot, Some(ws::CLOSE_POLICY));
         false

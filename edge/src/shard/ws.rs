@@ -19,7 +19,7 @@ use super::conn::State;
 use super::net::{self, send2};
 use crate::core::sessions::Handle;
 use crate::core::terminal::Expired;
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 
 /// Longest upgrade request accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -173,14 +173,14 @@ impl Shard {
                 }
                 Err(ws::WsError::TooBig { .. }) => {
                     if self.state(slot) == Some(State::Login) {
-                        bump(&self.metrics.prelogin_refused);
+                        bump_own(&self.metrics.prelogin_refused);
                     }
-                    bump(&self.metrics.oversized_frames);
+                    bump_own(&self.metrics.oversized_frames);
                     self.close(slot, Some(ws::CLOSE_TOO_BIG));
                     return false;
                 }
                 Err(_) => {
-                    bump(&self.metrics.malformed_frames);
+                    bump_own(&self.metrics.malformed_frames);
                     self.close(slot, Some(ws::CLOSE_PROTOCOL));
                     return false;
                 }
@@ -192,7 +192,7 @@ impl Shard {
         );
         if waiting && len - pos > PRELOGIN_MAX {
             // More than the login string before logging in: nobody needs to hold that.
-            bump(&self.metrics.prelogin_refused);
+            bump_own(&self.metrics.prelogin_refused);
             self.close(slot, Some(ws::CLOSE_POLICY));
             return false;
         }
@@ -237,7 +237,7 @@ impl Shard {
         self.out = out;
         match result {
             Some(consumed) if sent.is_ok() => {
-                bump(&self.metrics.ws_upgraded);
+                bump_own(&self.metrics.ws_upgraded);
                 let (now, timeouts) = (self.now(), self.timeouts);
                 if let Some(conn) = self.conns.get_mut(slot) {
                     conn.terminal.upgraded(now, &timeouts);
@@ -247,7 +247,7 @@ impl Shard {
                 Some(consumed)
             }
             _ => {
-                bump(&self.metrics.ws_upgrade_refused);
+                bump_own(&self.metrics.ws_upgrade_refused);
                 self.close(slot, None);
                 None
             }
@@ -291,15 +291,15 @@ impl Shard {
     pub(super) fn on_expired(&mut self, slot: u32, expired: Expired) {
         match expired {
             Expired::Handshake => {
-                bump(&self.metrics.handshake_timeout);
+                bump_own(&self.metrics.handshake_timeout);
                 self.close(slot, None);
             }
             Expired::Login => {
-                bump(&self.metrics.login_timeout);
+                bump_own(&self.metrics.login_timeout);
                 self.refuse(slot, LoginReply::LoginTimeout);
             }
             Expired::Read => {
-                bump(&self.metrics.read_timeout);
+                bump_own(&self.metrics.read_timeout);
                 self.close(slot, Some(ws::CLOSE_NORMAL));
             }
         }

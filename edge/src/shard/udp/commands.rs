@@ -14,14 +14,14 @@ use super::{Joining, Pending, UDP_BIT};
 use crate::core::admission::Admit;
 use crate::core::sessions::Handle;
 use crate::core::wheel::{Entry, Secs};
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 
 impl Shard {
     pub(in crate::shard) fn on_direct(&mut self, bytes: &[u8], from: SocketAddr) {
         let request = match Request::parse_datagram(bytes) {
             Ok((_, request)) => request,
             Err(_) => {
-                bump(&self.metrics.udp_drop_malformed);
+                bump_own(&self.metrics.udp_drop_malformed);
                 return;
             }
         };
@@ -30,7 +30,7 @@ impl Shard {
             Request::NewSession { .. } => self.on_new_session(bytes, from),
             other => {
                 let Some(sid) = other.sid() else {
-                    bump(&self.metrics.udp_drop_malformed);
+                    bump_own(&self.metrics.udp_drop_malformed);
                     return;
                 };
                 let Some(slot) = self.accept_session(&sid.0, seq, bytes, from) else {
@@ -48,15 +48,15 @@ impl Shard {
         let Some(udp) = self.udp.as_mut() else { return };
         match udp.limiter.admit(from.ip(), now) {
             Admit::Yes => {}
-            Admit::RateLimited => return bump(&self.metrics.udp_drop_rate_limited),
-            Admit::Untracked => bump(&self.metrics.udp_untracked_sources),
+            Admit::RateLimited => return bump_own(&self.metrics.udp_drop_rate_limited),
+            Admit::Untracked => bump_own(&self.metrics.udp_untracked_sources),
         }
         let Ok(nonce) = udp.nonce() else {
             let body = device::new_session_body(device::STATUS_SERVER_ERROR, &Sid([0; 16]));
             return self.udp_reply(from, bytes, &body);
         };
         let sid = udp.cookies.issue(from, now, nonce);
-        bump(&self.metrics.udp_cookies_issued);
+        bump_own(&self.metrics.udp_cookies_issued);
         let body = device::new_session_body(device::STATUS_OK, &sid);
         self.udp_reply(from, bytes, &body);
     }
@@ -74,12 +74,12 @@ impl Shard {
         let mut pending = None;
         if let Some(victim) = udp.table.make_room() {
             pending = udp.table.get(victim).map(|s| (victim, s.scheduled));
-            bump(&self.metrics.udp_anonymous_evicted);
+            bump_own(&self.metrics.udp_anonymous_evicted);
             self.remove_udp_session(victim);
         }
         let udp = self.udp.as_mut()?;
         let Ok((slot, generation)) = udp.table.open(sid, from, deadline) else {
-            bump(&self.metrics.udp_drop_full);
+            bump_own(&self.metrics.udp_drop_full);
             return None;
         };
         self.metrics
@@ -126,11 +126,11 @@ impl Shard {
             },
             Request::Upload { .. } => return self.udp_upload(slot, bytes),
             Request::Heartbeat { .. } => {
-                bump(&self.metrics.udp_heartbeats);
+                bump_own(&self.metrics.udp_heartbeats);
                 return self.udp_reply(from, bytes, &device::status_body(device::STATUS_OK, sid));
             }
             _ => {
-                bump(&self.metrics.udp_bad_command);
+                bump_own(&self.metrics.udp_bad_command);
                 return self.udp_reply(
                     from,
                     bytes,
@@ -155,7 +155,7 @@ impl Shard {
         // place, the first answer would go out under the second's header, and the second
         // would get none. It is dropped; the device's retry is answered once the first is.
         if session.pending.is_some() {
-            bump(&self.metrics.udp_drop_request_pending);
+            bump_own(&self.metrics.udp_drop_request_pending);
             return;
         }
         session.pending = Some(Box::new(Pending { header, mac }));
@@ -164,7 +164,7 @@ impl Shard {
             .try_send(PlatformRequest { conn, call })
             .is_err()
         {
-            bump(&self.metrics.drop_platform_queue_full);
+            bump_own(&self.metrics.drop_platform_queue_full);
             self.finish_pending(slot, |_, sid| {
                 device::status_body(device::STATUS_SERVER_ERROR, sid).to_vec()
             });
@@ -184,7 +184,7 @@ impl Shard {
             .and_then(|u| u.session(slot))
             .map_or(0, |s| s.device);
         if device >= 0 {
-            bump(&self.metrics.udp_drop_not_logged_in);
+            bump_own(&self.metrics.udp_drop_not_logged_in);
             return;
         }
         let Some(conn) = self.udp_ref(slot) else {
@@ -193,7 +193,7 @@ impl Shard {
         let mut message = bytes.to_vec();
         message[frame::SRC_OFFSET..frame::SRC_OFFSET + 8].copy_from_slice(&device.to_le_bytes());
         if frame::seal(&mut message).is_err() {
-            bump(&self.metrics.udp_drop_malformed);
+            bump_own(&self.metrics.udp_drop_malformed);
             return;
         }
         let upload = ToBus::Upload {
@@ -202,9 +202,9 @@ impl Shard {
             message,
         };
         if self.bus.try_send(upload).is_err() {
-            bump(&self.metrics.drop_bus_queue_full);
+            bump_own(&self.metrics.drop_bus_queue_full);
         } else {
-            bump(&self.metrics.uploads);
+            bump_own(&self.metrics.uploads);
         }
     }
 
@@ -308,7 +308,7 @@ impl Shard {
         if previous != 0 {
             self.leave_session(handle, previous);
         }
-        bump(&self.metrics.udp_logins);
+        bump_own(&self.metrics.udp_logins);
         let joined = self.join_session(handle, grant.session);
         let Some(session) = self.udp.as_mut().and_then(|u| u.table.get_mut(slot)) else {
             return;

@@ -21,7 +21,7 @@ use super::Shard;
 use crate::core::admission::SourceLimiter;
 use crate::core::cookie::SidCookies;
 use crate::core::udp::{Accept, UdpTable};
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 use crate::msg::PeerMsg;
 
 mod commands;
@@ -147,9 +147,9 @@ impl Shard {
                 let (Some(addr), len) = (from[i], lens[i]) else {
                     continue;
                 };
-                bump(&self.metrics.udp_datagrams_in);
+                bump_own(&self.metrics.udp_datagrams_in);
                 if len > DGRAM {
-                    bump(&self.metrics.udp_drop_malformed);
+                    bump_own(&self.metrics.udp_drop_malformed);
                     continue;
                 }
                 let start = i * DGRAM;
@@ -209,7 +209,7 @@ impl Shard {
         match bytes.first().map(|b| b & 0x07) {
             Some(2) => self.on_direct(bytes, from),
             Some(3) => self.on_forward(bytes, from),
-            _ => bump(&self.metrics.udp_drop_malformed),
+            _ => bump_own(&self.metrics.udp_drop_malformed),
         }
     }
 
@@ -233,7 +233,7 @@ impl Shard {
                 Some(slot)
             }
             Accept::Handover(owner) => {
-                bump(&self.metrics.udp_handed_over);
+                bump_own(&self.metrics.udp_handed_over);
                 let bytes = bytes.to_vec();
                 self.send_peer(owner, PeerMsg::Datagram { from, bytes });
                 None
@@ -242,7 +242,7 @@ impl Shard {
                 let max_age = self.config.udp_timeout_secs;
                 let issued = udp.cookies.verify(sid, from, now, max_age);
                 if !issued {
-                    bump(&self.metrics.udp_drop_unknown_session);
+                    bump_own(&self.metrics.udp_drop_unknown_session);
                     return None;
                 }
                 // A device back with the cookie its 0xE0 was answered with: open it now.
@@ -254,13 +254,13 @@ impl Shard {
                         Some(slot)
                     }
                     _ => {
-                        bump(&self.metrics.udp_drop_stale_seq);
+                        bump_own(&self.metrics.udp_drop_stale_seq);
                         None
                     }
                 }
             }
             Accept::StaleSeq => {
-                bump(&self.metrics.udp_drop_stale_seq);
+                bump_own(&self.metrics.udp_drop_stale_seq);
                 None
             }
         }

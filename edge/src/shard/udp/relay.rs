@@ -11,7 +11,7 @@ use super::UDP_BIT;
 use crate::core::sessions::Handle;
 use crate::core::udp::Due;
 use crate::core::wheel::{Entry, Secs};
-use crate::metrics::bump;
+use crate::metrics::bump_own;
 
 impl Shard {
     /// A forward message from a device (opcode 3): relayed to its users' phones by the
@@ -20,7 +20,7 @@ impl Shard {
         let check_ok =
             frame::header_check(bytes, frame::FORWARD_DATA_OFFSET) == bytes.get(72).copied();
         if bytes.len() < frame::FORWARD_MIN_LEN || !check_ok {
-            bump(&self.metrics.udp_drop_malformed);
+            bump_own(&self.metrics.udp_drop_malformed);
             return;
         }
         let mut sid = [0u8; 16];
@@ -33,7 +33,7 @@ impl Shard {
             return;
         };
         if session.device == 0 {
-            bump(&self.metrics.udp_drop_not_logged_in);
+            bump_own(&self.metrics.udp_drop_not_logged_in);
             return;
         }
         let mut dst = [0u8; 8];
@@ -52,7 +52,7 @@ impl Shard {
         if let Some(check) = frame::header_check(&message, frame::FORWARD_DATA_OFFSET) {
             message[72] = check;
         }
-        bump(&self.metrics.msgs_in);
+        bump_own(&self.metrics.msgs_in);
         self.route(device_id, &ids, &message);
         self.dests = ids;
         self.relay = message;
@@ -75,7 +75,7 @@ impl Shard {
             return true;
         }
         if message.len() < frame::PATCH_MIN_LEN {
-            bump(&self.metrics.udp_drop_malformed);
+            bump_own(&self.metrics.udp_drop_malformed);
             return false;
         }
         session.sidx = session.sidx.wrapping_add(1);
@@ -86,7 +86,7 @@ impl Shard {
         let ok = frame::patch_for_device(&mut out, seq, &sid.0).is_ok();
         if ok {
             self.udp_send(addr, &out);
-            bump(&self.metrics.msgs_out);
+            bump_own(&self.metrics.msgs_out);
         }
         self.out = out;
         ok
@@ -153,7 +153,7 @@ impl Shard {
             bound: session.bound.to_vec(),
         };
         if self.bus.try_send(ToBus::UdpSession(state)).is_err() {
-            bump(&self.metrics.drop_bus_queue_full);
+            bump_own(&self.metrics.drop_bus_queue_full);
         }
     }
 
@@ -171,7 +171,7 @@ impl Shard {
                 self.wheel.insert(at, entry);
             }
             Due::Expired => {
-                bump(&self.metrics.udp_expired);
+                bump_own(&self.metrics.udp_expired);
                 self.remove_udp_session(slot);
             }
         }
@@ -220,7 +220,7 @@ impl Shard {
                 device: device_id,
             };
             if self.bus.try_send(gone).is_err() {
-                bump(&self.metrics.drop_bus_queue_full);
+                bump_own(&self.metrics.drop_bus_queue_full);
             }
         }
     }
