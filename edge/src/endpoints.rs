@@ -3,7 +3,9 @@
 //! No shard carries them, so a shard's loop can park in its own `epoll_wait`
 //! (`shard::run`), and a slow status client never shares a turn with relays.
 //!
-//! What they serve is `status`'s; `node` starts the thread and stops it at shutdown.
+//! What they serve is `status`'s; `node` starts the thread and stops it at shutdown, and
+//! dropping [`Endpoints`] stops it too (a start that fails after spawning it), also while
+//! it still waits for the gate.
 //! Like the shards, they start serving once the node's gate opens: during an upgrade the
 //! old process answers on the shared listeners until the new one's shards run.
 
@@ -40,7 +42,9 @@ pub fn spawn(
         .io_memory(1 << 16)
         .spawn(move || async move {
             // Nothing else runs on this thread: blocking here delays only the endpoints.
-            gate.wait();
+            if !gate.wait_unless(&flag, STOP_POLL) {
+                return;
+            }
             // Each server is a task of its own, and this one wakes only for its own
             // timer: polling a pending glommio timer again on every accept leaks a
             // reference to the task's waker each time (glommio 0.9 panics at 32 767).
@@ -72,10 +76,41 @@ async fn stopped(flag: Arc<AtomicBool>) {
 
 impl Endpoints {
     /// Stops serving (requests in progress are cut) and waits for the thread.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Endpoints {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start that fails before the gate opens drops its endpoints: the thread ends and
+    /// the status listener closes, instead of both waiting for a gate that never opens.
+    #[test]
+    fn dropped_before_the_gate_opens_the_thread_ends() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (admin, _requests) = crossbeam_channel::bounded(1);
+        let status = StatusServer {
+            listener: listener.into(),
+            metrics: crate::metrics::NodeMetrics::new(1),
+            admin,
+            admin_token: None,
+        };
+        let endpoints = spawn(status, None, crate::node::Gate::new(false)).unwrap();
+        let started = std::time::Instant::now();
+        drop(endpoints);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(std::net::TcpStream::connect(addr).is_err(), "listener still open");
     }
 }

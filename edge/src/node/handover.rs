@@ -100,6 +100,25 @@ impl Gate {
         }
     }
 
+    /// Blocks until the gate is open (true) or `stop` is set (false), looking at `stop`
+    /// every `poll`: for a thread that must also end when a start fails before the gate
+    /// opens.
+    pub fn wait_unless(&self, stop: &std::sync::atomic::AtomicBool, poll: Duration) -> bool {
+        let Ok(mut open) = self.open.lock() else {
+            return false;
+        };
+        while !*open {
+            if stop.load(std::sync::atomic::Ordering::Acquire) {
+                return false;
+            }
+            open = match self.opened.wait_timeout(open, poll) {
+                Ok((open, _)) => open,
+                Err(_) => return false,
+            };
+        }
+        true
+    }
+
     /// Queues `msg` for shard `shard`'s first turn.
     fn hold(&self, shard: usize, msg: ToShard) {
         if let Ok(mut released) = self.released.lock() {
