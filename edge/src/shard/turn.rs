@@ -49,6 +49,9 @@ impl Shard {
         if self.frozen {
             // Only a resume (or the end) changes anything now: what else arrives is kept
             // for a resume (written now, it could land between bytes the new process sends).
+            // A `Shutdown` is kept too: the connections may be the new process's by now. The
+            // upgrade's deadline ends the freeze: on GO this process exits, on a rollback
+            // the resume replays the shutdown.
             self.ready.clear();
             // Before the inbox: a release of what is held must include these.
             self.drain_peers(usize::MAX);
