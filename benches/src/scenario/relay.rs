@@ -118,9 +118,10 @@ pub struct RelayReport {
     pub skipped: u64,
     /// End-to-end latency.
     pub latency: stats::Latency,
-    /// Paced runs: how late the load generator sent each message of the measured window
+    /// Paced runs: how late the load generator queued each message of the measured window
     /// against its schedule (latency counts from the schedule, so this part of it is the
-    /// generator's, not the server's).
+    /// generator's, not the server's). Read once per pass of its loop, before the pass's
+    /// batch is queued and written, so it is a lower bound; values under 1 µs read 1 µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_lag: Option<stats::Latency>,
     /// The server's CPU (and system calls) over the measured window (`--server-pid`).

@@ -102,10 +102,10 @@ impl Gate {
 
     /// Blocks until the gate is open (true) or `stop` is set (false), looking at `stop`
     /// every `poll`: for a thread that must also end when a start fails before the gate
-    /// opens.
+    /// opens. A poisoned gate counts as open, as in [`Self::wait`].
     pub fn wait_unless(&self, stop: &std::sync::atomic::AtomicBool, poll: Duration) -> bool {
         let Ok(mut open) = self.open.lock() else {
-            return false;
+            return true;
         };
         while !*open {
             if stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -113,7 +113,7 @@ impl Gate {
             }
             open = match self.opened.wait_timeout(open, poll) {
                 Ok((open, _)) => open,
-                Err(_) => return false,
+                Err(_) => return true,
             };
         }
         true

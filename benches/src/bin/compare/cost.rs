@@ -128,15 +128,24 @@ fn run_matrix(cli: &Cli) -> anyhow::Result<Known> {
         let med = |side: usize, p: &str| median_of(&sides[side].rounds, p);
         match (cell.path, cell.window, cell.size, cell.pairs) {
             (Path::WsToWs, 32, 76, 200) => {
-                known.flood_peak = Some([0, 1].map(|s| med(s, "/throughput_msgs_s")));
+                let peaks = [0, 1].map(|s| med(s, "/throughput_msgs_s"));
+                // A cell whose rounds all failed leaves the latency section to measure.
+                known.flood_peak = peaks
+                    .iter()
+                    .all(|p| p.is_finite() && *p > 0.0)
+                    .then_some(peaks);
             }
             (Path::WsToWs, 8, 76, 5000) => {
-                known.one_core = Some([0, 1].map(|s| {
+                let figures = [0, 1].map(|s| {
                     (
                         med(s, "/throughput_msgs_s"),
                         med(s, "/server_cpu_us_per_msg"),
                     )
-                }));
+                });
+                known.one_core = figures
+                    .iter()
+                    .all(|(rate, cpu)| rate.is_finite() && cpu.is_finite())
+                    .then_some(figures);
             }
             _ => {}
         }
