@@ -111,6 +111,9 @@ mod tests {
         let started = std::time::Instant::now();
         drop(endpoints);
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(std::net::TcpStream::connect(addr).is_err(), "listener still open");
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "listener still open"
+        );
     }
 }

@@ -258,6 +258,11 @@ fn a_master_killed_under_load_fails_over_and_everything_flows_again() {
     let device_id = -(unique() % 100_000_000 + 1);
     let mut master = con_as(group.master, true).expect("the master");
     bind(&mut master, device_id, user);
+    // WAIT blocks up to its own 2 s when the replica is slow to acknowledge: read for
+    // longer than that, or the connection's 2 s read timeout races it (EAGAIN).
+    master
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
     let _: redis::Value = redis::cmd("WAIT")
         .arg(1)
         .arg(2000)
