@@ -83,9 +83,15 @@ pub fn extract(report: &str, pointer: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The median over loadgen JSON `reports` of the figure at `pointer` (NaN when none has it).
+pub fn median_of(reports: &[String], pointer: &str) -> f64 {
+    let values: Vec<f64> = reports.iter().map(|r| extract(r, pointer)).collect();
+    crate::stats::median(&values)
+}
+
 /// A row of the final table: label, A values, B values → medians and the ratio spread.
 pub fn row(label: &str, a: &[f64], b: &[f64]) -> String {
-    let med = |v: &[f64]| spread(v).map_or(f64::NAN, |s| s.median);
+    let med = crate::stats::median;
     let r: Option<Spread> = spread(&ratios(a, b));
     let (lo, mid, hi) = r.map_or((f64::NAN, f64::NAN, f64::NAN), |s| (s.min, s.median, s.max));
     format!(

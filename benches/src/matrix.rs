@@ -11,7 +11,7 @@
 //! kernel CPU — the "ceiling" column.
 
 use crate::compare::extract;
-use crate::stats::{Spread, ratios, spread};
+use crate::stats::{Spread, median, ratios, spread};
 
 /// What a cell measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,10 +189,6 @@ fn kernel_values(reports: &[String], pointer: &str) -> Vec<f64> {
         .map(|r| extract(r, pointer) * extract(r, "/server/sys_s") / extract(r, "/server/cpu_s"))
         .filter(|v| v.is_finite())
         .collect()
-}
-
-fn median(v: &[f64]) -> f64 {
-    spread(v).map_or(f64::NAN, |s| s.median)
 }
 
 /// The table header (markdown).

@@ -64,6 +64,11 @@ pub struct Spread {
     pub max: f64,
 }
 
+/// The median of `values` (NaNs ignored); NaN when nothing is left.
+pub fn median(values: &[f64]) -> f64 {
+    spread(values).map_or(f64::NAN, |s| s.median)
+}
+
 /// Min/median/max of `values` (NaNs ignored); `None` when nothing is left.
 pub fn spread(values: &[f64]) -> Option<Spread> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();

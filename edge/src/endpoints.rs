@@ -5,9 +5,9 @@
 //!
 //! What they serve is `status`'s; `node` starts the thread and stops it at shutdown, and
 //! dropping [`Endpoints`] stops it too (a start that fails after spawning it), also while
-//! it still waits for the gate.
-//! Like the shards, they start serving once the node's gate opens: during an upgrade the
-//! old process answers on the shared listeners until the new one's shards run.
+//! it still waits for the gate. Like the shards, they start serving once the node's gate
+//! opens: during an upgrade the old process answers on the shared listeners until the new
+//! one's shards run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

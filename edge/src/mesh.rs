@@ -129,6 +129,15 @@ mod tests {
         (pollers, links)
     }
 
+    /// Parks the way `shard::run` does: announce, look at the queue again, wait (far
+    /// longer than any test). False when the wait timed out: a wake was lost.
+    fn park(poller: &mut Poller, inbound: &MeshLink) -> bool {
+        poller.set_parked(true);
+        let woken = inbound.has_inbound() || poller.wait(std::time::Duration::from_secs(20));
+        poller.set_parked(false);
+        woken
+    }
+
     fn byte(msg: &PeerMsg) -> u8 {
         match msg {
             PeerMsg::Datagram { bytes, .. } => bytes[0],
@@ -215,12 +224,8 @@ mod tests {
             if !out.is_empty() {
                 continue;
             }
-            poller.set_parked(true);
-            if !inbound.has_inbound() {
-                let woken = poller.wait(std::time::Duration::from_secs(20));
-                assert!(woken, "a wake was lost: {got} of {} taken", SENDERS * EACH);
-            }
-            poller.set_parked(false);
+            let woken = park(&mut poller, &inbound);
+            assert!(woken, "a wake was lost: {got} of {} taken", SENDERS * EACH);
         }
         senders.into_iter().for_each(|s| s.join().unwrap());
     }
@@ -261,12 +266,8 @@ mod tests {
                 taken.fetch_add(out.len(), std::sync::atomic::Ordering::Release);
                 continue;
             }
-            poller.set_parked(true);
-            if !inbound.has_inbound() {
-                let woken = poller.wait(std::time::Duration::from_secs(20));
-                assert!(woken, "a wake was lost after {taken:?} rounds");
-            }
-            poller.set_parked(false);
+            let woken = park(&mut poller, &inbound);
+            assert!(woken, "a wake was lost after {taken:?} rounds");
         }
         thread.join().unwrap();
     }

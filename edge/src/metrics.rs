@@ -403,17 +403,23 @@ pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Adds one to a counter that only the calling thread writes: a shard's own counters
+/// Adds `n` to a counter that only the calling thread writes: a shard's own counters
 /// ([`ShardMetrics`]; scrapes on other threads only read them). A plain load and store, not
 /// a locked read-modify-write: that instruction waits until every store before it has
 /// drained — a relayed message's copy into an outbox — which made the counter of relayed
 /// messages ~10 % of a shard's samples at 1 KiB (issue 13). Readers still see whole values.
 #[inline]
-pub fn bump_own(counter: &AtomicU64) {
+pub fn add_own(counter: &AtomicU64, n: u64) {
     counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(1),
+        counter.load(Ordering::Relaxed).wrapping_add(n),
         Ordering::Relaxed,
     );
+}
+
+/// [`add_own`] of one.
+#[inline]
+pub fn bump_own(counter: &AtomicU64) {
+    add_own(counter, 1);
 }
 
 #[cfg(test)]

@@ -89,15 +89,8 @@ impl Gate {
 
     /// Blocks until the gate is open.
     pub fn wait(&self) {
-        let Ok(mut open) = self.open.lock() else {
-            return;
-        };
-        while !*open {
-            open = match self.opened.wait(open) {
-                Ok(open) => open,
-                Err(_) => return,
-            };
-        }
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.wait_unless(&never, Duration::from_secs(3600));
     }
 
     /// Blocks until the gate is open (true) or `stop` is set (false), looking at `stop`

@@ -159,9 +159,7 @@ impl Shard {
         }
         if let Some(udp) = &self.udp {
             let left_out = udp.table().handover_left_out();
-            self.metrics
-                .upgrade_closed
-                .fetch_add(left_out as u64, Ordering::Relaxed);
+            crate::metrics::add_own(&self.metrics.upgrade_closed, left_out as u64);
         }
         self.flush_registrations();
     }

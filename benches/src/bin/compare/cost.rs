@@ -7,6 +7,8 @@
 
 use std::time::Instant;
 
+use benches::compare::median_of;
+
 use super::{Cli, SERVERS, loadgen, loadgen_on, start, start_on, target_args};
 
 /// loadgen's arguments for `server`: [`target_args`] and its pid.
@@ -50,14 +52,6 @@ pub(super) struct Known {
     /// Each server's (msgs/s, µs/msg) for ws→ws window 8, 76 B, 5 000 pairs, the load on
     /// one core with one thread: the scaling section's one-core row on a 2-core host.
     one_core: Option<[(f64, f64); 2]>,
-}
-
-fn median_of(reports: &[String], pointer: &str) -> f64 {
-    let v: Vec<f64> = reports
-        .iter()
-        .map(|r| benches::compare::extract(r, pointer))
-        .collect();
-    benches::stats::spread(&v).map_or(f64::NAN, |s| s.median)
 }
 
 /// `--matrix`, `--latency` and `--scaling`, those asked for, in that order; with more than
@@ -181,7 +175,7 @@ fn run_scaling(cli: &Cli, one_core: Option<[(f64, f64); 2]>) -> anyhow::Result<(
         }
         let (server_cores, load_cores) = (format!("0-{}", n - 1), format!("{n}-{}", online - 1));
         let load_threads = (online - n).to_string();
-        let mut figures: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+        let mut reports: [Vec<String>; 2] = [Vec::new(), Vec::new()];
         for round in 0..cli.rounds {
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for side in order {
@@ -208,27 +202,18 @@ fn run_scaling(cli: &Cli, one_core: Option<[(f64, f64); 2]>) -> anyhow::Result<(
                     10_000 + 200_000 * (round * 2 + side) as i64,
                 ))
                 .collect();
-                let text = loadgen_on(cli, &load_cores, &args)?;
+                reports[side].push(loadgen_on(cli, &load_cores, &args)?);
                 drop(server);
-                figures[side].push((
-                    benches::compare::extract(&text, "/throughput_msgs_s"),
-                    benches::compare::extract(&text, "/server_cpu_us_per_msg"),
-                ));
             }
         }
-        let med = |v: Vec<f64>| benches::stats::spread(&v).map_or(f64::NAN, |s| s.median);
-        let col = |side: usize, rate: bool| {
-            med(figures[side]
-                .iter()
-                .map(|&(r, c)| if rate { r } else { c })
-                .collect())
-        };
+        let rate = |side: usize| median_of(&reports[side], "/throughput_msgs_s");
+        let cpu = |side: usize| median_of(&reports[side], "/server_cpu_us_per_msg");
         println!(
             "| {n} | {:.0} | {:.0} | {:.3} | {:.3} |",
-            col(0, true),
-            col(1, true),
-            col(0, false),
-            col(1, false)
+            rate(0),
+            rate(1),
+            cpu(0),
+            cpu(1)
         );
     }
     if online == 2 && one_core.is_some() {
@@ -281,8 +266,7 @@ fn run_latency(
     known_peak: Option<[f64; 2]>,
 ) -> anyhow::Result<()> {
     use benches::compare::extract;
-    use benches::stats::spread;
-    let median = |v: &[f64]| spread(v).map_or(f64::NAN, |s| s.median);
+    use benches::stats::median;
     let mut base = 5_000_000i64;
     let mut next_base = || {
         base += 200_000;
@@ -330,14 +314,7 @@ fn run_latency(
             }
         }
         for side in [0, 1] {
-            let fig = |p: &str| {
-                median(
-                    &reports[side]
-                        .iter()
-                        .map(|r| extract(r, p))
-                        .collect::<Vec<_>>(),
-                )
-            };
+            let fig = |p: &str| median_of(&reports[side], p);
             let (p50, p99, p999) = (
                 fig("/latency/p50_us"),
                 fig("/latency/p99_us"),

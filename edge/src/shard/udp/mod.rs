@@ -186,12 +186,8 @@ impl Shard {
         let (sent, failed) = super::net::send_batch(udp.fd.as_fd(), &udp.out, &udp.out_msgs);
         udp.out.clear();
         udp.out_msgs.clear();
-        self.metrics
-            .udp_sent
-            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
-        self.metrics
-            .udp_send_errors
-            .fetch_add(failed as u64, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::add_own(&self.metrics.udp_sent, sent as u64);
+        crate::metrics::add_own(&self.metrics.udp_send_errors, failed as u64);
     }
 
     /// Replies to `request` with `body` (docs/protocol.md §5.2).
