@@ -358,15 +358,7 @@ impl Router {
             self.stats.drop(DropReason::ZeroId);
             return;
         }
-        let placed = self.place_quiet(id);
-        let mut parked = false;
-        for index in 0..self.users.holders(id).len() {
-            let name = self.users.holders(id)[index];
-            if self.link_for(name, id).is_none() {
-                push_grouped(&mut self.waiting, name, id);
-                parked = true;
-            }
-        }
+        let (placed, parked) = self.group_id(id, true);
         if !placed && !parked {
             self.stats.drop(DropReason::NoHolder);
         }
@@ -374,34 +366,35 @@ impl Router {
 
     /// Adds `id` to its links' groups; false if there is none.
     fn place_quiet(&mut self, id: i64) -> bool {
-        let mut placed = false;
-        for index in 0..self.users.holders(id).len() {
-            let name = self.users.holders(id)[index];
-            if let Some(link) = self.link_for(name, id) {
-                self.add_to_group(link, id);
-                placed = true;
+        self.group_id(id, false).0
+    }
+
+    /// Adds `id` to the group of the link of each comet holding it (a holder with no link
+    /// to `waiting`, when `park`); a device no comet holds, to one UDP link (the fallback).
+    /// Returns (grouped, parked). One lookup in the user map: this runs per id per frame.
+    fn group_id(&mut self, id: i64, park: bool) -> (bool, bool) {
+        let holders = self.users.holders(id);
+        let (mut placed, mut parked) = (false, false);
+        for &name in holders {
+            match link_for(&self.by_name, name, id) {
+                Some(link) => {
+                    push_grouped(&mut self.groups, link, id);
+                    placed = true;
+                }
+                None if park => {
+                    push_grouped(&mut self.waiting, name, id);
+                    parked = true;
+                }
+                None => {}
             }
         }
-        let unknown = self.users.holders(id).is_empty();
-        if !placed && unknown && id < 0 && self.config.udp_fallback && !self.udp_links.is_empty() {
+        if holders.is_empty() && id < 0 && self.config.udp_fallback && !self.udp_links.is_empty() {
             let at = (id.unsigned_abs() % self.udp_links.len() as u64) as usize;
-            let link = self.udp_links[at];
-            self.add_to_group(link, id);
+            push_grouped(&mut self.groups, self.udp_links[at], id);
             self.stats.udp_fallback += 1;
             placed = true;
         }
-        placed
-    }
-
-    /// The newest link of comet `name` for `id`: phones prefer WS, devices UDP.
-    fn link_for(&self, name: NameId, id: i64) -> Option<LinkId> {
-        let slot = self.by_name.get(name as usize)?;
-        let (first, second) = if id < 0 {
-            (&slot.udp, &slot.ws)
-        } else {
-            (&slot.ws, &slot.udp)
-        };
-        first.last().or(second.last()).copied()
+        (placed, parked)
     }
 
     fn add_to_group(&mut self, link: LinkId, id: i64) {
@@ -473,6 +466,17 @@ impl Router {
 }
 
 /// Adds `id` to the group of `key`, starting one if there is none.
+/// The newest link of comet `name` for `id`: phones prefer WS, devices UDP.
+fn link_for(by_name: &[NameLinks], name: NameId, id: i64) -> Option<LinkId> {
+    let slot = by_name.get(name as usize)?;
+    let (first, second) = if id < 0 {
+        (&slot.udp, &slot.ws)
+    } else {
+        (&slot.ws, &slot.udp)
+    };
+    first.last().or(second.last()).copied()
+}
+
 fn push_grouped<K: PartialEq>(groups: &mut Vec<(K, Vec<i64>)>, key: K, id: i64) {
     match groups.iter_mut().find(|(k, _)| *k == key) {
         Some((_, ids)) => ids.push(id),
