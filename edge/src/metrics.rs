@@ -105,6 +105,8 @@ counters! {
     pushes_out,
     /// Datagrams received.
     udp_datagrams_in,
+    /// Turns that left datagrams in the UDP socket for the next turn (its read budget, 512 a turn, was spent).
+    udp_read_budget_spent,
     /// Datagrams sent.
     udp_sent,
     /// Datagram sends that failed.

@@ -213,7 +213,11 @@ fn a_new_process_that_never_confirms_is_rolled_back_at_the_deadline() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    // Sent while the node is frozen: must arrive once it resumes.
+    // Sent while the node is frozen: must arrive once it resumes. So must a burst of
+    // datagrams larger than a turn's UDP read budget (512): the socket is edge-triggered,
+    // so what the budget leaves must be read without a new datagram to wake it.
+    let udp = node.udp;
+    let drops_before = udp_rcvbuf_errors();
     let during = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
         phone
@@ -221,6 +225,10 @@ fn a_new_process_that_never_confirms_is_rolled_back_at_the_deadline() {
                 3, device_id, b"during",
             )))
             .unwrap();
+        let flooder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..BURST {
+            flooder.send_to(&i.to_le_bytes(), udp).unwrap();
+        }
         phone
     });
     let started = Instant::now();
@@ -247,7 +255,44 @@ fn a_new_process_that_never_confirms_is_rolled_back_at_the_deadline() {
         )))
         .unwrap();
     assert!(next_data(&mut device).is_some_and(|b| b.ends_with(b"after")));
+    // Every datagram of the burst the kernel kept was read (and dropped as malformed),
+    // with no datagram after it; over the budget, the budget was spent on the way.
+    let arrived = BURST - (udp_rcvbuf_errors() - drops_before).min(BURST);
+    let counts = || {
+        let (_, metrics) = http(node.status, "GET", "/metrics", b"");
+        let sum = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        (
+            sum("cloudsocket_udp_datagrams_in_total"),
+            sum("cloudsocket_udp_read_budget_spent_total"),
+        )
+    };
+    assert!(
+        eventually(|| counts().0 == arrived),
+        "{:?} of {arrived}",
+        counts()
+    );
+    if arrived > 512 {
+        assert!(counts().1 >= 1, "{:?}", counts());
+    }
     let _ = std::fs::remove_file(&script);
+}
+
+/// Datagrams sent to the frozen node in `a_new_process_that_never_confirms…`.
+const BURST: u64 = 2_000;
+
+/// UDP datagrams this host's kernel dropped for a full receive buffer (`/proc/net/snmp`).
+fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let at = names.split(' ').position(|n| n == "RcvbufErrors").unwrap();
+    values.split(' ').nth(at).unwrap().parse().unwrap()
 }
 
 /// Plays the old process: starts a node with the handover socket at fd 3, waits for its

@@ -171,6 +171,9 @@ pub struct Shard {
     newcomers: VecDeque<Readiness>,
     /// Connections to read again next turn (their read budget ran out).
     again: Vec<(u32, u32)>,
+    /// The UDP socket's read budget ran out with datagrams left: read it again next turn
+    /// (edge-triggered: no new edge comes for those).
+    udp_again: bool,
     /// Connections written to this turn, flushed at its end.
     dirty: Vec<(u32, u32)>,
     /// Outbox buffers for reuse (a connection holds one only while bytes are queued).
@@ -267,6 +270,7 @@ impl Shard {
             ready: Vec::with_capacity(256),
             newcomers: VecDeque::new(),
             again: Vec::new(),
+            udp_again: false,
             dirty: Vec::new(),
             buffers: Vec::new(),
             due: Vec::new(),

@@ -86,6 +86,9 @@ impl Shard {
             return;
         }
         let ready = std::mem::take(&mut self.ready);
+        if self.udp_again {
+            self.on_udp_ready();
+        }
         for r in &ready {
             if self.is_newcomer(r) {
                 self.newcomers.push_back(*r);
@@ -152,7 +155,7 @@ impl Shard {
             // Sockets wait for the new process.
             return to_send;
         }
-        to_send || !self.again.is_empty() || !self.newcomers.is_empty()
+        to_send || !self.again.is_empty() || self.udp_again || !self.newcomers.is_empty()
     }
 
     /// A listener, or a connection still upgrading or logging in.

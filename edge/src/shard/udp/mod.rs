@@ -32,6 +32,10 @@ pub use crate::core::udp::{Joining, Pending, UdpSession};
 
 /// Datagrams read per `recvmmsg`.
 const BATCH: usize = 32;
+/// `recvmmsg` calls per turn at most: a flood cannot hold the shard in its UDP socket
+/// (connections, the inbox and the wheel wait for the turn's end); what is left is read
+/// next turn.
+const BATCHES_PER_TURN: usize = 16;
 /// Largest datagram handled (longer ones are dropped as malformed, never truncated).
 const DGRAM: usize = 4096;
 /// Datagrams sent per `sendmmsg`.
@@ -135,7 +139,8 @@ impl Shard {
 
     /// The UDP socket is readable: read batches until it is drained.
     pub(super) fn on_udp_ready(&mut self) {
-        loop {
+        self.udp_again = false;
+        for _ in 0..BATCHES_PER_TURN {
             let Some(udp) = self.udp.as_mut() else { return };
             let mut bufs = std::mem::take(&mut udp.bufs);
             let fd = udp.raw_fd();
@@ -163,6 +168,8 @@ impl Shard {
                 return;
             }
         }
+        self.udp_again = true;
+        bump_own(&self.metrics.udp_read_budget_spent);
     }
 
     /// Queues a datagram; the queue goes out with one `sendmmsg` per [`OUT_BATCH`] at the
