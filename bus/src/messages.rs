@@ -34,6 +34,36 @@ pub enum Payload {
     },
 }
 
+/// Destination ids of a routed frame: one (nearly every frame) held inline, more boxed;
+/// a `Route` then moves one allocation between threads, its message, not two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ids {
+    /// A single id.
+    One(i64),
+    /// Several ids.
+    Many(Box<[i64]>),
+}
+
+impl std::ops::Deref for Ids {
+    type Target = [i64];
+
+    fn deref(&self) -> &[i64] {
+        match self {
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(ids) => ids,
+        }
+    }
+}
+
+impl From<&[i64]> for Ids {
+    fn from(ids: &[i64]) -> Self {
+        match ids {
+            [id] => Ids::One(*id),
+            ids => Ids::Many(ids.into()),
+        }
+    }
+}
+
 /// What the bus granted a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginGrant {
@@ -60,14 +90,15 @@ pub enum ToBus {
         /// The session id (mobile id for phones, device id for devices).
         session: i64,
     },
-    /// Cluster mode: relay `message` from `src` to `ids` through a msgbus (docs/protocol.md §8.4).
+    /// Cluster mode: relay a message through a msgbus (docs/protocol.md §8.4), as the
+    /// upstream frame the shard wrote (`Upstream::write`: length prefix, `src`, the ids,
+    /// already filtered by the sender's rules, and the message unchanged). One buffer from
+    /// the shard to the link's socket.
     Relay {
-        /// The sender's session id.
+        /// The sender's session id (also in the frame).
         src: i64,
-        /// Destination ids (already filtered by the sender's rules).
-        ids: Vec<i64>,
-        /// The message, unchanged.
-        message: Vec<u8>,
+        /// The whole upstream frame.
+        frame: Vec<u8>,
     },
     /// Cluster mode: a UDP session changed; write it behind to Redis (`sess:dev:*`),
     /// coalesced per sid.
@@ -88,6 +119,16 @@ pub enum ToBus {
         /// The message, unchanged.
         message: Vec<u8>,
     },
+}
+
+impl ToBus {
+    /// A [`ToBus::Relay`] of `message` from `src` to `ids`, its upstream frame written;
+    /// `None` when it does not encode (over 65 535 ids).
+    pub fn relay(src: i64, ids: &[i64], message: &[u8]) -> Option<ToBus> {
+        let mut frame = Vec::new();
+        edge_proto::link::Upstream::write(&mut frame, src, ids, message).ok()?;
+        Some(ToBus::Relay { src, frame })
+    }
 }
 
 /// What arrives in a shard's inbox: from the bus sidecar, the platform workers, the
@@ -138,7 +179,7 @@ pub enum ToShard {
         /// Directory key of the ids (see [`route_key`]).
         key: i64,
         /// Destination ids under that key.
-        ids: Vec<i64>,
+        ids: Ids,
         /// The message.
         message: Vec<u8>,
     },

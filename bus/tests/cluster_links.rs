@@ -101,11 +101,7 @@ fn relays_go_up_and_downstream_frames_come_back_as_routes() {
         node.metrics.links_up.load(Ordering::Relaxed) == 1
     });
 
-    let relay = ToBus::Relay {
-        src: 17,
-        ids: vec![-5, -6],
-        message: b"hello".to_vec(),
-    };
+    let relay = ToBus::relay(17, &[-5, -6], b"hello").unwrap();
     node.requests.send(relay).unwrap();
     assert_eq!(peer.recv(), (17, vec![-5, -6], b"hello".to_vec()));
     let upload = ToBus::Upload {
@@ -123,7 +119,7 @@ fn relays_go_up_and_downstream_frames_come_back_as_routes() {
             ToShard::Route {
                 ids: got, message, ..
             } => {
-                assert_eq!((got, message), (ids, b"down".to_vec()));
+                assert_eq!((&got[..], message), (&ids[..], b"down".to_vec()));
             }
             _ => unreachable!(),
         }
@@ -152,11 +148,7 @@ fn a_node_serving_both_kinds_opens_two_links() {
         node.metrics.links_up.load(Ordering::Relaxed) == 2
     });
     for (src, message) in [(17, b"phone"), (-3, b"devce")] {
-        let relay = ToBus::Relay {
-            src,
-            ids: vec![1],
-            message: message.to_vec(),
-        };
+        let relay = ToBus::relay(src, &[1], message).unwrap();
         node.requests.send(relay).unwrap();
     }
     assert_eq!(first.recv().0, 17, "phone traffic on the WS link");
@@ -185,11 +177,7 @@ fn the_link_comes_back_when_the_msgbus_restarts() {
     eventually("link up again", || {
         node.metrics.link_connects.load(Ordering::Relaxed) == 2
     });
-    let relay = ToBus::Relay {
-        src: 33,
-        ids: vec![-1],
-        message: b"again".to_vec(),
-    };
+    let relay = ToBus::relay(33, &[-1], b"again").unwrap();
     node.requests.send(relay).unwrap();
     assert_eq!(peer.recv().2, b"again");
     assert!(node.metrics.link_drops.load(Ordering::Relaxed) >= 1);
@@ -215,11 +203,7 @@ fn the_msgbus_list_is_followed() {
     eventually("one link up", || {
         node.metrics.links_up.load(Ordering::Relaxed) == 1
     });
-    let relay = ToBus::Relay {
-        src: 49,
-        ids: vec![],
-        message: b"to b".to_vec(),
-    };
+    let relay = ToBus::relay(49, &[], b"to b").unwrap();
     node.requests.send(relay).unwrap();
     assert_eq!(on_b.recv().2, b"to b");
 }
@@ -240,11 +224,7 @@ fn frames_queued_on_a_link_that_drops_are_sent_on_the_next_one() {
     let relay = |seq: u32| {
         let mut message = seq.to_le_bytes().to_vec();
         message.resize(1024, 0x5a);
-        ToBus::Relay {
-            src: 33,
-            ids: vec![-1],
-            message,
-        }
+        ToBus::relay(33, &[-1], &message).unwrap()
     };
     for seq in 0..FRAMES {
         node.requests.send(relay(seq)).unwrap();
@@ -300,15 +280,11 @@ fn without_a_msgbus_ids_held_here_are_delivered_here_and_the_rest_waits() {
     let here = -cluster_support::unique_user();
     let away = here - 1;
     assert!(node.login(here).is_ok());
-    let relay = ToBus::Relay {
-        src: 33,
-        ids: vec![here, away],
-        message: b"now".to_vec(),
-    };
+    let relay = ToBus::relay(33, &[here, away], b"now").unwrap();
     node.requests.send(relay).unwrap();
     match node.next(dir_shard(here, 2), route_to(here)) {
         ToShard::Route { ids, message, .. } => {
-            assert_eq!((ids, message), (vec![here], b"now".to_vec()));
+            assert_eq!((&ids[..], message), (&[here][..], b"now".to_vec()));
         }
         _ => unreachable!(),
     }
@@ -321,11 +297,7 @@ fn without_a_msgbus_ids_held_here_are_delivered_here_and_the_rest_waits() {
     eventually("link up", || {
         node.metrics.links_up.load(Ordering::Relaxed) == 1
     });
-    let relay = ToBus::Relay {
-        src: 33,
-        ids: vec![here],
-        message: b"via".to_vec(),
-    };
+    let relay = ToBus::relay(33, &[here], b"via").unwrap();
     node.requests.send(relay).unwrap();
     assert_eq!(peer.recv(), (33, vec![here], b"via".to_vec()));
     assert_eq!(node.metrics.relay_local.load(Ordering::Relaxed), 1);

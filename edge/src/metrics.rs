@@ -89,6 +89,8 @@ counters! {
     drop_peer_queue_full,
     /// Requests dropped because the bus queue was full.
     drop_bus_queue_full,
+    /// Cluster relays whose upstream frame does not encode (over 65 535 ids).
+    drop_relay_too_large,
     /// Terminal messages shorter than 16 bytes (connection closed).
     drop_short_message,
     /// Malformed WebSocket frames (connection closed with 1002).

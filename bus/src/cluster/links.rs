@@ -36,7 +36,7 @@ use edge_proto::link_auth;
 use tracing::{info, warn};
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
-use crate::messages::{ShardInbox, ToShard, dir_shard, route_key};
+use crate::messages::{Ids, ShardInbox, ToShard, dir_shard, route_key};
 use crate::net::{
     LinkWriter, SAMPLE_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, write_all_by,
 };
@@ -499,31 +499,40 @@ fn on_frame(payload: &[u8], context: &LinkContext) {
     let Ok(frame) = Downstream::decode(payload) else {
         return bump(&context.metrics.downstream_bad);
     };
-    if frame.ids.is_empty() {
-        return bump(&context.metrics.downstream_bad);
+    match frame.ids.len() {
+        0 => bump(&context.metrics.downstream_bad),
+        // Nearly every frame: one id, one group, nothing to sort.
+        1 => {
+            let id = frame.ids.iter().next().unwrap_or_default();
+            route_group(route_key(id), Ids::One(id), frame.message, context);
+        }
+        _ => route_to_shards(frame.ids.iter().collect(), frame.message, context),
     }
-    route_to_shards(frame.ids.iter().collect(), frame.message, context);
 }
 
 /// One `Route` per directory key group of `ids`, to the key's directory shard.
 fn route_to_shards(mut ids: Vec<i64>, message: &[u8], context: &LinkContext) {
     ids.sort_by_key(|&id| route_key(id));
-    let shards = &context.shards;
     for group in ids.chunk_by(|a, b| route_key(*a) == route_key(*b)) {
         let Some(&first) = group.first() else {
             continue;
         };
-        let key = route_key(first);
-        let Some(shard) = shards.get(dir_shard(key, shards.len())) else {
-            continue;
-        };
-        let msg = ToShard::Route {
-            key,
-            ids: group.to_vec(),
-            message: message.to_vec(),
-        };
-        if shard.send(msg).is_err() {
-            bump(&context.metrics.route_dropped);
-        }
+        route_group(route_key(first), Ids::from(group), message, context);
+    }
+}
+
+/// One `Route` of `ids` (all under directory key `key`) to the key's directory shard.
+fn route_group(key: i64, ids: Ids, message: &[u8], context: &LinkContext) {
+    let shards = &context.shards;
+    let Some(shard) = shards.get(dir_shard(key, shards.len())) else {
+        return;
+    };
+    let msg = ToShard::Route {
+        key,
+        ids,
+        message: message.to_vec(),
+    };
+    if shard.send(msg).is_err() {
+        bump(&context.metrics.route_dropped);
     }
 }

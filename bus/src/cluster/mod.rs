@@ -295,8 +295,15 @@ impl Node {
             }
             ToBus::Logout { session } if self.handed => self.held_logouts.push(session),
             ToBus::Logout { session } => self.sessions.logout(&mut self.store, session),
-            ToBus::Relay { src, ids, message } => self.relay(src, &ids, &message),
-            ToBus::Upload { src, message, .. } => self.relay(src, &[], &message),
+            ToBus::Relay { src, frame } => self.relay(src, frame),
+            // An upload goes to a msgbus with no ids (the msgbus publishes it).
+            ToBus::Upload { src, message, .. } => {
+                let mut frame = Vec::new();
+                match Upstream::write(&mut frame, src, &[], &message) {
+                    Ok(()) => self.send_upstream(src, frame),
+                    Err(_) => bump(&self.metrics.relay_dropped),
+                }
+            }
             ToBus::UdpSession(state) => self.writes.update(state),
             ToBus::UdpSessionGone { sid, device } => self.writes.gone(sid, device),
         }
@@ -312,30 +319,34 @@ impl Node {
         self.sessions.login(&mut self.store, id)
     }
 
-    fn relay(&mut self, src: i64, ids: &[i64], message: &[u8]) {
-        if !ids.is_empty() && self.links.up() == 0 {
-            // No msgbus reachable: what this comet holds is delivered here at once; only
-            // the rest waits for a link (those ids never reach a msgbus, so no duplicate).
+    /// Sends a shard's upstream frame on a msgbus link. With none up, what this comet
+    /// holds is delivered here at once; only the rest waits for a link (those ids never
+    /// reach a msgbus, so no duplicate).
+    fn relay(&mut self, src: i64, frame: Vec<u8>) {
+        if self.links.up() == 0 {
+            let Some(up) = frame.get(4..).and_then(|p| Upstream::decode(p).ok()) else {
+                return bump(&self.metrics.relay_dropped);
+            };
             let (here, away): (Vec<i64>, Vec<i64>) =
-                ids.iter().partition(|&&id| self.sessions.is_online(id));
+                up.ids.iter().partition(|&id| self.sessions.is_online(id));
             if !here.is_empty() {
                 bump(&self.metrics.relay_local);
-                self.links.deliver_here(here, message);
+                self.links.deliver_here(here, up.message);
                 if !away.is_empty() {
-                    self.send_upstream(src, &away, message);
+                    let mut rest = Vec::new();
+                    if Upstream::write(&mut rest, src, &away, up.message).is_err() {
+                        return bump(&self.metrics.relay_dropped);
+                    }
+                    self.send_upstream(src, rest);
                 }
                 return;
             }
         }
-        self.send_upstream(src, ids, message);
+        self.send_upstream(src, frame);
     }
 
-    /// Queues `message` for `ids` on a msgbus link (held while none is up).
-    fn send_upstream(&mut self, src: i64, ids: &[i64], message: &[u8]) {
-        let mut frame = Vec::new();
-        if Upstream::write(&mut frame, src, ids, message).is_err() {
-            return bump(&self.metrics.relay_dropped);
-        }
+    /// Queues an upstream frame on a msgbus link (held while none is up).
+    fn send_upstream(&mut self, src: i64, frame: Vec<u8>) {
         let kind = if src > 0 {
             CometKind::Ws
         } else {

@@ -78,10 +78,10 @@ impl Shard {
         }
         if self.config.cluster.is_some() {
             // Cluster mode: the msgbus knows which comets hold the ids (ours included).
-            let relay = bus::messages::ToBus::Relay {
-                src,
-                ids: ids.to_vec(),
-                message: payload.to_vec(),
+            // The frame is written here, so one buffer goes from the shard to the socket.
+            let Some(relay) = bus::messages::ToBus::relay(src, ids, payload) else {
+                bump_own(&self.metrics.drop_relay_too_large);
+                return;
             };
             if self.bus.try_send(relay).is_err() {
                 bump_own(&self.metrics.drop_bus_queue_full);
