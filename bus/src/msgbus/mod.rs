@@ -155,9 +155,12 @@ pub(crate) enum Event {
     LinkDown {
         link: LinkId,
     },
-    Frame {
+    /// The whole frames of one read from a comet, as they came (length prefix, payload;
+    /// pings left out; at most [`link::FRAMES_BATCH_BYTES`] and one frame): one event and
+    /// one buffer per read, not per frame.
+    Frames {
         link: LinkId,
-        payload: Vec<u8>,
+        frames: Vec<u8>,
     },
     PubKey(Vec<u8>),
     Reload(Vec<(String, Vec<i64>)>),
@@ -338,7 +341,7 @@ fn run_router(
     uploads: &Sender<Upload>,
     metrics: &Metrics,
 ) {
-    let mut queues: HashMap<LinkId, Sender<Vec<u8>>> = HashMap::new();
+    let mut queues: Queues = HashMap::default();
     let start = Instant::now();
     let mut next_tick = start;
     loop {
@@ -371,10 +374,11 @@ fn run_router(
                 queues.remove(&link);
                 router.handle_input(Input::CometDown { link });
             }
-            Some(Event::Frame { link, payload }) => router.handle_input(Input::Upstream {
-                link,
-                payload: &payload,
-            }),
+            Some(Event::Frames { link, frames }) => {
+                for payload in link::batched(&frames) {
+                    router.handle_input(Input::Upstream { link, payload });
+                }
+            }
             Some(Event::PubKey(payload)) => router.handle_input(Input::PubKey(&payload)),
             Some(Event::Reload(snapshot)) => router.handle_input(Input::Reload(&snapshot)),
             Some(Event::Uploaded { src, origin, ack }) => {
@@ -398,12 +402,11 @@ fn run_router(
     }
 }
 
-fn dispatch(
-    output: Output,
-    queues: &HashMap<LinkId, Sender<Vec<u8>>>,
-    uploads: &Sender<Upload>,
-    metrics: &Metrics,
-) {
+/// Each comet link's write queue, looked up per routed frame (keyed foldhash, as the
+/// user map).
+type Queues = HashMap<LinkId, Sender<Vec<u8>>, foldhash::fast::RandomState>;
+
+fn dispatch(output: Output, queues: &Queues, uploads: &Sender<Upload>, metrics: &Metrics) {
     match output {
         Output::Send { link, frame } => match queues.get(&link).map(|q| q.try_send(frame)) {
             Some(Ok(())) => {}
