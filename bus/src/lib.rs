@@ -19,6 +19,7 @@ pub mod msgbus;
 pub mod net;
 pub mod process_metrics;
 pub mod redis_target;
+pub mod route_batch;
 pub mod sidecar;
 pub mod throttle;
 pub mod upload_log;

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+pub use crate::route_batch::RouteBatch;
+
 /// Names a connection across threads: shard, slot and the slot's generation (a reply for
 /// a connection that has since closed finds a different generation and is dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,36 +34,6 @@ pub enum Payload {
         /// The body, shared by every destination.
         body: Arc<[u8]>,
     },
-}
-
-/// Destination ids of a routed frame: one (nearly every frame) held inline, more boxed;
-/// a `Route` then moves one allocation between threads, its message, not two.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ids {
-    /// A single id.
-    One(i64),
-    /// Several ids.
-    Many(Box<[i64]>),
-}
-
-impl std::ops::Deref for Ids {
-    type Target = [i64];
-
-    fn deref(&self) -> &[i64] {
-        match self {
-            Ids::One(id) => std::slice::from_ref(id),
-            Ids::Many(ids) => ids,
-        }
-    }
-}
-
-impl From<&[i64]> for Ids {
-    fn from(ids: &[i64]) -> Self {
-        match ids {
-            [id] => Ids::One(*id),
-            ids => Ids::Many(ids.into()),
-        }
-    }
 }
 
 /// What the bus granted a login.
@@ -173,16 +145,10 @@ pub enum ToShard {
         /// The answer.
         answer: PlatformAnswer,
     },
-    /// Cluster mode: a frame from a msgbus, for the directory shard of `key`: find the
-    /// local sessions of `ids` on every shard and deliver.
-    Route {
-        /// Directory key of the ids (see [`route_key`]).
-        key: i64,
-        /// Destination ids under that key.
-        ids: Ids,
-        /// The message.
-        message: Vec<u8>,
-    },
+    /// Cluster mode: the frames of one msgbus read whose directory keys this shard holds
+    /// (see [`route_key`], [`dir_shard`]): for each, find the local sessions of its ids
+    /// on every shard and deliver. One buffer per read, not per frame.
+    Routes(RouteBatch),
     /// Password changed (`PubModifiedPasswdUser`): send status 13 to the user's phones on
     /// this shard and close them.
     Kick {

@@ -1,7 +1,9 @@
 //! Msgbus links (docs/protocol.md §8): one thread per link dials the msgbus (local side bound to
 //! the node's `--lip`, so the msgbus keys it by that IP), does the one-byte handshake and
-//! writes the frames queued for it; a reader thread per connection turns downstream frames
-//! into [`ToShard::Route`] for the directory shard of each id group.
+//! writes the frames queued for it; a reader thread per connection puts each downstream
+//! frame (each id group's, when its ids span several directory keys) in the
+//! [`crate::messages::RouteBatch`] of its directory shard, and sends each shard one
+//! [`ToShard::Routes`] per read.
 //!
 //! A link that drops or fails to dial is re-dialled with a backoff (100 ms doubling to
 //! 1 s, back to 100 ms once a link stayed up a second) — the original re-dialled only on a
@@ -36,7 +38,7 @@ use edge_proto::link_auth;
 use tracing::{info, warn};
 
 use super::metrics::{ClusterMetrics, bump, bump_by};
-use crate::messages::{Ids, ShardInbox, ToShard, dir_shard, route_key};
+use crate::messages::{RouteBatch, ShardInbox, ToShard, dir_shard, route_key};
 use crate::net::{
     LinkWriter, SAMPLE_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, write_all_by,
 };
@@ -232,7 +234,9 @@ impl Links {
     /// Hands `message` for `ids` straight to the directory shards of this node, as if it
     /// had come back from a msgbus (used while none is reachable, for ids held here).
     pub fn deliver_here(&self, ids: Vec<i64>, message: &[u8]) {
-        route_to_shards(ids, message, &self.context);
+        let mut batches = Batches::new(self.context.shards.len());
+        route_to_shards(ids, message, &mut batches);
+        batches.send(&self.context);
     }
 
     /// Links that are up.
@@ -470,6 +474,7 @@ fn read_downstream(mut stream: TcpStream, context: &LinkContext) {
     let mut decoder = LinkDecoder::new(DEFAULT_MAX_PAYLOAD);
     let mut buf = vec![0u8; DEFAULT_MAX_PAYLOAD + 4];
     let mut filled = 0;
+    let mut batches = Batches::new(context.shards.len());
     loop {
         let Some(spare) = buf.get_mut(filled..) else {
             return;
@@ -482,57 +487,75 @@ fn read_downstream(mut stream: TcpStream, context: &LinkContext) {
         while let Some((item, used)) = buf.get(start..filled).and_then(|b| decoder.decode(b)) {
             match item {
                 LinkItem::Frame([]) => {} // a ping from the msgbus
-                LinkItem::Frame(payload) => on_frame(payload, context),
+                LinkItem::Frame(payload) => on_frame(payload, context, &mut batches),
                 LinkItem::Skipped { .. } => bump(&context.metrics.downstream_bad),
                 LinkItem::Discarded => {}
             }
             start += used;
         }
+        // One message per shard per read, not per frame.
+        batches.send(context);
         buf.copy_within(start..filled, 0);
         filled -= start;
     }
 }
 
-/// Routes one downstream payload: ids grouped by directory key, one `Route` per group.
-fn on_frame(payload: &[u8], context: &LinkContext) {
+/// Adds one downstream payload to the batch of its directory shard (of each key group's
+/// shard, when its ids span several keys).
+fn on_frame(payload: &[u8], context: &LinkContext, batches: &mut Batches) {
     bump(&context.metrics.downstream_frames);
     let Ok(frame) = Downstream::decode(payload) else {
         return bump(&context.metrics.downstream_bad);
     };
     match frame.ids.len() {
         0 => bump(&context.metrics.downstream_bad),
-        // Nearly every frame: one id, one group, nothing to sort.
+        // Nearly every frame: one id, one key, taken as it came.
         1 => {
             let id = frame.ids.iter().next().unwrap_or_default();
-            route_group(route_key(id), Ids::One(id), frame.message, context);
+            batches.shard_of(route_key(id)).push_payload(payload);
         }
-        _ => route_to_shards(frame.ids.iter().collect(), frame.message, context),
+        _ => route_to_shards(frame.ids.iter().collect(), frame.message, batches),
     }
 }
 
-/// One `Route` per directory key group of `ids`, to the key's directory shard.
-fn route_to_shards(mut ids: Vec<i64>, message: &[u8], context: &LinkContext) {
+/// One frame per directory key group of `ids`, in the batch of the key's shard.
+fn route_to_shards(mut ids: Vec<i64>, message: &[u8], batches: &mut Batches) {
     ids.sort_by_key(|&id| route_key(id));
     for group in ids.chunk_by(|a, b| route_key(*a) == route_key(*b)) {
         let Some(&first) = group.first() else {
             continue;
         };
-        route_group(route_key(first), Ids::from(group), message, context);
+        // A group of a decoded frame re-encodes (fewer ids, the same message).
+        let _ = batches.shard_of(route_key(first)).push(group, message);
     }
 }
 
-/// One `Route` of `ids` (all under directory key `key`) to the key's directory shard.
-fn route_group(key: i64, ids: Ids, message: &[u8], context: &LinkContext) {
-    let shards = &context.shards;
-    let Some(shard) = shards.get(dir_shard(key, shards.len())) else {
-        return;
-    };
-    let msg = ToShard::Route {
-        key,
-        ids,
-        message: message.to_vec(),
-    };
-    if shard.send(msg).is_err() {
-        bump(&context.metrics.route_dropped);
+/// A [`RouteBatch`] per shard, filled from one read and sent at its end.
+struct Batches(Vec<RouteBatch>);
+
+impl Batches {
+    fn new(shards: usize) -> Self {
+        Self((0..shards.max(1)).map(|_| RouteBatch::default()).collect())
+    }
+
+    /// The batch of the directory shard of `key`.
+    fn shard_of(&mut self, key: i64) -> &mut RouteBatch {
+        let at = dir_shard(key, self.0.len());
+        &mut self.0[at]
+    }
+
+    /// Sends every non-empty batch to its shard (a full inbox: its frames counted dropped).
+    fn send(&mut self, context: &LinkContext) {
+        for (at, batch) in self.0.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(batch);
+            let frames = batch.len() as u64;
+            let shard = context.shards.get(at);
+            if shard.is_none_or(|shard| shard.send(ToShard::Routes(batch)).is_err()) {
+                bump_by(&context.metrics.route_dropped, frames);
+            }
+        }
     }
 }

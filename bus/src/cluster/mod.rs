@@ -10,7 +10,7 @@
 //!  msgbus list ──▶       │ frames (4096/link)
 //!                        ▼
 //!                  link threads (1 per msgbus × kind) ──tcp──▶ msgbus
-//!                  link reader threads ──ToShard::Route──▶ directory shard
+//!                  link reader threads ──ToShard::Routes──▶ directory shard
 //!  Redis pub/sub ─▶ subscriber thread ──Deliver/Binding/Kick──▶ every shard
 //! ```
 //!

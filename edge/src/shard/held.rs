@@ -43,8 +43,11 @@ impl Shard {
         let mut dropped = 0;
         for msg in &self.held_while_frozen {
             match msg {
-                ToShard::Route { ids, message, .. } => {
-                    records.push(relay_bytes(true, ids, None, message));
+                ToShard::Routes(batch) => {
+                    for frame in batch.iter() {
+                        let ids: Vec<i64> = frame.ids.iter().collect();
+                        records.push(relay_bytes(true, &ids, None, frame.message));
+                    }
                 }
                 // Broadcast by the bus: each shard forwards its own copy, for its own.
                 ToShard::Deliver { ids, payload } if pushes => {

@@ -171,6 +171,8 @@ pub struct Shard {
     newcomers: VecDeque<Readiness>,
     /// Connections to read again next turn (their read budget ran out).
     again: Vec<(u32, u32)>,
+    /// Scratch for the ids of a msgbus frame being resolved (kept for its capacity).
+    route_ids: Vec<i64>,
     /// The UDP socket's read budget ran out with datagrams left: read it again next turn
     /// (edge-triggered: no new edge comes for those).
     udp_again: bool,
@@ -270,6 +272,7 @@ impl Shard {
             ready: Vec::with_capacity(256),
             newcomers: VecDeque::new(),
             again: Vec::new(),
+            route_ids: Vec::new(),
             udp_again: false,
             dirty: Vec::new(),
             buffers: Vec::new(),

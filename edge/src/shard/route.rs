@@ -132,6 +132,20 @@ impl Shard {
     }
 
     /// At the directory shard of `key`: hand the message to each holder.
+    /// Resolves each frame of a msgbus read (cluster mode): each one's ids share one
+    /// directory key, which this shard holds.
+    pub(super) fn resolve_batch(&mut self, batch: &bus::messages::RouteBatch) {
+        let mut ids = std::mem::take(&mut self.route_ids);
+        for frame in batch.iter() {
+            ids.clear();
+            ids.extend(frame.ids.iter());
+            if let Some(&first) = ids.first() {
+                self.resolve(route_key(first), &ids, frame.message);
+            }
+        }
+        self.route_ids = ids;
+    }
+
     pub(super) fn resolve(&mut self, key: i64, ids: &[i64], payload: &[u8]) {
         let mask = self.core.directory.mask(key);
         if mask == 0 {

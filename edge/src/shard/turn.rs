@@ -237,7 +237,7 @@ impl Shard {
                 bound,
             } => self.on_binding(device, user, bound),
             ToShard::Deliver { ids, payload } => self.deliver_local(&ids, &payload),
-            ToShard::Route { key, ids, message } => self.resolve(key, &ids, &message),
+            ToShard::Routes(batch) => self.resolve_batch(&batch),
             ToShard::Kick { user } => self.kick_user(user),
             ToShard::AddrQuery { device, reply } => {
                 let addr = self.device_addr(device);
