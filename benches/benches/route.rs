@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use bus::msgbus::route::{Input, LinkId, Router, RouterConfig};
+use bus::msgbus::route::{Input, LinkId, Router};
 use criterion::{Criterion, criterion_group, criterion_main};
 use edge_proto::link::{CometKind, Upstream};
 
@@ -15,13 +15,8 @@ const DEVICES: LinkId = LinkId(2);
 const FLEET: i64 = 100_000;
 
 fn fleet_router() -> Router {
-    let mut r = Router::new(RouterConfig {
-        udp_fallback: true,
-        names_max: 16,
-        park_ms: 5_000,
-        park_max: 1_000,
-        park_max_bytes: 1 << 20,
-    });
+    // The msgbus's own settings (`cloudsocket msgbus` defaults).
+    let mut r = Router::new(bus::msgbus::Config::new("", "").router);
     for (link, name) in [(PHONES, "10.0.0.1"), (DEVICES, "10.0.0.2")] {
         let kind = CometKind::Ws;
         r.handle_input(Input::CometUp { link, name, kind });

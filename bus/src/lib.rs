@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod embedded;
+pub mod frames;
 pub mod histogram;
 pub mod http_request;
 pub mod messages;
@@ -19,7 +20,6 @@ pub mod msgbus;
 pub mod net;
 pub mod process_metrics;
 pub mod redis_target;
-pub mod route_batch;
 pub mod sidecar;
 pub mod throttle;
 pub mod upload_log;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-pub use crate::route_batch::RouteBatch;
+pub use crate::frames::RouteBatch;
 
 /// Names a connection across threads: shard, slot and the slot's generation (a reply for
 /// a connection that has since closed finds a different generation and is dropped).
@@ -97,10 +97,17 @@ impl ToBus {
     /// A [`ToBus::Relay`] of `message` from `src` to `ids`, its upstream frame written;
     /// `None` when it does not encode (over 65 535 ids).
     pub fn relay(src: i64, ids: &[i64], message: &[u8]) -> Option<ToBus> {
-        let mut frame = Vec::new();
-        edge_proto::link::Upstream::write(&mut frame, src, ids, message).ok()?;
+        let frame = upstream_frame(src, ids, message)?;
         Some(ToBus::Relay { src, frame })
     }
+}
+
+/// The upstream link frame (length prefix included) of `message` from `src` to `ids`;
+/// `None` when it does not encode (over 65 535 ids).
+pub(crate) fn upstream_frame(src: i64, ids: &[i64], message: &[u8]) -> Option<Vec<u8>> {
+    let mut frame = Vec::new();
+    edge_proto::link::Upstream::write(&mut frame, src, ids, message).ok()?;
+    Some(frame)
 }
 
 /// What arrives in a shard's inbox: from the bus sidecar, the platform workers, the

@@ -56,6 +56,7 @@ pub use metrics::ClusterMetrics;
 pub use mobile::handover::{Export, Inheritance, Snapshot};
 pub use session::{rfc3339_nanos, session_json};
 
+use crate::messages::upstream_frame;
 use links::{LinkContext, Links};
 use metrics::bump;
 use mobile::Sessions;
@@ -297,13 +298,10 @@ impl Node {
             ToBus::Logout { session } => self.sessions.logout(&mut self.store, session),
             ToBus::Relay { src, frame } => self.relay(src, frame),
             // An upload goes to a msgbus with no ids (the msgbus publishes it).
-            ToBus::Upload { src, message, .. } => {
-                let mut frame = Vec::new();
-                match Upstream::write(&mut frame, src, &[], &message) {
-                    Ok(()) => self.send_upstream(src, frame),
-                    Err(_) => bump(&self.metrics.relay_dropped),
-                }
-            }
+            ToBus::Upload { src, message, .. } => match upstream_frame(src, &[], &message) {
+                Some(frame) => self.send_upstream(src, frame),
+                None => bump(&self.metrics.relay_dropped),
+            },
             ToBus::UdpSession(state) => self.writes.update(state),
             ToBus::UdpSessionGone { sid, device } => self.writes.gone(sid, device),
         }
@@ -333,10 +331,9 @@ impl Node {
                 bump(&self.metrics.relay_local);
                 self.links.deliver_here(here, up.message);
                 if !away.is_empty() {
-                    let mut rest = Vec::new();
-                    if Upstream::write(&mut rest, src, &away, up.message).is_err() {
+                    let Some(rest) = upstream_frame(src, &away, up.message) else {
                         return bump(&self.metrics.relay_dropped);
-                    }
+                    };
                     self.send_upstream(src, rest);
                 }
                 return;

@@ -36,6 +36,7 @@ use tracing::{info, warn};
 use super::Event;
 use super::route::LinkId;
 use super::stats::{Metrics, bump};
+use crate::frames::Frames;
 use crate::net::{
     LinkWriter, SAMPLE_EVERY, SILENCE_LIMIT, read_exact_by, set_liveness, write_all_by,
 };
@@ -275,15 +276,16 @@ fn read_loop(mut stream: &TcpStream, link: LinkId, ctx: &LinkContext) {
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
-        let mut frames = Vec::new();
+        let mut frames = Frames::default();
         while let Some((item, used)) = decoder.decode(&buf[at..]) {
             at += used;
             match item {
                 LinkItem::Frame([]) => {} // a ping: it only proves the comet is there
                 LinkItem::Frame(payload) => {
-                    frames.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                    frames.extend_from_slice(payload);
-                    if frames.len() >= FRAMES_BATCH_BYTES && !send_frames(ctx, link, &mut frames) {
+                    frames.push(payload);
+                    if frames.byte_len() >= FRAMES_BATCH_BYTES
+                        && !send_frames(ctx, link, &mut frames)
+                    {
                         return;
                     }
                 }
@@ -305,21 +307,9 @@ pub(super) const FRAMES_BATCH_BYTES: usize = 64 * 1024;
 
 /// Hands the batch to the router (blocking: the comet waits on its socket meanwhile);
 /// false once the router is gone.
-fn send_frames(ctx: &LinkContext, link: LinkId, frames: &mut Vec<u8>) -> bool {
+fn send_frames(ctx: &LinkContext, link: LinkId, frames: &mut Frames) -> bool {
     let frames = std::mem::take(frames);
     ctx.events.send(Event::Frames { link, frames }).is_ok()
-}
-
-/// The payloads of an [`Event::Frames`] batch, in order (each behind its 4-byte
-/// little-endian length, as [`read_loop`] wrote them).
-pub(super) fn batched(mut frames: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let (len, rest) = frames.split_first_chunk::<4>()?;
-        let len = u32::from_le_bytes(*len) as usize;
-        let (payload, rest) = rest.split_at_checked(len)?;
-        frames = rest;
-        Some(payload)
-    })
 }
 
 /// Writes queued frames in batches until the queue's sender is dropped or a write fails.
@@ -362,24 +352,4 @@ fn write_loop(mut stream: TcpStream, frames: Receiver<Vec<u8>>, metrics: &Metric
     metrics.unacked_lost.fetch_add(lost, Ordering::Relaxed);
     // Wakes the reader, which reports the link down.
     let _ = stream.shutdown(Shutdown::Both);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::batched;
-
-    #[test]
-    fn a_batch_gives_back_its_payloads_in_order_and_stops_at_a_torn_one() {
-        let mut frames = Vec::new();
-        for payload in [&b"first"[..], b"", b"third one"] {
-            frames.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            frames.extend_from_slice(payload);
-        }
-        let whole: Vec<&[u8]> = batched(&frames).collect();
-        assert_eq!(whole, [&b"first"[..], b"", b"third one"]);
-        // Only read_loop writes batches, so a torn one is a bug: it ends, it never panics.
-        let torn: Vec<&[u8]> = batched(&frames[..frames.len() - 1]).collect();
-        assert_eq!(torn, [&b"first"[..], b""]);
-        assert_eq!(batched(&frames[..2]).count(), 0);
-    }
 }

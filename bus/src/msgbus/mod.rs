@@ -52,6 +52,7 @@ use route::{Input, LinkId, Output, Router, RouterConfig, Upload};
 use stats::{Metrics, bump};
 use status::Query;
 
+use crate::frames::Frames;
 use crate::redis_target::RedisTarget;
 
 /// Depth of the router's inbox.
@@ -160,7 +161,7 @@ pub(crate) enum Event {
     /// one buffer per read, not per frame.
     Frames {
         link: LinkId,
-        frames: Vec<u8>,
+        frames: Frames,
     },
     PubKey(Vec<u8>),
     Reload(Vec<(String, Vec<i64>)>),
@@ -375,7 +376,7 @@ fn run_router(
                 router.handle_input(Input::CometDown { link });
             }
             Some(Event::Frames { link, frames }) => {
-                for payload in link::batched(&frames) {
+                for payload in frames.payloads() {
                     router.handle_input(Input::Upstream { link, payload });
                 }
             }

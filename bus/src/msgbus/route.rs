@@ -465,7 +465,6 @@ impl Router {
     }
 }
 
-/// Adds `id` to the group of `key`, starting one if there is none.
 /// The newest link of comet `name` for `id`: phones prefer WS, devices UDP.
 fn link_for(by_name: &[NameLinks], name: NameId, id: i64) -> Option<LinkId> {
     let slot = by_name.get(name as usize)?;
@@ -477,6 +476,7 @@ fn link_for(by_name: &[NameLinks], name: NameId, id: i64) -> Option<LinkId> {
     first.last().or(second.last()).copied()
 }
 
+/// Adds `id` to the group of `key`, starting one if there is none.
 fn push_grouped<K: PartialEq>(groups: &mut Vec<(K, Vec<i64>)>, key: K, id: i64) {
     match groups.iter_mut().find(|(k, _)| *k == key) {
         Some((_, ids)) => ids.push(id),

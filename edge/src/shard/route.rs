@@ -131,7 +131,6 @@ impl Shard {
         }
     }
 
-    /// At the directory shard of `key`: hand the message to each holder.
     /// Resolves each frame of a msgbus read (cluster mode): each one's ids share one
     /// directory key, which this shard holds.
     pub(super) fn resolve_batch(&mut self, batch: &bus::messages::RouteBatch) {
@@ -146,6 +145,7 @@ impl Shard {
         self.route_ids = ids;
     }
 
+    /// At the directory shard of `key`: hand the message to each holder.
     pub(super) fn resolve(&mut self, key: i64, ids: &[i64], payload: &[u8]) {
         let mask = self.core.directory.mask(key);
         if mask == 0 {
